@@ -1,0 +1,55 @@
+// Package pgtest gives tests a fresh PostgreSQL schema of their own on the
+// server named by TRELLIS_TEST_POSTGRES_URL, and skips them, saying so, when
+// the variable is unset.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// EnvURL names the variable holding the test server's URL.
+const EnvURL = "TRELLIS_TEST_POSTGRES_URL"
+
+// URL creates a schema for the test and returns a URL whose search_path
+// selects it; the schema is dropped when the test ends. Without EnvURL set,
+// the test is skipped with a message saying so.
+func URL(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv(EnvURL)
+	if base == "" {
+		t.Skip(EnvURL + " not set: skipping PostgreSQL test")
+	}
+	pc, err := pgx.ParseConfig(base)
+	if err != nil {
+		t.Fatalf("parse %s: %v", EnvURL, err)
+	}
+	admin := stdlib.OpenDB(*pc)
+	t.Cleanup(func() { _ = admin.Close() })
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "trellis_test_" + hex.EncodeToString(b[:])
+	if _, err := admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s must be a URL: %v", EnvURL, err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}

@@ -1,0 +1,419 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Dialect names the SQL database behind a [DB].
+type Dialect string
+
+// The dialects a [DB] can speak.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// Errors returned by this package, to be tested with [errors.Is].
+var (
+	// ErrInvalidConfig reports a Config that cannot be opened: an unknown
+	// URL scheme, a missing service name, an unusable path.
+	ErrInvalidConfig = errors.New("store: invalid config")
+	// ErrInvalidMigration reports a migrations FS that cannot be applied:
+	// a badly named file, a duplicate or missing version.
+	ErrInvalidMigration = errors.New("store: invalid migrations")
+	// ErrChecksumMismatch reports a migration file that changed after it was
+	// applied to the database.
+	ErrChecksumMismatch = errors.New("store: applied migration changed (checksum mismatch)")
+	// ErrUnknownVersion reports a database that holds migrations the binary
+	// does not know: the schema is newer than the code.
+	ErrUnknownVersion = errors.New("store: database schema is newer than this binary")
+	// ErrDatabaseGone reports, from Check, a SQLite file that was deleted or
+	// replaced on disk while the process held it open.
+	ErrDatabaseGone = errors.New("store: database file is gone")
+)
+
+// Pool sizes and timeouts.
+const (
+	sqliteBusyTimeoutMS = 5000
+	minSQLiteReaders    = 4
+	postgresMaxConns    = 10
+	postgresMaxIdleTime = 5 * time.Minute
+	postgresMaxLifetime = 30 * time.Minute
+)
+
+// Config says which database a service opens and how to bring it up to date.
+type Config struct {
+	// Service is the service name, e.g. "catalog". It names the SQLite file
+	// (<DataDir>/<Service>.db) and the environment variable that usually
+	// carries URL (see EnvVar).
+	Service string
+	// URL selects the database:
+	//   ""                              SQLite file <DataDir>/<Service>.db
+	//   "sqlite:<path>", "file:<path>"  SQLite file at path
+	//   "postgres://...", "postgresql://..."  PostgreSQL
+	URL string
+	// DataDir is the directory of the default SQLite file, created (0o750)
+	// if missing. Empty means the working directory.
+	DataDir string
+	// Migrations holds the NNNN_name.sql files at its root; nil means none.
+	Migrations fs.FS
+	// Logger receives migration and lifecycle events; nil discards them.
+	Logger *slog.Logger
+}
+
+// EnvVar returns the environment variable conventionally holding the
+// database URL of service: "catalog" gives "CATALOG_DATABASE_URL". Letters
+// are upper-cased and anything other than a letter or digit ("-", ".")
+// becomes "_".
+func EnvVar(service string) string {
+	var b strings.Builder
+	for _, r := range strings.ToUpper(service) {
+		if (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	b.WriteString("_DATABASE_URL")
+	return b.String()
+}
+
+// DB is a service's database: a writer and a reader pool on the same data.
+// It is safe for concurrent use.
+type DB struct {
+	dialect Dialect
+	writer  *sql.DB
+	reader  *sql.DB
+	log     *slog.Logger
+
+	// SQLite only: the file and its identity when it was opened.
+	path string
+	file os.FileInfo
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the database cfg describes, checks that it answers and applies
+// the pending migrations. Cancelling ctx aborts Open; it does not affect the
+// returned DB. A failed migration is reported as a *MigrationError.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	target, err := resolve(cfg)
+	if err != nil {
+		return nil, err
+	}
+	migrations, err := loadMigrations(cfg.Migrations, target.dialect)
+	if err != nil {
+		return nil, err
+	}
+	var db *DB
+	switch target.dialect {
+	case SQLite:
+		db, err = openSQLite(ctx, target.path, log)
+	default:
+		db, err = openPostgres(ctx, target.pg, log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.migrate(ctx, migrations); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if db.dialect == SQLite {
+		if db.reader, err = openSQLiteReader(ctx, db.path); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+	version, err := db.Version(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	attrs := []any{"dialect", db.dialect, "version", version}
+	if db.dialect == SQLite {
+		attrs = append(attrs, "path", db.path)
+	} else {
+		attrs = append(attrs, "host", target.pg.Host, "database", target.pg.Database)
+	}
+	log.InfoContext(ctx, "store: database open", attrs...)
+	return db, nil
+}
+
+// target is a resolved Config.URL.
+type target struct {
+	dialect Dialect
+	path    string          // SQLite: absolute file path
+	pg      *pgx.ConnConfig // Postgres
+}
+
+func resolve(cfg Config) (target, error) {
+	u := strings.TrimSpace(cfg.URL)
+	scheme, rest, hasScheme := strings.Cut(u, ":")
+	scheme = strings.ToLower(scheme)
+	switch {
+	case u == "":
+		if cfg.Service == "" {
+			return target{}, fmt.Errorf("%w: Service is required to name the SQLite file", ErrInvalidConfig)
+		}
+		if strings.ContainsAny(cfg.Service, `/\`) || cfg.Service == "." || cfg.Service == ".." {
+			return target{}, fmt.Errorf("%w: Service %q cannot name a file", ErrInvalidConfig, cfg.Service)
+		}
+		dir := cfg.DataDir
+		if dir == "" {
+			dir = "."
+		}
+		return sqliteTarget(filepath.Join(dir, cfg.Service+".db"))
+	case hasScheme && (scheme == "sqlite" || scheme == "file"):
+		if strings.HasPrefix(rest, "//") {
+			// sqlite:///abs/path.db or file://localhost/abs/path.db
+			pu, err := url.Parse(u)
+			if err != nil {
+				return target{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+			}
+			if pu.Host != "" && pu.Host != "localhost" {
+				return target{}, fmt.Errorf("%w: SQLite URL names host %q; only local files are supported", ErrInvalidConfig, pu.Host)
+			}
+			if pu.RawQuery != "" {
+				return target{}, fmt.Errorf("%w: SQLite URL with query parameters: this package sets the connection options itself", ErrInvalidConfig)
+			}
+			rest = pu.Path
+		}
+		return sqliteTarget(rest)
+	case hasScheme && (scheme == "postgres" || scheme == "postgresql"):
+		pc, err := pgx.ParseConfig(u)
+		if err != nil {
+			return target{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		return target{dialect: Postgres, pg: pc}, nil
+	default:
+		if hasScheme {
+			return target{}, fmt.Errorf("%w: unsupported URL scheme %q (want postgres://, postgresql://, sqlite: or file:)", ErrInvalidConfig, scheme)
+		}
+		return target{}, fmt.Errorf("%w: URL without a scheme (want postgres://, postgresql://, sqlite: or file:)", ErrInvalidConfig)
+	}
+}
+
+func sqliteTarget(path string) (target, error) {
+	switch {
+	case path == "":
+		return target{}, fmt.Errorf("%w: empty SQLite path", ErrInvalidConfig)
+	case path == ":memory:":
+		return target{}, fmt.Errorf("%w: in-memory SQLite is not supported: the writer and reader pools would see different databases", ErrInvalidConfig)
+	case strings.ContainsAny(path, "?#"):
+		return target{}, fmt.Errorf("%w: SQLite path %q contains '?' or '#': this package sets the connection options itself", ErrInvalidConfig, path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return target{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return target{dialect: SQLite, path: abs}, nil
+}
+
+// sqliteDSN builds the modernc.org/sqlite DSN of path. The pragmas run on
+// every new connection, busy_timeout first.
+func sqliteDSN(path string, writer bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeoutMS))
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(FULL)")
+	if writer {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Set("_txlock", "immediate")
+	} else {
+		q.Add("_pragma", "query_only(1)")
+	}
+	q.Set("_time_format", "sqlite")
+	return path + "?" + q.Encode()
+}
+
+func openSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("store: create data directory: %w", err)
+	}
+	w, err := sql.Open("sqlite", sqliteDSN(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("store: open SQLite writer: %w", err)
+	}
+	// The single writer: one connection, kept open.
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	db := &DB{dialect: SQLite, writer: w, log: log, path: path}
+	fail := func(err error) (*DB, error) {
+		_ = w.Close()
+		return nil, err
+	}
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fail(fmt.Errorf("store: open SQLite %s: %w", path, err))
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fail(fmt.Errorf("store: open SQLite %s: journal_mode is %q, not WAL (does the file system support shared memory?)", path, mode))
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fail(fmt.Errorf("store: open SQLite %s: %w", path, err))
+	}
+	db.file = fi
+	return db, nil
+}
+
+func openSQLiteReader(ctx context.Context, path string) (*sql.DB, error) {
+	r, err := sql.Open("sqlite", sqliteDSN(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("store: open SQLite reader: %w", err)
+	}
+	n := max(minSQLiteReaders, runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	if err := r.PingContext(ctx); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("store: open SQLite reader %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func openPostgres(ctx context.Context, pc *pgx.ConnConfig, log *slog.Logger) (*DB, error) {
+	p := stdlib.OpenDB(*pc)
+	p.SetMaxOpenConns(postgresMaxConns)
+	p.SetMaxIdleConns(postgresMaxConns)
+	p.SetConnMaxIdleTime(postgresMaxIdleTime)
+	p.SetConnMaxLifetime(postgresMaxLifetime)
+	if err := p.PingContext(ctx); err != nil {
+		_ = p.Close()
+		return nil, fmt.Errorf("store: connect to PostgreSQL %s/%s: %w", pc.Host, pc.Database, err)
+	}
+	return &DB{dialect: Postgres, writer: p, reader: p, log: log}, nil
+}
+
+// Dialect reports which database this is.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// Writer returns the pool for statements that write. On SQLite it holds
+// exactly one connection and its transactions begin with BEGIN IMMEDIATE;
+// do not change its pool size. On PostgreSQL it is the only pool.
+func (db *DB) Writer() *sql.DB { return db.writer }
+
+// Reader returns the pool for read-only queries. On SQLite it is a separate
+// pool of query_only connections that do not wait for the writer; on
+// PostgreSQL it is the same pool as Writer.
+func (db *DB) Reader() *sql.DB { return db.reader }
+
+// InTx runs fn in a transaction on the writer. It commits when fn returns
+// nil and rolls back when fn returns an error, which InTx returns unchanged,
+// or panics, which InTx re-raises after the rollback. fn must not keep tx,
+// and must run its statements on tx only: on SQLite the writer has a single
+// connection, so a statement on Writer() inside fn waits until ctx ends.
+func (db *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin transaction: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			// fn panicked.
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		done = true
+		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("store: rollback: %w", rbErr))
+		}
+		return err
+	}
+	done = true
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Check reports whether the database can serve: it fails when a pool cannot
+// run SELECT 1 before ctx ends and, for SQLite, when the file at the path
+// opened is no longer the one the process holds (deleted or replaced), which
+// is an [ErrDatabaseGone]. Give ctx a deadline: on SQLite a long write
+// transaction makes the writer's check wait for it.
+func (db *DB) Check(ctx context.Context) error {
+	if db.dialect == SQLite {
+		fi, err := os.Stat(db.path)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrDatabaseGone, err)
+		}
+		if !os.SameFile(db.file, fi) {
+			return fmt.Errorf("%w: %s was replaced by another file", ErrDatabaseGone, db.path)
+		}
+	}
+	if err := selectOne(ctx, db.writer); err != nil {
+		return fmt.Errorf("store: check writer: %w", err)
+	}
+	if db.reader != db.writer {
+		if err := selectOne(ctx, db.reader); err != nil {
+			return fmt.Errorf("store: check reader: %w", err)
+		}
+	}
+	return nil
+}
+
+func selectOne(ctx context.Context, p *sql.DB) error {
+	var n int
+	if err := p.QueryRowContext(ctx, "SELECT 1").Scan(&n); err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("SELECT 1 returned %d", n)
+	}
+	return nil
+}
+
+// Version returns the highest applied migration, 0 for none.
+func (db *DB) Version(ctx context.Context) (int, error) {
+	p := db.reader
+	if p == nil {
+		p = db.writer
+	}
+	var v int
+	if err := p.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&v); err != nil {
+		return 0, fmt.Errorf("store: read schema version: %w", err)
+	}
+	return v, nil
+}
+
+// Close closes both pools. It is safe to call more than once.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		var errs []error
+		if db.reader != nil && db.reader != db.writer {
+			errs = append(errs, db.reader.Close())
+		}
+		errs = append(errs, db.writer.Close())
+		if err := errors.Join(errs...); err != nil {
+			db.closeErr = fmt.Errorf("store: close: %w", err)
+		}
+	})
+	return db.closeErr
+}
