@@ -1,0 +1,105 @@
+package service
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/config"
+	"github.com/trellis-go/trellis/store"
+)
+
+// Config is what a host needs from its environment. Every field has a flag
+// and an environment variable; see RegisterFlags.
+type Config struct {
+	Name          string        // service name: logs, metrics, traces, database file
+	Version       string        // reported in traces and logs
+	Host          string        // interface to listen on
+	Port          int           // 0 picks a free port
+	DataDir       string        // where the SQLite files and the embedded broker live
+	DatabaseURL   string        // "" means a SQLite file under DataDir
+	NATSURL       string        // "" means an embedded NATS server
+	Dev           bool          // development mode: fault injection open to all
+	AdminToken    string        // bearer token for the /-/ endpoints outside development mode
+	ShutdownGrace time.Duration // how long in-flight requests get to finish
+	ShutdownDelay time.Duration // how long to stay up unready before draining
+	LogLevel      string        // debug, info, warn, error
+}
+
+// Defaults returns the configuration a service starts from before flags and
+// environment are applied.
+func Defaults(name string) Config {
+	return Config{
+		Name:          name,
+		Host:          "127.0.0.1",
+		DataDir:       ".trellis",
+		ShutdownGrace: 10 * time.Second,
+		LogLevel:      "info",
+	}
+}
+
+// RegisterFlags declares the host's flags on fs, each bound to its
+// environment variable, with c's current values as defaults.
+func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Host, "host", c.Host, "interface to listen on (0.0.0.0 in a container)")
+	fs.IntVar(&c.Port, "port", c.Port, "HTTP port (0 picks a free one)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for SQLite databases and the embedded broker")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "database URL: postgres://... for PostgreSQL, empty for a SQLite file in the data dir")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URLs, comma separated; empty starts an embedded server")
+	fs.BoolVar(&c.Dev, "dev", c.Dev, "development mode: fault injection needs no token")
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token that guards the /-/ admin endpoints")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight requests get to finish on stop")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", c.ShutdownDelay, "time to stay up with readiness false before draining")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	config.Bind(fs, "host", "TRELLIS_HOST")
+	config.Bind(fs, "port", "PORT")
+	config.Bind(fs, "data-dir", "TRELLIS_DATA_DIR")
+	config.Bind(fs, "database-url", store.EnvVar(c.Name))
+	config.Bind(fs, "nats-url", broker.EnvURL)
+	config.Bind(fs, "dev", "TRELLIS_DEV")
+	config.Bind(fs, "admin-token", "TRELLIS_ADMIN_TOKEN")
+	config.Bind(fs, "shutdown-grace", "TRELLIS_SHUTDOWN_GRACE")
+	config.Bind(fs, "shutdown-delay", "TRELLIS_SHUTDOWN_DELAY")
+	config.Bind(fs, "log-level", "TRELLIS_LOG_LEVEL")
+}
+
+// Validate checks the values that parse but make no sense, naming the
+// variable or flag they came from. fs may be nil when c was built in code.
+func (c *Config) Validate(fs *pflag.FlagSet) error {
+	invalid := func(flag, value, reason string) error {
+		if fs == nil {
+			return &config.Error{Var: "--" + flag, Flag: flag, Value: value, Reason: reason}
+		}
+		return config.Invalid(fs, flag, value, reason)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return invalid("port", fmt.Sprint(c.Port), "must be between 0 and 65535")
+	}
+	if c.ShutdownGrace <= 0 {
+		return invalid("shutdown-grace", c.ShutdownGrace.String(), "must be positive")
+	}
+	if c.ShutdownDelay < 0 {
+		return invalid("shutdown-delay", c.ShutdownDelay.String(), "must not be negative")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return invalid("log-level", c.LogLevel, "must be debug, info, warn or error")
+	}
+	if u := c.DatabaseURL; u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") &&
+		!strings.HasPrefix(u, "sqlite:") && !strings.HasPrefix(u, "file:") {
+		return invalid("database-url", u, "must start with postgres://, postgresql://, sqlite: or file:")
+	}
+	if c.DataDir == "" {
+		return invalid("data-dir", "", "must not be empty")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}

@@ -1,0 +1,22 @@
+// Package service is the host every Trellis process runs in: twelve-factor
+// configuration, an HTTP server with health, readiness and metrics, JSON logs
+// and traces, fault injection for drills, and a graceful stop.
+//
+// A service is a [Host] plus the routes it registers:
+//
+//	h, err := service.New(ctx, cfg, service.Options{Migrations: migrations})
+//	h.Route("GET /v1/products/{sku}", getProduct)
+//	err = h.Run(ctx) // until ctx is cancelled (SIGTERM), then drains
+//
+// What every host serves:
+//
+//	GET  /healthz     the process is alive
+//	GET  /readyz      it can do its work: its database and broker answer and it is not stopping
+//	GET  /metrics     Prometheus: requests, latency and in-flight by route and status, Go runtime
+//	POST /-/faults    inject errors and latency into business routes (development mode or admin token)
+//	DELETE /-/faults  clear them
+//
+// On stop the host turns readiness false, optionally waits ShutdownDelay so
+// load balancers notice, lets in-flight requests finish within
+// ShutdownGrace, and closes its broker connection and database.
+package service

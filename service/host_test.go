@@ -1,0 +1,289 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/service"
+)
+
+// syncBuffer collects log lines written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var testMigrations = fstest.MapFS{
+	"0001_items.sql": {Data: []byte("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")},
+}
+
+type running struct {
+	h      *service.Host
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+}
+
+// start runs a host on a free loopback port until the test ends.
+func start(t *testing.T, mutate func(*service.Config), opts service.Options, routes func(*service.Host)) *running {
+	t.Helper()
+	cfg := service.Defaults("testsvc")
+	cfg.Port = 0
+	cfg.DataDir = t.TempDir()
+	cfg.Dev = true
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &syncBuffer{}
+	opts.Stdout = logs
+	h, err := service.New(context.Background(), cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if routes != nil {
+		routes(h)
+	}
+	ln, err := h.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{h: h, url: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1), logs: logs}
+	go func() { r.done <- h.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(15 * time.Second):
+			t.Error("host did not stop")
+		}
+	})
+	waitFor(t, 5*time.Second, "host ready", func() bool { return h.Ready(context.Background()).Status == "ready" })
+	return r
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+func TestGracefulStopFinishesInFlightRequest(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	r := start(t, func(c *service.Config) { c.ShutdownGrace = 10 * time.Second }, service.Options{}, func(h *service.Host) {
+		h.Route("GET /slow", func(w http.ResponseWriter, r *http.Request) error {
+			close(entered)
+			<-release
+			return service.WriteJSON(w, http.StatusOK, map[string]string{"done": "yes"})
+		})
+	})
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(r.url + "/slow")
+		if err != nil {
+			resc <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resc <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	<-entered
+
+	r.cancel() // what SIGTERM does in the binary
+	waitFor(t, 5*time.Second, "readiness to turn false", func() bool {
+		rd := r.h.Ready(context.Background())
+		return rd.Status == "unready" && rd.Checks["server"] == "stopping"
+	})
+	select {
+	case err := <-r.done:
+		t.Fatalf("host stopped with a request in flight: %v", err)
+	default:
+	}
+	close(release)
+
+	res := <-resc
+	if res.err != nil || res.status != http.StatusOK || !strings.Contains(res.body, `"done":"yes"`) {
+		t.Fatalf("in-flight request: %+v", res)
+	}
+	if err := <-r.done; err != nil {
+		t.Fatalf("clean stop returned %v", err)
+	}
+	r.done <- nil // for the cleanup
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(r.url, "http://"), time.Second); err == nil {
+		t.Fatal("still accepting connections after stop")
+	}
+}
+
+func TestGraceExceededIsAnError(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	r := start(t, func(c *service.Config) { c.ShutdownGrace = 50 * time.Millisecond }, service.Options{}, func(h *service.Host) {
+		h.Route("GET /stuck", func(w http.ResponseWriter, r *http.Request) error {
+			close(entered)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return nil
+		})
+	})
+	go func() {
+		if resp, err := http.Get(r.url + "/stuck"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	r.cancel()
+	err := <-r.done
+	r.done <- nil
+	if err == nil || !strings.Contains(err.Error(), "did not finish within 50ms") {
+		t.Fatalf("want a grace error, got %v", err)
+	}
+}
+
+func TestReadinessFalseWhenDatabaseGone(t *testing.T) {
+	r := start(t, nil, service.Options{Migrations: testMigrations}, nil)
+	resp, body := get(t, r.url+"/readyz")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("readyz %d: %s", resp.StatusCode, body)
+	}
+	var rd service.Readiness
+	if err := json.Unmarshal(body, &rd); err != nil || rd.Checks["database"] != "ok" {
+		t.Fatalf("readyz body %s (%v)", body, err)
+	}
+
+	dbFile := filepath.Join(r.h.Config().DataDir, "testsvc.db")
+	if err := os.Remove(dbFile); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = get(t, r.url+"/readyz")
+	if resp.StatusCode != http.StatusServiceUnavailable || !problem.Is(resp) {
+		t.Fatalf("readyz after the database file was removed: %d %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(string(body), "database") {
+		t.Fatalf("readyz does not name the database: %s", body)
+	}
+	resp, _ = get(t, r.url+"/healthz")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz must stay 200 (alive), got %d", resp.StatusCode)
+	}
+}
+
+func TestReadinessWithBroker(t *testing.T) {
+	r := start(t, nil, service.Options{Migrations: testMigrations, Broker: true}, nil)
+	resp, body := get(t, r.url+"/readyz")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"broker":"ok"`) {
+		t.Fatalf("readyz %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestProblemsForUnknownRoutesAndMethods(t *testing.T) {
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.Route("GET /v1/things", func(w http.ResponseWriter, r *http.Request) error { return nil })
+	})
+	resp, body := get(t, r.url+"/nope")
+	if resp.StatusCode != 404 || !problem.Is(resp) || !strings.Contains(string(body), "no route for GET /nope") {
+		t.Fatalf("404: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, r.url+"/v1/things", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 || !problem.Is(resp) || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+		t.Fatalf("405: %d %s allow=%q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"))
+	}
+}
+
+func TestHandlerErrorsAndPanicsBecomeProblems(t *testing.T) {
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.Route("GET /secret", func(w http.ResponseWriter, r *http.Request) error {
+			return errors.New("dial tcp 10.0.0.7:5432: connection refused")
+		})
+		h.Route("GET /panic", func(w http.ResponseWriter, r *http.Request) error { panic("boom") })
+	})
+	for _, path := range []string{"/secret", "/panic"} {
+		resp, body := get(t, r.url+path)
+		if resp.StatusCode != 500 || !problem.Is(resp) || strings.Contains(string(body), "10.0.0.7") {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	if !strings.Contains(r.logs.String(), "10.0.0.7") {
+		t.Fatal("the internal error must be logged for operators")
+	}
+}
+
+// A connection opened ahead of need, with no request on it, must not hold
+// the stop up (net/http alone would wait five seconds for it).
+func TestStopDoesNotWaitForUnusedConnections(t *testing.T) {
+	r := start(t, nil, service.Options{}, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The server has accepted it once a request on another connection is served.
+	get(t, r.url+"/healthz")
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("stop waited for an unused connection")
+	}
+}

@@ -1,0 +1,81 @@
+package service
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/trellis-go/trellis/problem"
+)
+
+// maxBody bounds request bodies read by DecodeJSON.
+const maxBody = 1 << 20
+
+// DecodeJSON reads the request body as one JSON value into v, refusing
+// unknown fields, trailing data, wrong content types and bodies over 1 MiB.
+// Its errors are problem documents that name the field or position at
+// fault, ready to be returned from a HandlerFunc.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return problem.New(http.StatusUnsupportedMediaType, "content type %q is not JSON: send application/json", ct)
+		}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeProblem(err)
+	}
+	if dec.More() {
+		return problem.Invalid("request body must hold a single JSON value")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return problem.Invalid("request body must hold a single JSON value")
+	}
+	return nil
+}
+
+func decodeProblem(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.Is(err, io.EOF):
+		return problem.Invalid("request body is empty: expected a JSON object")
+	case errors.As(err, &tooBig):
+		return problem.New(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", tooBig.Limit)
+	case errors.As(err, &syn):
+		return problem.Invalid(fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, syn))
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "(body)"
+		}
+		return problem.Invalid(fmt.Sprintf("field %q must be %s, not %s", field, typ.Type, typ.Value),
+			problem.FieldError{Field: field, Reason: fmt.Sprintf("must be %s", typ.Type)})
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return problem.Invalid(fmt.Sprintf("unknown field %q", field), problem.FieldError{Field: field, Reason: "unknown field"})
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return problem.Invalid("malformed JSON: body ends too early")
+	default:
+		return problem.Invalid("malformed JSON: " + err.Error())
+	}
+}
+
+// WriteJSON sends v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(body, '\n'))
+	return err
+}

@@ -1,0 +1,90 @@
+package service_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/trellis-go/trellis/service"
+)
+
+func TestMetricsByRouteAndStatus(t *testing.T) {
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.Route("GET /v1/items/{id}", func(w http.ResponseWriter, r *http.Request) error {
+			return service.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id")})
+		})
+	})
+	for _, id := range []string{"a", "b", "c"} {
+		send(t, "GET", r.url+"/v1/items/"+id, "", "")
+	}
+	send(t, "GET", r.url+"/nowhere", "", "")
+	_, body := send(t, "GET", r.url+"/metrics", "", "")
+	for _, want := range []string{
+		`http_server_requests_total{method="GET",route="GET /v1/items/{id}",status="200"} 3`,
+		`http_server_requests_total{method="GET",route="unmatched",status="404"} 1`,
+		`http_server_request_duration_seconds_bucket{method="GET",route="GET /v1/items/{id}",status="200",le="+Inf"} 3`,
+		`http_server_requests_in_flight{route="GET /v1/items/{id}"} 0`,
+		`go_goroutines`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// A request that arrives with a W3C traceparent is logged with its trace id,
+// and a call made from its handler carries the same trace onward.
+func TestTraceContextPropagatesToLogsAndCalls(t *testing.T) {
+	const traceID = "4bf92f3577b34e2a9c8b6c8c0e8b5a11"
+	seen := make(chan string, 1)
+	downstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Traceparent")
+	}))
+	defer downstream.Close()
+
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		client := h.HTTPClient()
+		h.Route("GET /v1/call", func(w http.ResponseWriter, r *http.Request) error {
+			req, _ := http.NewRequestWithContext(r.Context(), "GET", downstream.URL, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			h.Logger().InfoContext(r.Context(), "called downstream")
+			return nil
+		})
+	})
+	req, _ := http.NewRequest("GET", r.url+"/v1/call", nil)
+	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	if tp := <-seen; !strings.Contains(tp, traceID) {
+		t.Fatalf("outgoing traceparent %q lacks the trace id", tp)
+	}
+	found := false
+	sc := bufio.NewScanner(strings.NewReader(r.logs.String()))
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %q", sc.Text())
+		}
+		if rec["service"] != "testsvc" {
+			t.Fatalf("log line without the service name: %q", sc.Text())
+		}
+		if rec["msg"] == "called downstream" && rec["trace_id"] == traceID {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no log line with trace id %s:\n%s", traceID, r.logs.String())
+	}
+}
