@@ -1,0 +1,47 @@
+// Package shop is the reference application: an online shop built only
+// from Trellis packages, one folder per service, each owning its database.
+//
+// Services lists what `trellis service NAME` can run; system.yaml in this
+// folder is the spec `trellis up` runs them from.
+package shop
+
+import (
+	"io/fs"
+	"sort"
+
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/catalog"
+	"github.com/trellis-go/trellis/shop/inventory"
+)
+
+// Service describes one shop service to the host that runs it.
+type Service struct {
+	Name        string
+	Summary     string
+	DefaultPort int
+	Migrations  fs.FS // its own database's migrations
+	Broker      bool  // whether it connects to NATS
+	Register    func(*service.Host) error
+}
+
+// Services returns the shop's services, sorted by name.
+func Services() []Service {
+	s := []Service{
+		{Name: catalog.Name, Summary: "products and prices", DefaultPort: catalog.DefaultPort,
+			Migrations: catalog.Migrations(), Broker: true, Register: catalog.Register},
+		{Name: inventory.Name, Summary: "stock on hand and reserved", DefaultPort: inventory.DefaultPort,
+			Migrations: inventory.Migrations(), Broker: true, Register: inventory.Register},
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
+	return s
+}
+
+// Lookup returns the service called name.
+func Lookup(name string) (Service, bool) {
+	for _, s := range Services() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
