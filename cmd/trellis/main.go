@@ -1,0 +1,74 @@
+// Command trellis runs the Trellis container patterns and the reference
+// shop: `trellis up` starts the whole shop on a laptop, `trellis service
+// NAME` runs one service, `trellis ps` shows what runs.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellis-go/trellis/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes the command line and returns the exit code: 0 on success, 2
+// for bad usage or configuration, 1 for anything else.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "trellis: %v\n", err)
+	var cfgErr *config.Error
+	var usage usageError
+	if errors.As(err, &cfgErr) || errors.As(err, &usage) {
+		return 2
+	}
+	return 1
+}
+
+// usageError marks errors that are the caller's to fix (exit code 2).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "trellis",
+		Short: "Microservice and container design patterns, and a shop built from them",
+		Long: `Trellis is a toolkit of microservice and container design patterns in Go,
+proved working together in a reference application, the shop.
+
+Run the whole shop on this machine, with an embedded NATS server and one
+SQLite database per service:
+
+    trellis up
+
+Every setting is a flag and an environment variable (shown as [$VAR] in each
+command's help); a flag given on the command line wins.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newVersionCmd())
+	return root
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// trellisBin is the binary built once for the tests that run it as a user
+// would.
+var trellisBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "trellis-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	trellisBin = filepath.Join(dir, "trellis")
+	build := exec.Command("go", "build", "-o", trellisBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build trellis:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePorts returns n distinct free loopback ports.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// lockedBuffer is an io.Writer safe for a process's output goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func runTrellis(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(trellisBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), 0
+}
+
+func TestHelpExplainsEveryCommand(t *testing.T) {
+	out, _, code := runTrellis(t, nil, "--help")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, cmd := range []string{"up", "ps", "service", "version"} {
+		if !strings.Contains(out, "\n  "+cmd+" ") {
+			t.Errorf("--help does not list %q:\n%s", cmd, out)
+		}
+	}
+	for _, args := range [][]string{{"up", "--help"}, {"ps", "--help"}, {"service", "--help"}, {"service", "catalog", "--help"}} {
+		out, _, code := runTrellis(t, nil, args...)
+		if code != 0 || len(out) < 200 {
+			t.Errorf("%v: exit %d, %d bytes of help", args, code, len(out))
+		}
+	}
+	out, _, _ = runTrellis(t, nil, "service", "catalog", "--help")
+	if !strings.Contains(out, "[$CATALOG_DATABASE_URL]") || !strings.Contains(out, "[$PORT]") {
+		t.Errorf("service help does not name the variables:\n%s", out)
+	}
+	out, _, code = runTrellis(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "trellis ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestBadEnvironmentNamesVariable(t *testing.T) {
+	_, stderr, code := runTrellis(t, []string{"PORT=eighty"}, "service", "catalog", "--data-dir", t.TempDir())
+	if code != 2 || !strings.Contains(stderr, `invalid value "eighty" for PORT (flag --port): must be an integer`) {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	_, stderr, code = runTrellis(t, nil, "service", "shipping-typo")
+	if code != 2 || !strings.Contains(stderr, `unknown service "shipping-typo"`) {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+func TestUpRefusesBadSpecNamingTheLine(t *testing.T) {
+	spec := filepath.Join(t.TempDir(), "bad.yaml")
+	body := "version: 1\nprocesses:\n  - name: catalog\n    comand: [trellis, service, catalog]\n    port: 8101\n"
+	if err := os.WriteFile(spec, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runTrellis(t, nil, "up", "-f", spec, "--data-dir", t.TempDir())
+	if code != 2 || !strings.Contains(stderr, "bad.yaml:4") || !strings.Contains(stderr, "comand") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+// runningShop is a running `trellis up` of the shop spec on free ports.
+type runningShop struct {
+	cmd     *exec.Cmd
+	admin   string
+	catalog string
+	inv     string
+	stdout  *lockedBuffer
+	waited  chan error
+	// readyAfter is the time from starting `trellis up` to its "all ready"
+	// line.
+	readyAfter time.Duration
+}
+
+// startShop runs `trellis up` on a copy of shop/system.yaml with free ports
+// and returns once every process is ready.
+func startShop(t testing.TB) *runningShop {
+	t.Helper()
+	ports := freePorts(t, 4)
+	spec, err := os.ReadFile("../../shop/system.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(spec)
+	s = strings.Replace(s, "port: 8101", "port: "+strconv.Itoa(ports[0]), 1)
+	s = strings.Replace(s, "port: 8102", "port: "+strconv.Itoa(ports[1]), 1)
+	s = strings.Replace(s, "port: 4222", "port: "+strconv.Itoa(ports[2]), 1)
+	s = strings.Replace(s, "admin: 127.0.0.1:7070", "admin: 127.0.0.1:"+strconv.Itoa(ports[3]), 1)
+	dir := t.TempDir()
+	specFile := filepath.Join(dir, "system.yaml")
+	if err := os.WriteFile(specFile, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh := &runningShop{
+		admin:   "http://127.0.0.1:" + strconv.Itoa(ports[3]),
+		catalog: "http://127.0.0.1:" + strconv.Itoa(ports[0]),
+		inv:     "http://127.0.0.1:" + strconv.Itoa(ports[1]),
+		stdout:  &lockedBuffer{},
+		waited:  make(chan error, 1),
+	}
+	sh.cmd = exec.Command(trellisBin, "up", "-f", specFile, "--data-dir", filepath.Join(dir, "data"))
+	sh.cmd.Env = os.Environ()
+	sh.cmd.Stdout, sh.cmd.Stderr = sh.stdout, sh.stdout
+	pr, pw := io.Pipe()
+	sh.cmd.Stdout = io.MultiWriter(sh.stdout, pw)
+	started := time.Now()
+	if err := sh.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { sh.waited <- sh.cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() {
+		_ = sh.cmd.Process.Signal(syscall.SIGKILL)
+		<-sh.waited
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "all ") && strings.Contains(sc.Text(), "processes ready") {
+				close(ready)
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-ready:
+		sh.readyAfter = time.Since(started)
+	case err := <-sh.waited:
+		sh.waited <- err
+		t.Fatalf("trellis up exited before ready (%v):\n%s", err, sh.stdout.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("trellis up not ready after 60s:\n%s", sh.stdout.String())
+	}
+	return sh
+}
+
+type process struct {
+	Name     string `json:"name"`
+	Replica  int    `json:"replica"`
+	PID      int    `json:"pid"`
+	State    string `json:"state"`
+	Restarts int    `json:"restarts"`
+	URL      string `json:"url"`
+}
+
+func (sh *runningShop) processes(t testing.TB) []process {
+	t.Helper()
+	resp, err := http.Get(sh.admin + "/v1/processes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ps []process
+	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	return resp.StatusCode
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func TestUpRunsTheShop(t *testing.T) {
+	sh := startShop(t)
+
+	ps := sh.processes(t)
+	if len(ps) != 2 {
+		t.Fatalf("processes: %+v", ps)
+	}
+	for _, p := range ps {
+		if p.State != "ready" || p.PID == 0 || !alive(p.PID) {
+			t.Fatalf("process not ready: %+v", p)
+		}
+	}
+
+	var products struct {
+		Items []struct {
+			SKU        string `json:"sku"`
+			PriceCents int64  `json:"price_cents"`
+		} `json:"items"`
+	}
+	if code := getJSON(t, sh.catalog+"/v1/products?limit=100", &products); code != 200 || len(products.Items) != 8 {
+		t.Fatalf("catalog: %d %+v", code, products)
+	}
+	var stock struct {
+		SKU       string `json:"sku"`
+		Available int64  `json:"available"`
+	}
+	for _, p := range products.Items {
+		if code := getJSON(t, sh.inv+"/v1/stock/"+p.SKU, &stock); code != 200 || stock.SKU != p.SKU || stock.Available <= 0 {
+			t.Fatalf("inventory for %s: %d %+v", p.SKU, code, stock)
+		}
+	}
+	var ready map[string]any
+	if code := getJSON(t, sh.catalog+"/readyz", &ready); code != 200 {
+		t.Fatalf("catalog readyz %d %v", code, ready)
+	}
+
+	// `trellis ps` shows the same processes.
+	out, stderr, code := runTrellis(t, nil, "ps", "--admin", strings.TrimPrefix(sh.admin, "http://"))
+	if code != 0 || !strings.Contains(out, "catalog") || !strings.Contains(out, "inventory") || !strings.Contains(out, "ready") {
+		t.Fatalf("ps: %d %s %s", code, out, stderr)
+	}
+
+	// Ctrl-C stops everything and exits 0.
+	if err := sh.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-sh.waited:
+		sh.waited <- err
+		if err != nil {
+			t.Fatalf("trellis up after SIGINT: %v\n%s", err, sh.stdout.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("trellis up did not stop within 30s of SIGINT")
+	}
+	for _, p := range ps {
+		if alive(p.PID) {
+			t.Errorf("%s (pid %d) still runs after trellis up stopped", p.Name, p.PID)
+		}
+	}
+	if _, err := http.Get(sh.catalog + "/healthz"); err == nil {
+		t.Error("catalog still answers after stop")
+	}
+}
+
+func TestUpRestartsAKilledService(t *testing.T) {
+	sh := startShop(t)
+	var victim process
+	for _, p := range sh.processes(t) {
+		if p.Name == "inventory" {
+			victim = p
+		}
+	}
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var now process
+		for _, p := range sh.processes(t) {
+			if p.Name == "inventory" {
+				now = p
+			}
+		}
+		if now.State == "ready" && now.PID != victim.PID && now.Restarts == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("inventory not back: %+v", now)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var stock map[string]any
+	if code := getJSON(t, sh.inv+"/v1/stock/TEA-001", &stock); code != 200 {
+		t.Fatalf("inventory after restart: %d", code)
+	}
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/config"
+	"github.com/trellis-go/trellis/observe"
+	"github.com/trellis-go/trellis/supervisor"
+)
+
+type upOptions struct {
+	spec      string
+	dataDir   string
+	admin     string
+	natsPort  int
+	childLogs string
+	logLevel  string
+}
+
+func newUpCmd() *cobra.Command {
+	o := upOptions{spec: "shop/system.yaml", dataDir: ".trellis", childLogs: "file", natsPort: -1, logLevel: "info"}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole shop on this machine",
+		Long: `Run every process of a system spec (shop/system.yaml by default) on this machine.
+
+up starts an embedded NATS JetStream server (unless TRELLIS_NATS_URL names one),
+then each process in dependency order, waits until all are ready and prints
+what runs where. It restarts a process that dies, with exponential backoff and
+full jitter, and on Ctrl-C stops everything in reverse order.
+
+Each process writes its JSON logs to <data-dir>/logs/<name>-<replica>.log
+(--logs stdout interleaves them on standard output instead). The admin API
+answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
+		Example: "  trellis up\n  trellis up -f shop/system.yaml --data-dir /tmp/shop",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.Load(cmd.Flags(), os.LookupEnv); err != nil {
+				return err
+			}
+			if o.childLogs != "file" && o.childLogs != "stdout" {
+				return config.Invalid(cmd.Flags(), "logs", o.childLogs, "must be file or stdout")
+			}
+			return runUp(cmd.Context(), o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.spec, "file", "f", o.spec, "system spec to run")
+	f.StringVar(&o.dataDir, "data-dir", o.dataDir, "directory for databases, the broker and logs")
+	f.StringVar(&o.admin, "admin", "", "admin API address (default: the spec's admin, else 127.0.0.1:7070)")
+	f.IntVar(&o.natsPort, "nats-port", o.natsPort, "port of the embedded NATS server (default: the spec's, 0 picks a free one)")
+	f.StringVar(&o.childLogs, "logs", o.childLogs, "where processes log: file or stdout")
+	f.StringVar(&o.logLevel, "log-level", o.logLevel, "log level of the supervisor: debug, info, warn or error")
+	config.Bind(f, "file", "TRELLIS_SPEC")
+	config.Bind(f, "data-dir", "TRELLIS_DATA_DIR")
+	config.Bind(f, "admin", "TRELLIS_ADMIN_ADDR")
+	config.Bind(f, "nats-port", "TRELLIS_NATS_PORT")
+	config.Bind(f, "logs", "TRELLIS_LOGS")
+	config.Bind(f, "log-level", "TRELLIS_LOG_LEVEL")
+	return cmd
+}
+
+func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
+	start := time.Now()
+	spec, err := supervisor.LoadSpec(o.spec)
+	if err != nil {
+		return usageError{err}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return &config.Error{Var: "TRELLIS_LOG_LEVEL", Flag: "log-level", Value: o.logLevel, Reason: "must be debug, info, warn or error"}
+	}
+	log := observe.NewLogger(stdout, "supervisor", level)
+
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return fmt.Errorf("data dir %q: %w", o.dataDir, err)
+	}
+	logDir := filepath.Join(dataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the trellis binary: %w", err)
+	}
+
+	adminAddr := o.admin
+	if adminAddr == "" {
+		adminAddr = spec.Admin
+	}
+	// Bind the admin port first: a second `trellis up` fails here, before it
+	// starts anything that would clash with the first.
+	adminLn, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin API on %s: %w (is another 'trellis up' running?)", adminAddr, err)
+	}
+	defer adminLn.Close()
+
+	natsURL := os.Getenv(broker.EnvURL)
+	if natsURL == "" {
+		port := spec.NATS.Port
+		if o.natsPort >= 0 {
+			port = o.natsPort
+		}
+		srv, err := broker.StartServer(ctx, broker.ServerConfig{
+			StoreDir: filepath.Join(dataDir, "nats"), Port: port, Name: "trellis", Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		defer srv.Shutdown()
+		natsURL = srv.ClientURL()
+		log.Info("embedded NATS ready", slog.String("url", natsURL))
+	}
+
+	env := append(os.Environ(),
+		broker.EnvURL+"="+natsURL,
+		"TRELLIS_DATA_DIR="+dataDir,
+		"TRELLIS_DEV=true",
+	)
+	opts := supervisor.Options{Executable: exe, Env: env, Logger: log}
+	if o.childLogs == "file" {
+		opts.LogDir = logDir
+	}
+	sup, err := supervisor.New(spec, opts)
+	if err != nil {
+		return err
+	}
+
+	adminSrv := &http.Server{Handler: sup.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin API stopped", slog.Any("error", err))
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = adminSrv.Shutdown(sctx)
+		cancel()
+	}()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(runCtx) }()
+
+	select {
+	case <-sup.Ready():
+		procs := sup.Processes()
+		fmt.Fprintf(stdout, "\nall %d processes ready in %s; admin API http://%s/v1/processes; NATS %s; data in %s\n\n",
+			len(procs), time.Since(start).Round(time.Millisecond), adminLn.Addr(), natsURL, dataDir)
+		_ = supervisor.WriteTable(stdout, procs)
+		fmt.Fprintln(stdout, "\nPress Ctrl-C to stop.")
+	case err := <-done:
+		return err
+	}
+	err = <-done
+	if err == nil {
+		log.Info("all processes stopped")
+	}
+	return err
+}
