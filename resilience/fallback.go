@@ -1,0 +1,57 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+)
+
+// FallbackFunc computes a replacement outcome from a failed one: a cached
+// value, a default, a degraded answer, or the error rewritten.
+type FallbackFunc[R any] func(ctx context.Context, result R, err error) (R, error)
+
+// FallbackConfig configures a Fallback.
+type FallbackConfig[R any] struct {
+	// Handler computes the replacement outcome; it must not be nil.
+	Handler FallbackFunc[R]
+	// Classifier decides which outcomes need the Handler. Default
+	// DefaultIsFailure, which counts rejections by the other policies
+	// (an open breaker, a full bulkhead, a timeout) as failures too, and
+	// the caller's own cancellation as none.
+	Classifier Classifier[R]
+}
+
+// Fallback replaces failed outcomes: when the Classifier calls fn's
+// outcome a failure, Execute returns what the Handler makes of it instead.
+// Successes pass through untouched. As the outermost policy of a pipeline
+// it also sees the other policies' rejections. A Fallback is safe for
+// concurrent use if its Handler is.
+type Fallback[R any] struct {
+	handler  FallbackFunc[R]
+	classify Classifier[R]
+}
+
+// NewFallback returns a Fallback calling handler on every failure
+// DefaultIsFailure reports. It panics if handler is nil.
+func NewFallback[R any](handler FallbackFunc[R]) *Fallback[R] {
+	return NewFallbackWithConfig(FallbackConfig[R]{Handler: handler})
+}
+
+// NewFallbackWithConfig returns a Fallback configured by cfg. It panics
+// if cfg.Handler is nil.
+func NewFallbackWithConfig[R any](cfg FallbackConfig[R]) *Fallback[R] {
+	if cfg.Handler == nil {
+		panic(errors.New("resilience: NewFallback: nil handler"))
+	}
+	return &Fallback[R]{handler: cfg.Handler, classify: cfg.Classifier}
+}
+
+// Execute calls fn and, when its outcome is a failure, returns the
+// Handler's outcome instead. The Handler gets fn's ctx, which may have
+// ended (a deadline passing is a common reason to fall back).
+func (f *Fallback[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	res, err := fn(ctx)
+	if !f.classify.IsFailure(res, err) {
+		return res, err
+	}
+	return f.handler(ctx, res, err)
+}

@@ -1,0 +1,80 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+)
+
+// Func is the call a policy protects: it returns a result and an error.
+type Func[R any] func(ctx context.Context) (R, error)
+
+// Policy runs a call under one resilience rule. Policies are safe for
+// concurrent use and are meant to be shared: one breaker per destination,
+// one retry budget per client.
+type Policy[R any] interface {
+	// Execute runs fn under the policy and returns what fn returned, or the
+	// policy's own error when it refused or abandoned the call.
+	Execute(ctx context.Context, fn Func[R]) (R, error)
+}
+
+// Pipeline composes policies; the first is the outermost. An empty
+// pipeline calls fn directly.
+type Pipeline[R any] struct {
+	policies []Policy[R]
+}
+
+// NewPipeline returns the policies composed in the order given, outermost
+// first: NewPipeline(fallback, timeout, retry, breaker, bulkhead) has the
+// retry calling the breaker on each attempt.
+func NewPipeline[R any](policies ...Policy[R]) *Pipeline[R] {
+	return &Pipeline[R]{policies: policies}
+}
+
+// Execute runs fn through every policy of the pipeline.
+func (p *Pipeline[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	return p.run(ctx, 0, fn)
+}
+
+func (p *Pipeline[R]) run(ctx context.Context, i int, fn Func[R]) (R, error) {
+	if i == len(p.policies) {
+		return fn(ctx)
+	}
+	if i == len(p.policies)-1 {
+		return p.policies[i].Execute(ctx, fn)
+	}
+	return p.policies[i].Execute(ctx, func(ctx context.Context) (R, error) { return p.run(ctx, i+1, fn) })
+}
+
+// Classifier decides whether a call's outcome counts as a failure. The
+// default, for a nil Classifier, counts every non-nil error except the
+// caller's own cancellation.
+type Classifier[R any] func(result R, err error) bool
+
+// IsFailure applies c, or the default when c is nil.
+func (c Classifier[R]) IsFailure(result R, err error) bool {
+	if c == nil {
+		return DefaultIsFailure(err)
+	}
+	return c(result, err)
+}
+
+// DefaultIsFailure counts every error as a failure except context.Canceled:
+// a caller giving up says nothing about the callee's health.
+func DefaultIsFailure(err error) bool {
+	return err != nil && !errors.Is(err, context.Canceled)
+}
+
+type singleAttemptKey struct{}
+
+// SingleAttempt returns a context under which Retry and Hedge make exactly
+// one attempt: for calls that must not reach the server twice, such as a
+// POST without an idempotency key. Every other policy applies as usual.
+func SingleAttempt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, singleAttemptKey{}, true)
+}
+
+// IsSingleAttempt reports whether ctx forbids sending a call more than once.
+func IsSingleAttempt(ctx context.Context) bool {
+	v, _ := ctx.Value(singleAttemptKey{}).(bool)
+	return v
+}

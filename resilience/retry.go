@@ -1,0 +1,247 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// Jitter selects how Retry spreads its waits between attempts.
+type Jitter int
+
+const (
+	// FullJitter waits a random time in [0, min(MaxDelay, BaseDelay·2^(n−1))]
+	// before retry n (n = 1 before the second attempt): exponential backoff
+	// with full jitter, which spreads a crowd of clients retrying at once
+	// best while keeping the total work low.
+	FullJitter Jitter = iota
+	// DecorrelatedJitter waits min(MaxDelay, a random time in
+	// [BaseDelay, 3·previous]), where previous starts at BaseDelay and is
+	// then the wait before the previous retry.
+	DecorrelatedJitter
+)
+
+// String returns the jitter's name.
+func (j Jitter) String() string {
+	switch j {
+	case FullJitter:
+		return "full"
+	case DecorrelatedJitter:
+		return "decorrelated"
+	default:
+		return fmt.Sprintf("Jitter(%d)", int(j))
+	}
+}
+
+// Defaults used by NewRetry for zero fields of RetryConfig.
+const (
+	DefaultRetryMaxAttempts = 3
+	DefaultRetryBaseDelay   = 100 * time.Millisecond
+	DefaultRetryMaxDelay    = 10 * time.Second
+	// DefaultRetryAfterCap multiplies MaxDelay to give the default
+	// MaxRetryAfter.
+	DefaultRetryAfterCap = 3
+)
+
+// RetryConfig configures a Retry. The zero value is usable: three
+// attempts, full jitter from 100 ms up to 10 s, every error but
+// context.Canceled retried.
+type RetryConfig[R any] struct {
+	// MaxAttempts bounds the attempts, the first included; 1 disables
+	// retrying. Default (zero or negative) DefaultRetryMaxAttempts, 3.
+	MaxAttempts int
+	// BaseDelay is the backoff unit. Default DefaultRetryBaseDelay, 100 ms.
+	BaseDelay time.Duration
+	// MaxDelay caps every backoff wait. Default DefaultRetryMaxDelay, 10 s;
+	// raised to BaseDelay when smaller.
+	MaxDelay time.Duration
+	// Jitter is FullJitter (the default) or DecorrelatedJitter.
+	Jitter Jitter
+	// Classifier decides which outcomes are failures worth retrying.
+	// Default DefaultIsFailure. Whatever it says, an error that is
+	// context.Canceled, or any outcome once ctx is done, is never retried.
+	Classifier Classifier[R]
+	// RetryAfter, when set, reads a server's requested wait (an HTTP
+	// Retry-After header, a gRPC retry pushback) from a failed outcome.
+	// When it reports ok, the next wait is at least that long. A request
+	// longer than MaxRetryAfter, or one that would end past ctx's deadline,
+	// ends the retrying and the last outcome is returned.
+	RetryAfter func(result R, err error) (wait time.Duration, ok bool)
+	// MaxRetryAfter is the longest server-requested wait that is honoured.
+	// Default DefaultRetryAfterCap × MaxDelay (30 s with the defaults).
+	MaxRetryAfter time.Duration
+	// Budget, when set, must allow each retry (see RetryBudget); each
+	// Execute deposits into it. Nil means no budget.
+	Budget *RetryBudget
+	// OnRetry, when set, is called before each wait with the 1-based
+	// number of the attempt that just failed, the wait about to start and
+	// that attempt's error (nil when the Classifier failed a result).
+	OnRetry func(attempt int, delay time.Duration, err error)
+	// Clock times the waits. Default SystemClock().
+	Clock Clock
+	// Rand returns random numbers in [0, 1) for the jitter. It is called
+	// from concurrent Executes, so it must be safe for concurrent use.
+	// Default math/rand/v2's Float64.
+	Rand func() float64
+}
+
+// Retry runs a call again when it fails, waiting between attempts with
+// exponential backoff and jitter. It never waits past ctx's deadline: when
+// the next wait would reach the deadline it returns the last outcome at
+// once. A Retry is safe for concurrent use.
+type Retry[R any] struct {
+	maxAttempts   int
+	base, max     time.Duration
+	maxRetryAfter time.Duration
+	jitter        Jitter
+	classify      Classifier[R]
+	retryAfter    func(R, error) (time.Duration, bool)
+	budget        *RetryBudget
+	onRetry       func(int, time.Duration, error)
+	clock         Clock
+	rand          func() float64
+}
+
+// NewRetry returns a Retry configured by cfg; zero fields take the
+// defaults documented on RetryConfig.
+func NewRetry[R any](cfg RetryConfig[R]) *Retry[R] {
+	r := &Retry[R]{
+		maxAttempts:   cfg.MaxAttempts,
+		base:          cfg.BaseDelay,
+		max:           cfg.MaxDelay,
+		maxRetryAfter: cfg.MaxRetryAfter,
+		jitter:        cfg.Jitter,
+		classify:      cfg.Classifier,
+		retryAfter:    cfg.RetryAfter,
+		budget:        cfg.Budget,
+		onRetry:       cfg.OnRetry,
+		clock:         clockOr(cfg.Clock),
+		rand:          cfg.Rand,
+	}
+	if r.maxAttempts <= 0 {
+		r.maxAttempts = DefaultRetryMaxAttempts
+	}
+	if r.base <= 0 {
+		r.base = DefaultRetryBaseDelay
+	}
+	if r.max <= 0 {
+		r.max = DefaultRetryMaxDelay
+	}
+	r.max = max(r.max, r.base)
+	if r.maxRetryAfter <= 0 {
+		r.maxRetryAfter = retrySaturatingMul(r.max, DefaultRetryAfterCap)
+	}
+	if r.rand == nil {
+		r.rand = rand.Float64
+	}
+	return r
+}
+
+// Execute calls fn until it succeeds, the Classifier calls its outcome
+// final, MaxAttempts is reached, the budget refuses a retry, the next wait
+// would pass ctx's deadline, or ctx ends; under a SingleAttempt context it
+// calls fn once. It returns fn's last result and error as they were,
+// except when ctx ends during a wait: then the error wraps both ctx.Err()
+// and the last attempt's error.
+func (r *Retry[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	if r.budget != nil {
+		r.budget.Deposit()
+	}
+	prev := r.base
+	for attempt := 1; ; attempt++ {
+		res, err := fn(ctx)
+		if !r.classify.IsFailure(res, err) {
+			return res, err
+		}
+		if attempt >= r.maxAttempts || errors.Is(err, context.Canceled) || ctx.Err() != nil || IsSingleAttempt(ctx) {
+			return res, err
+		}
+		delay := r.backoff(attempt, &prev)
+		if r.retryAfter != nil {
+			if wait, ok := r.retryAfter(res, err); ok {
+				if wait > r.maxRetryAfter {
+					return res, err
+				}
+				delay = max(delay, wait)
+			}
+		}
+		if deadline, ok := ctx.Deadline(); ok && !r.clock.Now().Add(delay).Before(deadline) {
+			return res, err
+		}
+		if r.budget != nil && !r.budget.TryWithdraw() {
+			return res, err
+		}
+		if r.onRetry != nil {
+			r.onRetry(attempt, delay, err)
+		}
+		if werr := retryWait(ctx, r.clock, delay); werr != nil {
+			if err == nil {
+				return res, fmt.Errorf("resilience: retry abandoned after attempt %d: %w", attempt, werr)
+			}
+			return res, fmt.Errorf("resilience: retry abandoned after attempt %d: %w (last error: %w)", attempt, werr, err)
+		}
+	}
+}
+
+// backoff returns the wait before retry n = attempt, updating *prev for
+// decorrelated jitter.
+func (r *Retry[R]) backoff(attempt int, prev *time.Duration) time.Duration {
+	x := retryUnit(r.rand())
+	switch r.jitter {
+	case DecorrelatedJitter:
+		lo, hi := float64(r.base), 3*float64(*prev)
+		d := r.max
+		if f := lo + x*(hi-lo); f < float64(r.max) {
+			d = time.Duration(f)
+		}
+		*prev = d
+		return d
+	default:
+		return time.Duration(x * float64(retryCeiling(r.base, r.max, attempt-1)))
+	}
+}
+
+// retryCeiling returns min(max, base·2^n) without overflowing.
+func retryCeiling(base, max time.Duration, n int) time.Duration {
+	c := base
+	for i := 0; i < n && c < max; i++ {
+		if c > max/2 {
+			return max
+		}
+		c *= 2
+	}
+	return min(c, max)
+}
+
+// retryUnit clamps a random number to [0, 1]; NaN becomes 0.
+func retryUnit(x float64) float64 {
+	if !(x > 0) {
+		return 0
+	}
+	return min(x, 1)
+}
+
+func retrySaturatingMul(d time.Duration, n int64) time.Duration {
+	if d > time.Duration(1<<63-1)/time.Duration(n) {
+		return time.Duration(1<<63 - 1)
+	}
+	return d * time.Duration(n)
+}
+
+// retryWait waits d on clock, or until ctx ends, and reports ctx's error
+// if it ended first (or had already ended).
+func retryWait(ctx context.Context, clock Clock, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := clock.NewTimer(d)
+	select {
+	case <-t.C():
+		return ctx.Err()
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	}
+}
