@@ -24,6 +24,7 @@ import (
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/observe"
 	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/resilience/prommetrics"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -57,9 +58,11 @@ type Host struct {
 	mux     *http.ServeMux
 	faults  faultInjector
 
-	mu     sync.Mutex
-	checks []namedCheck
-	addr   net.Addr
+	mu                sync.Mutex
+	checks            []namedCheck
+	addr              net.Addr
+	clients           map[string]*http.Client
+	resilienceMetrics *prommetrics.Metrics
 
 	serving  atomic.Bool
 	draining atomic.Bool

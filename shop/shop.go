@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"sort"
 
+	"github.com/spf13/pflag"
+
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/inventory"
@@ -21,16 +23,19 @@ type Service struct {
 	DefaultPort int
 	Migrations  fs.FS // its own database's migrations
 	Broker      bool  // whether it connects to NATS
-	Register    func(*service.Host) error
+	// Setup declares the service's own settings on fs (each bound to an
+	// environment variable) and returns what wires the service into its
+	// host once the settings are loaded.
+	Setup func(fs *pflag.FlagSet) func(*service.Host) error
 }
 
 // Services returns the shop's services, sorted by name.
 func Services() []Service {
 	s := []Service{
 		{Name: catalog.Name, Summary: "products and prices", DefaultPort: catalog.DefaultPort,
-			Migrations: catalog.Migrations(), Broker: true, Register: catalog.Register},
+			Migrations: catalog.Migrations(), Broker: true, Setup: catalog.Setup},
 		{Name: inventory.Name, Summary: "stock on hand and reserved", DefaultPort: inventory.DefaultPort,
-			Migrations: inventory.Migrations(), Broker: true, Register: inventory.Register},
+			Migrations: inventory.Migrations(), Broker: true, Setup: inventory.Setup},
 	}
 	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
 	return s

@@ -165,6 +165,7 @@ func startShop(t testing.TB) *runningShop {
 	}
 	s := string(spec)
 	s = strings.Replace(s, "port: 8101", "port: "+strconv.Itoa(ports[0]), 1)
+	s = strings.Replace(s, "http://127.0.0.1:8101", "http://127.0.0.1:"+strconv.Itoa(ports[0]), 1)
 	s = strings.Replace(s, "port: 8102", "port: "+strconv.Itoa(ports[1]), 1)
 	s = strings.Replace(s, "port: 4222", "port: "+strconv.Itoa(ports[2]), 1)
 	s = strings.Replace(s, "admin: 127.0.0.1:7070", "admin: 127.0.0.1:"+strconv.Itoa(ports[3]), 1)

@@ -61,6 +61,7 @@ func runService(cmd *cobra.Command, def shop.Service, args []string) error {
 	cfg.Version = buildVersion()
 	fs := newFlagSet("trellis service " + def.Name)
 	cfg.RegisterFlags(fs)
+	register := def.Setup(fs)
 	if err := fs.Parse(args); err != nil {
 		if isHelp(err) {
 			fmt.Fprintf(cmd.OutOrStdout(), "Usage: trellis service %s [flags]\n\nRun the %s service (%s).\n\nFlags:\n%s",
@@ -83,7 +84,7 @@ func runService(cmd *cobra.Command, def shop.Service, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := def.Register(h); err != nil {
+	if err := register(h); err != nil {
 		_ = h.Close()
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"embed"
 	"io/fs"
 
+	"github.com/spf13/pflag"
+
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog/adapters"
 	"github.com/trellis-go/trellis/shop/catalog/app"
@@ -32,6 +34,10 @@ func Migrations() fs.FS {
 	}
 	return sub
 }
+
+// Setup declares the catalog's own settings (it has none beyond the
+// host's) and returns Register.
+func Setup(*pflag.FlagSet) func(*service.Host) error { return Register }
 
 // Register wires the catalog into a host that was built with its migrations.
 func Register(h *service.Host) error {

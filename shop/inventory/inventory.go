@@ -1,14 +1,24 @@
 // Package inventory is the shop's stock keeper: how many units of each sku
 // are on hand and reserved, in its own database.
 //
+// Inventory keeps stock only for products the catalog sells: the first
+// stock count of a sku is checked against the catalog's API (never its
+// database), through the host's resilient client.
+//
 // Layout: domain (the model and its rules), app (use cases), adapters (the
-// database), ports (HTTP); this file is the composition root.
+// database, the catalog client), ports (HTTP); this file is the composition
+// root.
 package inventory
 
 import (
 	"embed"
+	"fmt"
 	"io/fs"
+	"net/url"
 
+	"github.com/spf13/pflag"
+
+	"github.com/trellis-go/trellis/config"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/app"
@@ -20,6 +30,9 @@ const Name = "inventory"
 
 // DefaultPort is inventory's port in the shop.
 const DefaultPort = 8102
+
+// DefaultCatalogURL is where inventory finds the catalog by default.
+const DefaultCatalogURL = "http://127.0.0.1:8101"
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -33,8 +46,38 @@ func Migrations() fs.FS {
 	return sub
 }
 
+// Config is inventory's own configuration.
+type Config struct {
+	CatalogURL string // base URL of the catalog service
+	// CatalogPolicy is the resilience of calls to the catalog; zero means
+	// service.DefaultClientPolicy.
+	CatalogPolicy service.ClientPolicy
+}
+
+// Setup declares inventory's settings on fs and returns the function that
+// wires it into its host.
+func Setup(fs *pflag.FlagSet) func(*service.Host) error {
+	cfg := Config{CatalogURL: DefaultCatalogURL}
+	fs.StringVar(&cfg.CatalogURL, "catalog-url", cfg.CatalogURL, "base URL of the catalog service")
+	config.Bind(fs, "catalog-url", "CATALOG_URL")
+	return func(h *service.Host) error {
+		if u, err := url.Parse(cfg.CatalogURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return config.Invalid(fs, "catalog-url", cfg.CatalogURL, "must be an http:// or https:// URL")
+		}
+		return Register(h, cfg)
+	}
+}
+
 // Register wires inventory into a host that was built with its migrations.
-func Register(h *service.Host) error {
-	ports.Register(h, app.New(adapters.NewRepository(h.DB())))
+func Register(h *service.Host, cfg Config) error {
+	if cfg.CatalogURL == "" {
+		return fmt.Errorf("inventory: catalog URL is required")
+	}
+	policy := cfg.CatalogPolicy
+	if policy == (service.ClientPolicy{}) {
+		policy = service.DefaultClientPolicy()
+	}
+	catalog := adapters.NewCatalogClient(h.ServiceClientWith("catalog", policy), cfg.CatalogURL)
+	ports.Register(h, app.New(adapters.NewRepository(h.DB()), catalog))
 	return nil
 }

@@ -12,26 +12,46 @@ import (
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 )
 
-func backends(t *testing.T, test func(t *testing.T, s *servicetest.Server)) {
+// startCatalog runs the real catalog service, which inventory asks about
+// new skus.
+func startCatalog(t *testing.T) *servicetest.Server {
+	cfg := service.Defaults(catalog.Name)
+	cfg.DataDir = t.TempDir()
+	cfg.Dev = true
+	return servicetest.Start(t, cfg, service.Options{Migrations: catalog.Migrations()}, catalog.Register)
+}
+
+func startInventory(t *testing.T, databaseURL, catalogURL string, policy service.ClientPolicy) *servicetest.Server {
+	cfg := service.Defaults(inventory.Name)
+	cfg.DataDir = t.TempDir()
+	cfg.DatabaseURL = databaseURL
+	return servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations()}, func(h *service.Host) error {
+		return inventory.Register(h, inventory.Config{CatalogURL: catalogURL, CatalogPolicy: policy})
+	})
+}
+
+// backends runs test against inventory on SQLite and, when configured,
+// PostgreSQL, each with a real catalog to ask.
+func backends(t *testing.T, test func(t *testing.T, s, catalog *servicetest.Server)) {
 	for _, name := range []string{"sqlite", "postgres"} {
 		t.Run(name, func(t *testing.T) {
-			cfg := service.Defaults(inventory.Name)
-			cfg.DataDir = t.TempDir()
+			url := ""
 			if name == "postgres" {
-				cfg.DatabaseURL = pgtest.URL(t)
+				url = pgtest.URL(t)
 			}
-			s := servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations()}, inventory.Register)
-			test(t, s)
+			cat := startCatalog(t)
+			test(t, startInventory(t, url, cat.URL, service.ClientPolicy{}), cat)
 		})
 	}
 }
 
 func TestStockSeededAndSet(t *testing.T) {
-	backends(t, func(t *testing.T, s *servicetest.Server) {
+	backends(t, func(t *testing.T, s, cat *servicetest.Server) {
 		var st domain.Stock
 		r := s.Do(t, "GET", "/v1/stock/TEA-001", "")
 		r.JSON(t, &st)
@@ -43,7 +63,14 @@ func TestStockSeededAndSet(t *testing.T) {
 		if r.Status != 200 || st.OnHand != 80 || st.Available != 80 {
 			t.Fatalf("put: %d %+v", r.Status, st)
 		}
-		// A new sku gets a record.
+		// A new sku gets a record only if the catalog sells it.
+		r = s.Do(t, "PUT", "/v1/stock/NEW-1", `{"on_hand":3}`)
+		if r.Status != 400 || !strings.Contains(string(r.Body), "not in the catalog") {
+			t.Fatalf("put unknown sku: %d %s", r.Status, r.Body)
+		}
+		if r := cat.Do(t, "POST", "/v1/products", `{"sku":"NEW-1","name":"New","price_cents":100}`); r.Status != 201 {
+			t.Fatalf("create product: %d %s", r.Status, r.Body)
+		}
 		r = s.Do(t, "PUT", "/v1/stock/NEW-1", `{"on_hand":3}`)
 		if r.Status != 200 {
 			t.Fatalf("put new: %d %s", r.Status, r.Body)
@@ -66,7 +93,7 @@ func TestStockSeededAndSet(t *testing.T) {
 }
 
 func TestOnHandNeverBelowReserved(t *testing.T) {
-	backends(t, func(t *testing.T, s *servicetest.Server) {
+	backends(t, func(t *testing.T, s, cat *servicetest.Server) {
 		// Reservations arrive with the saga; hold some directly here.
 		db := s.Host.DB()
 		if _, err := db.Writer().ExecContext(context.Background(), `UPDATE stock SET reserved = 10 WHERE sku = 'MUG-001'`); err != nil {
@@ -86,7 +113,7 @@ func TestOnHandNeverBelowReserved(t *testing.T) {
 
 // Concurrent writers never leave a torn or negative record.
 func TestConcurrentPuts(t *testing.T) {
-	backends(t, func(t *testing.T, s *servicetest.Server) {
+	backends(t, func(t *testing.T, s, cat *servicetest.Server) {
 		var wg sync.WaitGroup
 		for i := range 20 {
 			wg.Add(1)
@@ -108,7 +135,7 @@ func TestConcurrentPuts(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	backends(t, func(t *testing.T, s *servicetest.Server) {
+	backends(t, func(t *testing.T, s, cat *servicetest.Server) {
 		cases := []struct {
 			method, path, body string
 			status             int

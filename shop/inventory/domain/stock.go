@@ -10,6 +10,9 @@ import (
 // ErrNotFound means no stock record exists for the sku.
 var ErrNotFound = errors.New("no stock record")
 
+// ErrUnknownProduct means the catalog does not sell the sku.
+var ErrUnknownProduct = errors.New("unknown product")
+
 // ErrBelowReserved means on_hand would drop below what is reserved.
 var ErrBelowReserved = errors.New("on hand below reserved")
 

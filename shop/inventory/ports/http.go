@@ -4,6 +4,7 @@ package ports
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/trellis-go/trellis/problem"
@@ -56,10 +57,14 @@ func (s *HTTP) put(w http.ResponseWriter, r *http.Request) error {
 			problem.FieldError{Field: "on_hand", Reason: "must be between 0 and 1000000000"})
 	}
 	st, err := s.app.SetOnHand(r.Context(), sku, *body.OnHand)
-	if errors.Is(err, domain.ErrBelowReserved) {
+	switch {
+	case errors.Is(err, domain.ErrBelowReserved):
 		return problem.New(http.StatusConflict, "on_hand %d is below the %d units reserved for sku %q", *body.OnHand, st.Reserved, sku)
-	}
-	if err != nil {
+	case errors.Is(err, domain.ErrUnknownProduct):
+		return problem.Invalid(fmt.Sprintf("sku %q is not in the catalog", sku), problem.FieldError{Field: "sku", Reason: "not in the catalog"})
+	case errors.Is(err, app.ErrCatalogUnavailable):
+		return service.Unavailable(w, err, "cannot check sku %q against the catalog", sku)
+	case err != nil:
 		return err
 	}
 	return service.WriteJSON(w, http.StatusOK, st)
