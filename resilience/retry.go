@@ -61,7 +61,8 @@ type RetryConfig[R any] struct {
 	Jitter Jitter
 	// Classifier decides which outcomes are failures worth retrying.
 	// Default DefaultIsFailure. Whatever it says, an error that is
-	// context.Canceled, or any outcome once ctx is done, is never retried.
+	// context.Canceled or a circuit breaker's rejection (ErrBreakerOpen),
+	// or any outcome once ctx is done, is never retried.
 	Classifier Classifier[R]
 	// RetryAfter, when set, reads a server's requested wait (an HTTP
 	// Retry-After header, a gRPC retry pushback) from a failed outcome.
@@ -155,7 +156,11 @@ func (r *Retry[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 		if !r.classify.IsFailure(res, err) {
 			return res, err
 		}
-		if attempt >= r.maxAttempts || errors.Is(err, context.Canceled) || ctx.Err() != nil || IsSingleAttempt(ctx) {
+		// A breaker's rejection is final too: the breaker already knows the
+		// destination is down, and retrying before its RetryAfter would
+		// only spend the budget on more rejections.
+		if attempt >= r.maxAttempts || errors.Is(err, context.Canceled) || errors.Is(err, ErrBreakerOpen) ||
+			ctx.Err() != nil || IsSingleAttempt(ctx) {
 			return res, err
 		}
 		delay := r.backoff(attempt, &prev)

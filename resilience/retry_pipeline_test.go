@@ -115,3 +115,23 @@ func TestPipelineRecommendedOrder(t *testing.T) {
 		t.Fatalf("budget refusals %d, calls %d; want 1 and 1", budget.Exhausted(), g.calls.Load())
 	}
 }
+
+// A Retry outside a breaker does not retry the breaker's rejections.
+func TestRetryDoesNotRetryBreakerRejections(t *testing.T) {
+	breaker, err := resilience.NewCircuitBreaker(resilience.BreakerConfig[int]{Name: "dest", OpenDuration: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	breaker.ForceOpen()
+	var retries int
+	p := resilience.NewPipeline[int](
+		resilience.NewRetry(resilience.RetryConfig[int]{MaxAttempts: 5, BaseDelay: time.Nanosecond,
+			OnRetry: func(int, time.Duration, error) { retries++ }}),
+		breaker,
+	)
+	calls := 0
+	_, err = p.Execute(context.Background(), func(context.Context) (int, error) { calls++; return 1, nil })
+	if !errors.Is(err, resilience.ErrBreakerOpen) || calls != 0 || retries != 0 {
+		t.Fatalf("err %v, calls %d, retries %d", err, calls, retries)
+	}
+}
