@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/syncbuf"
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -32,24 +32,6 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startServer(t testing.TB, cfg broker.ServerConfig) *broker.Server {
@@ -128,7 +110,7 @@ func waitFor(t *testing.T, what string, cond func() error) {
 
 func TestOpenWithoutURLStartsEmbeddedServer(t *testing.T) {
 	dir := t.TempDir()
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	b := openBroker(t, broker.Config{DataDir: dir, Name: "catalog", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if !b.Embedded() || b.Server() == nil {
 		t.Fatal("Open with URL \"\" did not embed a server")
@@ -480,7 +462,7 @@ func TestCheckFollowsExternalServerDownAndUp(t *testing.T) {
 	dir := t.TempDir()
 	srv := startServer(t, broker.ServerConfig{StoreDir: dir})
 	port := serverPort(t, srv.ClientURL())
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	b := openBroker(t, broker.Config{
 		URL:              srv.ClientURL(),
 		Name:             "checker",

@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,32 +10,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/syncbuf"
+
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
 )
-
-// syncBuffer collects log lines written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var testMigrations = fstest.MapFS{
 	"0001_items.sql": {Data: []byte("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);")},
@@ -47,7 +29,7 @@ type running struct {
 	url    string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 }
 
 // start runs a host on a free loopback port until the test ends.
@@ -60,7 +42,7 @@ func start(t *testing.T, mutate func(*service.Config), opts service.Options, rou
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	opts.Stdout = logs
 	h, err := service.New(context.Background(), cfg, opts)
 	if err != nil {

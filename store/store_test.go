@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/trellis-go/trellis/internal/syncbuf"
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/store"
@@ -74,25 +75,7 @@ func open(t *testing.T, cfg store.Config) *store.DB {
 	return db
 }
 
-// logBuffer collects log output; slog's handlers serialise their writes.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
+func bufferLogger(b *syncbuf.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -146,9 +129,9 @@ func with(base fstest.MapFS, files map[string]string) fstest.MapFS {
 
 func TestMigrationsApplyAndReopenIsNoop(t *testing.T) {
 	forEach(t, func(t *testing.T, tg target) {
-		var logs logBuffer
+		var logs syncbuf.Buffer
 		cfg := tg.config(t, baseMigrations)
-		cfg.Logger = logs.logger()
+		cfg.Logger = bufferLogger(&logs)
 
 		db := open(t, cfg)
 		if got := version(t, db); got != 2 {
@@ -196,8 +179,8 @@ func TestMigrationsApplyAndReopenIsNoop(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		var again logBuffer
-		cfg.Logger = again.logger()
+		var again syncbuf.Buffer
+		cfg.Logger = bufferLogger(&again)
 		db2 := open(t, cfg)
 		if got := version(t, db2); got != 2 {
 			t.Fatalf("Version after re-open = %d, want 2", got)
@@ -305,9 +288,9 @@ func TestConcurrentOpenAppliesEachMigrationOnce(t *testing.T) {
 		"0004_add_column.sql": {Data: []byte("ALTER TABLE journal ADD COLUMN note TEXT;\nINSERT INTO journal (entry) VALUES ('fourth');")},
 	}
 	forEach(t, func(t *testing.T, tg target) {
-		var logs logBuffer
+		var logs syncbuf.Buffer
 		cfg := tg.config(t, migrations)
-		cfg.Logger = logs.logger()
+		cfg.Logger = bufferLogger(&logs)
 
 		const replicas = 8
 		dbs := make([]*store.DB, replicas)

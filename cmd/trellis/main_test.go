@@ -12,10 +12,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trellis-go/trellis/internal/syncbuf"
 )
 
 // trellisBin is the binary built once for the tests that run it as a user
@@ -57,24 +58,6 @@ func freePorts(t testing.TB, n int) []int {
 		ln.Close()
 	}
 	return ports
-}
-
-// lockedBuffer is an io.Writer safe for a process's output goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func runTrellis(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
@@ -147,7 +130,7 @@ type runningShop struct {
 	admin   string
 	catalog string
 	inv     string
-	stdout  *lockedBuffer
+	stdout  *syncbuf.Buffer
 	waited  chan error
 	// readyAfter is the time from starting `trellis up` to its "all ready"
 	// line.
@@ -178,7 +161,7 @@ func startShop(t testing.TB) *runningShop {
 		admin:   "http://127.0.0.1:" + strconv.Itoa(ports[3]),
 		catalog: "http://127.0.0.1:" + strconv.Itoa(ports[0]),
 		inv:     "http://127.0.0.1:" + strconv.Itoa(ports[1]),
-		stdout:  &lockedBuffer{},
+		stdout:  &syncbuf.Buffer{},
 		waited:  make(chan error, 1),
 	}
 	sh.cmd = exec.Command(trellisBin, "up", "-f", specFile, "--data-dir", filepath.Join(dir, "data"))

@@ -3,15 +3,15 @@
 package servicetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/trellis-go/trellis/internal/syncbuf"
 
 	"github.com/trellis-go/trellis/service"
 )
@@ -20,27 +20,7 @@ import (
 type Server struct {
 	Host *service.Host
 	URL  string
-	Logs *Buffer
-}
-
-// Buffer collects log lines written from many goroutines.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns everything written so far.
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	Logs *syncbuf.Buffer
 }
 
 // Start builds a host from cfg (port forced to 0) and opts, lets register
@@ -48,7 +28,7 @@ func (s *Buffer) String() string {
 func Start(t testing.TB, cfg service.Config, opts service.Options, register func(*service.Host) error) *Server {
 	t.Helper()
 	cfg.Port = 0
-	logs := &Buffer{}
+	logs := &syncbuf.Buffer{}
 	opts.Stdout = logs
 	ctx, cancel := context.WithCancel(context.Background())
 	h, err := service.New(ctx, cfg, opts)
