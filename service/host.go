@@ -63,6 +63,8 @@ type Host struct {
 	addr              net.Addr
 	clients           map[string]*http.Client
 	resilienceMetrics *prommetrics.Metrics
+	workers           []*worker
+	closers           []func() error
 
 	serving  atomic.Bool
 	draining atomic.Bool
@@ -342,12 +344,14 @@ func (h *Host) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	stopWorkers := h.startWorkers()
 	h.serving.Store(true)
 	h.log.Info("serving", slog.String("addr", ln.Addr().String()), slog.Bool("dev", h.cfg.Dev),
 		slog.String("version", h.cfg.Version))
 
 	select {
 	case err := <-errc:
+		stopWorkers()
 		_ = h.Close()
 		return fmt.Errorf("service %s: serve: %w", h.cfg.Name, err)
 	case <-ctx.Done():
@@ -373,6 +377,7 @@ func (h *Host) Serve(ctx context.Context, ln net.Listener) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		stopErr = errors.Join(stopErr, err)
 	}
+	stopWorkers()
 	if err := h.Close(); err != nil {
 		stopErr = errors.Join(stopErr, err)
 	}
@@ -389,6 +394,12 @@ func (h *Host) Close() error {
 		return nil
 	}
 	var errs []error
+	h.mu.Lock()
+	closers := h.closers
+	h.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		errs = append(errs, closers[i]())
+	}
 	if h.broker != nil {
 		errs = append(errs, h.broker.Close())
 	}

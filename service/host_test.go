@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -267,5 +268,42 @@ func TestStopDoesNotWaitForUnusedConnections(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("stop waited for an unused connection")
+	}
+}
+
+// A worker runs while the host serves, is restarted after a failure (with
+// readiness reporting it meanwhile), and is stopped before the host closes.
+func TestWorkersRestartAndStop(t *testing.T) {
+	var mu sync.Mutex
+	runs := 0
+	stopped := make(chan struct{})
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.Go("relay", func(ctx context.Context) error {
+			mu.Lock()
+			runs++
+			n := runs
+			mu.Unlock()
+			if n == 1 {
+				return errors.New("database is locked")
+			}
+			<-ctx.Done()
+			close(stopped)
+			return ctx.Err()
+		})
+	})
+	waitFor(t, 10*time.Second, "the worker to be restarted", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return runs == 2
+	})
+	waitFor(t, 5*time.Second, "readiness to recover", func() bool { return r.h.Ready(context.Background()).Status == "ready" })
+	if !strings.Contains(r.logs.String(), "database is locked") {
+		t.Fatal("the worker's failure was not logged")
+	}
+	r.cancel()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker was not stopped")
 	}
 }
