@@ -1,0 +1,97 @@
+// Package messaging is asynchronous messaging between services over NATS
+// JetStream: typed publish and subscribe, durable consumers with
+// redelivery, backoff and a dead-letter stream, handler middleware, and
+// request/reply over core NATS. Its sub-packages make effects exactly-once
+// over this at-least-once pipe: outbox publishes what a local transaction
+// committed, inbox applies each message once.
+//
+// # Envelope and headers
+//
+// Every message is an [Envelope]: its data is the JSON body; its metadata
+// travels in NATS headers, CloudEvents style:
+//
+//	Nats-Msg-Id             the envelope id: JetStream de-duplicates on it
+//	Trellis-Id              the envelope id, a UUID (version 7)
+//	Trellis-Type            what the message means, e.g. "order.placed"
+//	Trellis-Source          the service that produced it
+//	Trellis-Time            when, RFC 3339 with nanoseconds, UTC
+//	Trellis-Correlation-Id  the conversation (saga, request) it belongs to
+//	Trellis-Causation-Id    the id of the message that caused it
+//	Content-Type            application/json
+//	traceparent, tracestate, baggage  the producer's trace (W3C)
+//
+// The subject is the NATS subject. A message without a cause starts a
+// conversation: its correlation id is its own id; [CausedBy] continues
+// one. Requests add Trellis-Timeout (the time the requester waits), error
+// replies Trellis-Error-Code and Trellis-Error, dead letters the
+// Trellis-Dead-* headers.
+//
+// # Publishing
+//
+// [Publish] encodes a payload, stamps the envelope (source, time, trace
+// context of ctx) and waits for the stream's acknowledgement: once it
+// returns, the message is stored (on a SyncAlways server, on disk).
+// Publishing the same envelope again within the stream's duplicate window
+// stores nothing (PubAck.Duplicate). A message that must be published if
+// and only if a database transaction commits goes through package outbox
+// instead. [EnsureStream] creates file-backed streams that allow the
+// atomic batches the outbox relay uses.
+//
+// # Consuming
+//
+// [Subscribe] runs a handler for the messages of a durable consumer with
+// explicit acknowledgement; the replicas of a service share it, each
+// message going to one of them. Delivery is at least once:
+//
+//   - handler returns nil: the message is acknowledged. An acknowledgement
+//     can be lost, and the handler can succeed and the process die before
+//     it is sent; the message then comes again. Handlers with effects use
+//     package inbox.
+//   - handler fails: the message is negatively acknowledged with a delay
+//     from [ConsumerConfig.Backoff] (exponential with jitter by default)
+//     and redelivered.
+//   - the failure was delivery number MaxDeliveries, or the error wraps
+//     [ErrPermanent] (see [Permanent]; payloads that do not decode are
+//     permanent): the message is copied to the dead-letter subject with its
+//     data, its headers and Trellis-Dead-Error (the last error),
+//     Trellis-Dead-Deliveries, -Stream, -Sequence, -Subject, -Consumer and
+//     -Time, and only once the dead-letter stream has stored the copy is
+//     the original terminated, so it is never delivered again. If the copy
+//     cannot be stored, the original is redelivered and tried again: a
+//     message is never dropped. Repeated copies of one delivery share a
+//     de-duplication id.
+//   - a handler that runs longer than AckWait is kept alive with
+//     "in progress" signals, and a panic is a failure ([PanicError]), not
+//     a crash.
+//
+// The server's own delivery limit is off (MaxDeliver -1): the consumer,
+// not the server, decides when to give up, so a process that dies before
+// dead-lettering does not lose the message.
+//
+// Order: with Concurrency 1 (the default) messages are handled one at a
+// time in stream order, but a failed message is redelivered after its
+// backoff, behind the ones that followed it. For strict order even across
+// failures set MaxAckPending to 1. With Concurrency above 1 there is no
+// order.
+//
+// # Middleware
+//
+// A [Handler] sees a [Delivery]: envelope, headers, stream, sequence and
+// delivery count. [Middleware] wraps handlers like HTTP middleware;
+// [Chain] composes them, the first outermost. [Logging] (slog), [Tracing]
+// (a consumer span per delivery from an OpenTelemetry TracerProvider),
+// [Recovery] (panics become failures) are here; Prometheus metrics are in
+// package prommetrics, to keep the Prometheus client out of this package.
+// Whatever the middleware, the handler's context carries the producer's
+// trace context as its remote parent.
+//
+// # Request and reply
+//
+// [Request] and [Serve] exchange typed messages over core NATS, at most
+// once: a lost request or reply is a timeout ([ErrTimeout]), nobody
+// serving the subject is [ErrNoResponders], and a responder's error comes
+// back as a [*ReplyError] with a machine-readable code. The requester's
+// remaining time travels with the request; the responder handles it under
+// that timeout and does not reply after it. Responders on one subject form
+// a queue group: each request goes to one of them.
+package messaging

@@ -1,0 +1,112 @@
+package messaging_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/messaging"
+)
+
+type placedEvent struct {
+	OrderID    string `json:"order_id"`
+	TotalCents int    `json:"total_cents"`
+}
+
+// The order service publishes an event; the billing service consumes it
+// with a durable consumer and gets the payload typed.
+func Example() {
+	dir, err := os.MkdirTemp("", "messaging-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	b, err := broker.Open(ctx, broker.Config{DataDir: dir, Name: "example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	orders, err := messaging.New(b, messaging.Config{Source: "order"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.EnsureStream(ctx, orders.JetStream(), messaging.StreamConfig{Name: "ORDERS", Subjects: []string{"order.>"}}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.EnsureDeadLetterStream(ctx, orders.JetStream()); err != nil {
+		log.Fatal(err)
+	}
+
+	if _, err := messaging.Publish(ctx, orders, "order.placed", "order.placed", placedEvent{OrderID: "o-42", TotalCents: 1999}); err != nil {
+		log.Fatal(err)
+	}
+
+	handled := make(chan string, 1)
+	sub, err := messaging.Subscribe(ctx, orders, messaging.ConsumerConfig{Stream: "ORDERS", Durable: "billing"},
+		func(_ context.Context, m messaging.Message[placedEvent]) error {
+			handled <- fmt.Sprintf("%s from %s: order %s, %d cents", m.Type, m.Source, m.Payload.OrderID, m.Payload.TotalCents)
+			return nil
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = sub.Stop(ctx) }()
+	fmt.Println(<-handled)
+	// Output: order.placed from order: order o-42, 1999 cents
+}
+
+type stockQuery struct {
+	SKU string `json:"sku"`
+}
+
+type stockLevel struct {
+	Available int `json:"available"`
+}
+
+// A service answers typed requests; errors travel back with a code.
+func ExampleRequest() {
+	dir, err := os.MkdirTemp("", "messaging-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := broker.Open(ctx, broker.Config{DataDir: dir, Name: "example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	c, err := messaging.New(b, messaging.Config{Source: "inventory"})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	r, err := messaging.Serve(c, messaging.ServeConfig{Subject: "inventory.stock"},
+		func(_ context.Context, m messaging.Message[stockQuery]) (stockLevel, error) {
+			if m.Payload.SKU != "tea" {
+				return stockLevel{}, &messaging.ReplyError{Code: "not_found", Message: "unknown sku " + m.Payload.SKU}
+			}
+			return stockLevel{Available: 7}, nil
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = r.Stop(ctx) }()
+
+	s, err := messaging.Request[stockQuery, stockLevel](ctx, c, "inventory.stock", "stock.query", stockQuery{SKU: "tea"})
+	fmt.Println(s.Available, err)
+	_, err = messaging.Request[stockQuery, stockLevel](ctx, c, "inventory.stock", "stock.query", stockQuery{SKU: "coffee"})
+	var re *messaging.ReplyError
+	fmt.Println(errors.As(err, &re), re.Code)
+	// Output:
+	// 7 <nil>
+	// true not_found
+}

@@ -1,0 +1,388 @@
+package inbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/store"
+)
+
+// Table is the name of the inbox table.
+const Table = "trellis_inbox"
+
+// ErrInvalidConfig reports a configuration or argument that cannot work.
+var ErrInvalidConfig = errors.New("inbox: invalid config")
+
+// setupLockKey serialises Setup across replicas on PostgreSQL; it differs
+// from the store's and the outbox's locks.
+const setupLockKey int64 = 0x74726c73696e6273 // "trlsinbs"
+
+const (
+	schemaSQLite = `CREATE TABLE IF NOT EXISTS trellis_inbox (
+    consumer        TEXT    NOT NULL,
+    message_id      TEXT    NOT NULL,
+    processed_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (consumer, message_id)
+);
+CREATE INDEX IF NOT EXISTS trellis_inbox_processed ON trellis_inbox (processed_at_ns);
+`
+	schemaPostgres = `CREATE TABLE IF NOT EXISTS trellis_inbox (
+    consumer        TEXT   NOT NULL,
+    message_id      TEXT   NOT NULL,
+    processed_at_ns BIGINT NOT NULL,
+    PRIMARY KEY (consumer, message_id)
+);
+CREATE INDEX IF NOT EXISTS trellis_inbox_processed ON trellis_inbox (processed_at_ns);
+`
+)
+
+// Schema returns the statements that create the inbox table on dialect d,
+// for a service that prefers to put them in its own migrations rather than
+// call Setup. They are idempotent.
+func Schema(d store.Dialect) string {
+	if d == store.Postgres {
+		return schemaPostgres
+	}
+	return schemaSQLite
+}
+
+// Setup creates the inbox table if it does not exist. It is idempotent and
+// safe to run from several replicas at once.
+func Setup(ctx context.Context, db *store.DB) error {
+	err := db.InTx(ctx, func(tx *sql.Tx) error {
+		if db.Dialect() == store.Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
+				return err
+			}
+		}
+		for stmt := range strings.SplitSeq(Schema(db.Dialect()), ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("inbox: setup: %w", err)
+	}
+	return nil
+}
+
+// Config configures an Inbox.
+type Config struct {
+	// Now tells the time recorded with each processed message; nil means
+	// time.Now.
+	Now func() time.Time
+	// MaxBatch is the most messages handled in one transaction when Handle
+	// is called concurrently (group commit); 0 means DefaultMaxBatch, 1
+	// gives every message its own transaction.
+	MaxBatch int
+}
+
+// DefaultMaxBatch is the default group commit size.
+const DefaultMaxBatch = 64
+
+// batchTimeout bounds one group transaction.
+const batchTimeout = 30 * time.Second
+
+// Inbox records which messages each consumer has processed, in the
+// transaction of their effect, so that a message delivered again has no
+// second effect. It is safe for concurrent use.
+type Inbox struct {
+	db       *store.DB
+	now      func() time.Time
+	maxBatch int
+
+	mu        sync.Mutex
+	queue     []*request
+	committer bool // a goroutine is committing the queue
+
+	transactions atomic.Uint64
+	messages     atomic.Uint64
+}
+
+// Stats counts what an inbox did since it was created.
+type Stats struct {
+	Transactions uint64 // group transactions attempted
+	Messages     uint64 // Handle calls they carried
+}
+
+// Stats returns the inbox's counters; Messages/Transactions is the mean
+// group size.
+func (in *Inbox) Stats() Stats {
+	return Stats{Transactions: in.transactions.Load(), Messages: in.messages.Load()}
+}
+
+// request is one Handle call waiting for its group's commit.
+type request struct {
+	ctx          context.Context
+	consumer, id string
+	effect       func(tx *sql.Tx) error
+
+	handled  bool
+	err      error
+	panicked any // what effect panicked with, re-raised in Handle
+	done     chan struct{}
+}
+
+// New returns the inbox of db. Call Setup (or apply Schema) first.
+func New(db *store.DB, cfg Config) *Inbox {
+	in := &Inbox{db: db, now: cfg.Now, maxBatch: cfg.MaxBatch}
+	if in.now == nil {
+		in.now = time.Now
+	}
+	if in.maxBatch <= 0 {
+		in.maxBatch = DefaultMaxBatch
+	}
+	return in
+}
+
+// Handle runs effect in a transaction that also records (consumer,
+// messageID), unless that pair is recorded already: then it runs nothing
+// and returns false. A failing effect rolls back both, so the message can
+// be handled again. handled reports whether effect ran and committed;
+// Handle returns after the commit, so the message can be acknowledged.
+//
+// Concurrent calls share a transaction (group commit, up to MaxBatch): one
+// commit, one disk sync, for all of them. Each effect runs in its own
+// savepoint, so one that fails undoes only its own changes; if the commit
+// fails, every call of the group fails and its message is redelivered.
+// Effects therefore run one after the other on the committing goroutine:
+// keep them to statements on tx (never on the database's writer pool, which
+// on SQLite would wait for this very transaction) and keep them short. A
+// panic in effect is raised again in its caller.
+//
+// On PostgreSQL, two deliveries of one message handled at once (by two
+// replicas) are serialised by the primary key: the second waits for the
+// first to commit, then skips; if the first rolls back, the second runs.
+// On SQLite the single writer serialises them.
+func (in *Inbox) Handle(ctx context.Context, consumer, messageID string, effect func(tx *sql.Tx) error) (handled bool, err error) {
+	if consumer == "" || messageID == "" || effect == nil {
+		return false, fmt.Errorf("%w: consumer, message id and effect are required", ErrInvalidConfig)
+	}
+	req := &request{ctx: ctx, consumer: consumer, id: messageID, effect: effect, done: make(chan struct{})}
+	in.mu.Lock()
+	in.queue = append(in.queue, req)
+	if !in.committer {
+		in.committer = true
+		go in.commitLoop()
+	}
+	in.mu.Unlock()
+	select {
+	case <-req.done:
+	case <-ctx.Done():
+		// The committer skips a request whose context has ended, or its
+		// statements fail with it: nothing of it commits, unless it was
+		// already running, in which case a redelivery finds it recorded.
+		return false, fmt.Errorf("inbox: handle %s for %s: %w", messageID, consumer, ctx.Err())
+	}
+	if req.panicked != nil {
+		panic(req.panicked)
+	}
+	return req.handled, req.err
+}
+
+// commitLoop commits the queue in groups until it is empty, then returns.
+func (in *Inbox) commitLoop() {
+	for {
+		in.mu.Lock()
+		batch := in.takeBatch()
+		if len(batch) == 0 {
+			in.committer = false
+			in.mu.Unlock()
+			return
+		}
+		in.mu.Unlock()
+		in.commit(batch)
+		for _, r := range batch {
+			close(r.done)
+		}
+	}
+}
+
+// takeBatch removes up to maxBatch requests from the queue, in order. A
+// request for a message already in the batch stays queued for the next
+// one: within a transaction it would see the first one's uncommitted
+// record, which a failure of the first could still undo.
+func (in *Inbox) takeBatch() []*request {
+	type key struct{ consumer, id string }
+	seen := make(map[key]bool, min(len(in.queue), in.maxBatch))
+	var batch, rest []*request
+	for _, r := range in.queue {
+		k := key{r.consumer, r.id}
+		if len(batch) < in.maxBatch && !seen[k] {
+			seen[k] = true
+			batch = append(batch, r)
+			continue
+		}
+		rest = append(rest, r)
+	}
+	in.queue = rest
+	return batch
+}
+
+// commit runs the effects of batch in one transaction and records each
+// request's outcome.
+func (in *Inbox) commit(batch []*request) {
+	in.transactions.Add(1)
+	in.messages.Add(uint64(len(batch)))
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	fail := func(err error) {
+		for _, r := range batch {
+			if r.err == nil && r.panicked == nil {
+				r.err, r.handled = err, false
+			}
+		}
+	}
+	tx, err := in.db.Writer().BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("inbox: begin transaction: %w", err))
+		return
+	}
+	single := len(batch) == 1
+	for _, r := range batch {
+		if err := in.apply(ctx, tx, r, single); err != nil {
+			// The transaction cannot go on.
+			_ = tx.Rollback()
+			fail(err)
+			return
+		}
+	}
+	if single && (batch[0].err != nil || batch[0].panicked != nil) {
+		_ = tx.Rollback()
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("inbox: commit: %w", err))
+	}
+}
+
+// apply records r and runs its effect within tx, in a savepoint unless r
+// is alone. The outcome goes into r; an error is returned only when the
+// transaction itself is broken.
+//
+// The inbox's own statements run under the group's context, not the
+// caller's: on SQLite an interrupted write rolls back the whole
+// transaction, which a caller giving up must not do to the others. If an
+// effect's own statement does it, the savepoint statements that follow
+// fail and the whole group fails, as it must.
+func (in *Inbox) apply(ctx context.Context, tx *sql.Tx, r *request, single bool) error {
+	if err := r.ctx.Err(); err != nil {
+		r.err = err
+		return nil
+	}
+	if !single {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT trellis_inbox"); err != nil {
+			return fmt.Errorf("inbox: savepoint: %w", err)
+		}
+	}
+	ran, err := in.record(ctx, tx, r)
+	if err == nil && ran {
+		err = runEffect(tx, r)
+	}
+	if single {
+		r.err, r.handled = err, err == nil && ran && r.panicked == nil
+		return nil
+	}
+	if err != nil || r.panicked != nil {
+		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT trellis_inbox"); rerr != nil {
+			return fmt.Errorf("inbox: roll back to savepoint: %w", rerr)
+		}
+	}
+	if _, rerr := tx.ExecContext(ctx, "RELEASE SAVEPOINT trellis_inbox"); rerr != nil {
+		return fmt.Errorf("inbox: release savepoint: %w", rerr)
+	}
+	r.err, r.handled = err, err == nil && ran && r.panicked == nil
+	return nil
+}
+
+// record inserts (consumer, id) and reports whether it is new.
+func (in *Inbox) record(ctx context.Context, tx *sql.Tx, r *request) (bool, error) {
+	res, err := tx.ExecContext(ctx,
+		"INSERT INTO trellis_inbox (consumer, message_id, processed_at_ns) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+		r.consumer, r.id, in.now().UnixNano())
+	if err != nil {
+		return false, fmt.Errorf("inbox: record %s for %s: %w", r.id, r.consumer, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("inbox: record %s for %s: %w", r.id, r.consumer, err)
+	}
+	return n > 0, nil
+}
+
+// runEffect runs r's effect, keeping a panic for its caller.
+func runEffect(tx *sql.Tx, r *request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.panicked = v
+			err = fmt.Errorf("inbox: effect for %s panicked: %v", r.id, v)
+		}
+	}()
+	return r.effect(tx)
+}
+
+// Processed reports whether consumer has processed messageID.
+func (in *Inbox) Processed(ctx context.Context, consumer, messageID string) (bool, error) {
+	var n int
+	err := in.db.Reader().QueryRowContext(ctx,
+		"SELECT COUNT(*) FROM trellis_inbox WHERE consumer = $1 AND message_id = $2", consumer, messageID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("inbox: look up %s for %s: %w", messageID, consumer, err)
+	}
+	return n > 0, nil
+}
+
+// purgeChunk bounds one DELETE, so that on SQLite the writer is not held
+// long.
+const purgeChunk = 1000
+
+// Purge forgets the messages processed before t and returns how many.
+// Keep them longer than a message can be redelivered or republished: the
+// stream's retention, or at least the outbox relay's longest outage plus
+// the duplicate window.
+func (in *Inbox) Purge(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		res, err := in.db.Writer().ExecContext(ctx, `DELETE FROM trellis_inbox WHERE (consumer, message_id) IN (
+SELECT consumer, message_id FROM trellis_inbox WHERE processed_at_ns < $1 LIMIT $2)`, before.UnixNano(), purgeChunk)
+		if err != nil {
+			return total, fmt.Errorf("inbox: purge: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("inbox: purge: %w", err)
+		}
+		total += n
+		if n < purgeChunk {
+			return total, nil
+		}
+	}
+}
+
+// EffectFunc is the effect of a message whose payload is a T, applied in
+// tx.
+type EffectFunc[T any] func(ctx context.Context, tx *sql.Tx, msg messaging.Message[T]) error
+
+// Handler turns effect into a message handler that applies it at most once
+// per message id for consumer: a duplicate is acknowledged without
+// running it.
+func Handler[T any](in *Inbox, consumer string, effect EffectFunc[T]) messaging.HandlerFunc[T] {
+	return func(ctx context.Context, msg messaging.Message[T]) error {
+		_, err := in.Handle(ctx, consumer, msg.ID, func(tx *sql.Tx) error {
+			return effect(ctx, tx, msg)
+		})
+		return err
+	}
+}

@@ -1,0 +1,97 @@
+// Package outbox publishes messages if and only if the local transaction
+// that produced them commits: the transactional outbox.
+//
+// A service cannot commit to its database and publish to NATS atomically.
+// Publishing after the commit loses the message when the process dies in
+// between; publishing before it announces a change that may roll back.
+// Instead, [Outbox.Add] writes the messages into the outbox table within
+// the service's own transaction, next to its state change (or its event
+// store append), and a [Relay] publishes them afterwards:
+//
+//	err := db.InTx(ctx, func(tx *sql.Tx) error {
+//		if err := events.Append(ctx, tx, orderID, placed); err != nil {
+//			return err
+//		}
+//		msg, err := messaging.NewEnvelope("order.placed", "order.placed", placed, messaging.WithID(eventID))
+//		if err != nil {
+//			return err
+//		}
+//		return ob.Add(ctx, tx, msg)
+//	})
+//	if err == nil {
+//		ob.Notify() // publish now rather than at the next poll
+//	}
+//
+// and at start:
+//
+//	outbox.Setup(ctx, db)             // or apply outbox.Schema(dialect) in a migration
+//	relay, _ := ob.NewRelay(outbox.RelayConfig{})
+//	go relay.Run(ctx)                 // until ctx is cancelled
+//
+// # Table
+//
+// trellis_outbox(position, id UNIQUE, subject, type, source, time_ns,
+// correlation_id, causation_id, trace_context, data, sent_at_ns), with a
+// partial index on the pending rows. [Setup] creates it idempotently
+// (under an advisory lock on PostgreSQL, so replicas may race); services
+// that keep all DDL in migrations apply [Schema] instead. Rows keep the
+// envelope, including the trace context of the context Add was called
+// with, so the consumer's span joins the trace of the request that
+// changed the state.
+//
+// # What the relay guarantees
+//
+// No loss: a message is marked sent in the same transaction that reads
+// it, after JetStream acknowledged it. A relay that dies in between leaves
+// it pending and it is published again. Pending rows are found by their
+// mark, not by a position cursor, so a row whose transaction commits late
+// (on PostgreSQL, positions become visible at commit) is not skipped.
+//
+// No duplicates within the stream's duplicate window (two minutes by
+// default): the envelope id is the Nats-Msg-Id, so a re-publication after
+// a crash is acknowledged as a duplicate and not stored. A relay down for
+// longer than the window does produce duplicates; consumers absorb them
+// with package inbox, as they absorb redeliveries.
+//
+// Order: messages are published in outbox position order, which on SQLite
+// (one writer) is commit order and on PostgreSQL is commit order for
+// messages whose transactions were not concurrent, such as successive
+// events of one order. A stream stores them in that order:
+//
+//   - A run of at least AtomicMinBatch consecutive messages for one stream
+//     that allows atomic publish (streams made by messaging.EnsureStream
+//     do) is published as one JetStream atomic batch: all stored, in
+//     order, or none. On a SyncAlways server the batch costs one disk sync
+//     instead of one per message, which is what makes the relay an order
+//     of magnitude faster than publishing one by one.
+//   - Shorter runs are published one by one, each after the previous one
+//     is acknowledged; the relay stops at the first failure.
+//   - Longer runs for streams that deny atomic publish are published
+//     asynchronously with their acknowledgements awaited in order.
+//     JetStream stores one connection's messages in the order sent, so the
+//     acknowledged prefix is what is stored, except when a message fails
+//     while a later one succeeds (a lost acknowledgement around a
+//     reconnection): that later one then precedes it in the stream. The
+//     relay logs it; use atomic-publish streams where order matters.
+//
+// A batch repeated after a crash contains ids the stream has stored; the
+// server refuses such an atomic batch whole, and the relay then publishes
+// it one by one, so that the stored messages are acknowledged as
+// duplicates and the rest stored in order. A subject that no stream
+// stores blocks the messages after it (order forbids skipping it): the
+// relay reports it at every attempt until the stream exists.
+//
+// One relay at a time: on PostgreSQL each cycle runs in a transaction that
+// first takes an advisory lock with pg_try_advisory_xact_lock; a relay
+// that does not get it stands by ([ErrStandby] from Flush) and tries again
+// after PollInterval, so replicas take over from each other without
+// coordination. On SQLite the cycle's transaction holds the single writer
+// (BEGIN IMMEDIATE) from reading to marking, which excludes other relays
+// and also keeps service writes waiting for the duration of a batch's
+// publication (milliseconds; at most PublishTimeout when the broker hangs,
+// and not at all when the connection is down: the relay skips the cycle).
+//
+// Stopping: cancelling Run's context aborts a cycle that has not started
+// publishing; one that has is completed, so that what was published is
+// marked. Sent rows are deleted after Retention (one day by default).
+package outbox
