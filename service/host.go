@@ -146,6 +146,10 @@ func (h *Host) Broker() *broker.Broker { return h.broker }
 // Registry returns the service's Prometheus registry, for its own metrics.
 func (h *Host) Registry() *prometheus.Registry { return h.reg }
 
+// TracerProvider returns the service's tracer provider, for instrumenting
+// what the host does not (message consumers, database calls).
+func (h *Host) TracerProvider() trace.TracerProvider { return h.tp }
+
 // Tracer returns a tracer of the service's provider.
 func (h *Host) Tracer(name string) trace.Tracer { return h.tp.Tracer(name) }
 
