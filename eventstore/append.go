@@ -1,0 +1,470 @@
+package eventstore
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/trellis-go/trellis/store"
+)
+
+// Append appends events to stream in one transaction, if the stream is at
+// the expected version; otherwise it appends nothing and returns a
+// *ConcurrencyError. Either all events are appended, with consecutive
+// versions, or none is.
+//
+// On SQLite, concurrent Append and AppendMulti calls are group-committed:
+// the calls that queue up for the single writer while it writes share its
+// next transaction, and its fsync, each call in a savepoint of its own so
+// that one call's conflict does not affect the others. A call returns only
+// after its transaction committed. On PostgreSQL, an append to one stream
+// is a single statement (one round trip), which is its own transaction;
+// concurrent appends commit in parallel, and PostgreSQL shares WAL flushes
+// between concurrent commits. Do not call Append inside a transaction of the same database
+// (on SQLite it would wait for the writer that transaction holds): use
+// AppendTx.
+func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVersion, events ...EventData) (AppendResult, error) {
+	res, err := s.AppendMulti(ctx, StreamAppend{Stream: stream, Expected: expected, Events: events})
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return res[0], nil
+}
+
+// AppendMulti appends to several streams in one transaction: every append's
+// expectation holds and all are stored, or none is. Results are in the order
+// of appends. A stream may not appear twice.
+func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
+	ps, err := s.prepareAll(appends)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("eventstore: append not written: %w", err)
+	}
+	s.closeMu.RLock()
+	closed := s.closed
+	s.closeMu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if s.dialect == store.SQLite {
+		return s.group.submit(ctx, ps)
+	}
+	res, err := s.appendPostgres(ctx, ps)
+	if err != nil {
+		return nil, err
+	}
+	s.Notify()
+	return res, nil
+}
+
+// AppendTx appends events to stream inside the caller's transaction tx, which
+// must be a transaction of the store's database (store.DB.InTx or
+// Writer().BeginTx). The events become visible, and subscriptions see them,
+// when tx commits; call Notify after the commit (or use Store.InTx) so that
+// this process's subscriptions see them at once.
+//
+// When AppendTx returns an error, roll tx back: the append may be half
+// done, and on PostgreSQL a failed statement aborts the transaction. A
+// *ConcurrencyError is the exception: it leaves tx as it was. On PostgreSQL
+// the stream's row stays locked until tx ends, so keep tx short: it
+// serialises the writers of that stream.
+func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, stream string, expected ExpectedVersion, events ...EventData) (AppendResult, error) {
+	res, err := s.AppendMultiTx(ctx, tx, StreamAppend{Stream: stream, Expected: expected, Events: events})
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return res[0], nil
+}
+
+// AppendMultiTx is AppendMulti inside the caller's transaction; see
+// AppendTx. A *ConcurrencyError on the second stream leaves the first
+// stream's append in tx: roll it back.
+func (s *Store) AppendMultiTx(ctx context.Context, tx *sql.Tx, appends ...StreamAppend) ([]AppendResult, error) {
+	if tx == nil {
+		return nil, fmt.Errorf("%w: nil transaction", ErrInvalidEvent)
+	}
+	ps, err := s.prepareAll(appends)
+	if err != nil {
+		return nil, err
+	}
+	now := s.timeArg(s.stamp())
+	out := make([]AppendResult, len(ps))
+	for _, i := range lockOrder(ps) {
+		if s.dialect == store.Postgres {
+			out[i], err = s.appendOnePostgres(ctx, tx, ps[i], now)
+		} else {
+			out[i], err = s.appendOneSQLite(ctx, tx, ps[i], now)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// lockOrder returns the indexes of ps ordered by stream, the order in which
+// a transaction appending to several streams locks them, so that two such
+// transactions cannot deadlock.
+func lockOrder(ps []*preparedAppend) []int {
+	idx := make([]int, len(ps))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(ps[a].stream, ps[b].stream) })
+	return idx
+}
+
+// appendPostgres appends ps in one transaction: a single statement without
+// BEGIN when there is one stream.
+func (s *Store) appendPostgres(ctx context.Context, ps []*preparedAppend) ([]AppendResult, error) {
+	now := s.timeArg(s.stamp())
+	if len(ps) == 1 {
+		r, err := s.appendOnePostgres(ctx, s.db.Writer(), ps[0], now)
+		if err != nil {
+			return nil, err
+		}
+		return []AppendResult{r}, nil
+	}
+	out := make([]AppendResult, len(ps))
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		for _, i := range lockOrder(ps) {
+			var err error
+			if out[i], err = s.appendOnePostgres(ctx, tx, ps[i], now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// appendOnePostgres appends p through q, a transaction or the pool (the
+// statement is then its own transaction).
+func (s *Store) appendOnePostgres(ctx context.Context, q querier, p *preparedAppend, now any) (AppendResult, error) {
+	kind := kindOf(p.expected)
+	args := []any{p.stream, int64(len(p.ids)), p.lastType, now, p.ids, p.types, p.schemas, p.data, p.meta}
+	if kind == expectExact {
+		args = append(args, int64(p.expected))
+	}
+	rows, err := q.QueryContext(ctx, s.q.appendPG[kind], args...)
+	if err != nil {
+		return AppendResult{}, s.appendError(p, err)
+	}
+	defer func() { _ = rows.Close() }()
+	res := AppendResult{Stream: p.stream}
+	n := 0
+	for rows.Next() {
+		var version int64
+		var cp Checkpoint
+		if err := rows.Scan(&version, &cp.Position, &cp.TxID); err != nil {
+			return AppendResult{}, fmt.Errorf("eventstore: append to %q: %w", p.stream, err)
+		}
+		n++
+		res.Version = max(res.Version, version)
+		if cp.Compare(res.Checkpoint) > 0 {
+			res.Checkpoint = cp
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return AppendResult{}, s.appendError(p, err)
+	}
+	if err := rows.Close(); err != nil {
+		return AppendResult{}, s.appendError(p, err)
+	}
+	if n == 0 {
+		return AppendResult{}, s.conflict(ctx, q, p)
+	}
+	return res, nil
+}
+
+func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppend, now any) (AppendResult, error) {
+	kind := kindOf(p.expected)
+	streamStmt, insert, err := s.sqliteStatements(ctx, tx, kind)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	n := len(p.ids)
+	streamArgs := []any{p.stream, int64(n), p.lastType, now}
+	if kind == expectExact {
+		streamArgs = append(streamArgs, int64(p.expected))
+	}
+	var version int64
+	if err := streamStmt.QueryRowContext(ctx, streamArgs...).Scan(&version); err != nil {
+		if isNoRows(err) {
+			return AppendResult{}, s.conflict(ctx, tx, p)
+		}
+		return AppendResult{}, s.appendError(p, err)
+	}
+	// One prepared single-row INSERT per event: SQLite runs in process, so
+	// there is no round trip to save, and with modernc.org/sqlite a
+	// multi-row INSERT costs more per row (measured), let alone preparing
+	// one per batch size.
+	first := version - int64(n) + 1
+	var last int64
+	for i := range n {
+		var meta any
+		if p.meta[i] != "" {
+			meta = p.meta[i]
+		}
+		r, err := insert.ExecContext(ctx, p.ids[i], p.stream, first+int64(i), p.types[i], p.schemas[i], p.data[i], meta, now)
+		if err != nil {
+			return AppendResult{}, s.appendError(p, err)
+		}
+		if i == n-1 {
+			if last, err = r.LastInsertId(); err != nil {
+				return AppendResult{}, fmt.Errorf("eventstore: append to %q: %w", p.stream, err)
+			}
+		}
+	}
+	return AppendResult{Stream: p.stream, Version: version, Checkpoint: Checkpoint{Position: last}}, nil
+}
+
+// sqliteStatements returns, bound to tx, the stream statement of kind and
+// the event INSERT: the store's prepared statements when they are ready,
+// statements prepared for tx alone otherwise.
+func (s *Store) sqliteStatements(ctx context.Context, tx *sql.Tx, kind expectKind) (stream, insert *sql.Stmt, err error) {
+	s.stmtMu.Lock()
+	ps := s.stmts
+	s.stmtMu.Unlock()
+	if ps != nil {
+		return tx.StmtContext(ctx, ps.stream[kind]), tx.StmtContext(ctx, ps.insert), nil
+	}
+	if stream, err = tx.PrepareContext(ctx, s.q.streamStmt[kind]); err != nil {
+		return nil, nil, fmt.Errorf("eventstore: prepare: %w", err)
+	}
+	if insert, err = tx.PrepareContext(ctx, sqliteInsertEvent); err != nil {
+		return nil, nil, fmt.Errorf("eventstore: prepare: %w", err)
+	}
+	return stream, insert, nil
+}
+
+// sqliteInsertEvent inserts one event.
+const sqliteInsertEvent = `INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+
+// preparedStatements are the SQLite statements of every append, prepared
+// once on the writer connection.
+type preparedStatements struct {
+	stream map[expectKind]*sql.Stmt
+	insert *sql.Stmt
+}
+
+// prepareStatements prepares the SQLite append statements if they are not
+// yet. It must not run inside a transaction of the writer: preparing needs
+// its single connection. Setup and the group committer (before it begins a
+// transaction) call it.
+func (s *Store) prepareStatements(ctx context.Context) error {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.stmts != nil || s.dialect != store.SQLite {
+		return nil
+	}
+	ps := &preparedStatements{stream: map[expectKind]*sql.Stmt{}}
+	prepare := func(q string) (*sql.Stmt, error) {
+		st, err := s.db.Writer().PrepareContext(ctx, q)
+		if err != nil {
+			ps.close()
+			return nil, fmt.Errorf("eventstore: prepare: %w", err)
+		}
+		return st, nil
+	}
+	var err error
+	for k, q := range s.q.streamStmt {
+		if ps.stream[k], err = prepare(q); err != nil {
+			return err
+		}
+	}
+	if ps.insert, err = prepare(sqliteInsertEvent); err != nil {
+		return err
+	}
+	s.stmts = ps
+	return nil
+}
+
+func (ps *preparedStatements) close() {
+	for _, st := range ps.stream {
+		_ = st.Close()
+	}
+	if ps.insert != nil {
+		_ = ps.insert.Close()
+	}
+}
+
+// conflict builds the *ConcurrencyError of p, reading the stream's actual
+// version through q.
+func (s *Store) conflict(ctx context.Context, q querier, p *preparedAppend) error {
+	var actual int64
+	if err := q.QueryRowContext(ctx, s.q.streamVersion, p.stream).Scan(&actual); err != nil && !isNoRows(err) {
+		return errors.Join(&ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: -1},
+			fmt.Errorf("eventstore: read version of %q: %w", p.stream, err))
+	}
+	return &ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: actual}
+}
+
+// appendError turns a unique violation into ErrDuplicateEvent or a
+// *ConcurrencyError and wraps anything else.
+func (s *Store) appendError(p *preparedAppend, err error) error {
+	switch uniqueViolation(err) {
+	case "event_id":
+		return fmt.Errorf("%w: appending to %q: %w", ErrDuplicateEvent, p.stream, err)
+	case "stream_version":
+		return &ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: -1}
+	}
+	return fmt.Errorf("eventstore: append to %q: %w", p.stream, err)
+}
+
+// uniqueViolation names the unique constraint of eventstore_events that err
+// violates: "event_id", "stream_version" or "".
+func uniqueViolation(err error) string {
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok {
+		if pe.Code != "23505" {
+			return ""
+		}
+		switch pe.ConstraintName {
+		case "eventstore_events_event_id_key":
+			return "event_id"
+		case "eventstore_events_stream_version_key":
+			return "stream_version"
+		}
+		return ""
+	}
+	var se interface{ Code() int }
+	if !errors.As(err, &se) || se.Code() != 2067 { // SQLITE_CONSTRAINT_UNIQUE
+		return ""
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "eventstore_events.event_id"):
+		return "event_id"
+	case strings.Contains(msg, "eventstore_events.stream_id, eventstore_events.version"):
+		return "stream_version"
+	}
+	return ""
+}
+
+// preparedAppend is a validated StreamAppend in the shape the statements
+// take: one slice per column.
+type preparedAppend struct {
+	stream   string
+	expected ExpectedVersion
+	lastType string
+	ids      []string
+	types    []string
+	schemas  []int32
+	data     []string
+	meta     []string // "" for none
+}
+
+func (s *Store) prepareAll(appends []StreamAppend) ([]*preparedAppend, error) {
+	if len(appends) == 0 {
+		return nil, fmt.Errorf("%w: no streams to append to", ErrInvalidEvent)
+	}
+	out := make([]*preparedAppend, len(appends))
+	seen := make(map[string]bool, len(appends))
+	for i, a := range appends {
+		if seen[a.Stream] {
+			return nil, fmt.Errorf("%w: stream %q appears twice in one AppendMulti", ErrInvalidEvent, a.Stream)
+		}
+		seen[a.Stream] = true
+		p, err := prepare(a)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func prepare(a StreamAppend) (*preparedAppend, error) {
+	if err := checkName("stream id", a.Stream, MaxStreamIDLen); err != nil {
+		return nil, err
+	}
+	if a.Expected < StreamExists {
+		return nil, fmt.Errorf("%w: stream %q: %s", ErrInvalidEvent, a.Stream, a.Expected)
+	}
+	n := len(a.Events)
+	if n == 0 {
+		return nil, fmt.Errorf("%w: stream %q: no events to append", ErrInvalidEvent, a.Stream)
+	}
+	p := &preparedAppend{
+		stream:   a.Stream,
+		expected: a.Expected,
+		lastType: a.Events[n-1].Type,
+		ids:      make([]string, n),
+		types:    make([]string, n),
+		schemas:  make([]int32, n),
+		data:     make([]string, n),
+		meta:     make([]string, n),
+	}
+	for i, e := range a.Events {
+		if err := checkName("event type", e.Type, MaxTypeLen); err != nil {
+			return nil, fmt.Errorf("stream %q, event %d: %w", a.Stream, i, err)
+		}
+		id := e.ID
+		if id == (uuid.UUID{}) {
+			var err error
+			if id, err = uuid.NewV7(); err != nil {
+				return nil, fmt.Errorf("eventstore: generate event id: %w", err)
+			}
+		}
+		p.ids[i] = id.String()
+		p.types[i] = e.Type
+		switch {
+		case e.SchemaVersion == 0:
+			p.schemas[i] = 1
+		case e.SchemaVersion < 0 || e.SchemaVersion > 1<<30:
+			return nil, fmt.Errorf("%w: stream %q, event %d (%s): schema version %d", ErrInvalidEvent, a.Stream, i, e.Type, e.SchemaVersion)
+		default:
+			p.schemas[i] = int32(e.SchemaVersion)
+		}
+		switch {
+		case len(e.Data) == 0:
+			p.data[i] = "null"
+		case !json.Valid(e.Data):
+			return nil, fmt.Errorf("%w: stream %q, event %d (%s): data is not valid JSON", ErrInvalidEvent, a.Stream, i, e.Type)
+		default:
+			p.data[i] = string(e.Data)
+		}
+		if len(e.Metadata) > 0 {
+			for k, v := range e.Metadata {
+				if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+					return nil, fmt.Errorf("%w: stream %q, event %d (%s): metadata %q contains NUL", ErrInvalidEvent, a.Stream, i, e.Type, k)
+				}
+			}
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("%w: stream %q, event %d (%s): metadata: %w", ErrInvalidEvent, a.Stream, i, e.Type, err)
+			}
+			p.meta[i] = string(b)
+		}
+	}
+	return p, nil
+}
+
+// checkName validates a stream id or event type: not empty, at most max
+// bytes of UTF-8 without NUL (PostgreSQL's text takes neither invalid UTF-8
+// nor NUL).
+func checkName(what, v string, maxLen int) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: empty %s", ErrInvalidEvent, what)
+	case len(v) > maxLen:
+		return fmt.Errorf("%w: %s of %d bytes (at most %d)", ErrInvalidEvent, what, len(v), maxLen)
+	case !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0:
+		return fmt.Errorf("%w: %s %q is not UTF-8 without NUL", ErrInvalidEvent, what, v)
+	}
+	return nil
+}
