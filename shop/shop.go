@@ -14,6 +14,7 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/inventory"
+	"github.com/trellis-go/trellis/shop/order"
 )
 
 // Service describes one shop service to the host that runs it.
@@ -36,6 +37,8 @@ func Services() []Service {
 			Migrations: catalog.Migrations(), Broker: true, Setup: catalog.Setup},
 		{Name: inventory.Name, Summary: "stock on hand and reserved", DefaultPort: inventory.DefaultPort,
 			Migrations: inventory.Migrations(), Broker: true, Setup: inventory.Setup},
+		{Name: order.Name, Summary: "orders: event-sourced, with a read model and an outbox", DefaultPort: order.DefaultPort,
+			Migrations: order.Migrations(), Broker: true, Setup: order.Setup},
 	}
 	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
 	return s

@@ -80,7 +80,7 @@ func TestHelpExplainsEveryCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, cmd := range []string{"up", "ps", "service", "version"} {
+	for _, cmd := range []string{"up", "ps", "service", "events", "version"} {
 		if !strings.Contains(out, "\n  "+cmd+" ") {
 			t.Errorf("--help does not list %q:\n%s", cmd, out)
 		}
@@ -130,6 +130,8 @@ type runningShop struct {
 	admin   string
 	catalog string
 	inv     string
+	order   string
+	dataDir string
 	stdout  *syncbuf.Buffer
 	waited  chan error
 	// readyAfter is the time from starting `trellis up` to its "all ready"
@@ -141,14 +143,15 @@ type runningShop struct {
 // and returns once every process is ready.
 func startShop(t testing.TB) *runningShop {
 	t.Helper()
-	ports := freePorts(t, 4)
+	ports := freePorts(t, 5)
 	spec, err := os.ReadFile("../../shop/system.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(spec)
 	s = strings.Replace(s, "port: 8101", "port: "+strconv.Itoa(ports[0]), 1)
-	s = strings.Replace(s, "http://127.0.0.1:8101", "http://127.0.0.1:"+strconv.Itoa(ports[0]), 1)
+	s = strings.ReplaceAll(s, "http://127.0.0.1:8101", "http://127.0.0.1:"+strconv.Itoa(ports[0]))
+	s = strings.Replace(s, "port: 8103", "port: "+strconv.Itoa(ports[4]), 1)
 	s = strings.Replace(s, "port: 8102", "port: "+strconv.Itoa(ports[1]), 1)
 	s = strings.Replace(s, "port: 4222", "port: "+strconv.Itoa(ports[2]), 1)
 	s = strings.Replace(s, "admin: 127.0.0.1:7070", "admin: 127.0.0.1:"+strconv.Itoa(ports[3]), 1)
@@ -161,10 +164,12 @@ func startShop(t testing.TB) *runningShop {
 		admin:   "http://127.0.0.1:" + strconv.Itoa(ports[3]),
 		catalog: "http://127.0.0.1:" + strconv.Itoa(ports[0]),
 		inv:     "http://127.0.0.1:" + strconv.Itoa(ports[1]),
+		order:   "http://127.0.0.1:" + strconv.Itoa(ports[4]),
+		dataDir: filepath.Join(dir, "data"),
 		stdout:  &syncbuf.Buffer{},
 		waited:  make(chan error, 1),
 	}
-	sh.cmd = exec.Command(trellisBin, "up", "-f", specFile, "--data-dir", filepath.Join(dir, "data"))
+	sh.cmd = exec.Command(trellisBin, "up", "-f", specFile, "--data-dir", sh.dataDir)
 	sh.cmd.Env = os.Environ()
 	sh.cmd.Stdout, sh.cmd.Stderr = sh.stdout, sh.stdout
 	pr, pw := io.Pipe()
@@ -243,7 +248,7 @@ func TestUpRunsTheShop(t *testing.T) {
 	sh := startShop(t)
 
 	ps := sh.processes(t)
-	if len(ps) != 2 {
+	if len(ps) != 3 {
 		t.Fatalf("processes: %+v", ps)
 	}
 	for _, p := range ps {
@@ -275,6 +280,30 @@ func TestUpRunsTheShop(t *testing.T) {
 		t.Fatalf("catalog readyz %d %v", code, ready)
 	}
 
+	// An order is placed, priced from the catalog, and readable.
+	req, _ := http.NewRequest("POST", sh.order+"/v1/orders", strings.NewReader(
+		`{"customer_id":"c-1","items":[{"sku":"TEA-002","qty":3}],"payment_token":"tok_ok","shipping_address":"1 Tea Street"}`))
+	req.Header.Set("Idempotency-Key", "e2e-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var placed struct {
+		OrderID string `json:"order_id"`
+		Status  string `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&placed); err != nil || resp.StatusCode != 202 || placed.Status != "pending" {
+		t.Fatalf("place order: %d %+v %v", resp.StatusCode, placed, err)
+	}
+	resp.Body.Close()
+	var got struct {
+		TotalCents int64  `json:"total_cents"`
+		Status     string `json:"status"`
+	}
+	if code := getJSON(t, sh.order+"/v1/orders/"+placed.OrderID, &got); code != 200 || got.TotalCents != 3*990 || got.Status != "pending" {
+		t.Fatalf("get order: %d %+v", code, got)
+	}
+
 	// `trellis ps` shows the same processes.
 	out, stderr, code := runTrellis(t, nil, "ps", "--admin", strings.TrimPrefix(sh.admin, "http://"))
 	if code != 0 || !strings.Contains(out, "catalog") || !strings.Contains(out, "inventory") || !strings.Contains(out, "ready") {
@@ -301,6 +330,20 @@ func TestUpRunsTheShop(t *testing.T) {
 	}
 	if _, err := http.Get(sh.catalog + "/healthz"); err == nil {
 		t.Error("catalog still answers after stop")
+	}
+
+	// The order's events, and its state at version 1, from the CLI.
+	out, stderr, code = runTrellis(t, nil, "events", "streams", "--data-dir", sh.dataDir)
+	if code != 0 || !strings.Contains(out, "order-"+placed.OrderID) || !strings.Contains(out, "OrderPlaced") {
+		t.Fatalf("events streams: %d %s %s", code, out, stderr)
+	}
+	out, stderr, code = runTrellis(t, nil, "events", "order", placed.OrderID, "--version", "1", "--data-dir", sh.dataDir)
+	if code != 0 || !strings.Contains(out, `"Status": "pending"`) || !strings.Contains(out, `"TotalCents": 2970`) {
+		t.Fatalf("events order: %d %s %s", code, out, stderr)
+	}
+	_, stderr, code = runTrellis(t, nil, "events", "order", "no-such-order", "--data-dir", sh.dataDir)
+	if code != 2 || !strings.Contains(stderr, "no order") {
+		t.Fatalf("events order for a missing order: %d %s", code, stderr)
 	}
 }
 

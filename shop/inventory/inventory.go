@@ -20,6 +20,7 @@ import (
 
 	"github.com/trellis-go/trellis/config"
 	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/catalog/client"
 	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/ports"
@@ -77,7 +78,7 @@ func Register(h *service.Host, cfg Config) error {
 	if policy == (service.ClientPolicy{}) {
 		policy = service.DefaultClientPolicy()
 	}
-	catalog := adapters.NewCatalogClient(h.ServiceClientWith("catalog", policy), cfg.CatalogURL)
+	catalog := client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL)
 	ports.Register(h, app.New(adapters.NewRepository(h.DB()), catalog))
 	return nil
 }

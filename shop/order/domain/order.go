@@ -1,0 +1,235 @@
+// Package domain holds the order model: an event-sourced aggregate whose
+// state is only ever derived from its events. It imports no
+// infrastructure.
+package domain
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Status is where an order is in its life.
+type Status string
+
+// Order statuses; confirmed, rejected and cancelled are terminal.
+const (
+	Pending   Status = "pending"
+	Confirmed Status = "confirmed"
+	Rejected  Status = "rejected"
+	Cancelled Status = "cancelled"
+)
+
+// Terminal reports whether no further change can happen.
+func (s Status) Terminal() bool { return s == Confirmed || s == Rejected || s == Cancelled }
+
+// Event types of an order stream.
+const (
+	TypePlaced    = "OrderPlaced"
+	TypeConfirmed = "OrderConfirmed"
+	TypeRejected  = "OrderRejected"
+	TypeCancelled = "OrderCancelled"
+)
+
+// Errors of the order's rules.
+var (
+	ErrNotFound   = errors.New("order not found")
+	ErrTransition = errors.New("order cannot make this transition")
+)
+
+// Item is one line of an order, priced when the order was placed.
+type Item struct {
+	SKU        string `json:"sku"`
+	Qty        int64  `json:"qty"`
+	PriceCents int64  `json:"price_cents"`
+}
+
+// Placed is the event of a new order.
+type Placed struct {
+	OrderID         string    `json:"order_id"`
+	CustomerID      string    `json:"customer_id"`
+	Items           []Item    `json:"items"`
+	TotalCents      int64     `json:"total_cents"`
+	PaymentToken    string    `json:"payment_token"`
+	ShippingAddress string    `json:"shipping_address"`
+	PlacedAt        time.Time `json:"placed_at"`
+}
+
+// ConfirmedEvent is the event of an order paid, reserved and scheduled.
+type ConfirmedEvent struct {
+	At time.Time `json:"at"`
+}
+
+// RejectedEvent is the event of an order that could not be fulfilled.
+type RejectedEvent struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// CancelledEvent is the event of a confirmed order called off.
+type CancelledEvent struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Order is the aggregate's state, folded from its events.
+type Order struct {
+	ID              string
+	CustomerID      string
+	Items           []Item
+	TotalCents      int64
+	PaymentToken    string
+	ShippingAddress string
+	Status          Status
+	Reason          string
+	PlacedAt        time.Time
+	UpdatedAt       time.Time
+	Version         int64 // number of events folded
+}
+
+// Apply folds one event into the state.
+func (o *Order) Apply(e any) error {
+	switch e := e.(type) {
+	case Placed:
+		*o = Order{ID: e.OrderID, CustomerID: e.CustomerID, Items: e.Items, TotalCents: e.TotalCents,
+			PaymentToken: e.PaymentToken, ShippingAddress: e.ShippingAddress, Status: Pending,
+			PlacedAt: e.PlacedAt, UpdatedAt: e.PlacedAt}
+	case ConfirmedEvent:
+		o.Status, o.UpdatedAt = Confirmed, e.At
+	case RejectedEvent:
+		o.Status, o.Reason, o.UpdatedAt = Rejected, e.Reason, e.At
+	case CancelledEvent:
+		o.Status, o.Reason, o.UpdatedAt = Cancelled, e.Reason, e.At
+	default:
+		return fmt.Errorf("order: unknown event %T", e)
+	}
+	o.Version++
+	return nil
+}
+
+// PlaceCommand asks for a new order.
+type PlaceCommand struct {
+	OrderID         string
+	CustomerID      string
+	Items           []Item // priced by the caller from the catalog
+	PaymentToken    string
+	ShippingAddress string
+	At              time.Time
+}
+
+// FieldError names a field that breaks a rule.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+// ValidationError lists every field of a command that breaks a rule.
+type ValidationError struct{ Fields []FieldError }
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + " " + f.Reason
+	}
+	return "invalid order: " + strings.Join(parts, ", ")
+}
+
+var (
+	idPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+	skuPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+)
+
+// ValidID reports whether s can name an order or a customer.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Limits of one order.
+const (
+	MaxItems = 50
+	MaxQty   = 1000
+)
+
+// ValidatePlace checks a place command's input, item prices aside.
+func ValidatePlace(customerID string, items []Item, paymentToken, address string) error {
+	var bad []FieldError
+	if !ValidID(customerID) {
+		bad = append(bad, FieldError{"customer_id", "must be 1 to 128 letters, digits or _ . : -"})
+	}
+	if len(items) == 0 || len(items) > MaxItems {
+		bad = append(bad, FieldError{"items", fmt.Sprintf("must hold 1 to %d items", MaxItems)})
+	}
+	seen := map[string]bool{}
+	for i, it := range items {
+		switch {
+		case !skuPattern.MatchString(it.SKU):
+			bad = append(bad, FieldError{fmt.Sprintf("items[%d].sku", i), "must be a sku"})
+		case seen[it.SKU]:
+			bad = append(bad, FieldError{fmt.Sprintf("items[%d].sku", i), "appears twice; add up the quantities"})
+		}
+		seen[it.SKU] = true
+		if it.Qty < 1 || it.Qty > MaxQty {
+			bad = append(bad, FieldError{fmt.Sprintf("items[%d].qty", i), fmt.Sprintf("must be 1 to %d", MaxQty)})
+		}
+	}
+	if paymentToken == "" || len(paymentToken) > 200 {
+		bad = append(bad, FieldError{"payment_token", "is required (at most 200 characters)"})
+	}
+	if n := utf8.RuneCountInString(strings.TrimSpace(address)); n == 0 || n > 500 {
+		bad = append(bad, FieldError{"shipping_address", "is required (at most 500 characters)"})
+	}
+	if len(bad) > 0 {
+		return &ValidationError{Fields: bad}
+	}
+	return nil
+}
+
+// Place decides the events of a new order.
+func Place(cmd PlaceCommand) ([]any, error) {
+	if err := ValidatePlace(cmd.CustomerID, cmd.Items, cmd.PaymentToken, cmd.ShippingAddress); err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, it := range cmd.Items {
+		if it.PriceCents <= 0 {
+			return nil, fmt.Errorf("order: item %s has no price", it.SKU)
+		}
+		total += it.PriceCents * it.Qty
+	}
+	return []any{Placed{OrderID: cmd.OrderID, CustomerID: cmd.CustomerID, Items: cmd.Items, TotalCents: total,
+		PaymentToken: cmd.PaymentToken, ShippingAddress: cmd.ShippingAddress, PlacedAt: cmd.At.UTC()}}, nil
+}
+
+// Confirm decides the confirmation of a pending order.
+func (o *Order) Confirm(at time.Time) ([]any, error) {
+	if o.Status == Confirmed {
+		return nil, nil // already: nothing to do
+	}
+	if o.Status != Pending {
+		return nil, fmt.Errorf("confirm a %s order: %w", o.Status, ErrTransition)
+	}
+	return []any{ConfirmedEvent{At: at.UTC()}}, nil
+}
+
+// Reject decides the rejection of a pending order.
+func (o *Order) Reject(reason string, at time.Time) ([]any, error) {
+	if o.Status == Rejected {
+		return nil, nil
+	}
+	if o.Status != Pending {
+		return nil, fmt.Errorf("reject a %s order: %w", o.Status, ErrTransition)
+	}
+	return []any{RejectedEvent{Reason: reason, At: at.UTC()}}, nil
+}
+
+// Cancel decides the cancellation of a confirmed order.
+func (o *Order) Cancel(reason string, at time.Time) ([]any, error) {
+	if o.Status == Cancelled {
+		return nil, nil
+	}
+	if o.Status != Confirmed {
+		return nil, fmt.Errorf("cancel a %s order: %w", o.Status, ErrTransition)
+	}
+	return []any{CancelledEvent{Reason: reason, At: at.UTC()}}, nil
+}

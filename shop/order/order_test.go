@@ -1,0 +1,211 @@
+package order_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/internal/pgtest"
+	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/catalog"
+	"github.com/trellis-go/trellis/shop/order"
+	"github.com/trellis-go/trellis/shop/order/app"
+)
+
+type shop struct {
+	catalog, order *servicetest.Server
+}
+
+func start(t *testing.T, backend string) shop {
+	t.Helper()
+	ccfg := service.Defaults(catalog.Name)
+	ccfg.DataDir = t.TempDir()
+	cat := servicetest.Start(t, ccfg, service.Options{Migrations: catalog.Migrations()}, catalog.Register)
+
+	ocfg := service.Defaults(order.Name)
+	ocfg.DataDir = t.TempDir()
+	oc := order.Config{CatalogURL: cat.URL}
+	if backend == "postgres" {
+		ocfg.DatabaseURL = pgtest.URL(t)
+		oc.ReadDatabaseURL = pgtest.URL(t)
+	}
+	ord := servicetest.Start(t, ocfg, service.Options{Migrations: order.Migrations(), Broker: true},
+		func(h *service.Host) error { return order.Register(h, oc) })
+	return shop{catalog: cat, order: ord}
+}
+
+func backends(t *testing.T, test func(t *testing.T, s shop)) {
+	for _, b := range []string{"sqlite", "postgres"} {
+		t.Run(b, func(t *testing.T) { test(t, start(t, b)) })
+	}
+}
+
+func post(t *testing.T, s *servicetest.Server, key, body string) servicetest.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", s.URL+"/v1/orders", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return servicetest.Response{Status: resp.StatusCode, Header: resp.Header, Body: []byte(readAll(resp))}
+}
+
+const body = `{"customer_id":"c-42","items":[{"sku":"TEA-001","qty":2},{"sku":"MUG-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Tea Street"}`
+
+// waitSummary polls the query side until the order shows up there.
+func waitSummary(t *testing.T, s *servicetest.Server, customer string, n int) []app.Summary {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var list struct{ Items []app.Summary }
+		s.Do(t, "GET", "/v1/customers/"+customer+"/orders", "").JSON(t, &list)
+		if len(list.Items) >= n {
+			return list.Items
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read model has %d orders of %s, want %d", len(list.Items), customer, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestPlaceOrder(t *testing.T) {
+	backends(t, func(t *testing.T, s shop) {
+		r := post(t, s.order, "key-1", body)
+		var placed app.Placed
+		r.JSON(t, &placed)
+		if r.Status != http.StatusAccepted || placed.Status != "pending" || placed.OrderID == "" ||
+			r.Header.Get("Location") != "/v1/orders/"+placed.OrderID {
+			t.Fatalf("place: %d %s", r.Status, r.Body)
+		}
+		var got app.Summary
+		r = s.order.Do(t, "GET", "/v1/orders/"+placed.OrderID, "")
+		r.JSON(t, &got)
+		// 2 × 1250 + 1 × 1500, priced from the catalog.
+		if r.Status != 200 || got.TotalCents != 4000 || got.Status != "pending" || got.CustomerID != "c-42" || len(got.Items) != 2 {
+			t.Fatalf("get: %d %s", r.Status, r.Body)
+		}
+		list := waitSummary(t, s.order, "c-42", 1)
+		if list[0].OrderID != placed.OrderID || list[0].TotalCents != 4000 {
+			t.Fatalf("customer orders %+v", list)
+		}
+		if r := s.order.Do(t, "GET", "/v1/orders/nope", ""); r.Status != 404 {
+			t.Fatalf("unknown order: %d", r.Status)
+		}
+	})
+}
+
+// Invariant 5: a repeated key returns the first result and changes nothing;
+// concurrent repeats too.
+func TestIdempotencyKey(t *testing.T) {
+	backends(t, func(t *testing.T, s shop) {
+		first := post(t, s.order, "same-key", body)
+		again := post(t, s.order, "same-key", body)
+		if first.Status != 202 || again.Status != 202 || string(first.Body) != string(again.Body) ||
+			again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("repeat: %d %s / %d %s", first.Status, first.Body, again.Status, again.Body)
+		}
+		other := post(t, s.order, "same-key", strings.Replace(body, `"qty":2`, `"qty":3`, 1))
+		if other.Status != 422 || !strings.Contains(string(other.Body), "same-key") {
+			t.Fatalf("different body, same key: %d %s", other.Status, other.Body)
+		}
+
+		var wg sync.WaitGroup
+		results := make([]string, 12)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := post(t, s.order, "race-key", strings.Replace(body, "c-42", "c-race", 1))
+				if r.Status != 202 {
+					t.Errorf("racing repeat: %d %s", r.Status, r.Body)
+				}
+				results[i] = string(r.Body)
+			}()
+		}
+		wg.Wait()
+		for _, r := range results {
+			if r != results[0] {
+				t.Fatalf("racing repeats got different results: %q vs %q", r, results[0])
+			}
+		}
+		waitSummary(t, s.order, "c-race", 1)
+		// The projection applies events in order and the race's winner
+		// committed first, so any second order would be there by now too.
+		var list struct{ Items []app.Summary }
+		s.order.Do(t, "GET", "/v1/customers/c-race/orders", "").JSON(t, &list)
+		if len(list.Items) != 1 {
+			t.Fatalf("racing repeats placed %d orders", len(list.Items))
+		}
+	})
+}
+
+func TestPlaceRejectsBadInput(t *testing.T) {
+	backends(t, func(t *testing.T, s shop) {
+		cases := []struct {
+			key, body string
+			status    int
+			names     string
+		}{
+			{"", body, 400, "Idempotency-Key"},
+			{"k1", `{"customer_id":"","items":[],"payment_token":"","shipping_address":""}`, 400, "customer_id"},
+			{"k2", strings.Replace(body, `"qty":2`, `"qty":0`, 1), 400, "items[0].qty"},
+			{"k3", strings.Replace(body, "TEA-001", "NOPE-404", 1), 400, "items[0].sku"},
+			{"k4", `{"customer_id":"c","items":"many"}`, 400, "items"},
+		}
+		for _, c := range cases {
+			r := post(t, s.order, c.key, c.body)
+			if r.Status != c.status || !strings.Contains(string(r.Body), c.names) {
+				t.Errorf("%s %s: %d %s (want %d naming %s)", c.key, c.body, r.Status, r.Body, c.status, c.names)
+			}
+		}
+	})
+}
+
+// The order's events leave through the outbox: one message per event on
+// the ORDER stream, its id the event's id.
+func TestEventsLeaveThroughTheOutbox(t *testing.T) {
+	s := start(t, "sqlite")
+	for i := range 3 {
+		if r := post(t, s.order, fmt.Sprintf("k-%d", i), body); r.Status != 202 {
+			t.Fatalf("place: %d %s", r.Status, r.Body)
+		}
+	}
+	post(t, s.order, "k-0", body) // a repeat announces nothing
+	js := s.order.Host.Broker().JetStream()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := js.Stream(context.Background(), order.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 3 {
+			msg, err := st.GetMsg(context.Background(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg.Subject != "order.placed" || !strings.Contains(string(msg.Data), `"customer_id":"c-42"`) {
+				t.Fatalf("message %s %s", msg.Subject, msg.Data)
+			}
+			return
+		}
+		if info.State.Msgs > 3 || time.Now().After(deadline) {
+			t.Fatalf("ORDER stream holds %d messages, want 3", info.State.Msgs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

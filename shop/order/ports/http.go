@@ -1,0 +1,94 @@
+// Package ports exposes the order service over HTTP, as the shop's
+// contract gives it.
+package ports
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/order/app"
+	"github.com/trellis-go/trellis/shop/order/domain"
+)
+
+// HTTP serves the order API.
+type HTTP struct{ app *app.App }
+
+// Register adds the order routes to h.
+func Register(h *service.Host, a *app.App) {
+	s := &HTTP{app: a}
+	h.Route("POST /v1/orders", s.place)
+	h.Route("GET /v1/orders/{id}", s.get)
+	h.Route("GET /v1/customers/{id}/orders", s.byCustomer)
+}
+
+const maxKeyLen = 200
+
+func (s *HTTP) place(w http.ResponseWriter, r *http.Request) error {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" || len(key) > maxKeyLen {
+		return problem.Invalid("the Idempotency-Key header is required (1 to 200 characters): repeat a request with the same key to place the order only once",
+			problem.FieldError{Field: "Idempotency-Key", Reason: "required header, 1 to 200 characters"})
+	}
+	var cmd app.PlaceOrder
+	if err := service.DecodeJSON(w, r, &cmd); err != nil {
+		return err
+	}
+	cmd.IdempotencyKey = key
+	res, err := s.app.Place(r.Context(), cmd)
+	var invalid *domain.ValidationError
+	switch {
+	case errors.As(err, &invalid):
+		fields := make([]problem.FieldError, len(invalid.Fields))
+		for i, f := range invalid.Fields {
+			fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
+		}
+		return problem.Invalid(invalid.Error(), fields...)
+	case errors.Is(err, app.ErrIdempotencyConflict):
+		return problem.New(http.StatusUnprocessableEntity, "Idempotency-Key %q was already used for a different request", key)
+	case errors.Is(err, app.ErrCatalogUnavailable):
+		return service.Unavailable(w, err, "cannot price the order")
+	case err != nil:
+		return err
+	}
+	w.Header().Set("Location", "/v1/orders/"+res.OrderID)
+	if res.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	return service.WriteJSON(w, http.StatusAccepted, res)
+}
+
+func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	sum, err := s.app.Order(r.Context(), id)
+	if errors.Is(err, domain.ErrNotFound) {
+		return problem.New(http.StatusNotFound, "no order %q", id)
+	}
+	if err != nil {
+		return err
+	}
+	return service.WriteJSON(w, http.StatusOK, sum)
+}
+
+type summaryList struct {
+	Items []app.Summary `json:"items"`
+}
+
+func (s *HTTP) byCustomer(w http.ResponseWriter, r *http.Request) error {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 200 {
+			return problem.Invalid("limit must be an integer from 1 to 200", problem.FieldError{Field: "limit", Reason: "must be an integer from 1 to 200"})
+		}
+		limit = n
+	}
+	items, err := s.app.CustomerOrders(r.Context(), r.PathValue("id"), limit)
+	if err != nil {
+		return fmt.Errorf("list orders: %w", err)
+	}
+	return service.WriteJSON(w, http.StatusOK, summaryList{Items: items})
+}
