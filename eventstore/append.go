@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -156,11 +157,18 @@ func (s *Store) appendPostgres(ctx context.Context, ps []*preparedAppend) ([]App
 // statement is then its own transaction).
 func (s *Store) appendOnePostgres(ctx context.Context, q querier, p *preparedAppend, now any) (AppendResult, error) {
 	kind := kindOf(p.expected)
-	args := []any{p.stream, int64(len(p.ids)), p.lastType, now, p.ids, p.types, p.schemas, p.data, p.meta}
+	query := s.q.appendPG[kind]
+	var args []any
+	if len(p.ids) == 1 {
+		query = s.q.appendPG1[kind]
+		args = []any{p.stream, int64(1), p.lastType, now, p.ids[0], p.types[0], p.schemas[0], p.data[0], p.meta[0]}
+	} else {
+		args = []any{p.stream, int64(len(p.ids)), p.lastType, now, p.ids, p.types, p.schemas, p.data, p.meta}
+	}
 	if kind == expectExact {
 		args = append(args, int64(p.expected))
 	}
-	rows, err := q.QueryContext(ctx, s.q.appendPG[kind], args...)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return AppendResult{}, s.appendError(p, err)
 	}
@@ -261,6 +269,40 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 type preparedStatements struct {
 	stream map[expectKind]*sql.Stmt
 	insert *sql.Stmt
+	// control[q] is the prepared SAVEPOINT, RELEASE or ROLLBACK TO of
+	// savepointSQL, which the group committer runs around each request.
+	control map[string]*sql.Stmt
+}
+
+// savepointSQL are the savepoint statements of a group-committed batch.
+var savepointSQL = []string{sqlSavepoint, sqlRelease, sqlRollbackTo}
+
+const (
+	sqlSavepoint  = "SAVEPOINT eventstore_append"
+	sqlRelease    = "RELEASE eventstore_append"
+	sqlRollbackTo = "ROLLBACK TO eventstore_append"
+)
+
+// execControl runs query, one of savepointSQL, in tx: prepared once when
+// the store's statements are ready.
+func (s *Store) execControl(ctx context.Context, tx *sql.Tx, query string) error {
+	s.stmtMu.Lock()
+	ps := s.stmts
+	s.stmtMu.Unlock()
+	var err error
+	if st := ps.controlStmt(query); st != nil {
+		_, err = tx.StmtContext(ctx, st).ExecContext(ctx)
+	} else {
+		_, err = tx.ExecContext(ctx, query)
+	}
+	return err
+}
+
+func (ps *preparedStatements) controlStmt(query string) *sql.Stmt {
+	if ps == nil {
+		return nil
+	}
+	return ps.control[query]
 }
 
 // prepareStatements prepares the SQLite append statements if they are not
@@ -273,7 +315,7 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 	if s.stmts != nil || s.dialect != store.SQLite {
 		return nil
 	}
-	ps := &preparedStatements{stream: map[expectKind]*sql.Stmt{}}
+	ps := &preparedStatements{stream: map[expectKind]*sql.Stmt{}, control: map[string]*sql.Stmt{}}
 	prepare := func(q string) (*sql.Stmt, error) {
 		st, err := s.db.Writer().PrepareContext(ctx, q)
 		if err != nil {
@@ -291,6 +333,11 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 	if ps.insert, err = prepare(sqliteInsertEvent); err != nil {
 		return err
 	}
+	for _, q := range savepointSQL {
+		if ps.control[q], err = prepare(q); err != nil {
+			return err
+		}
+	}
 	s.stmts = ps
 	return nil
 }
@@ -301,6 +348,9 @@ func (ps *preparedStatements) close() {
 	}
 	if ps.insert != nil {
 		_ = ps.insert.Close()
+	}
+	for _, st := range ps.control {
+		_ = st.Close()
 	}
 }
 
@@ -439,16 +489,20 @@ func prepare(a StreamAppend) (*preparedAppend, error) {
 			p.data[i] = string(e.Data)
 		}
 		if len(e.Metadata) > 0 {
+			if i > 0 && sameMetadata(e.Metadata, a.Events[i-1].Metadata) {
+				p.meta[i] = p.meta[i-1] // checked and encoded already
+				continue
+			}
 			for k, v := range e.Metadata {
 				if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
 					return nil, fmt.Errorf("%w: stream %q, event %d (%s): metadata %q contains NUL", ErrInvalidEvent, a.Stream, i, e.Type, k)
 				}
 			}
-			b, err := json.Marshal(e.Metadata)
+			m, err := encodeMetadata(e.Metadata)
 			if err != nil {
 				return nil, fmt.Errorf("%w: stream %q, event %d (%s): metadata: %w", ErrInvalidEvent, a.Stream, i, e.Type, err)
 			}
-			p.meta[i] = string(b)
+			p.meta[i] = m
 		}
 	}
 	return p, nil
@@ -467,4 +521,57 @@ func checkName(what, v string, maxLen int) error {
 		return fmt.Errorf("%w: %s %q is not UTF-8 without NUL", ErrInvalidEvent, what, v)
 	}
 	return nil
+}
+
+// sameMetadata reports whether a and b are the same map (not merely equal),
+// as when a batch's events share one Metadata: its encoding is then reused.
+func sameMetadata(a, b Metadata) bool {
+	return len(a) > 0 && len(a) == len(b) && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// encodeMetadata returns what json.Marshal returns for m, byte for byte,
+// without reflection: keys sorted, and every string that needs escaping
+// (or any HTML character, which json.Marshal escapes) encoded by
+// json.Marshal itself.
+func encodeMetadata(m Metadata) (string, error) {
+	keys := make([]string, 0, len(m))
+	size := 2
+	for k, v := range m {
+		keys = append(keys, k)
+		size += len(k) + len(v) + 6
+	}
+	slices.Sort(keys)
+	b := make([]byte, 0, size)
+	b = append(b, '{')
+	var err error
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, err = appendJSONString(b, k); err != nil {
+			return "", err
+		}
+		b = append(b, ':')
+		if b, err = appendJSONString(b, m[k]); err != nil {
+			return "", err
+		}
+	}
+	b = append(b, '}')
+	return string(b), nil
+}
+
+// appendJSONString appends v as json.Marshal encodes it.
+func appendJSONString(b []byte, v string) ([]byte, error) {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(v)
+			if err != nil {
+				return b, err
+			}
+			return append(b, q...), nil
+		}
+	}
+	b = append(b, '"')
+	b = append(b, v...)
+	return append(b, '"'), nil
 }

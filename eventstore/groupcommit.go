@@ -210,7 +210,7 @@ func (g *groupCommitter) write(ctx context.Context, tx *sql.Tx, batch []*groupRe
 	written := 0
 	for _, r := range batch {
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT eventstore_append"); err != nil {
+			if err := s.execControl(ctx, tx, sqlSavepoint); err != nil {
 				abort(tx, batch, fmt.Errorf("eventstore: savepoint: %w", err))
 				return
 			}
@@ -221,7 +221,7 @@ func (g *groupCommitter) write(ctx context.Context, tx *sql.Tx, batch []*groupRe
 			if !savepoints {
 				break
 			}
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO eventstore_append"); err != nil {
+			if err := s.execControl(ctx, tx, sqlRollbackTo); err != nil {
 				abort(tx, batch, errors.Join(r.err, fmt.Errorf("eventstore: rollback to savepoint: %w", err)))
 				return
 			}
@@ -229,7 +229,7 @@ func (g *groupCommitter) write(ctx context.Context, tx *sql.Tx, batch []*groupRe
 			written++
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "RELEASE eventstore_append"); err != nil {
+			if err := s.execControl(ctx, tx, sqlRelease); err != nil {
 				abort(tx, batch, fmt.Errorf("eventstore: release savepoint: %w", err))
 				return
 			}

@@ -69,8 +69,12 @@ func newStore(t testing.TB, b backend, opts eventstore.Options) (*eventstore.Sto
 		t.Fatalf("Setup: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	databases.Store(s, db)
 	return s, db
 }
+
+// databases maps each test's store to its database, for readAll.
+var databases sync.Map // *eventstore.Store -> *store.DB
 
 // ctxT returns a context that ends with the test or after a deadline.
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -94,9 +98,34 @@ func evs(typ string, first, count int) []eventstore.EventData {
 	return out
 }
 
-// readAll reads every event ReadAll returns now, in pages of 7 to exercise
-// paging.
+// readAll reads every committed event through ReadAll, in pages of 7 to
+// exercise paging. On PostgreSQL, ReadAll holds back events while an older
+// transaction anywhere on the server is still open (tests of other
+// packages run in parallel against the same server), so readAll reads
+// until it has every committed event, within a deadline.
 func readAll(t testing.TB, s *eventstore.Store) []eventstore.Event {
+	t.Helper()
+	var committed int
+	if db, ok := databases.Load(s); ok && db.(*store.DB).Dialect() == store.Postgres {
+		if err := db.(*store.DB).Reader().QueryRow(`SELECT count(*) FROM eventstore_events`).Scan(&committed); err != nil {
+			t.Fatalf("count events: %v", err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := readAllNow(t, s)
+		if len(out) >= committed {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ReadAll returned %d of %d committed events after 30s", len(out), committed)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// readAllNow reads every event ReadAll returns now.
+func readAllNow(t testing.TB, s *eventstore.Store) []eventstore.Event {
 	t.Helper()
 	var out []eventstore.Event
 	var cp eventstore.Checkpoint

@@ -176,7 +176,10 @@ type queries struct {
 	// appendPG[kind]: the whole append in one statement. $1-$4 as above,
 	// $5-$9 arrays of event ids, types, schema versions, data, metadata,
 	// $10 expected version (exact only). Returns position, tx_id per event.
+	// appendPG1[kind] is the same for one event, with $5-$9 its id, type,
+	// schema version, data and metadata instead of arrays.
 	appendPG       map[expectKind]string
+	appendPG1      map[expectKind]string
 	streamVersion  string // $1 stream
 	readForward    string // $1 stream, $2 from version, $3 to version, $4 limit
 	readBackward   string // same, newest first
@@ -240,6 +243,7 @@ WHERE excluded.version >= eventstore_snapshots.version`,
 	case store.Postgres:
 		q.selectColumns = fmt.Sprintf(cols, "tx_id")
 		q.appendPG = map[expectKind]string{}
+		q.appendPG1 = map[expectKind]string{}
 		for k, st := range stream {
 			if k == expectExact {
 				st = fmt.Sprintf(st, 10)
@@ -250,6 +254,13 @@ SELECT CAST(e.id AS uuid), $1, s.version - $2 + e.n, e.typ, e.sv, CAST(e.data AS
 FROM s CROSS JOIN unnest(CAST($5 AS text[]), CAST($6 AS text[]), CAST($7 AS integer[]), CAST($8 AS text[]), CAST($9 AS text[]))
 	WITH ORDINALITY AS e(id, typ, sv, data, meta, n)
 ORDER BY e.n
+RETURNING version, position, tx_id`
+			// One event: the same append without arrays, unnest and sort.
+			q.appendPG1[k] = `WITH s AS (` + st + `)
+INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
+SELECT CAST(CAST($5 AS text) AS uuid), $1, s.version, CAST($6 AS text), CAST($7 AS integer),
+	CAST(CAST($8 AS text) AS json), CAST(NULLIF(CAST($9 AS text), '') AS jsonb), $4
+FROM s
 RETURNING version, position, tx_id`
 		}
 		// The fence: a transaction id below the xmin of the current
