@@ -124,6 +124,25 @@ func TestUpRefusesBadSpecNamingTheLine(t *testing.T) {
 	}
 }
 
+func TestUpRefusesATakenPort(t *testing.T) {
+	ports := freePorts(t, 3)
+	taken, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(ports[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	spec := filepath.Join(t.TempDir(), "system.yaml")
+	body := fmt.Sprintf("version: 1\nadmin: 127.0.0.1:%d\nnats:\n  port: %d\nprocesses:\n  - name: catalog\n    command: [trellis, service, catalog]\n    port: %d\n",
+		ports[1], ports[2], ports[0])
+	if err := os.WriteFile(spec, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runTrellis(t, nil, "up", "-f", spec, "--data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, fmt.Sprintf(`process "catalog" (replica 0) needs port %d, which is in use`, ports[0])) {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
 // runningShop is a running `trellis up` of the shop spec on free ports.
 type runningShop struct {
 	cmd     *exec.Cmd

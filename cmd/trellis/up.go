@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -109,6 +110,10 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 	}
 	defer adminLn.Close()
 
+	if err := portsFree(spec); err != nil {
+		return err
+	}
+
 	natsURL := os.Getenv(broker.EnvURL)
 	if natsURL == "" {
 		port := spec.NATS.Port
@@ -172,4 +177,24 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 		log.Info("all processes stopped")
 	}
 	return err
+}
+
+// portsFree fails, naming the process and the port, when a port of the
+// spec is taken: better than a child that cannot listen restarting until
+// its start timeout.
+func portsFree(spec *supervisor.Spec) error {
+	for _, p := range spec.Processes {
+		if p.Port == 0 {
+			continue
+		}
+		for r := range p.Replicas {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port+r))
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("process %q (replica %d) needs port %d, which is in use: %w (is another 'trellis up' running?)", p.Name, r, p.Port+r, err)
+			}
+			_ = ln.Close()
+		}
+	}
+	return nil
 }
