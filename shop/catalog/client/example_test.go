@@ -39,4 +39,3 @@ func ExampleClient_Price() {
 	// 1250 true <nil>
 	// false <nil>
 }
-
