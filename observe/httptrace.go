@@ -25,10 +25,7 @@ func TraceHandler(tp trace.TracerProvider, prop propagation.TextMapPropagator, r
 		ctx, span := tracer.Start(ctx, route, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(routeAttr, attribute.String("http.request.method", r.Method)))
 		defer span.End()
-		sw, ok := w.(*StatusWriter)
-		if !ok {
-			sw = &StatusWriter{ResponseWriter: w}
-		}
+		sw := WrapStatus(w)
 		next.ServeHTTP(sw, r.WithContext(ctx))
 		status := sw.Status()
 		span.SetAttributes(attribute.Int("http.response.status_code", status))

@@ -60,7 +60,7 @@ func (m *HTTPMetrics) Wrap(route string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		inflight.Inc()
-		sw := &StatusWriter{ResponseWriter: w}
+		sw := WrapStatus(w)
 		defer func() {
 			inflight.Dec()
 			m.Observe(route, r.Method, sw.Status(), time.Since(start))
@@ -113,6 +113,15 @@ func (w *StatusWriter) Write(b []byte) (int, error) {
 		w.status, w.wrote = http.StatusOK, true
 	}
 	return w.ResponseWriter.Write(b)
+}
+
+// WrapStatus returns w itself if it already records the status, else a
+// StatusWriter around it, so stacked middleware share one.
+func WrapStatus(w http.ResponseWriter) *StatusWriter {
+	if sw, ok := w.(*StatusWriter); ok {
+		return sw
+	}
+	return &StatusWriter{ResponseWriter: w}
 }
 
 // Status is the code written, 200 if the handler wrote nothing.

@@ -200,7 +200,7 @@ func (h *Host) handleBuiltin(pattern string, handler http.Handler) {
 func (h *Host) instrument(route string, next http.Handler, business bool) http.Handler {
 	var logged http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &observe.StatusWriter{ResponseWriter: w}
+		sw := observe.WrapStatus(w)
 		next.ServeHTTP(sw, r)
 		status := sw.Status()
 		level := slog.LevelDebug
