@@ -1,0 +1,147 @@
+// Package client calls the payment service's public API. Give it a
+// resilient http.Client (service.Host.ServiceClient): Charge carries its
+// idempotency key in the Idempotency-Key header, so the client may retry
+// it, and Refund is idempotent by nature.
+//
+// A business refusal (a declined card, a charge voided by an earlier
+// refund) is an error wrapping contract.ErrRefused, returned together with
+// the payment that records it; anything else (bad input, the service
+// down) is an error carrying the service's problem document.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/payment/domain"
+)
+
+// Payment is a payment as the service returns it.
+type Payment = domain.Payment
+
+// Statuses of a payment.
+const (
+	Succeeded = domain.Succeeded
+	Declined  = domain.Declined
+	Failed    = domain.Failed
+	Refunded  = domain.Refunded
+)
+
+// Client is a client of the payment service at one base URL.
+type Client struct {
+	http *http.Client
+	base string
+}
+
+// New returns a client of the payment service at base, e.g.
+// http://127.0.0.1:8104.
+func New(c *http.Client, base string) *Client {
+	return &Client{http: c, base: strings.TrimSuffix(base, "/")}
+}
+
+// Charge charges amountCents for orderID with token, once per key: a
+// repeat returns the first payment and charges nothing. The payment id is
+// contract.PaymentID(key), known before the call, so a caller that never
+// saw the answer can still refund it.
+//
+// A payment that was not charged is returned with an error wrapping
+// contract.ErrRefused whose message holds the reason: declined ("card
+// declined", "unknown payment token"), voided ("voided: refunded before it
+// was charged") or already refunded.
+func (c *Client) Charge(ctx context.Context, key, orderID string, amountCents int64, token string) (Payment, error) {
+	body, err := json.Marshal(map[string]any{"order_id": orderID, "amount_cents": amountCents, "payment_token": token})
+	if err != nil {
+		return Payment{}, fmt.Errorf("payment: charge: %w", err)
+	}
+	var p Payment
+	if err := c.do(ctx, http.MethodPost, "/v1/payments", key, body, &p); err != nil {
+		return Payment{}, fmt.Errorf("payment: charge order %s: %w", orderID, err)
+	}
+	switch p.Status {
+	case domain.Succeeded:
+		return p, nil
+	case domain.Refunded:
+		return p, fmt.Errorf("payment: charge order %s: payment %s was refunded: %w", orderID, p.PaymentID, contract.ErrRefused)
+	default:
+		return p, fmt.Errorf("payment: charge order %s: payment %s %s: %s: %w", orderID, p.PaymentID, p.Status, p.Reason, contract.ErrRefused)
+	}
+}
+
+// Refund fully refunds a payment. It is idempotent; a payment not charged
+// stays as it is, and an id never charged gets a tombstone that voids a
+// later charge.
+func (c *Client) Refund(ctx context.Context, paymentID string) (Payment, error) {
+	var p Payment
+	if err := c.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", "", nil, &p); err != nil {
+		return Payment{}, fmt.Errorf("payment: refund %s: %w", paymentID, err)
+	}
+	return p, nil
+}
+
+// Payment returns the payment id; found is false if there is none.
+func (c *Client) Payment(ctx context.Context, id string) (p Payment, found bool, err error) {
+	err = c.do(ctx, http.MethodGet, "/v1/payments/"+url.PathEscape(id), "", nil, &p)
+	var d *problem.Details
+	if errors.As(err, &d) && d.Status == http.StatusNotFound {
+		return Payment{}, false, nil
+	}
+	if err != nil {
+		return Payment{}, false, fmt.Errorf("payment: get %s: %w", id, err)
+	}
+	return p, true, nil
+}
+
+// ByOrder returns the payments of an order, oldest first.
+func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Payment, error) {
+	var list struct {
+		Items []Payment `json:"items"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
+		return nil, fmt.Errorf("payment: payments of order %s: %w", orderID, err)
+	}
+	if list.Items == nil {
+		list.Items = []Payment{}
+	}
+	return list.Items, nil
+}
+
+// do sends one request and decodes a 2xx answer into out; any other
+// answer is returned as its *problem.Details.
+func (c *Client) do(ctx context.Context, method, path, key string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return problem.Read(resp)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode: %w", method, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+// Package payment is the shop's payment service: it charges orders and
+// refunds them, in its own database.
+//
+// Idempotency. Every charge carries an idempotency key and the payment id
+// is derived from it (contract.PaymentID), never invented by the service.
+// One row per payment id, under a primary key, makes a double charge
+// impossible: a repeated charge finds the row and returns the first
+// result, and a repeat with a different order, amount or token is refused.
+// Because the id is known before the call, a caller that never saw the
+// answer (a timeout) can still refund exactly that charge.
+//
+// Tombstones. A saga may compensate a step that timed out, and the
+// compensation may even arrive before the action it undoes. A refund of a
+// payment id that has no payment yet therefore stores a tombstone (status
+// failed, reason "voided: refunded before it was charged"); the charge,
+// when it arrives, finds the tombstone, charges nothing and answers with
+// it. Refunds are idempotent: only a succeeded payment changes.
+//
+// The service takes part in both flows of the place-order saga: the
+// orchestrator calls its HTTP API (package client); in the choreographed
+// flow it charges on inventory.reserved and emits payment.succeeded or
+// payment.declined, and refunds on order.rejected or order.cancelled. Its
+// reactions commit their effect, their inbox record and the events they
+// emit in one transaction, and events leave through the outbox.
+//
+// Layout: domain (the model and its rules), app (use cases), adapters (the
+// database, streams), ports (HTTP and events), client (the API client);
+// this file is the composition root.
+package payment
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/messaging/inbox"
+	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/payment/adapters"
+	"github.com/trellis-go/trellis/shop/payment/app"
+	"github.com/trellis-go/trellis/shop/payment/ports"
+)
+
+// Name is the service's name.
+const Name = "payment"
+
+// DefaultPort is the payment service's port in the shop.
+const DefaultPort = 8104
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the payment service's database migrations (the
+// outbox and the inbox create their own tables).
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory exists by construction
+	}
+	return sub
+}
+
+// Config is the payment service's own configuration.
+type Config struct {
+	// Now tells the time of payments; nil means time.Now.
+	Now func() time.Time
+}
+
+// Setup declares the payment service's settings on fs (it has none of its
+// own) and returns the function that wires it into its host.
+func Setup(fs *pflag.FlagSet) func(*service.Host) error {
+	return func(h *service.Host) error { return Register(h, Config{}) }
+}
+
+// Register wires the payment service into a host built with its
+// migrations and a broker.
+func Register(h *service.Host, cfg Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if h.DB() == nil || h.Broker() == nil {
+		return fmt.Errorf("payment: the host needs a database and a broker")
+	}
+	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: Name, Propagator: h.Propagator(), Logger: h.Logger()})
+	if err != nil {
+		return fmt.Errorf("payment: messaging: %w", err)
+	}
+	js := msgs.JetStream()
+	if err := adapters.EnsureOwnStream(ctx, js, adapters.StreamConfig(contract.StreamPayment, "payment")); err != nil {
+		return fmt.Errorf("payment: %w", err)
+	}
+	for _, s := range []struct{ name, prefix string }{{contract.StreamInventory, "inventory"}, {contract.StreamOrder, "order"}} {
+		if err := adapters.EnsureForeignStream(ctx, js, adapters.StreamConfig(s.name, s.prefix)); err != nil {
+			return fmt.Errorf("payment: %w", err)
+		}
+	}
+	// Where the consumers put the messages they give up on.
+	if err := adapters.EnsureForeignStream(ctx, js, messaging.StreamConfig{Name: messaging.DefaultDeadLetterStream,
+		Subjects: []string{messaging.DefaultDeadLetterPrefix + ".>"}}); err != nil {
+		return fmt.Errorf("payment: %w", err)
+	}
+	if err := outbox.Setup(ctx, h.DB()); err != nil {
+		return fmt.Errorf("payment: outbox: %w", err)
+	}
+	ob, err := outbox.New(h.DB(), msgs)
+	if err != nil {
+		return fmt.Errorf("payment: outbox: %w", err)
+	}
+	relay, err := ob.NewRelay(outbox.RelayConfig{Logger: h.Logger()})
+	if err != nil {
+		return fmt.Errorf("payment: outbox relay: %w", err)
+	}
+	h.Go("outbox-relay", relay.Run)
+	if err := inbox.Setup(ctx, h.DB()); err != nil {
+		return fmt.Errorf("payment: inbox: %w", err)
+	}
+
+	a := app.New(adapters.NewRepository(h.DB()), h.DB(), cfg.Now)
+	ports.RegisterHTTP(h, a)
+	h.Go("choreography", ports.NewEvents(a, msgs, inbox.New(h.DB(), inbox.Config{}), ob).Run)
+	return nil
+}
