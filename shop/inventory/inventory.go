@@ -80,5 +80,7 @@ func Register(h *service.Host, cfg Config) error {
 	}
 	catalog := client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL)
 	ports.Register(h, app.New(adapters.NewRepository(h.DB()), catalog))
+	reservations := app.NewReservations(adapters.NewReservations(h.DB(), nil))
+	ports.RegisterReservations(h, reservations)
 	return nil
 }

@@ -1,0 +1,167 @@
+// Package client calls the inventory service's public API: stock levels
+// and the reservations of the place-order saga. Give it a resilient
+// http.Client (service.Host.ServiceClient): every call is safe to repeat,
+// and the POSTs carry an Idempotency-Key so that the client retries them.
+//
+// Business refusals (not enough stock, a reservation already released)
+// are errors that match contract.ErrRefused with errors.Is: they are
+// final, a saga compensates instead of retrying. Other failures carry the
+// service's problem document (*problem.Details, with errors.As).
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/inventory/domain"
+)
+
+// Reservation is stock held for one order: {reservation_id, status,
+// items}, status one of held, committed, released.
+type Reservation = domain.Reservation
+
+// Stock is what inventory holds of one sku: {sku, on_hand, reserved,
+// available}.
+type Stock = domain.Stock
+
+// Reservation statuses.
+const (
+	Held      = domain.Held
+	Committed = domain.Committed
+	Released  = domain.Released
+)
+
+// Client is a client of the inventory service at one base URL.
+type Client struct {
+	http *http.Client
+	base string
+}
+
+// New returns a client of the inventory at base, e.g.
+// http://127.0.0.1:8102.
+func New(c *http.Client, base string) *Client {
+	return &Client{http: c, base: strings.TrimSuffix(base, "/")}
+}
+
+type reserveRequest struct {
+	ReservationID string          `json:"reservation_id"`
+	Items         []contract.Item `json:"items"`
+}
+
+// Reserve holds items (sku and quantity; prices are ignored) under
+// reservationID, all or none. Repeating it returns the existing
+// reservation. Not enough stock, an unknown sku, a reservation released
+// before it was made or one made with other items is an error matching
+// contract.ErrRefused.
+func (c *Client) Reserve(ctx context.Context, reservationID string, items []contract.Item) (Reservation, error) {
+	body := reserveRequest{ReservationID: reservationID, Items: domain.Lines(items)}
+	var res Reservation
+	err := c.do(ctx, http.MethodPost, "/v1/reservations", reservationID, body, &res)
+	return res, err
+}
+
+// Commit sells what the reservation holds. Committing again returns it
+// unchanged; a released reservation is an error matching
+// contract.ErrRefused.
+func (c *Client) Commit(ctx context.Context, reservationID string) (Reservation, error) {
+	var res Reservation
+	err := c.do(ctx, http.MethodPost, "/v1/reservations/"+url.PathEscape(reservationID)+"/commit", reservationID+":commit", nil, &res)
+	return res, err
+}
+
+// Release gives back what the reservation holds (a committed one's units
+// go back on hand). Releasing again returns it unchanged; releasing one
+// that does not exist leaves a tombstone (status released, no items) so
+// that a Reserve arriving later is refused.
+func (c *Client) Release(ctx context.Context, reservationID string) (Reservation, error) {
+	var res Reservation
+	err := c.do(ctx, http.MethodPost, "/v1/reservations/"+url.PathEscape(reservationID)+"/release", reservationID+":release", nil, &res)
+	return res, err
+}
+
+// Reservation returns the reservation; found is false if there is none.
+func (c *Client) Reservation(ctx context.Context, reservationID string) (res Reservation, found bool, err error) {
+	err = c.do(ctx, http.MethodGet, "/v1/reservations/"+url.PathEscape(reservationID), "", nil, &res)
+	if isStatus(err, http.StatusNotFound) {
+		return Reservation{}, false, nil
+	}
+	return res, err == nil, err
+}
+
+// Stock returns the stock of sku; found is false if inventory has no
+// record of it.
+func (c *Client) Stock(ctx context.Context, sku string) (st Stock, found bool, err error) {
+	err = c.do(ctx, http.MethodGet, "/v1/stock/"+url.PathEscape(sku), "", nil, &st)
+	if isStatus(err, http.StatusNotFound) {
+		return Stock{}, false, nil
+	}
+	return st, err == nil, err
+}
+
+type setStock struct {
+	OnHand int64 `json:"on_hand"`
+}
+
+// SetStock records a stock count for sku. The first count of a sku must be
+// of a product the catalog sells; a count below what is reserved is
+// refused (contract.ErrRefused).
+func (c *Client) SetStock(ctx context.Context, sku string, onHand int64) (Stock, error) {
+	var st Stock
+	err := c.do(ctx, http.MethodPut, "/v1/stock/"+url.PathEscape(sku), "", setStock{OnHand: onHand}, &st)
+	return st, err
+}
+
+// do sends one request and decodes a 2xx answer into out. A 409 is a
+// refusal: the error wraps contract.ErrRefused and the problem.
+func (c *Client) do(ctx context.Context, method, path, idempotencyKey string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("inventory: %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", idempotencyKey)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("inventory: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+			return fmt.Errorf("inventory: %s %s: decode: %w", method, path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	case resp.StatusCode == http.StatusConflict:
+		return fmt.Errorf("inventory: %s %s: %w: %w", method, path, contract.ErrRefused, problem.Read(resp))
+	default:
+		return fmt.Errorf("inventory: %s %s: %w", method, path, problem.Read(resp))
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var d *problem.Details
+	return errors.As(err, &d) && d.Status == status
+}

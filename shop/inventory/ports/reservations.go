@@ -1,0 +1,102 @@
+package ports
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/inventory/app"
+	"github.com/trellis-go/trellis/shop/inventory/domain"
+)
+
+// ReservationsHTTP serves the reservation API: hold stock for an order,
+// then commit (sell) or release it.
+type ReservationsHTTP struct{ app *app.Reservations }
+
+// RegisterReservations adds the reservation routes to h.
+func RegisterReservations(h *service.Host, a *app.Reservations) {
+	s := &ReservationsHTTP{app: a}
+	h.Route("POST /v1/reservations", s.reserve)
+	h.Route("GET /v1/reservations/{id}", s.get)
+	h.Route("POST /v1/reservations/{id}/commit", s.commit)
+	h.Route("POST /v1/reservations/{id}/release", s.release)
+}
+
+type reserveRequest struct {
+	ReservationID string          `json:"reservation_id"`
+	Items         []contract.Item `json:"items"`
+}
+
+func (s *ReservationsHTTP) reserve(w http.ResponseWriter, r *http.Request) error {
+	var body reserveRequest
+	if err := service.DecodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	res, created, err := s.app.Hold(r.Context(), body.ReservationID, body.Items)
+	if err != nil {
+		return reservationProblem(err, body.ReservationID)
+	}
+	w.Header().Set("Location", "/v1/reservations/"+res.ReservationID)
+	if !created {
+		w.Header().Set("Idempotent-Replayed", "true")
+		return service.WriteJSON(w, http.StatusOK, res)
+	}
+	return service.WriteJSON(w, http.StatusCreated, res)
+}
+
+func (s *ReservationsHTTP) get(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	res, err := s.app.Reservation(r.Context(), id)
+	if err != nil {
+		return reservationProblem(err, id)
+	}
+	return service.WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *ReservationsHTTP) commit(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	res, err := s.app.Commit(r.Context(), id)
+	if err != nil {
+		return reservationProblem(err, id)
+	}
+	return service.WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *ReservationsHTTP) release(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	res, err := s.app.Release(r.Context(), id)
+	if err != nil {
+		return reservationProblem(err, id)
+	}
+	return service.WriteJSON(w, http.StatusOK, res)
+}
+
+// reservationProblem turns the use cases' errors into problems: bad input
+// 400, unknown reservation 404, refusals 409 naming the sku or the
+// reservation; anything else stays an internal error.
+func reservationProblem(err error, id string) error {
+	var invalid *domain.ValidationError
+	var short *domain.ShortError
+	switch {
+	case errors.As(err, &invalid):
+		fields := make([]problem.FieldError, len(invalid.Fields))
+		for i, f := range invalid.Fields {
+			fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
+		}
+		return problem.Invalid(invalid.Error(), fields...)
+	case errors.As(err, &short):
+		if short.Unknown {
+			return problem.New(http.StatusConflict, "cannot hold sku %q: it has no stock (available 0, asked %d)", short.SKU, short.Asked)
+		}
+		return problem.New(http.StatusConflict, "cannot hold sku %q: available %d, asked %d", short.SKU, short.Available, short.Asked)
+	case errors.Is(err, domain.ErrReleased):
+		return problem.New(http.StatusConflict, "reservation %q was released", id)
+	case errors.Is(err, domain.ErrItemsDiffer):
+		return problem.New(http.StatusConflict, "reservation %q already exists with other items", id)
+	case errors.Is(err, domain.ErrNoReservation):
+		return problem.New(http.StatusNotFound, "no reservation %q", id)
+	}
+	return err
+}
