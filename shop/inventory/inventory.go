@@ -69,7 +69,8 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 	}
 }
 
-// Register wires inventory into a host that was built with its migrations.
+// Register wires inventory into a host that was built with its migrations
+// and a broker (for the choreographed saga's events).
 func Register(h *service.Host, cfg Config) error {
 	if cfg.CatalogURL == "" {
 		return fmt.Errorf("inventory: catalog URL is required")
@@ -82,5 +83,5 @@ func Register(h *service.Host, cfg Config) error {
 	ports.Register(h, app.New(adapters.NewRepository(h.DB()), catalog))
 	reservations := app.NewReservations(adapters.NewReservations(h.DB(), nil))
 	ports.RegisterReservations(h, reservations)
-	return nil
+	return startChoreography(h, reservations)
 }

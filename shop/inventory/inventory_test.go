@@ -30,7 +30,7 @@ func startInventory(t *testing.T, databaseURL, catalogURL string, policy service
 	cfg := service.Defaults(inventory.Name)
 	cfg.DataDir = t.TempDir()
 	cfg.DatabaseURL = databaseURL
-	return servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations()}, func(h *service.Host) error {
+	return servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations(), Broker: true}, func(h *service.Host) error {
 		return inventory.Register(h, inventory.Config{CatalogURL: catalogURL, CatalogPolicy: policy})
 	})
 }

@@ -1,0 +1,313 @@
+package inventory_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/pgtest"
+	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/inventory"
+	"github.com/trellis-go/trellis/shop/inventory/client"
+)
+
+// choreo is inventory on a NATS server shared with the test, which plays
+// the order service: it publishes order events and watches inventory's.
+type choreo struct {
+	inv    *servicetest.Server
+	inc    *client.Client
+	order  *messaging.Client
+	mu     sync.Mutex
+	events []messaging.Envelope // what inventory emitted, in arrival order
+}
+
+func startChoreo(t *testing.T, databaseURL string) *choreo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	orderClient, err := messaging.New(b, messaging.Config{Source: "order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The order service created its stream first: inventory must accept it
+	// as it is.
+	if _, err := messaging.EnsureStream(ctx, orderClient.JetStream(), messaging.StreamConfig{
+		Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := service.Defaults(inventory.Name)
+	cfg.DataDir = t.TempDir()
+	cfg.DatabaseURL = databaseURL
+	cfg.NATSURL = srv.ClientURL()
+	inv := servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations(), Broker: true}, func(h *service.Host) error {
+		return inventory.Register(h, inventory.Config{CatalogURL: "http://127.0.0.1:1"})
+	})
+	c := &choreo{inv: inv, inc: client.New(http.DefaultClient, inv.URL), order: orderClient}
+	sub, err := orderClient.Consume(ctx, messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "test-watch", Concurrency: 1},
+		func(_ context.Context, d *messaging.Delivery) error {
+			c.mu.Lock()
+			c.events = append(c.events, d.Envelope)
+			c.mu.Unlock()
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Stop(context.Background()) })
+	return c
+}
+
+// publish sends an order event as the order service's outbox would: the
+// order id as correlation id.
+func (c *choreo) publish(t *testing.T, subject string, payload any, orderID string) (messaging.Envelope, uint64) {
+	t.Helper()
+	env, err := messaging.NewEnvelope(subject, subject, payload, messaging.WithCorrelationID(orderID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ack, err := c.order.PublishEnvelope(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, ack.Sequence
+}
+
+// redeliver stores env a second time under another JetStream
+// de-duplication id: the consumer gets the same message (same envelope id)
+// twice, as after a relay retry past the duplicate window.
+func (c *choreo) redeliver(t *testing.T, env messaging.Envelope) uint64 {
+	t.Helper()
+	c.order.Stamp(context.Background(), &env)
+	msg := env.Msg()
+	msg.Header.Set(messaging.HeaderMsgID, env.ID+"-again")
+	ack, err := c.order.JetStream().PublishMsg(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// waitHandled waits until inventory's consumer has acknowledged every
+// order event up to stream sequence seq: their reactions have committed.
+func (c *choreo) waitHandled(t *testing.T, seq uint64) {
+	t.Helper()
+	waitFor(t, "inventory to handle order events up to "+strconv.FormatUint(seq, 10), func() bool {
+		cons, err := c.order.JetStream().Consumer(context.Background(), contract.StreamOrder, inventory.ChoreographyConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(context.Background())
+		return err == nil && info.AckFloor.Stream >= seq
+	})
+}
+
+// waitEvent waits for inventory's event of type typ in the conversation
+// orderID.
+func (c *choreo) waitEvent(t *testing.T, typ, orderID string) messaging.Envelope {
+	t.Helper()
+	var found messaging.Envelope
+	waitFor(t, typ+" of "+orderID, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, e := range c.events {
+			if e.Type == typ && e.CorrelationID == orderID {
+				found = e
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// emitted counts the events of type typ inventory committed to its outbox
+// for orderID: what it emits, published or not yet.
+func (c *choreo) emitted(t *testing.T, typ, orderID string) int {
+	t.Helper()
+	var n int
+	err := c.inv.Host.DB().Reader().QueryRowContext(context.Background(),
+		`SELECT COUNT(*) FROM trellis_outbox WHERE type = $1 AND correlation_id = $2`, typ, orderID).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func placed(orderID, flow string, items ...contract.Item) contract.OrderPlaced {
+	var total int64
+	for i := range items {
+		items[i].PriceCents = 500
+		total += 500 * items[i].Qty
+	}
+	return contract.OrderPlaced{OrderID: orderID, CustomerID: "c-1", Items: items, TotalCents: total,
+		PaymentToken: "tok_ok", ShippingAddress: "1 Tea Street", PlacedAt: time.Now().UTC(), Flow: flow}
+}
+
+func ended(orderID, flow, reason string) contract.OrderEnded {
+	return contract.OrderEnded{OrderID: orderID, CustomerID: "c-1", TotalCents: 1000, Reason: reason, Flow: flow, At: time.Now().UTC()}
+}
+
+func TestChoreography(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			url := ""
+			if backend == "postgres" {
+				url = pgtest.URL(t)
+			}
+			testChoreography(t, startChoreo(t, url))
+		})
+	}
+}
+
+func testChoreography(t *testing.T, c *choreo) {
+	ctx := context.Background()
+
+	// order.placed reserves and emits inventory.reserved in the order's
+	// conversation, carrying the checkout on.
+	p := placed("o-1", contract.FlowChoreography, contract.Item{SKU: "KET-001", Qty: 2})
+	env, _ := c.publish(t, contract.SubjectOrderPlaced, p, "o-1")
+	got := c.waitEvent(t, contract.SubjectStockReserved, "o-1")
+	if got.CausationID != env.ID || got.Source != inventory.Name || got.Subject != contract.SubjectStockReserved {
+		t.Fatalf("reserved envelope: %+v", got)
+	}
+	var reserved contract.StockReserved
+	if err := json.Unmarshal(got.Data, &reserved); err != nil {
+		t.Fatal(err)
+	}
+	if reserved.ReservationID != contract.ReservationID("o-1") || reserved.OrderID != "o-1" || reserved.TotalCents != 1000 ||
+		reserved.PaymentToken != "tok_ok" || len(reserved.Items) != 1 || reserved.Items[0].PriceCents != 500 {
+		t.Fatalf("reserved payload: %+v", reserved)
+	}
+	wantStock(t, c.inc, "KET-001", 5, 2)
+
+	// The same message delivered again reserves nothing more and emits
+	// nothing more.
+	c.waitHandled(t, c.redeliver(t, env))
+	if n := c.emitted(t, contract.SubjectStockReserved, "o-1"); n != 1 {
+		t.Fatalf("inventory.reserved emitted %d times", n)
+	}
+	wantStock(t, c.inc, "KET-001", 5, 2)
+
+	// order.rejected releases.
+	_, seq := c.publish(t, contract.SubjectOrderRejected, ended("o-1", contract.FlowChoreography, "payment declined"), "o-1")
+	c.waitHandled(t, seq)
+	wantStock(t, c.inc, "KET-001", 5, 0)
+	if res, _, err := c.inc.Reservation(ctx, "o-1"); err != nil || res.Status != client.Released {
+		t.Fatalf("after order.rejected: %+v %v", res, err)
+	}
+
+	// Not enough stock: inventory.refused says which sku and why.
+	c.publish(t, contract.SubjectOrderPlaced, placed("o-2", contract.FlowChoreography, contract.Item{SKU: "TEA-001", Qty: 1}, contract.Item{SKU: "KET-001", Qty: 6}), "o-2")
+	got = c.waitEvent(t, contract.SubjectStockRefused, "o-2")
+	var refused contract.StockRefused
+	if err := json.Unmarshal(got.Data, &refused); err != nil {
+		t.Fatal(err)
+	}
+	if refused.OrderID != "o-2" || !strings.Contains(refused.Reason, "KET-001 has 5 available, 6 asked") {
+		t.Fatalf("refused: %+v", refused)
+	}
+	wantStock(t, c.inc, "TEA-001", 100, 0)
+
+	// order.confirmed commits: the units are sold.
+	c.publish(t, contract.SubjectOrderPlaced, placed("o-3", contract.FlowChoreography, contract.Item{SKU: "POT-001", Qty: 3}), "o-3")
+	c.waitEvent(t, contract.SubjectStockReserved, "o-3")
+	_, seq = c.publish(t, contract.SubjectOrderConfirmed, ended("o-3", contract.FlowChoreography, ""), "o-3")
+	c.waitHandled(t, seq)
+	wantStock(t, c.inc, "POT-001", 7, 0)
+	// A cancellation of the confirmed order puts them back.
+	_, seq = c.publish(t, contract.SubjectOrderCancelled, ended("o-3", contract.FlowChoreography, "customer asked"), "o-3")
+	c.waitHandled(t, seq)
+	wantStock(t, c.inc, "POT-001", 10, 0)
+
+	// A cancellation that overtakes its order.placed leaves a tombstone: the
+	// late order.placed is refused and holds nothing.
+	_, seq = c.publish(t, contract.SubjectOrderCancelled, ended("o-4", contract.FlowChoreography, "customer asked"), "o-4")
+	c.waitHandled(t, seq)
+	c.publish(t, contract.SubjectOrderPlaced, placed("o-4", contract.FlowChoreography, contract.Item{SKU: "SCL-001", Qty: 1}), "o-4")
+	c.waitEvent(t, contract.SubjectStockRefused, "o-4")
+	wantStock(t, c.inc, "SCL-001", 15, 0)
+
+	// Orchestrated orders are not inventory's to react to.
+	_, seq = c.publish(t, contract.SubjectOrderPlaced, placed("o-5", contract.FlowOrchestrated, contract.Item{SKU: "MUG-001", Qty: 1}), "o-5")
+	_, seq2 := c.publish(t, contract.SubjectOrderPlaced, placed("o-6", "", contract.Item{SKU: "MUG-001", Qty: 1}), "o-6")
+	_, seq3 := c.publish(t, contract.SubjectOrderRejected, ended("o-1", contract.FlowOrchestrated, ""), "o-1")
+	c.waitHandled(t, max(seq, seq2, seq3))
+	wantStock(t, c.inc, "MUG-001", 40, 0)
+	for _, id := range []string{"o-5", "o-6"} {
+		if _, found, _ := c.inc.Reservation(ctx, id); found {
+			t.Fatalf("orchestrated order %s got a reservation", id)
+		}
+		if n := c.emitted(t, contract.SubjectStockReserved, id) + c.emitted(t, contract.SubjectStockRefused, id); n != 0 {
+			t.Fatalf("orchestrated order %s: %d events emitted", id, n)
+		}
+	}
+	var n int
+	if err := c.inv.Host.DB().Reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM trellis_outbox`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("outbox holds %d events, want 4 (%v)", n, err)
+	}
+}
+
+// Services create the streams they consume if their owner has not started
+// yet: creating one that exists, or racing its owner to create it, must
+// succeed and leave the owner's settings.
+func TestEnsureStreamFromSeveralServicesAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "svc"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer b.Close()
+			for range 3 {
+				if _, err := messaging.EnsureStream(ctx, b.JetStream(), messaging.StreamConfig{
+					Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}); err != nil {
+					t.Errorf("service %d: %v", i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
