@@ -78,10 +78,11 @@ func (c *Client) Charge(ctx context.Context, key, orderID string, amountCents in
 
 // Refund fully refunds a payment. It is idempotent; a payment not charged
 // stays as it is, and an id never charged gets a tombstone that voids a
-// later charge.
+// later charge. The request carries an Idempotency-Key (the refund is
+// idempotent by nature) so that a resilient client retries it.
 func (c *Client) Refund(ctx context.Context, paymentID string) (Payment, error) {
 	var p Payment
-	if err := c.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", "", nil, &p); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", "refund:"+paymentID, nil, &p); err != nil {
 		return Payment{}, fmt.Errorf("payment: refund %s: %w", paymentID, err)
 	}
 	return p, nil

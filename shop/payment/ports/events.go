@@ -127,11 +127,6 @@ type Consumer struct {
 // Run consumes with every consumer until ctx ends, then stops them,
 // letting in-flight reactions finish: run it as a host worker.
 func (e *Events) Run(ctx context.Context) error {
-	return RunConsumers(ctx, e.msgs, e.Consumers())
-}
-
-// RunConsumers runs consumers on c until ctx ends.
-func RunConsumers(ctx context.Context, c *messaging.Client, consumers []Consumer) error {
 	var subs []*messaging.Subscription
 	stop := func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
@@ -142,8 +137,8 @@ func RunConsumers(ctx context.Context, c *messaging.Client, consumers []Consumer
 		}
 		return errors.Join(errs...)
 	}
-	for _, cons := range consumers {
-		s, err := c.Consume(ctx, cons.Config, cons.Handler)
+	for _, c := range e.Consumers() {
+		s, err := e.msgs.Consume(ctx, c.Config, c.Handler)
 		if err != nil {
 			return errors.Join(err, stop())
 		}

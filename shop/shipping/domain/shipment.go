@@ -1,0 +1,144 @@
+// Package domain holds the shipping service's model and its rules, free of
+// any infrastructure: which moves a shipment may make, and what a
+// tombstone is.
+package domain
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Errors of the model.
+var (
+	// ErrNotFound means no shipment has the id.
+	ErrNotFound = errors.New("no such shipment")
+	// ErrCancelled means the shipment was cancelled: it cannot be
+	// scheduled or shipped.
+	ErrCancelled = errors.New("shipment cancelled")
+	// ErrShipped means the shipment left: it cannot be cancelled.
+	ErrShipped = errors.New("shipment already shipped")
+)
+
+// Status is where a shipment stands.
+type Status string
+
+// Statuses of a shipment.
+const (
+	Scheduled Status = "scheduled"
+	Shipped   Status = "shipped"
+	Cancelled Status = "cancelled"
+)
+
+// Shipment is the one shipment of an order, or the tombstone of a cancel
+// that came before it (status cancelled, no address).
+type Shipment struct {
+	ShipmentID string    `json:"shipment_id"`
+	OrderID    string    `json:"order_id"`
+	Address    string    `json:"address"`
+	Status     Status    `json:"status"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// IDPrefix starts every shipment id (see contract.ShipmentID).
+const IDPrefix = "shp_"
+
+// MaxAddressLen bounds an address, in characters.
+const MaxAddressLen = 500
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+// ValidOrderID reports whether s can name an order.
+func ValidOrderID(s string) bool { return idPattern.MatchString(s) }
+
+// OrderOf returns the order of a shipment id, "shp_<order id>", and
+// whether id has that form.
+func OrderOf(shipmentID string) (string, bool) {
+	orderID, ok := strings.CutPrefix(shipmentID, IDPrefix)
+	return orderID, ok && ValidOrderID(orderID)
+}
+
+// FieldError names one bad input field.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+// ValidationError lists the fields of a request that are wrong.
+type ValidationError struct{ Fields []FieldError }
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + " " + f.Reason
+	}
+	return "invalid shipment: " + strings.Join(parts, "; ")
+}
+
+// ValidateSchedule checks a schedule request, naming every bad field.
+func ValidateSchedule(orderID, address string) error {
+	var bad []FieldError
+	if orderID == "" {
+		bad = append(bad, FieldError{"order_id", "is required"})
+	} else if !ValidOrderID(orderID) {
+		bad = append(bad, FieldError{"order_id", fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : -", orderID)})
+	}
+	if strings.TrimSpace(address) == "" {
+		bad = append(bad, FieldError{"address", "is required"})
+	} else if utf8.RuneCountInString(address) > MaxAddressLen {
+		bad = append(bad, FieldError{"address", fmt.Sprintf("must be at most %d characters", MaxAddressLen)})
+	}
+	if bad != nil {
+		return &ValidationError{Fields: bad}
+	}
+	return nil
+}
+
+// InvalidID is the error of a shipment id that is not "shp_<order id>".
+func InvalidID(id string) error {
+	return &ValidationError{Fields: []FieldError{{"id", fmt.Sprintf("%q must be shp_ followed by an order id", id)}}}
+}
+
+// New returns the scheduled shipment of an order.
+func New(id, orderID, address string, at time.Time) Shipment {
+	return Shipment{ShipmentID: id, OrderID: orderID, Address: address, Status: Scheduled, CreatedAt: at.UTC()}
+}
+
+// Tombstone is what a cancel leaves for an order with no shipment yet: a
+// cancelled shipment to nowhere, which refuses the schedule if it comes.
+func Tombstone(id, orderID string, at time.Time) Shipment {
+	return Shipment{ShipmentID: id, OrderID: orderID, Status: Cancelled, CreatedAt: at.UTC()}
+}
+
+// Cancel returns s cancelled and whether that changed it: a scheduled
+// shipment is cancelled, a cancelled one stays so, a shipped one cannot
+// be (ErrShipped).
+func (s Shipment) Cancel() (Shipment, bool, error) {
+	switch s.Status {
+	case Scheduled:
+		s.Status = Cancelled
+		return s, true, nil
+	case Shipped:
+		return s, false, fmt.Errorf("cannot cancel shipment %s: %w", s.ShipmentID, ErrShipped)
+	default:
+		return s, false, nil
+	}
+}
+
+// Ship returns s shipped and whether that changed it: a scheduled
+// shipment leaves, a shipped one stays so, a cancelled one cannot
+// (ErrCancelled).
+func (s Shipment) Ship() (Shipment, bool, error) {
+	switch s.Status {
+	case Scheduled:
+		s.Status = Shipped
+		return s, true, nil
+	case Cancelled:
+		return s, false, fmt.Errorf("cannot ship shipment %s: %w", s.ShipmentID, ErrCancelled)
+	default:
+		return s, false, nil
+	}
+}

@@ -1,0 +1,125 @@
+// Package shipping is the shop's shipping service: it schedules, cancels
+// and ships the one shipment of each order, in its own database.
+//
+// Idempotency. The shipment id is derived from the order id
+// (contract.ShipmentID), never invented by the service, so an order has at
+// most one shipment: a primary key on the id refuses a second, and a
+// repeated schedule finds the first and returns it. A caller that never saw
+// the answer (a timeout) knows the id and can still cancel it.
+//
+// Tombstones. A saga may compensate a step that timed out, and the
+// compensation may even arrive before the action it undoes. A cancel of a
+// shipment that does not exist yet therefore stores a tombstone (status
+// cancelled, no address); the schedule, when it arrives, finds it and is
+// refused (409, contract.ErrRefused in the client). Cancelling is
+// idempotent, and a shipment that has left cannot be cancelled.
+//
+// The service takes part in both flows of the place-order saga: the
+// orchestrator calls its HTTP API (package client); in the choreographed
+// flow it schedules on payment.succeeded and emits shipping.scheduled or
+// shipping.refused, and cancels on order.rejected or order.cancelled. Its
+// reactions commit their effect, their inbox record and the events they
+// emit in one transaction, and events leave through the outbox.
+//
+// Layout: domain (the model and its rules), app (use cases), adapters (the
+// database, streams), ports (HTTP and events), client (the API client);
+// this file is the composition root.
+package shipping
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/messaging/inbox"
+	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/shipping/adapters"
+	"github.com/trellis-go/trellis/shop/shipping/app"
+	"github.com/trellis-go/trellis/shop/shipping/ports"
+)
+
+// Name is the service's name.
+const Name = "shipping"
+
+// DefaultPort is the shipping service's port in the shop.
+const DefaultPort = 8105
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the shipping service's database migrations (the
+// outbox and the inbox create their own tables).
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory exists by construction
+	}
+	return sub
+}
+
+// Config is the shipping service's own configuration.
+type Config struct {
+	// Now tells the time of shipments; nil means time.Now.
+	Now func() time.Time
+}
+
+// Setup declares the shipping service's settings on fs (it has none of
+// its own) and returns the function that wires it into its host.
+func Setup(fs *pflag.FlagSet) func(*service.Host) error {
+	return func(h *service.Host) error { return Register(h, Config{}) }
+}
+
+// Register wires the shipping service into a host built with its
+// migrations and a broker.
+func Register(h *service.Host, cfg Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if h.DB() == nil || h.Broker() == nil {
+		return fmt.Errorf("shipping: the host needs a database and a broker")
+	}
+	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: Name, Propagator: h.Propagator(), Logger: h.Logger()})
+	if err != nil {
+		return fmt.Errorf("shipping: messaging: %w", err)
+	}
+	js := msgs.JetStream()
+	if err := adapters.EnsureOwnStream(ctx, js, adapters.StreamConfig(contract.StreamShipping, "shipping")); err != nil {
+		return fmt.Errorf("shipping: %w", err)
+	}
+	for _, s := range []struct{ name, prefix string }{{contract.StreamPayment, "payment"}, {contract.StreamOrder, "order"}} {
+		if err := adapters.EnsureForeignStream(ctx, js, adapters.StreamConfig(s.name, s.prefix)); err != nil {
+			return fmt.Errorf("shipping: %w", err)
+		}
+	}
+	// Where the consumers put the messages they give up on.
+	if err := adapters.EnsureForeignStream(ctx, js, messaging.StreamConfig{Name: messaging.DefaultDeadLetterStream,
+		Subjects: []string{messaging.DefaultDeadLetterPrefix + ".>"}}); err != nil {
+		return fmt.Errorf("shipping: %w", err)
+	}
+	if err := outbox.Setup(ctx, h.DB()); err != nil {
+		return fmt.Errorf("shipping: outbox: %w", err)
+	}
+	ob, err := outbox.New(h.DB(), msgs)
+	if err != nil {
+		return fmt.Errorf("shipping: outbox: %w", err)
+	}
+	relay, err := ob.NewRelay(outbox.RelayConfig{Logger: h.Logger()})
+	if err != nil {
+		return fmt.Errorf("shipping: outbox relay: %w", err)
+	}
+	h.Go("outbox-relay", relay.Run)
+	if err := inbox.Setup(ctx, h.DB()); err != nil {
+		return fmt.Errorf("shipping: inbox: %w", err)
+	}
+
+	a := app.New(adapters.NewRepository(h.DB()), h.DB(), cfg.Now)
+	ports.RegisterHTTP(h, a)
+	h.Go("choreography", ports.NewEvents(a, msgs, inbox.New(h.DB(), inbox.Config{}), ob).Run)
+	return nil
+}
