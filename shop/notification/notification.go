@@ -1,0 +1,116 @@
+// Package notification is the shop's notification service: it tells
+// customers how their orders ended. It consumes the order service's
+// order.confirmed, order.rejected and order.cancelled events, of both
+// flows of the place-order saga, and keeps one notification per event in
+// its own database, served at GET /v1/notifications?customer_id=.
+//
+// Exactly once: the notification's id is the event's message id and it is
+// written in the transaction that records the message in the inbox, so a
+// redelivered event notifies no one twice.
+//
+// Layout: domain (notifications and their text), app (use cases),
+// adapters (the database), ports (HTTP and the event consumer), client
+// (the API client); this file is the composition root.
+package notification
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/messaging/inbox"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/notification/adapters"
+	"github.com/trellis-go/trellis/shop/notification/app"
+	"github.com/trellis-go/trellis/shop/notification/ports"
+)
+
+// Name is the service's name.
+const Name = "notification"
+
+// DefaultPort is the notification service's port in the shop.
+const DefaultPort = 8106
+
+// Consumer is the durable consumer of the order events.
+const Consumer = Name + "-orders"
+
+// consumerConcurrency is how many events are handled at once: the inbox
+// commits concurrent ones in one transaction.
+const consumerConcurrency = 16
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the notification service's database migrations (the
+// inbox creates its own table).
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory exists by construction
+	}
+	return sub
+}
+
+// Config is the notification service's own configuration.
+type Config struct {
+	// Now dates notifications; nil means time.Now.
+	Now func() time.Time
+}
+
+// Setup declares the notification service's settings on fs (it has none
+// of its own) and returns the function that wires it into its host.
+func Setup(fs *pflag.FlagSet) func(*service.Host) error {
+	return func(h *service.Host) error { return Register(h, Config{}) }
+}
+
+// Register wires the notification service into a host built with its
+// migrations and a broker.
+func Register(h *service.Host, cfg Config) error {
+	if h.DB() == nil || h.Broker() == nil {
+		return fmt.Errorf("notification: the host needs a database and a broker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: Name, Propagator: h.Propagator(), Logger: h.Logger()})
+	if err != nil {
+		return fmt.Errorf("notification: messaging: %w", err)
+	}
+	// The order service owns ORDER; create it with its settings if the
+	// order service has not started yet.
+	if _, err := messaging.EnsureStream(ctx, msgs.JetStream(), messaging.StreamConfig{
+		Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute,
+	}); err != nil {
+		return fmt.Errorf("notification: %w", err)
+	}
+	if _, err := messaging.EnsureDeadLetterStream(ctx, msgs.JetStream()); err != nil {
+		return fmt.Errorf("notification: %w", err)
+	}
+	if err := inbox.Setup(ctx, h.DB()); err != nil {
+		return fmt.Errorf("notification: inbox: %w", err)
+	}
+	a := app.New(adapters.NewRepository(h.DB()), cfg.Now)
+	handler := ports.OrderEvents(a, inbox.New(h.DB(), inbox.Config{}), Consumer)
+	ccfg := messaging.ConsumerConfig{
+		Stream: contract.StreamOrder, Durable: Consumer, FilterSubjects: ports.OrderEndSubjects,
+		Concurrency: consumerConcurrency,
+		Middleware:  []messaging.Middleware{messaging.Tracing(h.TracerProvider()), messaging.Logging(h.Logger()), messaging.Recovery()},
+	}
+	h.Go(Consumer, func(ctx context.Context) error {
+		sub, err := msgs.Consume(ctx, ccfg, handler)
+		if err != nil {
+			return fmt.Errorf("notification: %w", err)
+		}
+		<-ctx.Done()
+		stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		return sub.Stop(stopCtx)
+	})
+	ports.Register(h, a)
+	return nil
+}
