@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/ports"
 )
@@ -26,7 +27,8 @@ const choreographyConcurrency = 16
 // INVENTORY stream, fed by a transactional outbox and its relay; an inbox;
 // and a durable consumer of the order events that runs as a host worker.
 // The ORDER stream is created too if the order service has not started
-// yet, with the order service's own settings.
+// yet, with the order service's own settings; an existing one is left as
+// its owner configured it.
 func startChoreography(h *service.Host, reservations *app.Reservations) error {
 	if h.DB() == nil || h.Broker() == nil {
 		return fmt.Errorf("inventory: the host needs a database and a broker")
@@ -38,13 +40,13 @@ func startChoreography(h *service.Host, reservations *app.Reservations) error {
 		return fmt.Errorf("inventory: messaging: %w", err)
 	}
 	js := msgs.JetStream()
-	for _, s := range []messaging.StreamConfig{
-		{Name: contract.StreamInventory, Subjects: []string{"inventory.>"}, Duplicates: 10 * time.Minute},
-		{Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute},
-	} {
-		if _, err := messaging.EnsureStream(ctx, js, s); err != nil {
-			return fmt.Errorf("inventory: %w", err)
-		}
+	if err := adapters.EnsureOwnStream(ctx, js, messaging.StreamConfig{
+		Name: contract.StreamInventory, Subjects: []string{"inventory.>"}, Duplicates: 10 * time.Minute}); err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	if err := adapters.EnsureForeignStream(ctx, js, messaging.StreamConfig{
+		Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}); err != nil {
+		return fmt.Errorf("inventory: %w", err)
 	}
 	if _, err := messaging.EnsureDeadLetterStream(ctx, js); err != nil {
 		return fmt.Errorf("inventory: %w", err)

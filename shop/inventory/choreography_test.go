@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
@@ -17,6 +19,7 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory"
+	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/client"
 )
 
@@ -280,9 +283,9 @@ func testChoreography(t *testing.T, c *choreo) {
 }
 
 // Services create the streams they consume if their owner has not started
-// yet: creating one that exists, or racing its owner to create it, must
-// succeed and leave the owner's settings.
-func TestEnsureStreamFromSeveralServicesAtOnce(t *testing.T) {
+// yet. Racing the owner to create it, or finding it, must succeed and leave
+// the owner's settings.
+func TestForeignStreamKeepsTheOwnersSettings(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
@@ -290,24 +293,40 @@ func TestEnsureStreamFromSeveralServicesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
+	shop := messaging.StreamConfig{Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}
+	owners := shop
+	owners.MaxAge = 72 * time.Hour // a setting the consumers do not know
 	var wg sync.WaitGroup
+	var js jetstream.JetStream
 	for i := range 6 {
+		b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "svc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		js = b.JetStream()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "svc"})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer b.Close()
 			for range 3 {
-				if _, err := messaging.EnsureStream(ctx, b.JetStream(), messaging.StreamConfig{
-					Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}); err != nil {
+				var err error
+				if i == 0 {
+					err = adapters.EnsureOwnStream(ctx, b.JetStream(), owners)
+				} else {
+					err = adapters.EnsureForeignStream(ctx, b.JetStream(), shop)
+				}
+				if err != nil {
 					t.Errorf("service %d: %v", i, err)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	st, err := js.Stream(ctx, contract.StreamOrder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.MaxAge != owners.MaxAge || cfg.Duplicates != shop.Duplicates {
+		t.Fatalf("stream config %+v, want the owner's", cfg)
+	}
 }

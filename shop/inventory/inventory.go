@@ -5,9 +5,15 @@
 // stock count of a sku is checked against the catalog's API (never its
 // database), through the host's resilient client.
 //
+// Orders hold stock through reservations (POST /v1/reservations, then
+// commit or release), idempotent by a reservation id derived from the
+// order id; a release that comes first leaves a tombstone so that a late
+// reserve is refused. In the choreographed saga inventory reacts to the
+// order events instead of being called (choreography.go).
+//
 // Layout: domain (the model and its rules), app (use cases), adapters (the
-// database, the catalog client), ports (HTTP); this file is the composition
-// root.
+// database, the catalog client), ports (HTTP, order events), client (the
+// API client); this file is the composition root.
 package inventory
 
 import (

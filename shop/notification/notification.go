@@ -82,8 +82,8 @@ func Register(h *service.Host, cfg Config) error {
 		return fmt.Errorf("notification: messaging: %w", err)
 	}
 	// The order service owns ORDER; create it with its settings if the
-	// order service has not started yet.
-	if _, err := messaging.EnsureStream(ctx, msgs.JetStream(), messaging.StreamConfig{
+	// order service has not started yet, never change it.
+	if err := adapters.EnsureForeignStream(ctx, msgs.JetStream(), messaging.StreamConfig{
 		Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute,
 	}); err != nil {
 		return fmt.Errorf("notification: %w", err)
