@@ -122,6 +122,13 @@ func (r *Repository) Refund(ctx context.Context, tx *sql.Tx, t domain.Payment) (
 	return refunded, nil
 }
 
+// Find returns the payment id and its fingerprint from the reader pool,
+// or an error wrapping domain.ErrNotFound: a replayed charge is answered
+// without queueing behind SQLite's single writer.
+func (r *Repository) Find(ctx context.Context, id string) (domain.Payment, string, error) {
+	return get(ctx, r.db.Reader(), id)
+}
+
 // Get returns the payment id, or an error wrapping domain.ErrNotFound.
 func (r *Repository) Get(ctx context.Context, id string) (domain.Payment, error) {
 	p, _, err := get(ctx, r.db.Reader(), id)

@@ -8,6 +8,7 @@ package app
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,6 +25,9 @@ type Repository interface {
 	// Refund refunds the payment with t's id within tx, or stores the
 	// tombstone t if there is none, and returns the payment as it stands.
 	Refund(ctx context.Context, tx *sql.Tx, t domain.Payment) (domain.Payment, error)
+	// Find returns a committed payment and its fingerprint, outside any
+	// transaction.
+	Find(ctx context.Context, id string) (domain.Payment, string, error)
 	Get(ctx context.Context, id string) (domain.Payment, error)
 	ByOrder(ctx context.Context, orderID string) ([]domain.Payment, error)
 }
@@ -71,10 +75,21 @@ func New(repo Repository, tx Transactor, now func() time.Time) *App {
 }
 
 // Charge charges once per idempotency key, in its own transaction. See
-// ChargeTx.
+// ChargeTx. A key seen before is answered from a read, without a write
+// transaction.
 func (a *App) Charge(ctx context.Context, r domain.ChargeRequest) (Charged, error) {
+	if err := r.Validate(); err != nil {
+		return Charged{}, err
+	}
+	stored, fingerprint, err := a.repo.Find(ctx, contract.PaymentID(r.IdempotencyKey))
+	switch {
+	case err == nil:
+		return answer(r, stored, fingerprint, false)
+	case !errors.Is(err, domain.ErrNotFound):
+		return Charged{}, err
+	}
 	var out Charged
-	err := a.tx.InTx(ctx, func(tx *sql.Tx) error {
+	err = a.tx.InTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		out, err = a.ChargeTx(ctx, tx, r)
 		return err
@@ -96,14 +111,21 @@ func (a *App) ChargeTx(ctx context.Context, tx *sql.Tx, r domain.ChargeRequest) 
 	fingerprint := r.Fingerprint()
 	p := domain.NewCharge(contract.PaymentID(r.IdempotencyKey), r, a.now())
 	stored, storedFingerprint, created, err := a.repo.Charge(ctx, tx, p, fingerprint)
-	switch {
-	case err != nil:
+	if err != nil {
 		return Charged{}, err
+	}
+	return answer(r, stored, storedFingerprint, created)
+}
+
+// answer tells what a charge request r did, given what is stored under its
+// payment id.
+func answer(r domain.ChargeRequest, stored domain.Payment, storedFingerprint string, created bool) (Charged, error) {
+	switch {
 	case created:
 		return Charged{Payment: stored, Outcome: Created}, nil
 	case storedFingerprint == "" && stored.Voided():
 		return Charged{Payment: stored, Outcome: Voided}, nil
-	case storedFingerprint != fingerprint:
+	case storedFingerprint != r.Fingerprint():
 		return Charged{Payment: stored}, fmt.Errorf("key %q (payment %s): %w", r.IdempotencyKey, stored.PaymentID, domain.ErrIdempotencyConflict)
 	default:
 		return Charged{Payment: stored, Outcome: Replayed}, nil
