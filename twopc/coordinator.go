@@ -36,6 +36,9 @@ var (
 	// be recorded or read back. The transaction may be either; Get or
 	// Decision tell later, and Recover finishes it.
 	ErrOutcomeUnknown = errors.New("twopc: outcome unknown")
+	// ErrPrepareTimeout is the Outcome.Cause of a transaction aborted
+	// because a participant did not vote within PrepareTimeout.
+	ErrPrepareTimeout = errors.New("twopc: prepare timeout")
 	// ErrPreparedTransactionsDisabled reports a PostgreSQL server started
 	// with max_prepared_transactions = 0, its default, on which PREPARE
 	// TRANSACTION always fails.
@@ -61,6 +64,10 @@ type Outcome struct {
 	// Unacknowledged lists the participants that have not yet confirmed
 	// the decision; Run keeps delivering it to them.
 	Unacknowledged []string
+	// Cause is the error of the no vote that made this Execute abort, for
+	// errors.Is and errors.As; nil otherwise, and nil for a decision read
+	// from the log.
+	Cause error
 }
 
 // Committed reports whether the transaction committed.
@@ -302,7 +309,7 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 	}()
 
 	start := c.clock.Now()
-	decision, reason := c.prepare(ctx, txID, names, work)
+	decision, reason, cause := c.prepare(ctx, txID, names, work)
 
 	rec, err := c.decide(ctx, txID, decision, names, reason, start)
 	if err != nil {
@@ -328,6 +335,9 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 	}
 	out := c.outcomeOf(rec)
 	out.Unacknowledged = pending
+	if rec.Status == decision {
+		out.Cause = cause
+	}
 	return out, nil
 }
 
@@ -336,10 +346,9 @@ type vote struct {
 	err  error
 }
 
-var errPrepareTimeout = errors.New("prepare timeout")
 
 // prepare runs phase one and returns the decision it leads to.
-func (c *Coordinator) prepare(ctx context.Context, txID string, names []string, work map[string][]byte) (Status, string) {
+func (c *Coordinator) prepare(ctx context.Context, txID string, names []string, work map[string][]byte) (Status, string, error) {
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	timer := c.clock.NewTimer(c.opt.PrepareTimeout)
@@ -358,19 +367,19 @@ func (c *Coordinator) prepare(ctx context.Context, txID string, names []string, 
 		case v := <-votes:
 			voted[v.name] = true
 			if v.err != nil {
-				if errors.Is(context.Cause(pctx), errPrepareTimeout) {
-					return Aborted, timeoutReason(c.opt.PrepareTimeout, names, voted)
+				if errors.Is(context.Cause(pctx), ErrPrepareTimeout) {
+					return Aborted, timeoutReason(c.opt.PrepareTimeout, names, voted), ErrPrepareTimeout
 				}
 				if ctx.Err() != nil {
-					return Aborted, fmt.Sprintf("coordinator stopped during prepare: %v", context.Cause(ctx))
+					return Aborted, fmt.Sprintf("coordinator stopped during prepare: %v", context.Cause(ctx)), ctx.Err()
 				}
-				return Aborted, fmt.Sprintf("participant %s voted no: %v", v.name, v.err)
+				return Aborted, fmt.Sprintf("participant %s voted no: %v", v.name, v.err), v.err
 			}
 		case <-timer.C():
 			// Do not wait for the stragglers: Abort reaches them later,
 			// and a late prepare is in doubt until Recover aborts it.
 			// Count the votes already in, to name only the missing.
-			cancel(errPrepareTimeout)
+			cancel(ErrPrepareTimeout)
 			for drained := false; !drained; {
 				select {
 				case v := <-votes:
@@ -379,12 +388,12 @@ func (c *Coordinator) prepare(ctx context.Context, txID string, names []string, 
 					drained = true
 				}
 			}
-			return Aborted, timeoutReason(c.opt.PrepareTimeout, names, voted)
+			return Aborted, timeoutReason(c.opt.PrepareTimeout, names, voted), ErrPrepareTimeout
 		case <-ctx.Done():
-			return Aborted, fmt.Sprintf("coordinator stopped during prepare: %v", context.Cause(ctx))
+			return Aborted, fmt.Sprintf("coordinator stopped during prepare: %v", context.Cause(ctx)), ctx.Err()
 		}
 	}
-	return Committed, ""
+	return Committed, "", nil
 }
 
 func timeoutReason(d time.Duration, names []string, voted map[string]bool) string {

@@ -55,6 +55,9 @@ func TestOneNoAbortsEverywhere(t *testing.T) {
 		if !strings.Contains(out.Reason, "participant east voted no") || !strings.Contains(out.Reason, "insufficient funds") {
 			t.Fatalf("reason %q does not name the no vote", out.Reason)
 		}
+		if !errors.Is(out.Cause, errInsufficient) {
+			t.Fatalf("cause %v is not the no vote's error", out.Cause)
+		}
 		// West voted yes (its credit was prepared) and was aborted: nothing
 		// of the transfer is visible anywhere.
 		e.expect(0, "alice", 10)
