@@ -346,7 +346,6 @@ type vote struct {
 	err  error
 }
 
-
 // prepare runs phase one and returns the decision it leads to.
 func (c *Coordinator) prepare(ctx context.Context, txID string, names []string, work map[string][]byte) (Status, string, error) {
 	pctx, cancel := context.WithCancelCause(ctx)
