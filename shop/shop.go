@@ -14,7 +14,10 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/inventory"
+	"github.com/trellis-go/trellis/shop/notification"
 	"github.com/trellis-go/trellis/shop/order"
+	"github.com/trellis-go/trellis/shop/payment"
+	"github.com/trellis-go/trellis/shop/shipping"
 )
 
 // Service describes one shop service to the host that runs it.
@@ -35,10 +38,16 @@ func Services() []Service {
 	s := []Service{
 		{Name: catalog.Name, Summary: "products and prices", DefaultPort: catalog.DefaultPort,
 			Migrations: catalog.Migrations(), Broker: true, Setup: catalog.Setup},
-		{Name: inventory.Name, Summary: "stock on hand and reserved", DefaultPort: inventory.DefaultPort,
+		{Name: inventory.Name, Summary: "stock on hand, reservations, and transfers between warehouses", DefaultPort: inventory.DefaultPort,
 			Migrations: inventory.Migrations(), Broker: true, Setup: inventory.Setup},
-		{Name: order.Name, Summary: "orders: event-sourced, with a read model and an outbox", DefaultPort: order.DefaultPort,
+		{Name: order.Name, Summary: "orders: event-sourced, placed by a saga, with a read model and an outbox", DefaultPort: order.DefaultPort,
 			Migrations: order.Migrations(), Broker: true, Setup: order.Setup},
+		{Name: payment.Name, Summary: "charges and refunds, idempotent", DefaultPort: payment.DefaultPort,
+			Migrations: payment.Migrations(), Broker: true, Setup: payment.Setup},
+		{Name: shipping.Name, Summary: "one shipment per order", DefaultPort: shipping.DefaultPort,
+			Migrations: shipping.Migrations(), Broker: true, Setup: shipping.Setup},
+		{Name: notification.Name, Summary: "messages to customers when their orders end", DefaultPort: notification.DefaultPort,
+			Migrations: notification.Migrations(), Broker: true, Setup: notification.Setup},
 	}
 	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
 	return s

@@ -69,6 +69,6 @@ command's help); a flag given on the command line wins.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newEventsCmd(), newVersionCmd())
+	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newEventsCmd(), newSagasCmd(), newVersionCmd())
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,11 +13,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
 // trellisBin is the binary built once for the tests that run it as a user
@@ -150,6 +153,8 @@ type runningShop struct {
 	catalog string
 	inv     string
 	order   string
+	// urls are the base URLs of the services by name.
+	urls    map[string]string
 	dataDir string
 	stdout  *syncbuf.Buffer
 	waited  chan error
@@ -158,38 +163,48 @@ type runningShop struct {
 	readyAfter time.Duration
 }
 
+// shopPorts are the default ports of shop/system.yaml by what listens.
+var shopPorts = []struct {
+	name string
+	port int
+}{{"catalog", 8101}, {"inventory", 8102}, {"order", 8103}, {"payment", 8104}, {"shipping", 8105},
+	{"notification", 8106}, {"nats", 4222}, {"admin", 7070}}
+
 // startShop runs `trellis up` on a copy of shop/system.yaml with free ports
-// and returns once every process is ready.
-func startShop(t testing.TB) *runningShop {
+// and returns once every process is ready. env is added to the
+// environment of `trellis up`, which its processes inherit.
+func startShop(t testing.TB, env ...string) *runningShop {
 	t.Helper()
-	ports := freePorts(t, 5)
+	ports := freePorts(t, len(shopPorts))
 	spec, err := os.ReadFile("../../shop/system.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(spec)
-	s = strings.Replace(s, "port: 8101", "port: "+strconv.Itoa(ports[0]), 1)
-	s = strings.ReplaceAll(s, "http://127.0.0.1:8101", "http://127.0.0.1:"+strconv.Itoa(ports[0]))
-	s = strings.Replace(s, "port: 8103", "port: "+strconv.Itoa(ports[4]), 1)
-	s = strings.Replace(s, "port: 8102", "port: "+strconv.Itoa(ports[1]), 1)
-	s = strings.Replace(s, "port: 4222", "port: "+strconv.Itoa(ports[2]), 1)
-	s = strings.Replace(s, "admin: 127.0.0.1:7070", "admin: 127.0.0.1:"+strconv.Itoa(ports[3]), 1)
+	urls := map[string]string{}
+	for i, p := range shopPorts {
+		from, to := strconv.Itoa(p.port), strconv.Itoa(ports[i])
+		s = strings.ReplaceAll(s, "port: "+from+"\n", "port: "+to+"\n")
+		s = strings.ReplaceAll(s, "127.0.0.1:"+from, "127.0.0.1:"+to)
+		urls[p.name] = "http://127.0.0.1:" + to
+	}
 	dir := t.TempDir()
 	specFile := filepath.Join(dir, "system.yaml")
 	if err := os.WriteFile(specFile, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sh := &runningShop{
-		admin:   "http://127.0.0.1:" + strconv.Itoa(ports[3]),
-		catalog: "http://127.0.0.1:" + strconv.Itoa(ports[0]),
-		inv:     "http://127.0.0.1:" + strconv.Itoa(ports[1]),
-		order:   "http://127.0.0.1:" + strconv.Itoa(ports[4]),
+		admin:   urls["admin"],
+		catalog: urls["catalog"],
+		inv:     urls["inventory"],
+		order:   urls["order"],
+		urls:    urls,
 		dataDir: filepath.Join(dir, "data"),
 		stdout:  &syncbuf.Buffer{},
 		waited:  make(chan error, 1),
 	}
 	sh.cmd = exec.Command(trellisBin, "up", "-f", specFile, "--data-dir", sh.dataDir)
-	sh.cmd.Env = os.Environ()
+	sh.cmd.Env = append(os.Environ(), env...)
 	sh.cmd.Stdout, sh.cmd.Stderr = sh.stdout, sh.stdout
 	pr, pw := io.Pipe()
 	sh.cmd.Stdout = io.MultiWriter(sh.stdout, pw)
@@ -267,7 +282,7 @@ func TestUpRunsTheShop(t *testing.T) {
 	sh := startShop(t)
 
 	ps := sh.processes(t)
-	if len(ps) != 3 {
+	if len(ps) != 6 {
 		t.Fatalf("processes: %+v", ps)
 	}
 	for _, p := range ps {
@@ -319,12 +334,47 @@ func TestUpRunsTheShop(t *testing.T) {
 		TotalCents int64  `json:"total_cents"`
 		Status     string `json:"status"`
 	}
-	if code := getJSON(t, sh.order+"/v1/orders/"+placed.OrderID, &got); code != 200 || got.TotalCents != 3*990 || got.Status != "pending" {
-		t.Fatalf("get order: %d %+v", code, got)
+	// The place-order saga reserves, charges, schedules and confirms it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code := getJSON(t, sh.order+"/v1/orders/"+placed.OrderID, &got)
+		if code == 200 && got.Status == "confirmed" && got.TotalCents == 3*990 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("get order: %d %+v", code, got)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	var payments struct {
+		Items []struct {
+			AmountCents int64  `json:"amount_cents"`
+			Status      string `json:"status"`
+		} `json:"items"`
+	}
+	if code := getJSON(t, sh.urls["payment"]+"/v1/payments?order_id="+placed.OrderID, &payments); code != 200 ||
+		len(payments.Items) != 1 || payments.Items[0].Status != "succeeded" || payments.Items[0].AmountCents != 3*990 {
+		t.Fatalf("payments: %d %+v", code, payments)
+	}
+
+	// `trellis sagas` lists the saga and shows its steps.
+	out, stderr, code := runTrellis(t, nil, "sagas", "--order-url", sh.order)
+	if code != 0 || !strings.Contains(out, placed.OrderID) || !strings.Contains(out, "completed") {
+		t.Fatalf("sagas: %d %s %s", code, out, stderr)
+	}
+	out, stderr, code = runTrellis(t, nil, "sagas", placed.OrderID, "--order-url", sh.order)
+	for _, step := range []string{"reserve-stock", "charge", "schedule-shipment", "commit-stock"} {
+		if code != 0 || !strings.Contains(out, step) {
+			t.Fatalf("sagas %s: %d %s %s", placed.OrderID, code, out, stderr)
+		}
+	}
+	_, stderr, code = runTrellis(t, nil, "sagas", "no-such-saga", "--order-url", sh.order)
+	if code != 2 || !strings.Contains(stderr, "no saga") {
+		t.Fatalf("sagas for a missing saga: %d %s", code, stderr)
 	}
 
 	// `trellis ps` shows the same processes.
-	out, stderr, code := runTrellis(t, nil, "ps", "--admin", strings.TrimPrefix(sh.admin, "http://"))
+	out, stderr, code = runTrellis(t, nil, "ps", "--admin", strings.TrimPrefix(sh.admin, "http://"))
 	if code != 0 || !strings.Contains(out, "catalog") || !strings.Contains(out, "inventory") || !strings.Contains(out, "ready") {
 		t.Fatalf("ps: %d %s %s", code, out, stderr)
 	}
@@ -353,7 +403,7 @@ func TestUpRunsTheShop(t *testing.T) {
 
 	// The order's events, and its state at version 1, from the CLI.
 	out, stderr, code = runTrellis(t, nil, "events", "streams", "--data-dir", sh.dataDir)
-	if code != 0 || !strings.Contains(out, "order-"+placed.OrderID) || !strings.Contains(out, "OrderPlaced") {
+	if code != 0 || !strings.Contains(out, "order-"+placed.OrderID) || !strings.Contains(out, "OrderConfirmed") {
 		t.Fatalf("events streams: %d %s %s", code, out, stderr)
 	}
 	out, stderr, code = runTrellis(t, nil, "events", "order", placed.OrderID, "--version", "1", "--data-dir", sh.dataDir)
@@ -396,5 +446,63 @@ func TestUpRestartsAKilledService(t *testing.T) {
 	var stock map[string]any
 	if code := getJSON(t, sh.inv+"/v1/stock/TEA-001", &stock); code != 200 {
 		t.Fatalf("inventory after restart: %d", code)
+	}
+}
+
+// TestUpPlaceOrdersWhileAServiceIsKilled runs the whole shop with `trellis
+// up`, in both saga flows, places concurrent orders against limited stock
+// with a mix of good and declined cards, and kills the payment process
+// (SIGKILL) while they run. The supervisor restarts it; every order must
+// still end, and the shop's invariants hold.
+func TestUpPlaceOrdersWhileAServiceIsKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: runs the whole shop")
+	}
+	for _, flow := range []string{"orchestrated", "choreography"} {
+		t.Run(flow, func(t *testing.T) {
+			sh := startShop(t, "ORDER_SAGA_FLOW="+flow)
+			u := shoptest.URLs{Catalog: sh.urls["catalog"], Inventory: sh.urls["inventory"], Order: sh.urls["order"],
+				Payment: sh.urls["payment"], Shipping: sh.urls["shipping"], Notification: sh.urls["notification"]}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			initial := map[string]int64{"KET-001": 15, "POT-001": 20}
+			for sku, n := range initial {
+				if _, err := shoptest.Do(ctx, http.MethodPut, u.Inventory+"/v1/stock/"+sku, "", map[string]int64{"on_hand": n}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const orders = 150
+			var placed atomic.Int64
+			killed := make(chan error, 1)
+			load := shoptest.Load{Orders: orders, Concurrency: 16, SKUs: []string{"KET-001", "POT-001"}, DeclineEvery: 4,
+				AfterPlaced: func() {
+					if placed.Add(1) != orders/3 {
+						return
+					}
+					for _, p := range sh.processes(t) {
+						if p.Name == "payment" {
+							killed <- syscall.Kill(p.PID, syscall.SIGKILL)
+							return
+						}
+					}
+					killed <- fmt.Errorf("no payment process")
+				}}
+			list := shoptest.PlaceOrders(ctx, t, u, load)
+			if err := <-killed; err != nil {
+				t.Fatal(err)
+			}
+			ended := shoptest.WaitEnded(ctx, t, u, list, 90*time.Second)
+			count := map[string]int{}
+			for _, o := range ended {
+				count[o.Status]++
+			}
+			t.Logf("statuses: %v", count)
+			shoptest.Check(ctx, t, u, initial, ended, 30*time.Second)
+			for _, p := range sh.processes(t) {
+				if p.Name == "payment" && p.Restarts < 1 {
+					t.Fatalf("payment was not restarted: %+v", p)
+				}
+			}
+		})
 	}
 }

@@ -25,12 +25,18 @@ import (
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog/client"
+	"github.com/trellis-go/trellis/shop/contract"
+	invclient "github.com/trellis-go/trellis/shop/inventory/client"
 	"github.com/trellis-go/trellis/shop/order/adapters"
 	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
 	"github.com/trellis-go/trellis/shop/order/ports"
+	payclient "github.com/trellis-go/trellis/shop/payment/client"
+	shipclient "github.com/trellis-go/trellis/shop/shipping/client"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -39,6 +45,9 @@ const Name = "order"
 
 // DefaultPort is the order service's port in the shop.
 const DefaultPort = 8103
+
+// DefaultURL is where the order service listens in the shop.
+const DefaultURL = "http://127.0.0.1:8103"
 
 // ReadName names the read database: ORDER_READ_DATABASE_URL, order-read.db.
 const ReadName = "order-read"
@@ -86,23 +95,68 @@ func Aggregate(events *eventstore.Store) *cqrs.Aggregate[domain.Order] {
 // Config is the order service's own configuration.
 type Config struct {
 	CatalogURL      string // base URL of the catalog service
+	InventoryURL    string // base URL of the inventory service
+	PaymentURL      string // base URL of the payment service
+	ShippingURL     string // base URL of the shipping service
 	ReadDatabaseURL string // "" means a SQLite file order-read.db in the data dir
-	// CatalogPolicy is the resilience of calls to the catalog; zero means
-	// service.DefaultClientPolicy.
+	// Flow is how the place-order saga runs: "orchestrated" (the default
+	// when empty) or "choreography".
+	Flow string
+	// SagaTimeout bounds a place-order saga in either flow; 0 means 30 s.
+	SagaTimeout time.Duration
+	// StepTimeout bounds one attempt of an orchestrated step; 0 means 5 s.
+	StepTimeout time.Duration
+	// CatalogPolicy is the resilience of calls to the catalog, and
+	// ServicePolicy of the saga's calls to inventory, payment and
+	// shipping; zero means service.DefaultClientPolicy.
 	CatalogPolicy service.ClientPolicy
+	ServicePolicy service.ClientPolicy
 }
+
+// Default URLs of the services the order service calls.
+const (
+	DefaultCatalogURL   = "http://127.0.0.1:8101"
+	DefaultInventoryURL = "http://127.0.0.1:8102"
+	DefaultPaymentURL   = "http://127.0.0.1:8104"
+	DefaultShippingURL  = "http://127.0.0.1:8105"
+)
 
 // Setup declares the order service's settings on fs and returns the
 // function that wires it into its host.
 func Setup(fs *pflag.FlagSet) func(*service.Host) error {
-	cfg := Config{CatalogURL: "http://127.0.0.1:8101"}
+	cfg := Config{CatalogURL: DefaultCatalogURL, InventoryURL: DefaultInventoryURL, PaymentURL: DefaultPaymentURL,
+		ShippingURL: DefaultShippingURL, Flow: domain.FlowOrchestrated, SagaTimeout: 30 * time.Second, StepTimeout: 5 * time.Second}
 	fs.StringVar(&cfg.CatalogURL, "catalog-url", cfg.CatalogURL, "base URL of the catalog service")
+	fs.StringVar(&cfg.InventoryURL, "inventory-url", cfg.InventoryURL, "base URL of the inventory service")
+	fs.StringVar(&cfg.PaymentURL, "payment-url", cfg.PaymentURL, "base URL of the payment service")
+	fs.StringVar(&cfg.ShippingURL, "shipping-url", cfg.ShippingURL, "base URL of the shipping service")
 	fs.StringVar(&cfg.ReadDatabaseURL, "read-database-url", "", "read model database URL: postgres://... or empty for a SQLite file in the data dir")
+	fs.StringVar(&cfg.Flow, "saga-flow", cfg.Flow, "how the place-order saga runs: orchestrated or choreography")
+	fs.DurationVar(&cfg.SagaTimeout, "saga-timeout", cfg.SagaTimeout, "deadline of a place-order saga, after which it is compensated and the order rejected")
+	fs.DurationVar(&cfg.StepTimeout, "saga-step-timeout", cfg.StepTimeout, "timeout of one attempt of an orchestrated saga step")
 	config.Bind(fs, "catalog-url", "CATALOG_URL")
+	config.Bind(fs, "inventory-url", "INVENTORY_URL")
+	config.Bind(fs, "payment-url", "PAYMENT_URL")
+	config.Bind(fs, "shipping-url", "SHIPPING_URL")
 	config.Bind(fs, "read-database-url", store.EnvVar(ReadName))
+	config.Bind(fs, "saga-flow", "ORDER_SAGA_FLOW")
+	config.Bind(fs, "saga-timeout", "ORDER_SAGA_TIMEOUT")
+	config.Bind(fs, "saga-step-timeout", "ORDER_SAGA_STEP_TIMEOUT")
 	return func(h *service.Host) error {
-		if u, err := url.Parse(cfg.CatalogURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return config.Invalid(fs, "catalog-url", cfg.CatalogURL, "must be an http:// or https:// URL")
+		for _, f := range []struct{ flag, v string }{{"catalog-url", cfg.CatalogURL}, {"inventory-url", cfg.InventoryURL},
+			{"payment-url", cfg.PaymentURL}, {"shipping-url", cfg.ShippingURL}} {
+			if u, err := url.Parse(f.v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return config.Invalid(fs, f.flag, f.v, "must be an http:// or https:// URL")
+			}
+		}
+		if cfg.Flow != domain.FlowOrchestrated && cfg.Flow != domain.FlowChoreography {
+			return config.Invalid(fs, "saga-flow", cfg.Flow, "must be orchestrated or choreography")
+		}
+		if cfg.SagaTimeout <= 0 {
+			return config.Invalid(fs, "saga-timeout", cfg.SagaTimeout.String(), "must be positive")
+		}
+		if cfg.StepTimeout <= 0 {
+			return config.Invalid(fs, "saga-step-timeout", cfg.StepTimeout.String(), "must be positive")
 		}
 		return Register(h, cfg)
 	}
@@ -166,13 +220,123 @@ func Register(h *service.Host, cfg Config) error {
 	if policy == (service.ClientPolicy{}) {
 		policy = service.DefaultClientPolicy()
 	}
-	ports.Register(h, &app.App{
-		Orders:    Aggregate(events),
-		Catalog:   client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL),
-		Requests:  adapters.NewRequests(h.DB()),
-		Outbox:    adapters.NewEventOutbox(ob),
-		Summaries: summaries,
-		Now:       time.Now,
+	svcPolicy := cfg.ServicePolicy
+	if svcPolicy == (service.ClientPolicy{}) {
+		svcPolicy = service.DefaultClientPolicy()
+	}
+	flow := cfg.Flow
+	if flow == "" {
+		flow = domain.FlowOrchestrated
+	}
+	a := &app.App{
+		Orders:      Aggregate(events),
+		Catalog:     client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL),
+		Requests:    adapters.NewRequests(h.DB()),
+		Outbox:      adapters.NewEventOutbox(ob),
+		Summaries:   summaries,
+		Now:         time.Now,
+		Flow:        flow,
+		Inventory:   adapters.Inventory{C: invclient.New(h.ServiceClientWith("inventory", svcPolicy), cfg.InventoryURL)},
+		Payments:    adapters.Payments{C: payclient.New(h.ServiceClientWith("payment", svcPolicy), cfg.PaymentURL)},
+		Shipping:    adapters.Shipping{C: shipclient.New(h.ServiceClientWith("shipping", svcPolicy), cfg.ShippingURL)},
+		Deadlines:   adapters.NewDeadlines(h.DB()),
+		SagaTimeout: cfg.SagaTimeout,
+	}
+	if err := registerSagas(ctx, h, a, cfg); err != nil {
+		return err
+	}
+	if flow == domain.FlowChoreography {
+		if err := registerChoreography(ctx, h, a, msgs); err != nil {
+			return err
+		}
+	}
+	ports.Register(h, a)
+	return nil
+}
+
+// registerSagas gives the service its saga orchestrator, logged in the
+// write database, with both sagas; it runs (and resumes what a crash
+// interrupted) as a host worker. Cancellation is orchestrated in either
+// flow.
+func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config) error {
+	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry()})
+	if err != nil {
+		return fmt.Errorf("order: sagas: %w", err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		return fmt.Errorf("order: sagas: %w", err)
+	}
+	sc := app.SagaConfig{Timeout: cfg.SagaTimeout, StepTimeout: cfg.StepTimeout}
+	if err := saga.Register(o, a.PlaceOrderDefinition(sc)); err != nil {
+		return fmt.Errorf("order: sagas: %w", err)
+	}
+	if err := saga.Register(o, a.CancelOrderDefinition(sc)); err != nil {
+		return fmt.Errorf("order: sagas: %w", err)
+	}
+	a.Sagas = o
+	h.Go("sagas", o.Run)
+	h.AddCheck("sagas", o.Check)
+	return nil
+}
+
+// registerChoreography makes the order service the start and the end of
+// the choreographed place-order saga: it reacts to the other services'
+// answers, rejects orders past their deadline, and records every event of
+// each order's conversation for the saga view.
+func registerChoreography(ctx context.Context, h *service.Host, a *app.App, msgs *messaging.Client) error {
+	progress := choreography.NewProgress(h.DB())
+	if err := progress.Setup(ctx); err != nil {
+		return fmt.Errorf("order: %w", err)
+	}
+	a.Progress = progress
+	streams := map[string]string{contract.StreamInventory: "inventory.>", contract.StreamPayment: "payment.>", contract.StreamShipping: "shipping.>"}
+	for name, subject := range streams {
+		if _, err := messaging.EnsureStream(ctx, msgs.JetStream(), messaging.StreamConfig{
+			Name: name, Subjects: []string{subject}, Duplicates: 10 * time.Minute,
+		}); err != nil {
+			return fmt.Errorf("order: %w", err)
+		}
+	}
+	if _, err := messaging.EnsureDeadLetterStream(ctx, msgs.JetStream()); err != nil {
+		return fmt.Errorf("order: %w", err)
+	}
+	answers := choreography.Route(map[string]messaging.Handler{
+		contract.SubjectStockRefused:      messaging.Typed(a.OnStockRefused),
+		contract.SubjectPaymentDeclined:   messaging.Typed(a.OnPaymentDeclined),
+		contract.SubjectShipmentRefused:   messaging.Typed(a.OnShipmentRefused),
+		contract.SubjectShipmentScheduled: messaging.Typed(a.OnShipmentScheduled),
+	})
+	mw := []messaging.Middleware{messaging.Recovery(), messaging.Tracing(h.TracerProvider()), messaging.Logging(h.Logger())}
+	consumers := []messaging.ConsumerConfig{
+		{Stream: contract.StreamInventory, Durable: "order-choreography", FilterSubjects: []string{contract.SubjectStockRefused}},
+		{Stream: contract.StreamPayment, Durable: "order-choreography", FilterSubjects: []string{contract.SubjectPaymentDeclined}},
+		{Stream: contract.StreamShipping, Durable: "order-choreography"},
+	}
+	for _, cc := range consumers {
+		cc.Concurrency, cc.Middleware = 16, mw
+		if err := consume(ctx, h, msgs, cc, answers); err != nil {
+			return err
+		}
+	}
+	for _, stream := range []string{StreamName, contract.StreamInventory, contract.StreamPayment, contract.StreamShipping} {
+		cc := messaging.ConsumerConfig{Stream: stream, Durable: "order-progress", Concurrency: 16, Middleware: mw}
+		if err := consume(ctx, h, msgs, cc, progress.Handler()); err != nil {
+			return err
+		}
+	}
+	h.Go("choreography-deadlines", func(ctx context.Context) error { return a.RunDeadlines(ctx, 250*time.Millisecond) })
+	return nil
+}
+
+func consume(ctx context.Context, h *service.Host, msgs *messaging.Client, cc messaging.ConsumerConfig, handler messaging.Handler) error {
+	sub, err := msgs.Consume(ctx, cc, handler)
+	if err != nil {
+		return fmt.Errorf("order: consume %s: %w", cc.Stream, err)
+	}
+	h.OnClose(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return sub.Stop(ctx)
 	})
 	return nil
 }

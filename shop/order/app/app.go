@@ -17,6 +17,8 @@ import (
 
 	"github.com/trellis-go/trellis/cqrs"
 	"github.com/trellis-go/trellis/eventstore"
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
@@ -79,6 +81,18 @@ func SummaryOf(o domain.Order) Summary {
 		TotalCents: o.TotalCents, Reason: o.Reason, PlacedAt: o.PlacedAt, UpdatedAt: o.UpdatedAt}
 }
 
+// Deadlines bounds the choreographed flow, which has no orchestrator to
+// time it out: a pending order's deadline is recorded with OrderPlaced and
+// cleared when the order ends.
+type Deadlines interface {
+	Set(ctx context.Context, tx *sql.Tx, orderID string, at time.Time) error
+	Clear(ctx context.Context, tx *sql.Tx, orderID string) error
+	// Due returns up to limit orders whose deadline is before now.
+	Due(ctx context.Context, now time.Time, limit int) ([]string, error)
+	// Drop clears a deadline in a transaction of its own.
+	Drop(ctx context.Context, orderID string) error
+}
+
 // App is the order service's application layer.
 type App struct {
 	Orders    *cqrs.Aggregate[domain.Order]
@@ -87,6 +101,27 @@ type App struct {
 	Outbox    Outbox
 	Summaries Summaries
 	Now       func() time.Time
+
+	// Flow runs new orders' place-order saga: domain.FlowOrchestrated
+	// (the default when empty) or domain.FlowChoreography.
+	Flow string
+	// Sagas runs the orchestrated sagas, with the services below.
+	Sagas     *saga.Orchestrator
+	Inventory Inventory
+	Payments  Payments
+	Shipping  Shipping
+	// Deadlines and SagaTimeout bound the choreographed flow.
+	Deadlines   Deadlines
+	SagaTimeout time.Duration
+	// Progress shows choreographed conversations.
+	Progress Progress
+}
+
+func (a *App) flow() string {
+	if a.Flow == "" {
+		return domain.FlowOrchestrated
+	}
+	return a.Flow
 }
 
 // ItemRequest is one line of a place request.
@@ -150,12 +185,15 @@ func (a *App) Place(ctx context.Context, cmd PlaceOrder) (Placed, error) {
 		return Placed{}, fmt.Errorf("order id: %w", err)
 	}
 	orderID := id.String()
+	flow := a.flow()
 	_, _, err = a.Orders.Execute(ctx, orderID, func(o *domain.Order, version int64) (cqrs.Decision, error) {
+		now := a.Now()
 		events, err := domain.Place(domain.PlaceCommand{OrderID: orderID, CustomerID: cmd.CustomerID, Items: items,
-			PaymentToken: cmd.PaymentToken, ShippingAddress: cmd.ShippingAddress, At: a.Now()})
+			PaymentToken: cmd.PaymentToken, ShippingAddress: cmd.ShippingAddress, Flow: flow, At: now})
 		if err != nil {
 			return cqrs.Decision{}, err
 		}
+		placed := events[0].(domain.Placed)
 		return cqrs.Decision{
 			Events:   events,
 			Metadata: eventstore.Metadata{eventstore.MetaCorrelationID: orderID},
@@ -166,6 +204,12 @@ func (a *App) Place(ctx context.Context, cmd PlaceOrder) (Placed, error) {
 				}
 				if taken {
 					return errKeyTaken
+				}
+				// The saga starts if and only if the order is placed: an
+				// orchestrated saga is recorded, a choreographed one gets its
+				// deadline, in the transaction of OrderPlaced.
+				if err := a.startSaga(ctx, tx, placed, now); err != nil {
+					return err
 				}
 				return a.Outbox.AddEvents(ctx, tx, data)
 			},
@@ -182,7 +226,32 @@ func (a *App) Place(ctx context.Context, cmd PlaceOrder) (Placed, error) {
 		return Placed{}, err
 	}
 	a.Outbox.Notify()
+	if flow == domain.FlowOrchestrated && a.Sagas != nil {
+		a.Sagas.Kick(orderID)
+	}
 	return Placed{OrderID: orderID, Status: domain.Pending}, nil
+}
+
+func (a *App) startSaga(ctx context.Context, tx *sql.Tx, p domain.Placed, now time.Time) error {
+	switch {
+	case p.Flow == domain.FlowChoreography:
+		if a.Deadlines == nil {
+			return nil
+		}
+		timeout := a.SagaTimeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		return a.Deadlines.Set(ctx, tx, p.OrderID, now.Add(timeout))
+	case a.Sagas != nil:
+		items := make([]contract.Item, len(p.Items))
+		for i, it := range p.Items {
+			items[i] = contract.Item{SKU: it.SKU, Qty: it.Qty, PriceCents: it.PriceCents}
+		}
+		return a.Sagas.Start(ctx, tx, PlaceOrderSaga, p.OrderID, PlaceOrderData{OrderID: p.OrderID, Items: items,
+			TotalCents: p.TotalCents, PaymentToken: p.PaymentToken, ShippingAddress: p.ShippingAddress})
+	}
+	return nil
 }
 
 func (a *App) replay(ctx context.Context, key, hash string) (Placed, bool, error) {

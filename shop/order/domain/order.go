@@ -56,24 +56,31 @@ type Placed struct {
 	PaymentToken    string    `json:"payment_token"`
 	ShippingAddress string    `json:"shipping_address"`
 	PlacedAt        time.Time `json:"placed_at"`
+	// Flow is how the place-order saga runs: "orchestrated" (also when
+	// empty, as in events written before flows existed) or "choreography".
+	Flow string `json:"flow,omitempty"`
+}
+
+// Ended is what the events ending an order carry besides their reason, so
+// that other services (notification, the choreographed saga) can act on
+// them without reading the order: the payload of shop/contract.OrderEnded.
+type Ended struct {
+	OrderID    string    `json:"order_id,omitempty"`
+	CustomerID string    `json:"customer_id,omitempty"`
+	TotalCents int64     `json:"total_cents,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Flow       string    `json:"flow,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 // ConfirmedEvent is the event of an order paid, reserved and scheduled.
-type ConfirmedEvent struct {
-	At time.Time `json:"at"`
-}
+type ConfirmedEvent Ended
 
 // RejectedEvent is the event of an order that could not be fulfilled.
-type RejectedEvent struct {
-	Reason string    `json:"reason"`
-	At     time.Time `json:"at"`
-}
+type RejectedEvent Ended
 
 // CancelledEvent is the event of a confirmed order called off.
-type CancelledEvent struct {
-	Reason string    `json:"reason"`
-	At     time.Time `json:"at"`
-}
+type CancelledEvent Ended
 
 // Order is the aggregate's state, folded from its events.
 type Order struct {
@@ -83,6 +90,7 @@ type Order struct {
 	TotalCents      int64
 	PaymentToken    string
 	ShippingAddress string
+	Flow            string
 	Status          Status
 	Reason          string
 	PlacedAt        time.Time
@@ -96,7 +104,10 @@ func (o *Order) Apply(e any) error {
 	case Placed:
 		*o = Order{ID: e.OrderID, CustomerID: e.CustomerID, Items: e.Items, TotalCents: e.TotalCents,
 			PaymentToken: e.PaymentToken, ShippingAddress: e.ShippingAddress, Status: Pending,
-			PlacedAt: e.PlacedAt, UpdatedAt: e.PlacedAt}
+			PlacedAt: e.PlacedAt, UpdatedAt: e.PlacedAt, Flow: e.Flow}
+		if o.Flow == "" {
+			o.Flow = FlowOrchestrated
+		}
 	case ConfirmedEvent:
 		o.Status, o.UpdatedAt = Confirmed, e.At
 	case RejectedEvent:
@@ -117,8 +128,15 @@ type PlaceCommand struct {
 	Items           []Item // priced by the caller from the catalog
 	PaymentToken    string
 	ShippingAddress string
+	Flow            string // FlowOrchestrated or FlowChoreography
 	At              time.Time
 }
+
+// Flows of the place-order saga (the values of shop/contract).
+const (
+	FlowOrchestrated = "orchestrated"
+	FlowChoreography = "choreography"
+)
 
 // FieldError names a field that breaks a rule.
 type FieldError struct {
@@ -198,7 +216,7 @@ func Place(cmd PlaceCommand) ([]any, error) {
 		total += it.PriceCents * it.Qty
 	}
 	return []any{Placed{OrderID: cmd.OrderID, CustomerID: cmd.CustomerID, Items: cmd.Items, TotalCents: total,
-		PaymentToken: cmd.PaymentToken, ShippingAddress: cmd.ShippingAddress, PlacedAt: cmd.At.UTC()}}, nil
+		PaymentToken: cmd.PaymentToken, ShippingAddress: cmd.ShippingAddress, PlacedAt: cmd.At.UTC(), Flow: cmd.Flow}}, nil
 }
 
 // Confirm decides the confirmation of a pending order.
@@ -209,7 +227,7 @@ func (o *Order) Confirm(at time.Time) ([]any, error) {
 	if o.Status != Pending {
 		return nil, fmt.Errorf("confirm a %s order: %w", o.Status, ErrTransition)
 	}
-	return []any{ConfirmedEvent{At: at.UTC()}}, nil
+	return []any{ConfirmedEvent(o.ended("", at))}, nil
 }
 
 // Reject decides the rejection of a pending order.
@@ -220,16 +238,24 @@ func (o *Order) Reject(reason string, at time.Time) ([]any, error) {
 	if o.Status != Pending {
 		return nil, fmt.Errorf("reject a %s order: %w", o.Status, ErrTransition)
 	}
-	return []any{RejectedEvent{Reason: reason, At: at.UTC()}}, nil
+	return []any{RejectedEvent(o.ended(reason, at))}, nil
 }
 
-// Cancel decides the cancellation of a confirmed order.
-func (o *Order) Cancel(reason string, at time.Time) ([]any, error) {
+func (o *Order) ended(reason string, at time.Time) Ended {
+	return Ended{OrderID: o.ID, CustomerID: o.CustomerID, TotalCents: o.TotalCents, Reason: reason, Flow: o.Flow, At: at.UTC()}
+}
+
+// Cancel decides the cancellation of a confirmed order. flow says who
+// undoes the order's effects: the orchestrator ("orchestrated") or the
+// services reacting to the event ("choreography").
+func (o *Order) Cancel(reason, flow string, at time.Time) ([]any, error) {
 	if o.Status == Cancelled {
 		return nil, nil
 	}
 	if o.Status != Confirmed {
 		return nil, fmt.Errorf("cancel a %s order: %w", o.Status, ErrTransition)
 	}
-	return []any{CancelledEvent{Reason: reason, At: at.UTC()}}, nil
+	e := o.ended(reason, at)
+	e.Flow = flow
+	return []any{CancelledEvent(e)}, nil
 }

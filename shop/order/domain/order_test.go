@@ -48,7 +48,7 @@ func TestTransitions(t *testing.T) {
 	if _, err := o.Reject("late", now); !errors.Is(err, domain.ErrTransition) {
 		t.Fatalf("reject a confirmed order: %v", err)
 	}
-	ev, err = o.Cancel("customer asked", now)
+	ev, err = o.Cancel("customer asked", domain.FlowOrchestrated, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestTransitions(t *testing.T) {
 	}
 
 	p := placed(t)
-	if _, err := p.Cancel("x", now); !errors.Is(err, domain.ErrTransition) {
+	if _, err := p.Cancel("x", domain.FlowOrchestrated, now); !errors.Is(err, domain.ErrTransition) {
 		t.Fatalf("cancel a pending order: %v", err)
 	}
 	ev, _ = p.Reject("card declined", now)

@@ -23,6 +23,10 @@ func Register(h *service.Host, a *app.App) {
 	h.Route("POST /v1/orders", s.place)
 	h.Route("GET /v1/orders/{id}", s.get)
 	h.Route("GET /v1/customers/{id}/orders", s.byCustomer)
+	h.Route("POST /v1/orders/{id}/cancel", s.cancel)
+	h.Route("GET /v1/sagas", s.sagas)
+	h.Route("GET /v1/sagas/{id}", s.saga)
+	h.Route("POST /v1/sagas/{id}/retry", s.retrySaga)
 }
 
 const maxKeyLen = 200

@@ -1,0 +1,295 @@
+package shop_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop"
+	"github.com/trellis-go/trellis/shop/catalog"
+	"github.com/trellis-go/trellis/shop/inventory"
+	"github.com/trellis-go/trellis/shop/notification"
+	"github.com/trellis-go/trellis/shop/order"
+	"github.com/trellis-go/trellis/shop/payment"
+	"github.com/trellis-go/trellis/shop/shipping"
+	"github.com/trellis-go/trellis/shop/shoptest"
+)
+
+// node is one service of an in-process shop, on a fixed loopback address
+// so that it can be stopped and started again where its callers expect it.
+type node struct {
+	name     string
+	cfg      service.Config
+	opts     service.Options
+	register func(*service.Host) error
+	addr     string
+	logs     *syncbuf.Buffer
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (n *node) url() string { return "http://" + n.addr }
+
+func (n *node) start(t *testing.T) {
+	t.Helper()
+	if err := n.run(); err != nil {
+		t.Fatalf("%s: %v", n.name, err)
+	}
+}
+
+// run builds the host, serves it on n.addr and waits until it is ready.
+func (n *node) run() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.opts.Stdout = n.logs
+	h, err := service.New(ctx, n.cfg, n.opts)
+	if err != nil {
+		cancel()
+		return err
+	}
+	if err := n.register(h); err != nil {
+		cancel()
+		_ = h.Close()
+		return err
+	}
+	var ln net.Listener
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ln, err = net.Listen("tcp", n.addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			_ = h.Close()
+			return fmt.Errorf("listen %s: %w", n.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the old listener's port is being released
+	}
+	n.cancel, n.done = cancel, make(chan error, 1)
+	go func() { n.done <- h.Serve(ctx, ln) }()
+	return waitReady(n.url())
+}
+
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	n.cancel()
+	select {
+	case err := <-n.done:
+		if err != nil {
+			t.Errorf("%s stop: %v", n.name, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("%s did not stop within 20s", n.name)
+	}
+}
+
+func waitReady(base string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after 20s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// inProcessShop runs every shop service in this process, on one embedded
+// NATS server, each with its own SQLite files.
+type inProcessShop struct {
+	urls  shoptest.URLs
+	nodes map[string]*node
+}
+
+func startShop(t *testing.T, flow string) *inProcessShop {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	s := &inProcessShop{nodes: map[string]*node{}}
+	addrs := map[string]string{}
+	for _, name := range []string{catalog.Name, inventory.Name, payment.Name, shipping.Name, notification.Name, order.Name} {
+		addrs[name] = freeAddr(t)
+	}
+	u := func(name string) string { return "http://" + addrs[name] }
+	s.urls = shoptest.URLs{Catalog: u(catalog.Name), Inventory: u(inventory.Name), Order: u(order.Name),
+		Payment: u(payment.Name), Shipping: u(shipping.Name), Notification: u(notification.Name)}
+	registers := map[string]func(*service.Host) error{
+		catalog.Name: catalog.Register,
+		inventory.Name: func(h *service.Host) error {
+			return inventory.Register(h, inventory.Config{CatalogURL: s.urls.Catalog})
+		},
+		payment.Name:      func(h *service.Host) error { return payment.Register(h, payment.Config{}) },
+		shipping.Name:     func(h *service.Host) error { return shipping.Register(h, shipping.Config{}) },
+		notification.Name: func(h *service.Host) error { return notification.Register(h, notification.Config{}) },
+		order.Name: func(h *service.Host) error {
+			return order.Register(h, order.Config{CatalogURL: s.urls.Catalog, InventoryURL: s.urls.Inventory,
+				PaymentURL: s.urls.Payment, ShippingURL: s.urls.Shipping, Flow: flow, SagaTimeout: 20 * time.Second,
+				StepTimeout: 2 * time.Second})
+		},
+	}
+	for _, name := range []string{catalog.Name, inventory.Name, payment.Name, shipping.Name, notification.Name, order.Name} {
+		svc, ok := shop.Lookup(name)
+		if !ok {
+			t.Fatalf("no service %s", name)
+		}
+		cfg := service.Defaults(name)
+		cfg.DataDir = t.TempDir()
+		cfg.NATSURL = srv.ClientURL()
+		cfg.Dev = true
+		cfg.ShutdownGrace = time.Second
+		n := &node{name: name, cfg: cfg, opts: service.Options{Migrations: svc.Migrations, Broker: svc.Broker},
+			register: registers[name], addr: addrs[name], logs: &syncbuf.Buffer{}}
+		n.start(t)
+		s.nodes[name] = n
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{order.Name, notification.Name, shipping.Name, payment.Name, inventory.Name, catalog.Name} {
+			s.nodes[name].stop(t)
+		}
+		if t.Failed() {
+			for _, name := range []string{order.Name, payment.Name} {
+				t.Logf("%s logs (tail):\n%s", name, tail(s.nodes[name].logs.String(), 4000))
+			}
+		}
+	})
+	return s
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+// TestPlaceOrderInvariants places a few hundred concurrent orders against
+// limited stock, a quarter of them with a card that is declined, while the
+// payment service fails a fifth of its requests and is slow, and is
+// stopped and started again in the middle of the run. In both saga flows
+// every order must end, and the shop's invariants must hold: no oversell,
+// one payment and one shipment per confirmed order, nothing held or
+// charged for a rejected or cancelled one. Then a few confirmed orders are
+// cancelled and the invariants are checked again.
+func TestPlaceOrderInvariants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: runs the whole shop")
+	}
+	for _, flow := range []string{"orchestrated", "choreography"} {
+		t.Run(flow, func(t *testing.T) {
+			s := startShop(t, flow)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			initial := map[string]int64{"KET-001": 20, "POT-001": 30, "SCL-001": 25}
+			for sku, n := range initial {
+				if _, err := shoptest.Do(ctx, http.MethodPut, s.urls.Inventory+"/v1/stock/"+sku, "", map[string]int64{"on_hand": n}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := shoptest.Do(ctx, http.MethodPost, s.urls.Payment+"/-/faults", "",
+				map[string]any{"error_rate": 0.2, "latency_ms": 5, "status": 503}, nil); err != nil {
+				t.Fatal(err)
+			}
+
+			// Restart payment once a third of the orders are placed.
+			const orders = 240
+			var placed atomic.Int64
+			restart := make(chan struct{})
+			var restarted sync.WaitGroup
+			restarted.Add(1)
+			go func() {
+				defer restarted.Done()
+				select {
+				case <-restart:
+				case <-ctx.Done():
+					return
+				}
+				p := s.nodes[payment.Name]
+				p.stop(t)
+				if err := p.run(); err != nil { // faults are per process: the new one has none
+					t.Errorf("restart payment: %v", err)
+				}
+			}()
+			load := shoptest.Load{Orders: orders, Concurrency: 24, SKUs: []string{"KET-001", "POT-001", "SCL-001"}, DeclineEvery: 4,
+				AfterPlaced: func() {
+					if placed.Add(1) == orders/3 {
+						close(restart)
+					}
+				}}
+			start := time.Now()
+			list := shoptest.PlaceOrders(ctx, t, s.urls, load)
+			restarted.Wait()
+			ended := shoptest.WaitEnded(ctx, t, s.urls, list, 90*time.Second)
+			t.Logf("%d orders ended in %s", len(ended), time.Since(start).Round(time.Millisecond))
+			count, reasons := map[string]int{}, map[string]int{}
+			for _, o := range ended {
+				count[o.Status]++
+				if r, _, _ := strings.Cut(o.Reason, ":"); r != "" {
+					reasons[r]++
+				}
+			}
+			t.Logf("statuses: %v; reasons: %v", count, reasons)
+			if count["confirmed"] == 0 || count["rejected"] == 0 {
+				t.Fatalf("want both confirmed and rejected orders, got %v", count)
+			}
+			shoptest.Check(ctx, t, s.urls, initial, ended, 30*time.Second)
+
+			// Repeating a request with its key changes nothing.
+			for _, p := range list[:10] {
+				var res struct {
+					OrderID string `json:"order_id"`
+				}
+				body := map[string]any{"customer_id": p.CustomerID, "items": p.Items, "payment_token": p.Token, "shipping_address": "1 Load Street"}
+				if _, err := shoptest.Do(ctx, http.MethodPost, s.urls.Order+"/v1/orders", p.Key, body, &res); err != nil || res.OrderID != p.OrderID {
+					t.Fatalf("repeat of %s: order %q (want %q), %v", p.Key, res.OrderID, p.OrderID, err)
+				}
+			}
+
+			// Cancel some confirmed orders: refunded, restocked, shipment cancelled.
+			cancelled := 0
+			for id, o := range ended {
+				if o.Status != "confirmed" || cancelled == 5 {
+					continue
+				}
+				var got shoptest.Order
+				if _, err := shoptest.Do(ctx, http.MethodPost, s.urls.Order+"/v1/orders/"+id+"/cancel", "", map[string]string{"reason": "changed my mind"}, &got); err != nil {
+					t.Fatal(err)
+				}
+				if got.Status != "cancelled" {
+					t.Fatalf("cancel %s: status %q", id, got.Status)
+				}
+				ended[id] = got
+				cancelled++
+			}
+			shoptest.Check(ctx, t, s.urls, initial, ended, 30*time.Second)
+		})
+	}
+}

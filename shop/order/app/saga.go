@@ -1,0 +1,262 @@
+package app
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/trellis-go/trellis/cqrs"
+	"github.com/trellis-go/trellis/eventstore"
+	"github.com/trellis-go/trellis/resilience"
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/order/domain"
+)
+
+// Saga names.
+const (
+	PlaceOrderSaga  = "place-order"
+	CancelOrderSaga = "cancel-order"
+)
+
+// Inventory holds and releases stock for orders (the inventory service).
+// Every method is idempotent on the reservation id, and Release of a
+// reservation not made yet leaves a tombstone so that a late Reserve is
+// refused. Refusals wrap contract.ErrRefused.
+type Inventory interface {
+	Reserve(ctx context.Context, reservationID string, items []contract.Item) error
+	Commit(ctx context.Context, reservationID string) error
+	Release(ctx context.Context, reservationID string) error
+}
+
+// Payments charges and refunds (the payment service), idempotent on the
+// charge's key; the payment id is contract.PaymentID(key).
+type Payments interface {
+	Charge(ctx context.Context, key, orderID string, amountCents int64, token string) (paymentID string, err error)
+	Refund(ctx context.Context, paymentID string) error
+}
+
+// Shipping schedules and cancels shipments (the shipping service), one per
+// order, with the id contract.ShipmentID(orderID).
+type Shipping interface {
+	Schedule(ctx context.Context, orderID, address string) (shipmentID string, err error)
+	Cancel(ctx context.Context, shipmentID string) error
+}
+
+// PlaceOrderData is the place-order saga's durable state.
+type PlaceOrderData struct {
+	OrderID         string          `json:"order_id"`
+	Items           []contract.Item `json:"items"`
+	TotalCents      int64           `json:"total_cents"`
+	PaymentToken    string          `json:"payment_token"`
+	ShippingAddress string          `json:"shipping_address"`
+	PaymentID       string          `json:"payment_id,omitempty"`
+	ShipmentID      string          `json:"shipment_id,omitempty"`
+}
+
+// CancelOrderData is the cancel-order saga's durable state.
+type CancelOrderData struct {
+	OrderID string `json:"order_id"`
+	Reason  string `json:"reason"`
+}
+
+// SagaConfig tunes the sagas.
+type SagaConfig struct {
+	Timeout     time.Duration // whole place-order saga; 0 means 30 s
+	StepTimeout time.Duration // one attempt of a step; 0 means 5 s
+}
+
+func (c SagaConfig) withDefaults() SagaConfig {
+	if c.Timeout <= 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.StepTimeout <= 0 {
+		c.StepTimeout = 5 * time.Second
+	}
+	return c
+}
+
+// stepRetry rides out a service's restart: five attempts over a few
+// seconds, bounded by the step's and the saga's timeouts. A refusal is
+// final (saga.Permanent) and never retried.
+var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 6, BaseDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second}
+
+// refusal turns a service's business refusal into a final step failure
+// with a reason an order can show; other errors stay transient.
+func refusal(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, contract.ErrRefused) {
+		return saga.Permanent(fmt.Errorf("%s: %w", what, err))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// PlaceOrderDefinition is the orchestrated place-order saga: reserve the
+// stock, charge the card, schedule the shipment, turn the reservation
+// into a sale, then confirm the order. A refusal, an exhausted retry or
+// the deadline compensates in reverse order (cancel the shipment, refund,
+// release the stock) and rejects the order with the reason.
+func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderData] {
+	cfg = cfg.withDefaults()
+	return saga.Definition[PlaceOrderData]{
+		Name:        PlaceOrderSaga,
+		Timeout:     cfg.Timeout,
+		StepTimeout: cfg.StepTimeout,
+		Steps: []saga.Step[PlaceOrderData]{
+			{
+				Name: "reserve-stock",
+				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					return refusal("out of stock", a.Inventory.Reserve(ctx, contract.ReservationID(d.OrderID), d.Items))
+				},
+				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					return a.Inventory.Release(ctx, contract.ReservationID(d.OrderID))
+				},
+				Retry: stepRetry,
+			},
+			{
+				Name: "charge",
+				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					id, err := a.Payments.Charge(ctx, contract.ChargeKey(d.OrderID), d.OrderID, d.TotalCents, d.PaymentToken)
+					if err != nil {
+						return refusal("payment declined", err)
+					}
+					d.PaymentID = id
+					return nil
+				},
+				// The payment id derives from the key: a charge whose answer
+				// was lost is refunded all the same, and a refund that
+				// overtakes its charge voids it.
+				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					return a.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID)))
+				},
+				Retry: stepRetry,
+			},
+			{
+				Name: "schedule-shipment",
+				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					id, err := a.Shipping.Schedule(ctx, d.OrderID, d.ShippingAddress)
+					if err != nil {
+						return refusal("shipment refused", err)
+					}
+					d.ShipmentID = id
+					return nil
+				},
+				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					return a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID))
+				},
+				Retry: stepRetry,
+			},
+			{
+				// Releasing a committed reservation puts the units back, so the
+				// first step's compensation also undoes this one.
+				Name: "commit-stock",
+				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
+					return refusal("stock released", a.Inventory.Commit(ctx, contract.ReservationID(d.OrderID)))
+				},
+				Retry: stepRetry,
+			},
+		},
+		Finish: func(ctx context.Context, _ string, d *PlaceOrderData, r saga.Result) error {
+			if r.Status == saga.Completed {
+				return a.Confirm(ctx, d.OrderID)
+			}
+			return a.Reject(ctx, d.OrderID, r.Reason)
+		},
+	}
+}
+
+// CancelOrderDefinition is the orchestrated cancellation of a confirmed
+// order: cancel the shipment (refused once shipped, which ends the saga
+// with the order still confirmed), refund the payment, put the stock back,
+// then record the cancellation.
+func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderData] {
+	cfg = cfg.withDefaults()
+	return saga.Definition[CancelOrderData]{
+		Name:        CancelOrderSaga,
+		Timeout:     cfg.Timeout,
+		StepTimeout: cfg.StepTimeout,
+		Steps: []saga.Step[CancelOrderData]{
+			{
+				Name: "cancel-shipment",
+				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
+					return refusal("shipment cannot be cancelled", a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID)))
+				},
+				Retry: stepRetry,
+			},
+			{
+				Name: "refund",
+				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
+					return refusal("refund refused", a.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID))))
+				},
+				Retry: stepRetry,
+			},
+			{
+				Name: "restock",
+				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
+					return refusal("restock refused", a.Inventory.Release(ctx, contract.ReservationID(d.OrderID)))
+				},
+				Retry: stepRetry,
+			},
+		},
+		Finish: func(ctx context.Context, _ string, d *CancelOrderData, r saga.Result) error {
+			if r.Status != saga.Completed {
+				return nil // the order stays confirmed; the saga shows why
+			}
+			return a.change(ctx, d.OrderID, func(o *domain.Order) ([]any, error) {
+				return o.Cancel(d.Reason, domain.FlowOrchestrated, a.Now())
+			})
+		},
+	}
+}
+
+// Confirm confirms a pending order; confirming a confirmed order does
+// nothing. An order that is no longer pending is left as it is.
+func (a *App) Confirm(ctx context.Context, orderID string) error {
+	return a.change(ctx, orderID, func(o *domain.Order) ([]any, error) { return o.Confirm(a.Now()) })
+}
+
+// Reject rejects a pending order with reason; rejecting a rejected order
+// does nothing. An order that is no longer pending is left as it is.
+func (a *App) Reject(ctx context.Context, orderID, reason string) error {
+	return a.change(ctx, orderID, func(o *domain.Order) ([]any, error) { return o.Reject(reason, a.Now()) })
+}
+
+// change appends what decide decides, with the outbox messages and the
+// end of any choreography deadline in the same transaction. A transition
+// the order no longer allows is not an error: a late or repeated event
+// finds the order already ended.
+func (a *App) change(ctx context.Context, orderID string, decide func(*domain.Order) ([]any, error)) error {
+	_, _, err := a.Orders.Execute(ctx, orderID, func(o *domain.Order, version int64) (cqrs.Decision, error) {
+		if version == 0 {
+			return cqrs.Decision{}, fmt.Errorf("order %s: %w", orderID, domain.ErrNotFound)
+		}
+		events, err := decide(o)
+		if err != nil {
+			return cqrs.Decision{}, err
+		}
+		return cqrs.Decision{
+			Events:   events,
+			Metadata: eventstore.Metadata{eventstore.MetaCorrelationID: orderID},
+			Also: func(ctx context.Context, tx *sql.Tx, _ eventstore.AppendResult, data []eventstore.EventData) error {
+				if a.Deadlines != nil {
+					if err := a.Deadlines.Clear(ctx, tx, orderID); err != nil {
+						return err
+					}
+				}
+				return a.Outbox.AddEvents(ctx, tx, data)
+			},
+		}, nil
+	})
+	if errors.Is(err, domain.ErrTransition) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	a.Outbox.Notify()
+	return nil
+}

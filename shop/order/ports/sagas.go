@@ -1,0 +1,112 @@
+package ports
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/order/app"
+	"github.com/trellis-go/trellis/shop/order/domain"
+)
+
+// cancelWait is how long POST /v1/orders/{id}/cancel waits for the
+// cancellation before answering 202.
+const cancelWait = 10 * time.Second
+
+type cancelBody struct {
+	Reason string `json:"reason"`
+}
+
+func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	var body cancelBody
+	if r.ContentLength != 0 {
+		if err := service.DecodeJSON(w, r, &body); err != nil {
+			return err
+		}
+	}
+	if len(body.Reason) > 500 {
+		return problem.Invalid("reason must be at most 500 characters", problem.FieldError{Field: "reason", Reason: "at most 500 characters"})
+	}
+	sum, err := s.app.Cancel(r.Context(), id, body.Reason, cancelWait)
+	var refused *app.CancelRefusedError
+	switch {
+	case errors.Is(err, domain.ErrNotFound):
+		return problem.New(http.StatusNotFound, "no order %q", id)
+	case errors.Is(err, domain.ErrTransition):
+		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %v (only a confirmed order can)", id, err)
+	case errors.As(err, &refused):
+		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %s", id, refused.Reason)
+	case errors.Is(err, app.ErrCancelRunning):
+		w.Header().Set("Location", "/v1/sagas/"+app.CancelSagaID(id))
+		return service.WriteJSON(w, http.StatusAccepted, map[string]string{"order_id": id, "status": string(domain.Confirmed),
+			"cancellation": "running", "saga_id": app.CancelSagaID(id)})
+	case err != nil:
+		return err
+	}
+	return service.WriteJSON(w, http.StatusOK, sum)
+}
+
+type sagaList struct {
+	Items []saga.Summary `json:"items"`
+}
+
+func (s *HTTP) sagas(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := saga.Filter{Name: q.Get("name"), Status: saga.Status(q.Get("status")), Limit: 100}
+	switch f.Status {
+	case "", saga.Running, saga.Compensating, saga.Completed, saga.Compensated, saga.CompensationFailed:
+	default:
+		return problem.Invalid("status must be one of running, compensating, completed, compensated, compensation_failed",
+			problem.FieldError{Field: "status", Reason: "unknown status"})
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return problem.Invalid("limit must be an integer from 1 to 1000", problem.FieldError{Field: "limit", Reason: "must be an integer from 1 to 1000"})
+		}
+		f.Limit = n
+	}
+	items, err := s.app.Sagas.List(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	if items == nil {
+		items = []saga.Summary{}
+	}
+	return service.WriteJSON(w, http.StatusOK, sagaList{Items: items})
+}
+
+func (s *HTTP) saga(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	view, err := s.app.SagaView(r.Context(), id)
+	if errors.Is(err, saga.ErrNotFound) {
+		return problem.New(http.StatusNotFound, "no saga %q", id)
+	}
+	if err != nil {
+		return err
+	}
+	return service.WriteJSON(w, http.StatusOK, view)
+}
+
+func (s *HTTP) retrySaga(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	err := s.app.Sagas.Retry(r.Context(), id)
+	switch {
+	case errors.Is(err, saga.ErrNotFound):
+		return problem.New(http.StatusNotFound, "no saga %q", id)
+	case errors.Is(err, saga.ErrNotRetryable):
+		return problem.New(http.StatusConflict, "saga %s is not compensation_failed: only a saga whose compensation failed can be retried", id)
+	case err != nil:
+		return err
+	}
+	info, err := s.app.Sagas.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	return service.WriteJSON(w, http.StatusAccepted, info)
+}
