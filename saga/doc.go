@@ -1,0 +1,52 @@
+// Package saga runs orchestrated sagas: a sequence of local transactions
+// (steps), each with a compensation that undoes it, directed by an
+// Orchestrator whose log is durable in the orchestrator's own database
+// (SQLite or PostgreSQL, see package store).
+//
+// A saga is started inside the caller's transaction (Start), so it exists
+// if and only if that transaction commits, or on its own (StartNow). Run
+// then executes the steps in order. When a step fails (a Permanent error,
+// retries exhausted, or the saga's deadline passed) the orchestrator runs
+// the compensations of that step and of every earlier step, in reverse
+// order, and the saga ends Compensated; if a compensation keeps failing the
+// saga ends CompensationFailed, which is logged, counted in metrics, and
+// can be retried by an operator (Retry).
+//
+// # What steps must guarantee
+//
+// The orchestrator runs each step at least once, not exactly once: an
+// action that timed out may have taken effect, and after a crash the step
+// in flight runs again. Therefore:
+//
+//   - An action must be idempotent on StepContext.IdempotencyKey (the same
+//     on every attempt and after a restart): pass it to the service called,
+//     as an Idempotency-Key header or a unique request id.
+//   - A compensation must be idempotent too, and must be safe when its
+//     action never ran or never took effect: the failed step is compensated
+//     as well, because its last attempt may have succeeded without the
+//     orchestrator hearing about it.
+//
+// Sagas are not isolated from each other: between a step and its
+// compensation other transactions see the intermediate state. Use semantic
+// locks (a "pending" status) and countermeasures in the services.
+//
+// # Durability and throughput
+//
+// Every state change of a saga (start, each step's completion with the
+// saga's data, the start of compensation, each compensation, the end) is
+// durable before the saga proceeds. The records of all sagas in flight go
+// through one log writer that commits them together (group commit): one
+// transaction, hence one fsync on SQLite, covers the progress of many
+// sagas, so throughput is not bounded by the disk's synchronous writes per
+// second.
+//
+// # Replicas
+//
+// Several orchestrators may share one database. A saga is executed by the
+// orchestrator that holds its lease (owner and lease expiry columns);
+// leases are renewed while the saga runs, and a write by an orchestrator
+// that lost the lease fails, which stops the saga in that process. An
+// orchestrator that dies leaves its sagas to be claimed by the others when
+// their leases expire. Lease times come from each process's clock, so the
+// replicas' clocks must agree to well within the lease.
+package saga

@@ -1,0 +1,105 @@
+package saga_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/store"
+)
+
+// A two-step order saga: reserve stock, then charge the card. The charge
+// is declined, so the reservation is released (and the charge's own
+// compensation runs too, in case the decline came after the money moved).
+func Example() {
+	dir, err := os.MkdirTemp("", "saga-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{URL: "sqlite:" + filepath.Join(dir, "order.db")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+
+	o, err := saga.New(db, saga.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	type Order struct {
+		ID            string `json:"id"`
+		ReservationID string `json:"reservation_id,omitempty"`
+	}
+	err = saga.Register(o, saga.Definition[Order]{
+		Name: "place-order",
+		Steps: []saga.Step[Order]{
+			{
+				Name: "reserve",
+				Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+					// Call the inventory service with sc.IdempotencyKey.
+					ord.ReservationID = "r-" + ord.ID
+					fmt.Println("reserve", sc.IdempotencyKey)
+					return nil
+				},
+				Compensate: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+					fmt.Println("release", ord.ReservationID)
+					return nil
+				},
+			},
+			{
+				Name: "charge",
+				Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+					fmt.Println("charge", sc.IdempotencyKey)
+					return saga.Permanent(errors.New("card declined"))
+				},
+				Compensate: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+					fmt.Println("refund (if charged)", sc.IdempotencyKey)
+					return nil
+				},
+			},
+		},
+		Finish: func(ctx context.Context, id string, ord *Order, r saga.Result) error {
+			fmt.Println("finish", id, r.Status, r.FailedStep, r.Reason)
+			return nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	if err := o.StartNow(ctx, "place-order", "order-1", Order{ID: "order-1"}); err != nil {
+		log.Fatal(err)
+	}
+	info, err := o.Wait(ctx, "order-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.Status, info.Reason)
+	for _, s := range info.Steps {
+		fmt.Println(s.Step, s.Phase, s.Status)
+	}
+	// Output:
+	// reserve order-1:reserve
+	// charge order-1:charge
+	// refund (if charged) order-1:charge
+	// release r-order-1
+	// finish order-1 compensated charge card declined
+	// compensated card declined
+	// reserve action succeeded
+	// charge action failed
+	// charge compensation succeeded
+	// reserve compensation succeeded
+}

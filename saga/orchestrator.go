@@ -1,0 +1,841 @@
+package saga
+
+import (
+	"context"
+	crand "crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellis-go/trellis/resilience"
+	"github.com/trellis-go/trellis/store"
+)
+
+// Options configure an Orchestrator. The zero value is usable.
+type Options struct {
+	// Logger receives step failures, compensation failures (at error
+	// level) and log errors; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil means no metrics.
+	Registerer prometheus.Registerer
+	// Concurrency bounds the sagas executing at once in this process;
+	// 0 means 256.
+	Concurrency int
+	// Clock tells time for deadlines, leases and backoff; nil means the
+	// system clock.
+	Clock resilience.Clock
+	// PollInterval is how often Run looks for sagas due that nobody kicked
+	// (a crash between commit and Kick, another replica's expired leases);
+	// 0 means 1 s.
+	PollInterval time.Duration
+	// Lease is how long a running saga stays owned by this process without
+	// renewal; it is renewed every Lease/3. 0 means 30 s.
+	Lease time.Duration
+	// Owner identifies this process in the log; "" means a random id. A
+	// stable id (a pod name) lets a restarted process resume its own sagas
+	// without waiting for their leases to expire.
+	Owner string
+}
+
+// Defaults of Options.
+const (
+	defaultConcurrency  = 256
+	defaultPollInterval = time.Second
+	defaultLease        = 30 * time.Second
+	maxBatch            = 512
+	releaseTimeout      = 5 * time.Second
+)
+
+// Orchestrator executes sagas and keeps their log. It is safe for
+// concurrent use. Create one per process with New, Register the
+// definitions, call Setup once, and keep Run running.
+type Orchestrator struct {
+	db           *store.DB
+	log          *slog.Logger
+	clock        resilience.Clock
+	owner        string
+	lease        time.Duration
+	pollInterval time.Duration
+	concurrency  int
+	m            *metrics
+	w            *logWriter
+	sem          chan struct{}
+	wg           sync.WaitGroup
+
+	mu      sync.Mutex
+	defs    map[string]runner
+	running bool
+	runCtx  context.Context
+	queued  map[string]struct{} // kicked while Run was not running
+	active  map[string]bool     // executing here; true: kicked again meanwhile
+	later   map[string]struct{} // stopped by a log error; kicked at the next poll
+	waiters map[string]*waiter
+}
+
+type waiter struct {
+	ch chan struct{}
+	n  int
+}
+
+// New returns an orchestrator whose log is in db. Call Setup (or apply
+// Schema in the service's migrations) before starting sagas.
+func New(db *store.DB, opts Options) (*Orchestrator, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: New needs a database", ErrInvalidConfig)
+	}
+	o := &Orchestrator{
+		db:           db,
+		log:          opts.Logger,
+		clock:        opts.Clock,
+		owner:        opts.Owner,
+		lease:        opts.Lease,
+		pollInterval: opts.PollInterval,
+		concurrency:  opts.Concurrency,
+		defs:         make(map[string]runner),
+		queued:       make(map[string]struct{}),
+		active:       make(map[string]bool),
+		later:        make(map[string]struct{}),
+		waiters:      make(map[string]*waiter),
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	if o.clock == nil {
+		o.clock = resilience.SystemClock()
+	}
+	if o.owner == "" {
+		var b [8]byte
+		_, _ = crand.Read(b[:])
+		o.owner = hex.EncodeToString(b[:])
+	}
+	if o.lease <= 0 {
+		o.lease = defaultLease
+	}
+	if o.pollInterval <= 0 {
+		o.pollInterval = defaultPollInterval
+	}
+	if o.concurrency <= 0 {
+		o.concurrency = defaultConcurrency
+	}
+	o.sem = make(chan struct{}, o.concurrency)
+	if opts.Registerer != nil {
+		m, err := newMetrics(opts.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		o.m = m
+	}
+	o.w = &logWriter{db: db, maxBatch: maxBatch, observe: o.m.batch}
+	return o, nil
+}
+
+// Owner returns the id this orchestrator writes in the owner column.
+func (o *Orchestrator) Owner() string { return o.owner }
+
+// Setup creates the saga tables if they do not exist. It is idempotent and
+// safe to run from several replicas at once.
+func (o *Orchestrator) Setup(ctx context.Context) error {
+	err := o.db.InTx(ctx, func(tx *sql.Tx) error {
+		if o.db.Dialect() == store.Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
+				return err
+			}
+		}
+		for stmt := range strings.SplitSeq(Schema(o.db.Dialect()), ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("saga: setup: %w", err)
+	}
+	return nil
+}
+
+func (o *Orchestrator) register(name string, r runner) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, dup := o.defs[name]; dup {
+		return fmt.Errorf("%w: saga %q is already registered", ErrInvalidDefinition, name)
+	}
+	o.defs[name] = r
+	return nil
+}
+
+func (o *Orchestrator) runner(name string) runner {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.defs[name]
+}
+
+// prepare validates a new saga and encodes its data.
+func (o *Orchestrator) prepare(name, id string, data any) (runner, []byte, error) {
+	if id == "" {
+		return nil, nil, fmt.Errorf("%w: empty saga id", ErrInvalidConfig)
+	}
+	r := o.runner(name)
+	if r == nil {
+		return nil, nil, fmt.Errorf("%w: %q", ErrUnknownSaga, name)
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("saga: start %s %q: encode data: %w", name, id, err)
+	}
+	if err := r.check(raw); err != nil {
+		return nil, nil, fmt.Errorf("saga: start %s %q: %w", name, id, err)
+	}
+	return r, raw, nil
+}
+
+func deadline(r runner, now time.Time) int64 {
+	if t := r.sagaTimeout(); t > 0 {
+		return now.Add(t).UnixNano()
+	}
+	return 0
+}
+
+// Start records a new saga named id of definition name with its initial
+// data within tx, the caller's transaction: the saga exists if and only if
+// tx commits. Call Kick(id) after the commit so it starts at once rather
+// than at the next poll. It fails with ErrUnknownSaga for an unregistered
+// name and ErrDuplicate for an id already used.
+func (o *Orchestrator) Start(ctx context.Context, tx *sql.Tx, name, id string, data any) error {
+	r, raw, err := o.prepare(name, id, data)
+	if err != nil {
+		return err
+	}
+	now := o.clock.Now()
+	res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), deadline(r, now), "", 0, now.UnixNano())
+	if err != nil {
+		return fmt.Errorf("saga: start %s %q: %w", name, id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("saga: start %s %q: %w", name, id, err)
+	} else if n == 0 {
+		return fmt.Errorf("%w: %q", ErrDuplicate, id)
+	}
+	o.m.started(name)
+	return nil
+}
+
+// StartNow records a new saga in a transaction of its own and starts it
+// (if Run is running; otherwise when it starts). It fails like Start. Do
+// not call it inside a transaction of the same SQLite database: it would
+// wait for that transaction's connection.
+func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) error {
+	r, raw, err := o.prepare(name, id, data)
+	if err != nil {
+		return err
+	}
+	now := o.clock.Now()
+	row := sagaRow{id: id, name: name, status: Running, data: raw, deadline: deadline(r, now), created: now.UnixNano()}
+	var inserted bool
+	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, now.Add(o.lease).UnixNano(), row.created)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		inserted = n == 1
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("saga: start %s %q: %w", name, id, err)
+	}
+	if !inserted {
+		return fmt.Errorf("%w: %q", ErrDuplicate, id)
+	}
+	o.m.started(name)
+	o.dispatch(id, &row)
+	return nil
+}
+
+// Kick asks Run to execute saga id now rather than at its next poll. It
+// does nothing for a saga that is terminal, unknown, or run by another
+// orchestrator; a kick before Run starts is kept for it.
+func (o *Orchestrator) Kick(id string) { o.dispatch(id, nil) }
+
+// dispatch starts executing saga id, already claimed when claimed is set.
+func (o *Orchestrator) dispatch(id string, claimed *sagaRow) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dispatchLocked(id, claimed)
+}
+
+func (o *Orchestrator) dispatchLocked(id string, claimed *sagaRow) {
+	if !o.running {
+		o.queued[id] = struct{}{}
+		return
+	}
+	if _, busy := o.active[id]; busy {
+		o.active[id] = true
+		return
+	}
+	o.active[id] = false
+	o.wg.Add(1)
+	go o.execute(o.runCtx, id, claimed)
+}
+
+// Run resumes every saga in flight (from its last durable record: a step
+// that was in flight runs again, with the same idempotency key), then
+// executes kicked and due sagas until ctx ends. Then it cancels the steps
+// running, without recording them as failed, releases its leases so
+// another replica can take over at once, and returns nil.
+func (o *Orchestrator) Run(ctx context.Context) error {
+	o.mu.Lock()
+	if o.running {
+		o.mu.Unlock()
+		return ErrRunning
+	}
+	o.running = true
+	o.runCtx = ctx
+	queued := o.queued
+	o.queued = make(map[string]struct{})
+	for id := range queued {
+		o.dispatchLocked(id, nil)
+	}
+	o.mu.Unlock()
+
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		o.renewLoop(ctx)
+	}()
+	o.poll(ctx, true)
+	t := time.NewTicker(o.pollInterval)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			o.poll(ctx, false)
+		}
+	}
+	t.Stop()
+	o.mu.Lock()
+	o.running = false
+	o.mu.Unlock()
+	o.wg.Wait()
+	<-renewed
+	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, sqlRelease, o.owner)
+		return err
+	})
+	if err != nil {
+		o.log.Warn("saga: release leases at shutdown", "error", err)
+	}
+	return nil
+}
+
+// renewLoop extends the leases of this process's sagas every lease/3.
+func (o *Orchestrator) renewLoop(ctx context.Context) {
+	t := time.NewTicker(o.lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		o.mu.Lock()
+		n := len(o.active)
+		o.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+		until := o.clock.Now().Add(o.lease).UnixNano()
+		err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, sqlRenew, until, o.owner)
+			return err
+		})
+		if err != nil {
+			o.log.ErrorContext(ctx, "saga: renew leases", "error", err)
+		}
+	}
+}
+
+// poll claims due sagas (leases expired; with mine, also those this owner
+// held before a restart) up to the free concurrency, and re-kicks those
+// stopped by a log error.
+func (o *Orchestrator) poll(ctx context.Context, mine bool) {
+	o.mu.Lock()
+	names := make([]string, 0, len(o.defs))
+	for n := range o.defs {
+		names = append(names, n)
+	}
+	free := o.concurrency - len(o.active)
+	later := o.later
+	o.later = make(map[string]struct{})
+	for id := range later {
+		o.dispatchLocked(id, nil)
+	}
+	o.mu.Unlock()
+	o.refreshFailed(ctx)
+	if len(names) == 0 || free <= 0 {
+		return
+	}
+	now := o.clock.Now()
+	due := "lease_until_ns < $3"
+	if mine {
+		due = "(lease_until_ns < $3 OR owner = $1)"
+	}
+	q := `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2 WHERE id IN (
+SELECT id FROM trellis_sagas WHERE status IN ('running', 'compensating') AND ` + due + `
+AND name IN (` + placeholders(4, len(names)) + `) ORDER BY lease_until_ns LIMIT ` + fmt.Sprint(free) + `)
+AND status IN ('running', 'compensating') AND ` + due + `
+RETURNING ` + rowColumns
+	args := []any{o.owner, now.Add(o.lease).UnixNano(), now.UnixNano()}
+	for _, n := range names {
+		args = append(args, n)
+	}
+	var claimed []sagaRow
+	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		claimed = claimed[:0]
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = rows.Close() }()
+		for rows.Next() {
+			r, err := scanRow(rows)
+			if err != nil {
+				return err
+			}
+			claimed = append(claimed, r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		o.log.ErrorContext(ctx, "saga: poll for due sagas", "error", err)
+		return
+	}
+	for i := range claimed {
+		o.log.DebugContext(ctx, "saga: claimed", "saga", claimed[i].name, "id", claimed[i].id)
+		o.dispatch(claimed[i].id, &claimed[i])
+	}
+}
+
+// claim takes the lease of saga id; nil means it is terminal, unknown or
+// held by another orchestrator.
+func (o *Orchestrator) claim(id string) (*sagaRow, error) {
+	now := o.clock.Now()
+	var row *sagaRow
+	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		row = nil
+		r, err := scanRow(tx.QueryRowContext(ctx, sqlClaim, o.owner, now.Add(o.lease).UnixNano(), id, now.UnixNano()))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		row = &r
+		return nil
+	})
+	return row, err
+}
+
+// execute runs saga id in this process.
+func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow) {
+	defer o.wg.Done()
+	defer o.finished(id)
+	select {
+	case o.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-o.sem }()
+	row := claimed
+	if row == nil {
+		var err error
+		if row, err = o.claim(id); err != nil {
+			o.log.ErrorContext(ctx, "saga: claim", "id", id, "error", err)
+			o.retryLater(id)
+			return
+		}
+		if row == nil {
+			return
+		}
+	}
+	r := o.runner(row.name)
+	if r == nil {
+		o.log.ErrorContext(ctx, "saga: definition not registered in this process", "saga", row.name, "id", id)
+		return
+	}
+	o.m.inFlight(row.name, 1)
+	defer o.m.inFlight(row.name, -1)
+	r.run(ctx, &execution{o: o, def: r, row: *row})
+}
+
+// finished forgets that id executes here, and restarts it if it was
+// kicked meanwhile.
+func (o *Orchestrator) finished(id string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	again := o.active[id]
+	delete(o.active, id)
+	if again {
+		o.dispatchLocked(id, nil)
+	}
+}
+
+func (o *Orchestrator) retryLater(id string) {
+	o.mu.Lock()
+	o.later[id] = struct{}{}
+	o.mu.Unlock()
+}
+
+// execution is one saga claimed and running in this process.
+type execution struct {
+	o   *Orchestrator
+	def runner
+	row sagaRow
+}
+
+func (x *execution) pastDeadline() bool {
+	return x.row.deadline != 0 && x.o.clock.Now().UnixNano() >= x.row.deadline
+}
+
+// save makes the saga's current state, its data and the history records
+// durable, and extends the lease. It reports false when the saga must stop
+// executing here: the lease was lost, or the write failed (then the saga
+// is retried at the next poll).
+func (x *execution) save(ctx context.Context, data any, hist ...stepRow) bool {
+	o, r := x.o, &x.row
+	raw, err := json.Marshal(data)
+	if err != nil {
+		o.log.ErrorContext(ctx, "saga: encode data", "saga", r.name, "id", r.id, "error", err)
+		return false
+	}
+	r.data = raw
+	now := o.clock.Now()
+	lease := now.Add(o.lease).UnixNano()
+	if r.status.Terminal() {
+		lease = 0
+	}
+	lost := false
+	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, sqlProgress, string(r.status), r.step, x.def.stepName(r.step), string(raw),
+			r.reason, r.failedStep, lease, now.UnixNano(), r.id, o.owner)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if lost = n == 0; lost {
+			return nil
+		}
+		for _, h := range hist {
+			if _, err := tx.ExecContext(ctx, sqlHistory, r.id, h.step, h.phase, h.status, h.attempts, h.err,
+				h.started.UnixNano(), h.ended.UnixNano()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		o.log.ErrorContext(ctx, "saga: write the log; retrying at the next poll", "saga", r.name, "id", r.id, "error", err)
+		o.retryLater(r.id)
+		return false
+	case lost:
+		o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", ErrLeaseLost)
+		return false
+	}
+	if r.status.Terminal() {
+		o.ended(ctx, r, now)
+	}
+	return true
+}
+
+// ended accounts for a saga whose terminal status is durable.
+func (o *Orchestrator) ended(ctx context.Context, r *sagaRow, now time.Time) {
+	o.m.ended(r.name, r.status, now.Sub(time.Unix(0, r.created)))
+	if r.status == CompensationFailed {
+		o.m.compensationFailed(r.name)
+		o.refreshFailed(ctx)
+	}
+	o.mu.Lock()
+	if w := o.waiters[r.id]; w != nil {
+		close(w.ch)
+		delete(o.waiters, r.id)
+	}
+	o.mu.Unlock()
+}
+
+// refreshFailed sets the gauge of compensation_failed sagas from the log.
+func (o *Orchestrator) refreshFailed(ctx context.Context) {
+	if o.m == nil {
+		return
+	}
+	counts, err := o.failedCounts(ctx)
+	if err != nil {
+		o.log.WarnContext(ctx, "saga: count compensation_failed sagas", "error", err)
+		return
+	}
+	o.m.setFailed(counts)
+}
+
+func (o *Orchestrator) failedCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := o.db.Reader().QueryContext(ctx,
+		"SELECT name, COUNT(*) FROM trellis_sagas WHERE status = 'compensation_failed' GROUP BY name")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	counts := make(map[string]int)
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, err
+		}
+		counts[name] = n
+	}
+	return counts, rows.Err()
+}
+
+// Check reports whether the saga log can be read. Sagas needing an
+// operator are not a health failure; they show in the metrics.
+func (o *Orchestrator) Check(ctx context.Context) error {
+	counts, err := o.failedCounts(ctx)
+	if err != nil {
+		return fmt.Errorf("saga: check: read the log: %w", err)
+	}
+	o.m.setFailed(counts)
+	return nil
+}
+
+// Retry restarts the compensation of a compensation_failed saga from the
+// step where it stopped, and kicks it. It fails with ErrNotFound or
+// ErrNotRetryable.
+func (o *Orchestrator) Retry(ctx context.Context, id string) error {
+	var status string
+	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		status = ""
+		res, err := tx.ExecContext(ctx, `UPDATE trellis_sagas SET status = 'compensating', owner = '', lease_until_ns = 0, updated_ns = $1
+WHERE id = $2 AND status = 'compensation_failed'`, o.clock.Now().UnixNano(), id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, "SELECT status FROM trellis_sagas WHERE id = $1", id).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			status = "-"
+			return nil
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("saga: retry %q: %w", id, err)
+	case status == "-":
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	case status != "":
+		return fmt.Errorf("%w: saga %q is %s", ErrNotRetryable, id, status)
+	}
+	o.log.InfoContext(ctx, "saga: compensation retried by request", "id", id)
+	o.refreshFailed(ctx)
+	o.Kick(id)
+	return nil
+}
+
+// Filter selects sagas for List.
+type Filter struct {
+	Name   string // definition name; "" = any
+	Status Status // "" = any
+	Limit  int    // 0 = 100, at most 1000
+}
+
+// Summary describes a saga.
+type Summary struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	// Step is the step whose action or compensation is next, or stuck
+	// (compensation_failed); "" once terminal otherwise.
+	Step string `json:"step,omitempty"`
+	// Reason is the error that started compensation.
+	Reason string `json:"reason,omitempty"`
+	// FailedStep is the step whose failure started compensation.
+	FailedStep string    `json:"failed_step,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Info is a saga with its data and history.
+type Info struct {
+	Summary
+	Deadline *time.Time      `json:"deadline,omitempty"`
+	Data     json.RawMessage `json:"data"`
+	Steps    []StepRecord    `json:"steps"`
+}
+
+// StepRecord is one entry of a saga's history: an action or compensation
+// that ended, with its attempts.
+type StepRecord struct {
+	Step      string    `json:"step"`
+	Phase     string    `json:"phase"`  // "action" or "compensation"
+	Status    string    `json:"status"` // "succeeded" or "failed"
+	Attempts  int       `json:"attempts"`
+	Error     string    `json:"error,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at"`
+}
+
+const summaryColumns = "id, name, status, step_name, reason, failed_step, created_ns, updated_ns"
+
+func scanSummary(sc interface{ Scan(...any) error }, extra ...any) (Summary, error) {
+	var s Summary
+	var status string
+	var created, updated int64
+	err := sc.Scan(append([]any{&s.ID, &s.Name, &status, &s.Step, &s.Reason, &s.FailedStep, &created, &updated}, extra...)...)
+	s.Status = Status(status)
+	s.CreatedAt, s.UpdatedAt = time.Unix(0, created).UTC(), time.Unix(0, updated).UTC()
+	return s, err
+}
+
+// Get returns saga id with its data and history, or ErrNotFound.
+func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
+	tx, err := o.db.Reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return Info{}, fmt.Errorf("saga: get %q: %w", id, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var info Info
+	var deadline int64
+	var data []byte
+	info.Summary, err = scanSummary(tx.QueryRowContext(ctx, "SELECT "+summaryColumns+", deadline_ns, data FROM trellis_sagas WHERE id = $1", id), &deadline, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("saga: get %q: %w", id, err)
+	}
+	info.Data = data
+	if deadline != 0 {
+		d := time.Unix(0, deadline).UTC()
+		info.Deadline = &d
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT step, phase, status, attempts, error, started_ns, ended_ns FROM trellis_saga_steps WHERE saga_id = $1 ORDER BY seq", id)
+	if err != nil {
+		return Info{}, fmt.Errorf("saga: get %q history: %w", id, err)
+	}
+	defer func() { _ = rows.Close() }()
+	info.Steps = []StepRecord{}
+	for rows.Next() {
+		var s StepRecord
+		var started, ended int64
+		if err := rows.Scan(&s.Step, &s.Phase, &s.Status, &s.Attempts, &s.Error, &started, &ended); err != nil {
+			return Info{}, fmt.Errorf("saga: get %q history: %w", id, err)
+		}
+		s.StartedAt, s.EndedAt = time.Unix(0, started).UTC(), time.Unix(0, ended).UTC()
+		info.Steps = append(info.Steps, s)
+	}
+	if err := rows.Err(); err != nil {
+		return Info{}, fmt.Errorf("saga: get %q history: %w", id, err)
+	}
+	return info, nil
+}
+
+// List returns the sagas f selects, newest first.
+func (o *Orchestrator) List(ctx context.Context, f Filter) ([]Summary, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	var where []string
+	var args []any
+	if f.Name != "" {
+		args = append(args, f.Name)
+		where = append(where, fmt.Sprintf("name = $%d", len(args)))
+	}
+	if f.Status != "" {
+		args = append(args, string(f.Status))
+		where = append(where, fmt.Sprintf("status = $%d", len(args)))
+	}
+	q := "SELECT " + summaryColumns + " FROM trellis_sagas"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += fmt.Sprintf(" ORDER BY created_ns DESC, id DESC LIMIT %d", limit)
+	rows, err := o.db.Reader().QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("saga: list: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	out := []Summary{}
+	for rows.Next() {
+		s, err := scanSummary(rows)
+		if err != nil {
+			return nil, fmt.Errorf("saga: list: %w", err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("saga: list: %w", err)
+	}
+	return out, nil
+}
+
+// Wait returns saga id once it is terminal (Completed, Compensated or
+// CompensationFailed), or ctx's error. A saga ending in this process wakes
+// it at once; one ending elsewhere is seen at the next poll interval.
+func (o *Orchestrator) Wait(ctx context.Context, id string) (Info, error) {
+	for {
+		o.mu.Lock()
+		w := o.waiters[id]
+		if w == nil {
+			w = &waiter{ch: make(chan struct{})}
+			o.waiters[id] = w
+		}
+		w.n++
+		o.mu.Unlock()
+		info, err := o.Get(ctx, id)
+		if err == nil && !info.Status.Terminal() {
+			t := time.NewTimer(o.pollInterval)
+			select {
+			case <-w.ch:
+			case <-t.C:
+			case <-ctx.Done():
+				err = fmt.Errorf("saga: wait for %q: %w", id, ctx.Err())
+			}
+			t.Stop()
+		}
+		o.mu.Lock()
+		if w.n--; w.n == 0 && o.waiters[id] == w {
+			delete(o.waiters, id)
+		}
+		o.mu.Unlock()
+		if err != nil || info.Status.Terminal() {
+			return info, err
+		}
+	}
+}
+
+// backoff returns the full-jitter wait before retry n+1.
+func backoff(n int, base, ceiling time.Duration) time.Duration {
+	c := base
+	for i := 0; i < n && c < ceiling; i++ {
+		c *= 2
+	}
+	return time.Duration(rand.Float64() * float64(min(c, ceiling)))
+}

@@ -1,0 +1,432 @@
+package saga
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/trellis-go/trellis/resilience"
+)
+
+// Status is the state of a saga.
+type Status string
+
+// The statuses of a saga.
+const (
+	// Running: the actions are executing, in order.
+	Running Status = "running"
+	// Compensating: a step failed; its compensation and those of the
+	// earlier steps are executing, in reverse order.
+	Compensating Status = "compensating"
+	// Completed: every action succeeded. Terminal.
+	Completed Status = "completed"
+	// Compensated: a step failed and every compensation succeeded.
+	// Terminal.
+	Compensated Status = "compensated"
+	// CompensationFailed: a compensation failed CompensationAttempts times.
+	// Terminal until an operator calls Retry.
+	CompensationFailed Status = "compensation_failed"
+)
+
+// Terminal reports whether s is Completed, Compensated or
+// CompensationFailed: nothing more happens to the saga on its own.
+func (s Status) Terminal() bool {
+	return s == Completed || s == Compensated || s == CompensationFailed
+}
+
+func (s Status) active() bool { return s == Running || s == Compensating }
+
+// Errors returned by this package, to be tested with [errors.Is].
+var (
+	// ErrNotFound reports an unknown saga id.
+	ErrNotFound = errors.New("saga: not found")
+	// ErrNotRetryable reports a Retry of a saga that is not
+	// compensation_failed.
+	ErrNotRetryable = errors.New("saga: not retryable: only a compensation_failed saga can be retried")
+	// ErrUnknownSaga reports a definition name that was not registered.
+	ErrUnknownSaga = errors.New("saga: unknown saga definition")
+	// ErrDuplicate reports a saga id that already exists.
+	ErrDuplicate = errors.New("saga: id already exists")
+	// ErrInvalidDefinition reports a Definition that Register refuses.
+	ErrInvalidDefinition = errors.New("saga: invalid definition")
+	// ErrInvalidConfig reports Options or arguments that cannot work.
+	ErrInvalidConfig = errors.New("saga: invalid config")
+	// ErrRunning reports a second concurrent Run of one Orchestrator.
+	ErrRunning = errors.New("saga: orchestrator already running")
+	// ErrLeaseLost reports a write refused because another orchestrator
+	// took over the saga (its lease had expired).
+	ErrLeaseLost = errors.New("saga: lease lost to another orchestrator")
+)
+
+// timedOut is the Reason of a saga compensated because its deadline passed.
+const timedOut = "saga timed out"
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks an action's error as final: the action is not retried
+// and compensation starts at once. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was marked by
+// Permanent.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// StepContext describes one attempt of a step's action or compensation.
+type StepContext struct {
+	SagaID string
+	Step   string
+	// IdempotencyKey is SagaID + ":" + Step, identical on every attempt
+	// and after a restart; actions pass it to the service they call.
+	IdempotencyKey string
+	// Attempt counts the attempts of this phase in this process, from 1.
+	Attempt int
+}
+
+// Step is one local transaction of a saga and its compensation.
+type Step[T any] struct {
+	// Name identifies the step within its saga; it is part of the
+	// idempotency key, so do not rename a step while sagas are in flight.
+	Name string
+	// Action does the step. It must be idempotent on the idempotency key.
+	// Return Permanent(err) for an error that retrying cannot fix.
+	Action func(ctx context.Context, sc StepContext, data *T) error
+	// Compensate undoes the step; nil means there is nothing to undo. It
+	// must be idempotent and must succeed when the action did nothing: the
+	// failed step is compensated too, since its last attempt may have
+	// taken effect unseen.
+	Compensate func(ctx context.Context, sc StepContext, data *T) error
+	// Timeout bounds each attempt (of the action or the compensation); 0
+	// means Definition.StepTimeout.
+	Timeout time.Duration
+	// Retry configures the action's attempts; zero fields mean 3
+	// attempts with full jitter from 50 ms up to 1 s. Its Clock defaults
+	// to the Orchestrator's.
+	Retry resilience.RetryConfig[struct{}]
+}
+
+// Result is how a saga ended, as given to Definition.Finish.
+type Result struct {
+	Status     Status // Completed or Compensated
+	FailedStep string // "" when Completed
+	Reason     string // the error that started compensation, or "saga timed out"
+}
+
+// Definition describes a kind of saga; its data is a T, saved as JSON.
+type Definition[T any] struct {
+	// Name identifies the definition; sagas are started by this name.
+	Name string
+	// Steps run in order; at least one.
+	Steps []Step[T]
+	// Timeout bounds the whole saga, measured from its start; the deadline
+	// is stored with the saga, so it survives restarts. 0 means none. A
+	// saga past its deadline fails its current step and compensates with
+	// reason "saga timed out"; compensation itself is not bounded by it.
+	Timeout time.Duration
+	// StepTimeout is the default per-attempt timeout; 0 means 10 s.
+	StepTimeout time.Duration
+	// CompensationAttempts bounds the tries of one compensation (with full
+	// jitter backoff from 100 ms up to 5 s) before the saga ends
+	// compensation_failed; 0 means 5.
+	CompensationAttempts int
+	// Finish runs after the last step succeeded (Completed) or the
+	// compensations are done (Compensated), before the terminal status is
+	// recorded; it is retried with backoff until it returns nil and may
+	// run again after a crash, so it must be idempotent. nil means nothing.
+	Finish func(ctx context.Context, sagaID string, data *T, r Result) error
+}
+
+// Defaults of Definition and Step.
+const (
+	defaultStepTimeout          = 10 * time.Second
+	defaultCompensationAttempts = 5
+	defaultActionAttempts       = 3
+	defaultActionBaseDelay      = 50 * time.Millisecond
+	defaultActionMaxDelay       = time.Second
+	compensationBaseDelay       = 100 * time.Millisecond
+	compensationMaxDelay        = 5 * time.Second
+)
+
+// Register adds def to o, so that sagas named def.Name can be started and
+// executed. Every process that runs sagas of a definition must register it
+// (before Run, so that sagas in flight are resumed at once). It fails with
+// ErrInvalidDefinition for an empty name, no steps, an empty, duplicate or
+// action-less step, or a name already registered.
+func Register[T any](o *Orchestrator, def Definition[T]) error {
+	if o == nil {
+		return fmt.Errorf("%w: nil Orchestrator", ErrInvalidConfig)
+	}
+	if def.Name == "" {
+		return fmt.Errorf("%w: Name is empty", ErrInvalidDefinition)
+	}
+	if len(def.Steps) == 0 {
+		return fmt.Errorf("%w: saga %q has no steps", ErrInvalidDefinition, def.Name)
+	}
+	d := &definition[T]{
+		def:     def,
+		o:       o,
+		retries: make([]*resilience.Retry[struct{}], len(def.Steps)),
+	}
+	if d.def.StepTimeout <= 0 {
+		d.def.StepTimeout = defaultStepTimeout
+	}
+	if d.def.CompensationAttempts <= 0 {
+		d.def.CompensationAttempts = defaultCompensationAttempts
+	}
+	seen := make(map[string]bool, len(def.Steps))
+	for i, s := range def.Steps {
+		switch {
+		case s.Name == "":
+			return fmt.Errorf("%w: saga %q: step %d has no Name", ErrInvalidDefinition, def.Name, i)
+		case seen[s.Name]:
+			return fmt.Errorf("%w: saga %q: step name %q is used twice", ErrInvalidDefinition, def.Name, s.Name)
+		case s.Action == nil:
+			return fmt.Errorf("%w: saga %q: step %q has no Action", ErrInvalidDefinition, def.Name, s.Name)
+		}
+		seen[s.Name] = true
+		rc := s.Retry
+		if rc.MaxAttempts <= 0 {
+			rc.MaxAttempts = defaultActionAttempts
+		}
+		if rc.BaseDelay <= 0 {
+			rc.BaseDelay = defaultActionBaseDelay
+		}
+		if rc.MaxDelay <= 0 {
+			rc.MaxDelay = defaultActionMaxDelay
+		}
+		if rc.Clock == nil {
+			rc.Clock = o.clock
+		}
+		user := rc.Classifier
+		rc.Classifier = func(r struct{}, err error) bool {
+			if IsPermanent(err) {
+				return false
+			}
+			return user.IsFailure(r, err)
+		}
+		d.retries[i] = resilience.NewRetry(rc)
+	}
+	d.compRetry = resilience.NewRetry(resilience.RetryConfig[struct{}]{
+		MaxAttempts: d.def.CompensationAttempts,
+		BaseDelay:   compensationBaseDelay,
+		MaxDelay:    compensationMaxDelay,
+		Clock:       o.clock,
+		Classifier: func(_ struct{}, err error) bool {
+			return resilience.DefaultIsFailure(err) && !IsPermanent(err)
+		},
+	})
+	return o.register(def.Name, d)
+}
+
+// runner is a registered definition with its type erased.
+type runner interface {
+	// check reports whether data decodes as the definition's T.
+	check(data []byte) error
+	// sagaTimeout returns Definition.Timeout.
+	sagaTimeout() time.Duration
+	// stepName returns the name of step i, "" when out of range.
+	stepName(i int) string
+	// run executes the claimed saga x until it ends, stops, or ctx ends.
+	run(ctx context.Context, x *execution)
+}
+
+type definition[T any] struct {
+	def       Definition[T]
+	o         *Orchestrator
+	retries   []*resilience.Retry[struct{}]
+	compRetry *resilience.Retry[struct{}]
+}
+
+func (d *definition[T]) check(data []byte) error {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("saga %q: data does not decode as its type %T: %w", d.def.Name, v, err)
+	}
+	return nil
+}
+
+func (d *definition[T]) sagaTimeout() time.Duration { return d.def.Timeout }
+
+func (d *definition[T]) stepName(i int) string {
+	if i < 0 || i >= len(d.def.Steps) {
+		return ""
+	}
+	return d.def.Steps[i].Name
+}
+
+func (d *definition[T]) timeout(s *Step[T]) time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return d.def.StepTimeout
+}
+
+// run is the saga's state machine. Every transition is saved (x.save)
+// before the next one starts; when a save fails, or ctx ends (shutdown),
+// run returns and the saga resumes later from its last durable record.
+func (d *definition[T]) run(ctx context.Context, x *execution) {
+	o := d.o
+	r := &x.row
+	var data T
+	if err := json.Unmarshal(r.data, &data); err != nil {
+		o.log.ErrorContext(ctx, "saga: cannot decode the saga's data; leaving it", "saga", r.name, "id", r.id, "error", err)
+		return
+	}
+	steps := d.def.Steps
+	for {
+		switch r.status {
+		case Running:
+			if r.step >= len(steps) {
+				// Every action succeeded; Finish was pending.
+				if !d.finish(ctx, x, &data, Result{Status: Completed}) {
+					return
+				}
+				r.status = Completed
+				x.save(ctx, &data)
+				return
+			}
+			i := r.step
+			s := &steps[i]
+			started := o.clock.Now()
+			var attempts int
+			var err error
+			if x.pastDeadline() {
+				err = errors.New(timedOut)
+			} else {
+				attempts, err = d.action(ctx, x, i, &data)
+			}
+			if ctx.Err() != nil {
+				return // shutdown is not failure: the step runs again on resume
+			}
+			h := stepRow{step: s.Name, phase: phaseAction, attempts: attempts, started: started, ended: o.clock.Now()}
+			o.m.stepDone(r.name, s.Name, phaseAction, h.ended.Sub(started))
+			if err == nil {
+				h.status = stepSucceeded
+				r.step++
+				if r.step == len(steps) && d.def.Finish == nil {
+					r.status = Completed
+				}
+			} else {
+				h.status, h.err = stepFailed, err.Error()
+				reason := err.Error()
+				if x.pastDeadline() {
+					reason = timedOut
+				}
+				r.status, r.reason, r.failedStep = Compensating, reason, s.Name
+				o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err)
+			}
+			if !x.save(ctx, &data, h) || r.status.Terminal() {
+				return
+			}
+		case Compensating:
+			j := min(r.step, len(steps)-1)
+			for j >= 0 && steps[j].Compensate == nil {
+				j--
+			}
+			if j < 0 {
+				if !d.finish(ctx, x, &data, Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}) {
+					return
+				}
+				r.status, r.step = Compensated, -1
+				x.save(ctx, &data)
+				return
+			}
+			r.step = j
+			s := &steps[j]
+			started := o.clock.Now()
+			attempts, err := d.compensate(ctx, x, j, &data)
+			if ctx.Err() != nil {
+				return
+			}
+			h := stepRow{step: s.Name, phase: phaseCompensation, attempts: attempts, started: started, ended: o.clock.Now()}
+			o.m.stepDone(r.name, s.Name, phaseCompensation, h.ended.Sub(started))
+			if err == nil {
+				h.status = stepSucceeded
+				r.step = j - 1
+			} else {
+				h.status, h.err = stepFailed, err.Error()
+				r.status = CompensationFailed
+				o.log.ErrorContext(ctx, "saga: compensation failed; the saga needs an operator (Retry)",
+					"saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err, "reason", r.reason)
+			}
+			if !x.save(ctx, &data, h) || r.status.Terminal() {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// action runs step i's action under its retry policy, each attempt bounded
+// by the step timeout and all of them by the saga's deadline. It returns
+// the attempts made.
+func (d *definition[T]) action(ctx context.Context, x *execution, i int, data *T) (int, error) {
+	s := &d.def.Steps[i]
+	if x.row.deadline != 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Unix(0, x.row.deadline).Sub(d.o.clock.Now()))
+		defer cancel()
+	}
+	sc := StepContext{SagaID: x.row.id, Step: s.Name, IdempotencyKey: x.row.id + ":" + s.Name}
+	timeout := d.timeout(s)
+	_, err := d.retries[i].Execute(ctx, func(ctx context.Context) (struct{}, error) {
+		sc.Attempt++
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return struct{}{}, s.Action(ctx, sc, data)
+	})
+	return sc.Attempt, err
+}
+
+// compensate runs step j's compensation up to CompensationAttempts times.
+func (d *definition[T]) compensate(ctx context.Context, x *execution, j int, data *T) (int, error) {
+	s := &d.def.Steps[j]
+	sc := StepContext{SagaID: x.row.id, Step: s.Name, IdempotencyKey: x.row.id + ":" + s.Name}
+	timeout := d.timeout(s)
+	_, err := d.compRetry.Execute(ctx, func(ctx context.Context) (struct{}, error) {
+		sc.Attempt++
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return struct{}{}, s.Compensate(ctx, sc, data)
+	})
+	return sc.Attempt, err
+}
+
+// finish calls Finish until it succeeds; false means ctx ended first.
+func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Result) bool {
+	if d.def.Finish == nil {
+		return true
+	}
+	o := d.o
+	for n := 0; ; n++ {
+		err := d.def.Finish(ctx, x.row.id, data, r)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		wait := backoff(n, compensationBaseDelay, compensationMaxDelay)
+		o.log.WarnContext(ctx, "saga: Finish failed; retrying", "saga", x.row.name, "id", x.row.id, "error", err, "wait", wait)
+		t := o.clock.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}

@@ -1,0 +1,433 @@
+package saga_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/store"
+)
+
+// finishes records the Finish calls of a saga definition.
+type finishes struct {
+	mu  sync.Mutex
+	got map[string][]saga.Result
+}
+
+func (f *finishes) fn(ctx context.Context, id string, o *order, r saga.Result) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.got == nil {
+		f.got = map[string][]saga.Result{}
+	}
+	f.got[id] = append(f.got[id], r)
+	return nil
+}
+
+func (f *finishes) of(id string) []saga.Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.got[id])
+}
+
+func TestCompletes(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		svc := newService()
+		var fin finishes
+		def := orderSaga("order", svc, nil)
+		def.Finish = fin.fn
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		ctx := context.Background()
+		if err := o.StartNow(ctx, "order", "o1", order{ID: "o1"}); err != nil {
+			t.Fatal(err)
+		}
+		info := wait(t, o.Orchestrator, "o1")
+		if info.Status != saga.Completed || info.Reason != "" || info.FailedStep != "" {
+			t.Fatalf("saga ended %+v, want completed", info.Summary)
+		}
+		var data order
+		if err := json.Unmarshal(info.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if data != (order{ID: "o1", PaymentID: "pay-o1", Shipment: "ship-o1"}) {
+			t.Fatalf("data = %+v: later steps' stores are missing", data)
+		}
+		want := []string{}
+		for _, k := range keys("o1", "reserve", "pay", "notify", "ship") {
+			want = append(want, "action:"+k)
+		}
+		if got := svc.Calls(); !slices.Equal(got, want) {
+			t.Fatalf("calls %v, want %v", got, want)
+		}
+		if got := fin.of("o1"); len(got) != 1 || got[0] != (saga.Result{Status: saga.Completed}) {
+			t.Fatalf("Finish calls %+v, want one Completed", got)
+		}
+		if len(info.Steps) != 4 {
+			t.Fatalf("history %+v, want 4 records", info.Steps)
+		}
+		for i, s := range info.Steps {
+			if s.Step != def.Steps[i].Name || s.Phase != "action" || s.Status != "succeeded" || s.Attempts != 1 {
+				t.Fatalf("history[%d] = %+v", i, s)
+			}
+		}
+	})
+}
+
+// Each step failing in turn, permanently or after its retries, runs the
+// compensations of that step and every earlier one, in reverse order, and
+// skips the step without compensation.
+func TestEachStepFailingCompensatesInReverse(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		svc := newService()
+		var fin finishes
+		var plan sync.Map // saga id -> its failing step
+		def := orderSaga("order", svc, nil)
+		def.Finish = fin.fn
+		for i := range def.Steps {
+			inner := def.Steps[i].Action
+			def.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
+				if v, ok := plan.Load(sc.SagaID); ok && v.(string) == sc.Step {
+					if strings.HasPrefix(sc.SagaID, "permanent") {
+						return saga.Permanent(fmt.Errorf("%s declined", sc.Step))
+					}
+					return fmt.Errorf("%s unavailable (attempt %d)", sc.Step, sc.Attempt)
+				}
+				return inner(ctx, sc, o)
+			}
+		}
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		ctx := context.Background()
+		steps := []string{"reserve", "pay", "notify", "ship"}
+		compensable := map[string]bool{"reserve": true, "pay": true, "ship": true}
+		for _, mode := range []string{"permanent", "transient"} {
+			for i, failing := range steps {
+				id := mode + "-" + failing
+				plan.Store(id, failing)
+				if err := o.StartNow(ctx, "order", id, order{ID: id}); err != nil {
+					t.Fatal(err)
+				}
+				info := wait(t, o.Orchestrator, id)
+				if info.Status != saga.Compensated || info.FailedStep != failing {
+					t.Fatalf("%s: ended %+v, want compensated at %s", id, info.Summary, failing)
+				}
+				attempts := 1
+				wantReason := failing + " declined"
+				if mode == "transient" {
+					attempts = 3
+					wantReason = failing + " unavailable (attempt 3)"
+				}
+				if info.Reason != wantReason {
+					t.Fatalf("%s: reason %q, want %q", id, info.Reason, wantReason)
+				}
+				var want []string
+				for _, s := range steps[:i] {
+					want = append(want, "action:"+id+":"+s)
+				}
+				for j := i; j >= 0; j-- {
+					if compensable[steps[j]] {
+						want = append(want, "compensate:"+id+":"+steps[j])
+					}
+				}
+				var got []string
+				for _, c := range svc.Calls() {
+					if strings.Contains(c, ":"+id+":") {
+						got = append(got, c)
+					}
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: calls\n%v\nwant\n%v", id, got, want)
+				}
+				if r := fin.of(id); len(r) != 1 || r[0] != (saga.Result{Status: saga.Compensated, FailedStep: failing, Reason: wantReason}) {
+					t.Fatalf("%s: Finish calls %+v", id, r)
+				}
+				failed := info.Steps[i]
+				if failed.Step != failing || failed.Phase != "action" || failed.Status != "failed" || failed.Attempts != attempts || failed.Error != wantReason {
+					t.Fatalf("%s: history of the failed step %+v", id, failed)
+				}
+				if n := len(info.Steps); n != i+1+len(want)-i {
+					t.Fatalf("%s: history has %d records: %+v", id, n, info.Steps)
+				}
+			}
+		}
+	})
+}
+
+func TestCompensationFailedThenRetry(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		svc := newService()
+		var broken atomic.Bool
+		broken.Store(true)
+		var tries atomic.Int32
+		def := orderSaga("order", svc, func(step string, _ int) error {
+			if step == "ship" {
+				return saga.Permanent(errors.New("no courier"))
+			}
+			return nil
+		})
+		def.CompensationAttempts = 3
+		def.Steps[1].Compensate = func(ctx context.Context, sc saga.StepContext, o *order) error {
+			tries.Add(1)
+			if broken.Load() {
+				return errors.New("refund service down")
+			}
+			svc.undo(sc)
+			return nil
+		}
+		reg := prometheus.NewRegistry()
+		o := newOrchestrator(t, open(), saga.Options{Registerer: reg}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		ctx := context.Background()
+		if err := o.StartNow(ctx, "order", "o1", order{ID: "o1"}); err != nil {
+			t.Fatal(err)
+		}
+		info := wait(t, o.Orchestrator, "o1")
+		if info.Status != saga.CompensationFailed || info.Step != "pay" || info.FailedStep != "ship" {
+			t.Fatalf("ended %+v, want compensation_failed at pay", info.Summary)
+		}
+		if n := tries.Load(); n != 3 {
+			t.Fatalf("compensation tried %d times, want CompensationAttempts = 3", n)
+		}
+		if svc.count("compensate:o1:reserve") != 0 {
+			t.Fatal("an earlier step was compensated although a later compensation failed")
+		}
+		last := info.Steps[len(info.Steps)-1]
+		if last.Phase != "compensation" || last.Status != "failed" || last.Attempts != 3 || last.Error != "refund service down" {
+			t.Fatalf("last history record %+v", last)
+		}
+		if v := testutil.ToFloat64(metric(t, reg, "trellis_saga_compensation_failed_total")); v != 1 {
+			t.Fatalf("compensation_failed_total = %v", v)
+		}
+		if v := testutil.ToFloat64(metric(t, reg, "trellis_saga_compensation_failed")); v != 1 {
+			t.Fatalf("compensation_failed gauge = %v", v)
+		}
+		if err := o.Check(ctx); err != nil {
+			t.Fatalf("Check with a compensation_failed saga: %v", err)
+		}
+
+		broken.Store(false)
+		if err := o.Retry(ctx, "o1"); err != nil {
+			t.Fatal(err)
+		}
+		info = wait(t, o.Orchestrator, "o1")
+		if info.Status != saga.Compensated || info.Reason != "no courier" {
+			t.Fatalf("after Retry: %+v", info.Summary)
+		}
+		if svc.count("compensate:o1:pay") != 1 || svc.count("compensate:o1:reserve") != 1 || svc.count("compensate:o1:ship") != 1 {
+			t.Fatalf("calls after Retry: %v", svc.Calls())
+		}
+		if v := testutil.ToFloat64(metric(t, reg, "trellis_saga_compensation_failed")); v != 0 {
+			t.Fatalf("compensation_failed gauge after Retry = %v", v)
+		}
+		if err := o.Retry(ctx, "o1"); !errors.Is(err, saga.ErrNotRetryable) {
+			t.Fatalf("Retry of a compensated saga: %v, want ErrNotRetryable", err)
+		}
+		if err := o.Retry(ctx, "nope"); !errors.Is(err, saga.ErrNotFound) {
+			t.Fatalf("Retry of an unknown saga: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// metric returns the only series of the named metric family.
+func metric(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	return collectorFunc(func(ch chan<- prometheus.Metric) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				for _, m := range mf.GetMetric() {
+					v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+					ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "", nil, nil), prometheus.GaugeValue, v)
+					return
+				}
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "", nil, nil), prometheus.GaugeValue, 0)
+	})
+}
+
+type collectorFunc func(ch chan<- prometheus.Metric)
+
+func (f collectorFunc) Describe(ch chan<- *prometheus.Desc) {}
+func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
+
+func TestStartInTransaction(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		svc := newService()
+		db := open()
+		o := newOrchestrator(t, db, saga.Options{PollInterval: 20 * time.Millisecond},
+			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
+		ctx := context.Background()
+
+		rollback := errors.New("order rejected")
+		err := db.InTx(ctx, func(tx *sql.Tx) error {
+			if err := o.Start(ctx, tx, "order", "rolled-back", order{ID: "rolled-back"}); err != nil {
+				return err
+			}
+			return rollback
+		})
+		if !errors.Is(err, rollback) {
+			t.Fatal(err)
+		}
+		o.Kick("rolled-back")
+		if _, err := o.Get(ctx, "rolled-back"); !errors.Is(err, saga.ErrNotFound) {
+			t.Fatalf("Get of a saga started in a rolled back transaction: %v, want ErrNotFound", err)
+		}
+
+		// Committed but never kicked: the poll finds it.
+		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+			return o.Start(ctx, tx, "order", "unkicked", order{ID: "unkicked"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if info := wait(t, o.Orchestrator, "unkicked"); info.Status != saga.Completed {
+			t.Fatalf("unkicked saga ended %s", info.Status)
+		}
+		if n := svc.count("action:rolled-back:reserve"); n != 0 {
+			t.Fatal("the rolled-back saga ran")
+		}
+
+		err = db.InTx(ctx, func(tx *sql.Tx) error { return o.Start(ctx, tx, "order", "unkicked", order{}) })
+		if !errors.Is(err, saga.ErrDuplicate) {
+			t.Fatalf("Start of an existing id: %v, want ErrDuplicate", err)
+		}
+		if err := o.StartNow(ctx, "order", "unkicked", order{}); !errors.Is(err, saga.ErrDuplicate) {
+			t.Fatalf("StartNow of an existing id: %v, want ErrDuplicate", err)
+		}
+		if err := o.StartNow(ctx, "nope", "x", order{}); !errors.Is(err, saga.ErrUnknownSaga) {
+			t.Fatalf("StartNow of an unknown definition: %v, want ErrUnknownSaga", err)
+		}
+		if err := o.StartNow(ctx, "order", "bad-data", []int{1}); err == nil {
+			t.Fatal("StartNow accepted data that does not decode as the definition's type")
+		}
+	})
+}
+
+func TestListGetWait(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		svc := newService()
+		block := make(chan struct{})
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error {
+			if err := saga.Register(o, orderSaga("order", svc, nil)); err != nil {
+				return err
+			}
+			return saga.Register(o, saga.Definition[order]{Name: "slow", Steps: []saga.Step[order]{{
+				Name: "hold",
+				Action: func(ctx context.Context, _ saga.StepContext, _ *order) error {
+					select {
+					case <-block:
+						return nil
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				},
+			}}})
+		})
+		ctx := context.Background()
+		for _, id := range []string{"a", "b", "c"} {
+			if err := o.StartNow(ctx, "order", id, order{ID: id}); err != nil {
+				t.Fatal(err)
+			}
+			wait(t, o.Orchestrator, id)
+		}
+		if err := o.StartNow(ctx, "slow", "s", order{ID: "s"}); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err := o.Wait(short, "s")
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Wait on a running saga past ctx: %v", err)
+		}
+
+		all, err := o.List(ctx, saga.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, s := range all {
+			ids = append(ids, s.ID)
+		}
+		if !slices.Equal(ids, []string{"s", "c", "b", "a"}) {
+			t.Fatalf("List = %v, want newest first", ids)
+		}
+		if all[0].Status != saga.Running || all[0].Step != "hold" || all[0].Name != "slow" {
+			t.Fatalf("running saga listed as %+v", all[0])
+		}
+		done, err := o.List(ctx, saga.Filter{Name: "order", Status: saga.Completed, Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(done) != 2 || done[0].ID != "c" || done[1].ID != "b" {
+			t.Fatalf("filtered List = %+v", done)
+		}
+		if _, err := o.Get(ctx, "zzz"); !errors.Is(err, saga.ErrNotFound) {
+			t.Fatalf("Get of an unknown id: %v", err)
+		}
+		info, err := o.Get(ctx, "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, field := range []string{`"id":"b"`, `"status":"completed"`, `"steps":[{"step":"reserve","phase":"action","status":"succeeded","attempts":1`, `"data":{"id":"b","payment_id":"pay-b","shipment":"ship-b"}`, `"created_at"`} {
+			if !strings.Contains(string(b), field) {
+				t.Fatalf("Info JSON %s lacks %s", b, field)
+			}
+		}
+		close(block)
+		if info := wait(t, o.Orchestrator, "s"); info.Status != saga.Completed {
+			t.Fatalf("slow saga ended %s", info.Status)
+		}
+	})
+}
+
+func TestRegisterValidates(t *testing.T) {
+	db := backend(t, "sqlite")()
+	o, err := saga.New(db, saga.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	act := func(context.Context, saga.StepContext, *order) error { return nil }
+	for name, def := range map[string]saga.Definition[order]{
+		"no name":        {Steps: []saga.Step[order]{{Name: "a", Action: act}}},
+		"no steps":       {Name: "x"},
+		"unnamed step":   {Name: "x", Steps: []saga.Step[order]{{Action: act}}},
+		"duplicate step": {Name: "x", Steps: []saga.Step[order]{{Name: "a", Action: act}, {Name: "a", Action: act}}},
+		"no action":      {Name: "x", Steps: []saga.Step[order]{{Name: "a"}}},
+	} {
+		if err := saga.Register(o, def); !errors.Is(err, saga.ErrInvalidDefinition) {
+			t.Errorf("%s: Register = %v, want ErrInvalidDefinition", name, err)
+		}
+	}
+	good := saga.Definition[order]{Name: "x", Steps: []saga.Step[order]{{Name: "a", Action: act}}}
+	if err := saga.Register(o, good); err != nil {
+		t.Fatal(err)
+	}
+	if err := saga.Register(o, good); !errors.Is(err, saga.ErrInvalidDefinition) {
+		t.Errorf("second Register of %q = %v", good.Name, err)
+	}
+	if saga.IsPermanent(errors.New("x")) || !saga.IsPermanent(fmt.Errorf("wrapped: %w", saga.Permanent(errors.New("x")))) || saga.Permanent(nil) != nil {
+		t.Error("Permanent/IsPermanent")
+	}
+	for s, terminal := range map[saga.Status]bool{saga.Running: false, saga.Compensating: false, saga.Completed: true, saga.Compensated: true, saga.CompensationFailed: true} {
+		if s.Terminal() != terminal {
+			t.Errorf("%s.Terminal() = %v", s, !terminal)
+		}
+	}
+}
