@@ -59,6 +59,9 @@ type Config struct {
 	// CatalogPolicy is the resilience of calls to the catalog; zero means
 	// service.DefaultClientPolicy.
 	CatalogPolicy service.ClientPolicy
+	// Transfers configures the warehouses and the transfers between them
+	// (transfers.go).
+	Transfers TransferConfig
 }
 
 // Setup declares inventory's settings on fs and returns the function that
@@ -67,6 +70,7 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 	cfg := Config{CatalogURL: DefaultCatalogURL}
 	fs.StringVar(&cfg.CatalogURL, "catalog-url", cfg.CatalogURL, "base URL of the catalog service")
 	config.Bind(fs, "catalog-url", "CATALOG_URL")
+	addTransferFlags(fs, &cfg.Transfers)
 	return func(h *service.Host) error {
 		if u, err := url.Parse(cfg.CatalogURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return config.Invalid(fs, "catalog-url", cfg.CatalogURL, "must be an http:// or https:// URL")
@@ -87,6 +91,9 @@ func Register(h *service.Host, cfg Config) error {
 	}
 	catalog := client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL)
 	ports.Register(h, app.New(adapters.NewRepository(h.DB()), catalog))
+	if err := registerTransfers(h, cfg.Transfers, catalog); err != nil {
+		return err
+	}
 	reservations := app.NewReservations(adapters.NewReservations(h.DB(), nil))
 	ports.RegisterReservations(h, reservations)
 	return startChoreography(h, reservations)

@@ -1,0 +1,122 @@
+package inventory
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/trellis-go/trellis/config"
+	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/inventory/adapters"
+	"github.com/trellis-go/trellis/shop/inventory/app"
+	"github.com/trellis-go/trellis/shop/inventory/domain"
+	"github.com/trellis-go/trellis/shop/inventory/ports"
+	"github.com/trellis-go/trellis/store"
+	"github.com/trellis-go/trellis/twopc"
+)
+
+// The warehouse databases: files inventory-east.db and inventory-west.db
+// in the data dir, or INVENTORY_EAST_DATABASE_URL and
+// INVENTORY_WEST_DATABASE_URL.
+const (
+	EastName = "inventory-east"
+	WestName = "inventory-west"
+)
+
+//go:embed warehousemigrations/*.sql
+var warehouseMigrations embed.FS
+
+// WarehouseMigrations returns the migrations of a warehouse database.
+func WarehouseMigrations() fs.FS {
+	sub, err := fs.Sub(warehouseMigrations, "warehousemigrations")
+	if err != nil {
+		panic(err) // the embedded directory exists by construction
+	}
+	return sub
+}
+
+// TransferConfig configures the warehouses and the transfers between
+// them.
+type TransferConfig struct {
+	// EastDatabaseURL and WestDatabaseURL select the warehouses'
+	// databases; "" means a SQLite file in the data dir. A postgres://
+	// warehouse takes part with PREPARE TRANSACTION (the server needs
+	// max_prepared_transactions > 0), a SQLite one with held units.
+	EastDatabaseURL string
+	WestDatabaseURL string
+	// PrepareTimeout bounds a transfer's prepare phase; 0 means 5 s.
+	PrepareTimeout time.Duration
+	// RecoverInterval is how often unfinished transfers are driven to
+	// their decision; 0 means 5 s.
+	RecoverInterval time.Duration
+
+	// afterDecision injects a coordinator crash in tests.
+	afterDecision func(ctx context.Context, txID string, d twopc.Status) error
+}
+
+// addTransferFlags declares the warehouse database settings.
+func addTransferFlags(fs *pflag.FlagSet, cfg *TransferConfig) {
+	fs.StringVar(&cfg.EastDatabaseURL, "east-database-url", "", "east warehouse database URL: postgres://... or empty for a SQLite file in the data dir")
+	fs.StringVar(&cfg.WestDatabaseURL, "west-database-url", "", "west warehouse database URL: postgres://... or empty for a SQLite file in the data dir")
+	config.Bind(fs, "east-database-url", store.EnvVar(EastName))
+	config.Bind(fs, "west-database-url", store.EnvVar(WestName))
+}
+
+// registerTransfers opens the two warehouse databases and serves the
+// warehouse stock and transfer API. A transfer is a two-phase commit
+// whose coordinator keeps its log in inventory's own database; at start,
+// before serving, the coordinator finishes what a crash left open, then
+// keeps doing so as a host worker.
+func registerTransfers(h *service.Host, cfg TransferConfig, catalog app.Catalog) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if h.DB() == nil {
+		return fmt.Errorf("inventory: transfers need the host's database")
+	}
+	if cfg.PrepareTimeout == 0 {
+		cfg.PrepareTimeout = 5 * time.Second
+	}
+	warehouses := map[string]app.Warehouse{}
+	var participants []twopc.Participant
+	for _, w := range []struct{ name, service, url string }{
+		{domain.East, EastName, cfg.EastDatabaseURL},
+		{domain.West, WestName, cfg.WestDatabaseURL},
+	} {
+		db, err := store.Open(ctx, store.Config{Service: w.service, URL: w.url, DataDir: h.Config().DataDir,
+			Migrations: WarehouseMigrations(), Logger: h.Logger()})
+		if err != nil {
+			return fmt.Errorf("inventory: open %s warehouse: %w", w.name, err)
+		}
+		h.OnClose(db.Close)
+		h.AddCheck(w.service+"-database", db.Check)
+		wh := adapters.NewWarehouse(w.name, db)
+		p, err := wh.Participant(ctx)
+		if err != nil {
+			return fmt.Errorf("inventory: %s warehouse: %w", w.name, err)
+		}
+		warehouses[w.name] = wh
+		participants = append(participants, p)
+	}
+	coord, err := twopc.New(h.DB(), participants, twopc.Options{Logger: h.Logger(), Registerer: h.Registry(),
+		PrepareTimeout: cfg.PrepareTimeout, RecoverInterval: cfg.RecoverInterval, AfterDecision: cfg.afterDecision})
+	if err != nil {
+		return fmt.Errorf("inventory: transfers: %w", err)
+	}
+	if err := coord.Setup(ctx); err != nil {
+		return fmt.Errorf("inventory: transfers: %w", err)
+	}
+	if err := coord.Recover(ctx); err != nil {
+		h.Logger().Warn("inventory: unfinished transfers remain, recovery continues in the background", "err", err)
+	}
+	h.Go("twopc-recovery", coord.Run)
+	log, err := adapters.NewTransfers(ctx, h.DB())
+	if err != nil {
+		return fmt.Errorf("inventory: transfers: %w", err)
+	}
+	ports.RegisterTransfers(h, app.NewTransfers(warehouses, coord, log, catalog, 2*cfg.PrepareTimeout))
+	return nil
+}
