@@ -68,6 +68,7 @@ type Orchestrator struct {
 	concurrency  int
 	m            *metrics
 	w            *logWriter
+	rd           *stmts // the reader's prepared statements
 	sem          chan struct{}
 	wg           sync.WaitGroup
 
@@ -75,10 +76,16 @@ type Orchestrator struct {
 	defs    map[string]runner
 	running bool
 	runCtx  context.Context
-	queued  map[string]struct{} // kicked while Run was not running
-	active  map[string]bool     // executing here; true: kicked again meanwhile
-	later   map[string]struct{} // stopped by a log error; kicked at the next poll
+	queued  map[string]struct{}    // kicked while Run was not running
+	active  map[string]*activeSaga // executing here
+	later   map[string]struct{}    // stopped by a log error; kicked at the next poll
 	waiters map[string]*waiter
+}
+
+// activeSaga is a saga executing in this process.
+type activeSaga struct {
+	again bool // kicked again meanwhile: execute once more when done
+	ended bool // its terminal status is durable
 }
 
 type waiter struct {
@@ -102,7 +109,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		concurrency:  opts.Concurrency,
 		defs:         make(map[string]runner),
 		queued:       make(map[string]struct{}),
-		active:       make(map[string]bool),
+		active:       make(map[string]*activeSaga),
 		later:        make(map[string]struct{}),
 		waiters:      make(map[string]*waiter),
 	}
@@ -134,7 +141,9 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		}
 		o.m = m
 	}
-	o.w = &logWriter{db: db, maxBatch: maxBatch, observe: o.m.batch}
+	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch,
+		st: newStmts(db.Writer(), sqlInsert, sqlClaim, sqlProgress, sqlHistory)}
+	o.rd = newStmts(db.Reader(), sqlGet, sqlGetSteps)
 	return o, nil
 }
 
@@ -245,7 +254,7 @@ func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) 
 	row := sagaRow{id: id, name: name, status: Running, data: raw, deadline: deadline(r, now), created: now.UnixNano()}
 	var inserted bool
 	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, now.Add(o.lease).UnixNano(), row.created)
+		res, err := o.w.st.exec(ctx, tx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, now.Add(o.lease).UnixNano(), row.created)
 		if err != nil {
 			return err
 		}
@@ -281,11 +290,11 @@ func (o *Orchestrator) dispatchLocked(id string, claimed *sagaRow) {
 		o.queued[id] = struct{}{}
 		return
 	}
-	if _, busy := o.active[id]; busy {
-		o.active[id] = true
+	if a := o.active[id]; a != nil {
+		a.again = true
 		return
 	}
-	o.active[id] = false
+	o.active[id] = &activeSaga{}
 	o.wg.Add(1)
 	go o.execute(o.runCtx, id, claimed)
 }
@@ -435,7 +444,7 @@ func (o *Orchestrator) claim(id string) (*sagaRow, error) {
 	var row *sagaRow
 	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
 		row = nil
-		r, err := scanRow(tx.QueryRowContext(ctx, sqlClaim, o.owner, now.Add(o.lease).UnixNano(), id, now.UnixNano()))
+		r, err := scanRow(o.w.st.queryRow(ctx, tx, sqlClaim, o.owner, now.Add(o.lease).UnixNano(), id, now.UnixNano()))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -485,9 +494,15 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 func (o *Orchestrator) finished(id string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	again := o.active[id]
+	a := o.active[id]
 	delete(o.active, id)
-	if again {
+	// Waiters skip reading a saga executing here; whatever happened, let
+	// them look again.
+	if w := o.waiters[id]; w != nil {
+		close(w.ch)
+		delete(o.waiters, id)
+	}
+	if a != nil && a.again {
 		o.dispatchLocked(id, nil)
 	}
 }
@@ -513,7 +528,7 @@ func (x *execution) pastDeadline() bool {
 // durable, and extends the lease. It reports false when the saga must stop
 // executing here: the lease was lost, or the write failed (then the saga
 // is retried at the next poll).
-func (x *execution) save(ctx context.Context, data any, hist ...stepRow) bool {
+func (x *execution) save(ctx context.Context, data any, hist ...stepRow) bool { // at most one history record
 	o, r := x.o, &x.row
 	raw, err := json.Marshal(data)
 	if err != nil {
@@ -526,34 +541,18 @@ func (x *execution) save(ctx context.Context, data any, hist ...stepRow) bool {
 	if r.status.Terminal() {
 		lease = 0
 	}
-	lost := false
-	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, sqlProgress, string(r.status), r.step, x.def.stepName(r.step), string(raw),
-			r.reason, r.failedStep, lease, now.UnixNano(), r.id, o.owner)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if lost = n == 0; lost {
-			return nil
-		}
-		for _, h := range hist {
-			if _, err := tx.ExecContext(ctx, sqlHistory, r.id, h.step, h.phase, h.status, h.attempts, h.err,
-				h.started.UnixNano(), h.ended.UnixNano()); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	p := &progress{id: r.id, status: string(r.status), step: r.step, stepName: x.def.stepName(r.step), data: string(raw),
+		reason: r.reason, failedStep: r.failedStep, lease: lease, updated: now.UnixNano()}
+	if len(hist) > 0 {
+		p.hist = &hist[0]
+	}
+	owned, err := o.w.write(p)
 	switch {
 	case err != nil:
 		o.log.ErrorContext(ctx, "saga: write the log; retrying at the next poll", "saga", r.name, "id", r.id, "error", err)
 		o.retryLater(r.id)
 		return false
-	case lost:
+	case !owned:
 		o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", ErrLeaseLost)
 		return false
 	}
@@ -571,6 +570,9 @@ func (o *Orchestrator) ended(ctx context.Context, r *sagaRow, now time.Time) {
 		o.refreshFailed(ctx)
 	}
 	o.mu.Lock()
+	if a := o.active[r.id]; a != nil {
+		a.ended = true
+	}
 	if w := o.waiters[r.id]; w != nil {
 		close(w.ch)
 		delete(o.waiters, r.id)
@@ -712,8 +714,14 @@ func scanSummary(sc interface{ Scan(...any) error }, extra ...any) (Summary, err
 	return s, err
 }
 
+const (
+	sqlGet      = "SELECT " + summaryColumns + ", deadline_ns, data FROM trellis_sagas WHERE id = $1"
+	sqlGetSteps = "SELECT step, phase, status, attempts, error, started_ns, ended_ns FROM trellis_saga_steps WHERE saga_id = $1 ORDER BY seq"
+)
+
 // Get returns saga id with its data and history, or ErrNotFound.
 func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
+	o.rd.prepare(ctx)
 	tx, err := o.db.Reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return Info{}, fmt.Errorf("saga: get %q: %w", id, err)
@@ -722,7 +730,7 @@ func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
 	var info Info
 	var deadline int64
 	var data []byte
-	info.Summary, err = scanSummary(tx.QueryRowContext(ctx, "SELECT "+summaryColumns+", deadline_ns, data FROM trellis_sagas WHERE id = $1", id), &deadline, &data)
+	info.Summary, err = scanSummary(o.rd.queryRow(ctx, tx, sqlGet, id), &deadline, &data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
@@ -734,7 +742,7 @@ func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
 		d := time.Unix(0, deadline).UTC()
 		info.Deadline = &d
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT step, phase, status, attempts, error, started_ns, ended_ns FROM trellis_saga_steps WHERE saga_id = $1 ORDER BY seq", id)
+	rows, err := o.rd.query(ctx, tx, sqlGetSteps, id)
 	if err != nil {
 		return Info{}, fmt.Errorf("saga: get %q history: %w", id, err)
 	}
@@ -808,8 +816,16 @@ func (o *Orchestrator) Wait(ctx context.Context, id string) (Info, error) {
 			o.waiters[id] = w
 		}
 		w.n++
+		// A saga executing here wakes its waiters when it ends: no need
+		// to read it before.
+		a := o.active[id]
+		skipRead := a != nil && !a.ended
 		o.mu.Unlock()
-		info, err := o.Get(ctx, id)
+		var info Info
+		var err error
+		if !skipRead {
+			info, err = o.Get(ctx, id)
+		}
 		if err == nil && !info.Status.Terminal() {
 			t := time.NewTimer(o.pollInterval)
 			select {
