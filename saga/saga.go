@@ -285,7 +285,7 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 		return
 	}
 	steps := d.def.Steps
-	for {
+	for ctx.Err() == nil {
 		switch r.status {
 		case Running:
 			if r.step >= len(steps) {
@@ -386,7 +386,7 @@ func (d *definition[T]) action(ctx context.Context, x *execution, i int, data *T
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return struct{}{}, s.Action(ctx, sc, data)
+		return struct{}{}, protect(func() error { return s.Action(ctx, sc, data) })
 	})
 	return sc.Attempt, err
 }
@@ -400,7 +400,7 @@ func (d *definition[T]) compensate(ctx context.Context, x *execution, j int, dat
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return struct{}{}, s.Compensate(ctx, sc, data)
+		return struct{}{}, protect(func() error { return s.Compensate(ctx, sc, data) })
 	})
 	return sc.Attempt, err
 }
@@ -412,7 +412,7 @@ func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Res
 	}
 	o := d.o
 	for n := 0; ; n++ {
-		err := d.def.Finish(ctx, x.row.id, data, r)
+		err := protect(func() error { return d.def.Finish(ctx, x.row.id, data, r) })
 		if err == nil {
 			return true
 		}
@@ -429,4 +429,16 @@ func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Res
 			return false
 		}
 	}
+}
+
+// protect turns a panic of fn into an error, so that a bug in one step
+// fails that step (and is retried, then compensated) instead of crashing
+// the process, which would resume the saga into the same panic.
+func protect(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("saga: step panicked: %v", p)
+		}
+	}()
+	return fn()
 }

@@ -431,3 +431,26 @@ func TestRegisterValidates(t *testing.T) {
 		}
 	}
 }
+
+// A panicking action fails its step like an error, instead of crashing the
+// process (which would resume the saga into the same panic).
+func TestPanickingActionCompensates(t *testing.T) {
+	svc := newService()
+	def := orderSaga("order", svc, func(step string, _ int) error {
+		if step == "pay" {
+			panic("nil map")
+		}
+		return nil
+	})
+	o := newOrchestrator(t, backend(t, "sqlite")(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+	if err := o.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
+		t.Fatal(err)
+	}
+	info := wait(t, o.Orchestrator, "o1")
+	if info.Status != saga.Compensated || info.FailedStep != "pay" || !strings.Contains(info.Reason, "panicked: nil map") {
+		t.Fatalf("ended %+v", info.Summary)
+	}
+	if got, want := svc.Calls(), []string{"action:o1:reserve", "compensate:o1:pay", "compensate:o1:reserve"}; !slices.Equal(got, want) {
+		t.Fatalf("calls %v, want %v", got, want)
+	}
+}
