@@ -138,8 +138,9 @@ type Definition[T any] struct {
 	// StepTimeout is the default per-attempt timeout; 0 means 10 s.
 	StepTimeout time.Duration
 	// CompensationAttempts bounds the tries of one compensation (with full
-	// jitter backoff from 100 ms up to 5 s) before the saga ends
-	// compensation_failed; 0 means 5.
+	// jitter backoff from 100 ms up to 10 s, and no sooner than an open
+	// circuit breaker's RetryAfter) before the saga ends
+	// compensation_failed; 0 means 8.
 	CompensationAttempts int
 	// Finish runs after the last step succeeded (Completed) or the
 	// compensations are done (Compensated), before the terminal status is
@@ -151,12 +152,12 @@ type Definition[T any] struct {
 // Defaults of Definition and Step.
 const (
 	defaultStepTimeout          = 10 * time.Second
-	defaultCompensationAttempts = 5
+	defaultCompensationAttempts = 8
 	defaultActionAttempts       = 3
 	defaultActionBaseDelay      = 50 * time.Millisecond
 	defaultActionMaxDelay       = time.Second
 	compensationBaseDelay       = 100 * time.Millisecond
-	compensationMaxDelay        = 5 * time.Second
+	compensationMaxDelay        = 10 * time.Second
 )
 
 // Register adds def to o, so that sagas named def.Name can be started and
@@ -216,6 +217,9 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 			}
 			return user.IsFailure(r, err)
 		}
+		if rc.RetryAfter == nil {
+			rc.RetryAfter = breakerRetryAfter
+		}
 		d.retries[i] = resilience.NewRetry(rc)
 	}
 	d.compRetry = resilience.NewRetry(resilience.RetryConfig[struct{}]{
@@ -226,8 +230,40 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		Classifier: func(_ struct{}, err error) bool {
 			return resilience.DefaultIsFailure(err) && !IsPermanent(err)
 		},
+		RetryAfter: breakerRetryAfter,
 	})
 	return o.register(def.Name, d)
+}
+
+// notNow carries a circuit breaker's rejection through a step's retries.
+// resilience.Retry never retries a breaker's rejection, because a breaker
+// exists to shed load at once; but a saga cannot give up on a dependency
+// that only said "not now": a compensation must run in the end, and an
+// action has until its deadline. So the rejection is retried, no sooner
+// than the breaker's RetryAfter, like any other transient failure. It
+// does not unwrap, which is what hides it from Retry's rule.
+type notNow struct {
+	err   error
+	after time.Duration
+}
+
+func (e *notNow) Error() string { return e.err.Error() }
+
+// deferBreaker turns a breaker's rejection into a notNow.
+func deferBreaker(err error) error {
+	var open *resilience.BreakerOpenError
+	if err == nil || IsPermanent(err) || !errors.As(err, &open) {
+		return err
+	}
+	return &notNow{err: err, after: open.RetryAfter}
+}
+
+func breakerRetryAfter(_ struct{}, err error) (time.Duration, bool) {
+	var n *notNow
+	if errors.As(err, &n) {
+		return n.after, true
+	}
+	return 0, false
 }
 
 // runner is a registered definition with its type erased.
@@ -386,7 +422,7 @@ func (d *definition[T]) action(ctx context.Context, x *execution, i int, data *T
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return struct{}{}, protect(func() error { return s.Action(ctx, sc, data) })
+		return struct{}{}, deferBreaker(protect(func() error { return s.Action(ctx, sc, data) }))
 	})
 	return sc.Attempt, err
 }
@@ -400,7 +436,7 @@ func (d *definition[T]) compensate(ctx context.Context, x *execution, j int, dat
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return struct{}{}, protect(func() error { return s.Compensate(ctx, sc, data) })
+		return struct{}{}, deferBreaker(protect(func() error { return s.Compensate(ctx, sc, data) }))
 	})
 	return sc.Attempt, err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -452,5 +453,44 @@ func TestPanickingActionCompensates(t *testing.T) {
 	}
 	if got, want := svc.Calls(), []string{"action:o1:reserve", "compensate:o1:pay", "compensate:o1:reserve"}; !slices.Equal(got, want) {
 		t.Fatalf("calls %v, want %v", got, want)
+	}
+}
+
+// An open circuit breaker's rejection is "not now": the action and the
+// compensation are retried after its RetryAfter, instead of failing the
+// step (or the compensation) at once as resilience.Retry alone would.
+func TestBreakerRejectionIsRetried(t *testing.T) {
+	db := backend(t, "sqlite")()
+	open := &resilience.BreakerOpenError{Name: "payment", State: resilience.BreakerOpen, RetryAfter: 5 * time.Millisecond}
+	var actions, compensations int
+	def := saga.Definition[order]{
+		Name: "breaker",
+		Steps: []saga.Step[order]{
+			{
+				Name: "charge",
+				Action: func(context.Context, saga.StepContext, *order) error {
+					if actions++; actions <= 2 {
+						return fmt.Errorf("charge: %w", open)
+					}
+					return saga.Permanent(errors.New("declined"))
+				},
+				Compensate: func(context.Context, saga.StepContext, *order) error {
+					if compensations++; compensations <= 3 {
+						return fmt.Errorf("refund: %w", open)
+					}
+					return nil
+				},
+				Retry: resilience.RetryConfig[struct{}]{MaxAttempts: 5, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond},
+			},
+		},
+	}
+	o := newOrchestrator(t, db, saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+	if err := o.StartNow(context.Background(), "breaker", "b1", order{ID: "b1"}); err != nil {
+		t.Fatal(err)
+	}
+	info := wait(t, o.Orchestrator, "b1")
+	if info.Status != saga.Compensated || info.Reason != "declined" || actions != 3 || compensations != 4 {
+		t.Fatalf("saga %+v after %d actions and %d compensations; want compensated (declined) after 3 and 4",
+			info.Summary, actions, compensations)
 	}
 }
