@@ -1,0 +1,223 @@
+package shop_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/eventstore"
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/inventory"
+	invadapters "github.com/trellis-go/trellis/shop/inventory/adapters"
+	invapp "github.com/trellis-go/trellis/shop/inventory/app"
+	"github.com/trellis-go/trellis/shop/order"
+	ordadapters "github.com/trellis-go/trellis/shop/order/adapters"
+	ordapp "github.com/trellis-go/trellis/shop/order/app"
+	"github.com/trellis-go/trellis/shop/payment"
+	payadapters "github.com/trellis-go/trellis/shop/payment/adapters"
+	payapp "github.com/trellis-go/trellis/shop/payment/app"
+	paydomain "github.com/trellis-go/trellis/shop/payment/domain"
+	"github.com/trellis-go/trellis/shop/shipping"
+	shipadapters "github.com/trellis-go/trellis/shop/shipping/adapters"
+	shipapp "github.com/trellis-go/trellis/shop/shipping/app"
+	"github.com/trellis-go/trellis/store"
+)
+
+// The services' application layers, called in-process with the meaning of
+// their API clients.
+
+type inProcessInventory struct{ r *invapp.Reservations }
+
+func (i inProcessInventory) Reserve(ctx context.Context, id string, items []contract.Item) error {
+	_, err := i.r.Reserve(ctx, id, items)
+	return err
+}
+func (i inProcessInventory) Commit(ctx context.Context, id string) error {
+	_, err := i.r.Commit(ctx, id)
+	return err
+}
+func (i inProcessInventory) Release(ctx context.Context, id string) error {
+	_, err := i.r.Release(ctx, id)
+	return err
+}
+
+type inProcessPayments struct{ a *payapp.App }
+
+func (p inProcessPayments) Charge(ctx context.Context, key, orderID string, amount int64, token string) (string, error) {
+	c, err := p.a.Charge(ctx, paydomain.ChargeRequest{IdempotencyKey: key, OrderID: orderID, AmountCents: amount, PaymentToken: token})
+	if err != nil {
+		return "", err
+	}
+	if !c.Payment.Charged() {
+		return c.Payment.PaymentID, fmt.Errorf("payment %s %s: %w", c.Payment.Status, c.Payment.Reason, contract.ErrRefused)
+	}
+	return c.Payment.PaymentID, nil
+}
+func (p inProcessPayments) Refund(ctx context.Context, id string) error {
+	_, err := p.a.Refund(ctx, id)
+	return err
+}
+
+type inProcessShipping struct{ a *shipapp.App }
+
+func (s inProcessShipping) Schedule(ctx context.Context, orderID, address string) (string, error) {
+	sh, err := s.a.Schedule(ctx, orderID, address)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", contract.ErrRefused, err)
+	}
+	return sh.Shipment.ShipmentID, nil
+}
+func (s inProcessShipping) Cancel(ctx context.Context, id string) error {
+	_, err := s.a.Cancel(ctx, id)
+	return err
+}
+
+type fixedPrices struct{}
+
+func (fixedPrices) Price(context.Context, string) (int64, bool, error) { return 1250, true, nil }
+
+// BenchmarkPlaceOrderSaga measures completed place-order sagas per second
+// and their latency with the services wired in-process, without HTTP: the
+// order service's real application layer (OrderPlaced appended with its
+// idempotency record, outbox message and saga record in one transaction;
+// the saga's durable log; OrderConfirmed appended with its outbox message)
+// and the real inventory, payment and shipping application layers, each
+// service on its own SQLite database with synchronous=FULL, and the outbox
+// relay publishing to an embedded JetStream server with SyncAlways. The
+// catalog lookup that precedes the saga is a fixed price. A saga's latency
+// runs from the place request to its terminal record.
+func BenchmarkPlaceOrderSaga(b *testing.B) {
+	for _, inFlight := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("in-flight-%d", inFlight), func(b *testing.B) { benchPlaceOrder(b, inFlight) })
+	}
+}
+
+func benchPlaceOrder(b *testing.B, inFlight int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := b.TempDir()
+	open := func(name string, migrations fs.FS) *store.DB {
+		db, err := store.Open(ctx, store.Config{Service: name, DataDir: dir, Migrations: migrations})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		return db
+	}
+	invDB, payDB := open(inventory.Name, inventory.Migrations()), open(payment.Name, payment.Migrations())
+	shipDB, ordDB := open(shipping.Name, shipping.Migrations()), open(order.Name, order.Migrations())
+	if _, err := invDB.Writer().ExecContext(ctx, `UPDATE stock SET on_hand = 1000000000 WHERE sku = 'TEA-001'`); err != nil {
+		b.Fatal(err)
+	}
+
+	br, err := broker.Open(ctx, broker.Config{DataDir: dir, Name: order.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { br.Close() })
+	msgs, err := messaging.New(br, messaging.Config{Source: order.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := messaging.EnsureStream(ctx, msgs.JetStream(), messaging.StreamConfig{Name: order.StreamName, Subjects: []string{"order.>"}}); err != nil {
+		b.Fatal(err)
+	}
+	events, err := eventstore.New(ordDB, eventstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { events.Close() })
+	if err := events.Setup(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := outbox.Setup(ctx, ordDB); err != nil {
+		b.Fatal(err)
+	}
+	ob, err := outbox.New(ordDB, msgs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	relay, err := ob.NewRelay(outbox.RelayConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var workers sync.WaitGroup
+	workers.Go(func() { _ = relay.Run(ctx) })
+
+	a := &ordapp.App{
+		Orders:    order.Aggregate(events),
+		Catalog:   fixedPrices{},
+		Requests:  ordadapters.NewRequests(ordDB),
+		Outbox:    ordadapters.NewEventOutbox(ob),
+		Now:       time.Now,
+		Inventory: inProcessInventory{invapp.NewReservations(invadapters.NewReservations(invDB, nil))},
+		Payments:  inProcessPayments{payapp.New(payadapters.NewRepository(payDB), payDB, nil)},
+		Shipping:  inProcessShipping{shipapp.New(shipadapters.NewRepository(shipDB), shipDB, nil)},
+	}
+	o, err := saga.New(ordDB, saga.Options{Concurrency: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := saga.Register(o, a.PlaceOrderDefinition(ordapp.SagaConfig{})); err != nil {
+		b.Fatal(err)
+	}
+	a.Sagas = o
+	workers.Go(func() { _ = o.Run(ctx) })
+	defer func() { cancel(); workers.Wait() }()
+
+	latencies := make([]time.Duration, b.N)
+	var failed error
+	var mu sync.Mutex
+	next := make(chan int)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range inFlight {
+		wg.Go(func() {
+			for i := range next {
+				t0 := time.Now()
+				placed, err := a.Place(ctx, ordapp.PlaceOrder{IdempotencyKey: fmt.Sprintf("bench-%d", i), CustomerID: "c-bench",
+					Items: []ordapp.ItemRequest{{SKU: "TEA-001", Qty: 1}}, PaymentToken: "tok_ok", ShippingAddress: "1 Bench Street"})
+				var info saga.Info
+				if err == nil {
+					info, err = o.Wait(ctx, placed.OrderID)
+				}
+				if err == nil && info.Status != saga.Completed {
+					err = fmt.Errorf("saga %s ended %s: %s", info.ID, info.Status, info.Reason)
+				}
+				latencies[i] = time.Since(t0)
+				if err != nil {
+					mu.Lock()
+					failed = errors.Join(failed, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range b.N {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	slices.Sort(latencies)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sagas/s")
+	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+}
