@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
 // BenchmarkUp starts the shop with `trellis up` on a fresh data dir (so each
@@ -57,4 +65,111 @@ func rssKiB(b *testing.B, pid int) int64 {
 	}
 	b.Fatalf("no VmRSS for pid %d", pid)
 	return 0
+}
+
+// BenchmarkPlaceOrderUp measures completed place-order sagas per second,
+// and their latency, across processes: the whole shop under `trellis up`
+// (six services, each its own process and SQLite database, the embedded
+// NATS server with SyncAlways), orders placed over HTTP with a fixed
+// number in flight. A saga's latency runs from POST /v1/orders to the
+// first GET /v1/orders/{id} that shows it confirmed, polled every
+// millisecond.
+func BenchmarkPlaceOrderUp(b *testing.B) {
+	for _, flow := range []string{"orchestrated", "choreography"} {
+		for _, inFlight := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/in-flight-%d", flow, inFlight), func(b *testing.B) {
+				benchPlaceOrderUp(b, flow, inFlight)
+			})
+		}
+	}
+}
+
+func benchPlaceOrderUp(b *testing.B, flow string, inFlight int) {
+	sh := startShop(b, "ORDER_SAGA_FLOW="+flow)
+	ctx := context.Background()
+	if _, err := shoptest.Do(ctx, http.MethodPut, sh.inv+"/v1/stock/TEA-001", "", map[string]int64{"on_hand": 1_000_000_000}, nil); err != nil {
+		b.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * inFlight}}
+	latencies := make([]time.Duration, b.N)
+	next := make(chan int)
+	errs := make(chan error, inFlight)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range inFlight {
+		wg.Go(func() {
+			for i := range next {
+				t0 := time.Now()
+				id, err := placeAndWait(ctx, client, sh.order, fmt.Sprintf("bench-%d", i))
+				latencies[i] = time.Since(t0)
+				if err != nil {
+					errs <- fmt.Errorf("order %s: %w", id, err)
+					return
+				}
+			}
+		})
+	}
+	for i := range b.N {
+		select {
+		case next <- i:
+		case err := <-errs:
+			b.Fatal(err)
+		}
+	}
+	close(next)
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	slices.Sort(latencies)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sagas/s")
+	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+func placeAndWait(ctx context.Context, c *http.Client, orderURL, key string) (string, error) {
+	body := `{"customer_id":"c-bench","items":[{"sku":"TEA-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Bench Street"}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, orderURL+"/v1/orders", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	var placed struct {
+		OrderID string `json:"order_id"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&placed)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("place: %d %v", resp.StatusCode, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(orderURL + "/v1/orders/" + placed.OrderID)
+		if err != nil {
+			return placed.OrderID, err
+		}
+		var o struct {
+			Status string `json:"status"`
+			Reason string `json:"reason"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			return placed.OrderID, err
+		case o.Status == "confirmed":
+			return placed.OrderID, nil
+		case o.Status != "pending":
+			return placed.OrderID, fmt.Errorf("ended %s: %s", o.Status, o.Reason)
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	return placed.OrderID, fmt.Errorf("not confirmed after 30s")
 }
