@@ -6,9 +6,11 @@ package pgtest
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +42,7 @@ func URL(t testing.TB) string {
 		t.Fatalf("create schema: %v", err)
 	}
 	t.Cleanup(func() {
+		rollbackPrepared(t, admin, schema)
 		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
@@ -52,4 +55,32 @@ func URL(t testing.TB) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// rollbackPrepared rolls back the prepared transactions a test left
+// behind (two-phase commit participants name them after their schema).
+// One would hold locks that block the DROP, and, counting as running for
+// every snapshot on the server, hold back the event store's fence for
+// every other test sharing the server.
+func rollbackPrepared(t testing.TB, admin *sql.DB, schema string) {
+	ctx := context.Background()
+	rows, err := admin.QueryContext(ctx, `SELECT gid FROM pg_prepared_xacts WHERE strpos(gid, $1) > 0`, schema)
+	if err != nil {
+		t.Errorf("list prepared transactions: %v", err)
+		return
+	}
+	var gids []string
+	for rows.Next() {
+		var gid string
+		if err := rows.Scan(&gid); err != nil {
+			t.Errorf("list prepared transactions: %v", err)
+		}
+		gids = append(gids, gid)
+	}
+	rows.Close()
+	for _, gid := range gids {
+		if _, err := admin.ExecContext(ctx, "ROLLBACK PREPARED '"+strings.ReplaceAll(gid, "'", "''")+"'"); err != nil {
+			t.Errorf("roll back prepared transaction %s: %v", gid, err)
+		}
+	}
 }
