@@ -35,7 +35,9 @@
 // stores nothing (PubAck.Duplicate). A message that must be published if
 // and only if a database transaction commits goes through package outbox
 // instead. [EnsureStream] creates file-backed streams that allow the
-// atomic batches the outbox relay uses.
+// atomic batches the outbox relay uses; the stream's owner calls it. A
+// service that only reads another's stream calls [EnsureForeignStream],
+// which creates it if missing but never changes the owner's settings.
 //
 // # Consuming
 //
