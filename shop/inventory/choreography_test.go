@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
@@ -19,7 +17,6 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory"
-	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/client"
 )
 
@@ -279,54 +276,5 @@ func testChoreography(t *testing.T, c *choreo) {
 	var n int
 	if err := c.inv.Host.DB().Reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM trellis_outbox`).Scan(&n); err != nil || n != 4 {
 		t.Fatalf("outbox holds %d events, want 4 (%v)", n, err)
-	}
-}
-
-// Services create the streams they consume if their owner has not started
-// yet. Racing the owner to create it, or finding it, must succeed and leave
-// the owner's settings.
-func TestForeignStreamKeepsTheOwnersSettings(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	shop := messaging.StreamConfig{Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}
-	owners := shop
-	owners.MaxAge = 72 * time.Hour // a setting the consumers do not know
-	var wg sync.WaitGroup
-	var js jetstream.JetStream
-	for i := range 6 {
-		b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "svc"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		js = b.JetStream()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 3 {
-				var err error
-				if i == 0 {
-					err = adapters.EnsureOwnStream(ctx, b.JetStream(), owners)
-				} else {
-					err = adapters.EnsureForeignStream(ctx, b.JetStream(), shop)
-				}
-				if err != nil {
-					t.Errorf("service %d: %v", i, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	st, err := js.Stream(ctx, contract.StreamOrder)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg := st.CachedInfo().Config; cfg.MaxAge != owners.MaxAge || cfg.Duplicates != shop.Duplicates {
-		t.Fatalf("stream config %+v, want the owner's", cfg)
 	}
 }

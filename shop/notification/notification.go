@@ -16,16 +16,15 @@ package notification
 import (
 	"context"
 	"embed"
-	"fmt"
 	"io/fs"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/trellis-go/trellis/messaging"
-	"github.com/trellis-go/trellis/messaging/inbox"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/eventing"
 	"github.com/trellis-go/trellis/shop/notification/adapters"
 	"github.com/trellis-go/trellis/shop/notification/app"
 	"github.com/trellis-go/trellis/shop/notification/ports"
@@ -72,44 +71,20 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 // Register wires the notification service into a host built with its
 // migrations and a broker.
 func Register(h *service.Host, cfg Config) error {
-	if h.DB() == nil || h.Broker() == nil {
-		return fmt.Errorf("notification: the host needs a database and a broker")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: Name, Propagator: h.Propagator(), Logger: h.Logger()})
+	// The order service owns ORDER: it is created with the order service's
+	// settings if that has not started yet, never changed.
+	ev, err := eventing.Start(ctx, h, eventing.Config{Service: Name,
+		Reads: []messaging.StreamConfig{eventing.Stream(contract.StreamOrder)}, Inbox: true})
 	if err != nil {
-		return fmt.Errorf("notification: messaging: %w", err)
-	}
-	// The order service owns ORDER; create it with its settings if the
-	// order service has not started yet, never change it.
-	if err := adapters.EnsureForeignStream(ctx, msgs.JetStream(), messaging.StreamConfig{
-		Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute,
-	}); err != nil {
-		return fmt.Errorf("notification: %w", err)
-	}
-	if _, err := messaging.EnsureDeadLetterStream(ctx, msgs.JetStream()); err != nil {
-		return fmt.Errorf("notification: %w", err)
-	}
-	if err := inbox.Setup(ctx, h.DB()); err != nil {
-		return fmt.Errorf("notification: inbox: %w", err)
+		return err
 	}
 	a := app.New(adapters.NewRepository(h.DB()), cfg.Now)
-	handler := ports.OrderEvents(a, inbox.New(h.DB(), inbox.Config{}), Consumer)
-	ccfg := messaging.ConsumerConfig{
-		Stream: contract.StreamOrder, Durable: Consumer, FilterSubjects: ports.OrderEndSubjects,
-		Concurrency: consumerConcurrency,
-		Middleware:  []messaging.Middleware{messaging.Tracing(h.TracerProvider()), messaging.Logging(h.Logger()), messaging.Recovery()},
-	}
-	h.Go(Consumer, func(ctx context.Context) error {
-		sub, err := msgs.Consume(ctx, ccfg, handler)
-		if err != nil {
-			return fmt.Errorf("notification: %w", err)
-		}
-		<-ctx.Done()
-		stopCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		return sub.Stop(stopCtx)
+	ev.Consume(Consumer, eventing.Consumer{
+		Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: Consumer,
+			FilterSubjects: ports.OrderEndSubjects, Concurrency: consumerConcurrency},
+		Handler: ports.OrderEvents(a, ev.Inbox, Consumer),
 	})
 	ports.Register(h, a)
 	return nil

@@ -24,12 +24,12 @@ import (
 	"github.com/trellis-go/trellis/cqrs"
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/messaging"
-	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog/client"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/eventing"
 	invclient "github.com/trellis-go/trellis/shop/inventory/client"
 	"github.com/trellis-go/trellis/shop/order/adapters"
 	"github.com/trellis-go/trellis/shop/order/app"
@@ -179,27 +179,20 @@ func Register(h *service.Host, cfg Config) error {
 		return fmt.Errorf("order: event store: %w", err)
 	}
 
-	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: Name, Propagator: h.Propagator(), Logger: h.Logger()})
+	flow := cfg.Flow
+	if flow == "" {
+		flow = domain.FlowOrchestrated
+	}
+	evCfg := eventing.Config{Service: Name, Writes: []messaging.StreamConfig{eventing.Stream(StreamName)}, Outbox: true}
+	if flow == domain.FlowChoreography {
+		// The other services' answers, read in the choreographed flow.
+		evCfg.Reads = []messaging.StreamConfig{eventing.Stream(contract.StreamInventory),
+			eventing.Stream(contract.StreamPayment), eventing.Stream(contract.StreamShipping)}
+	}
+	ev, err := eventing.Start(ctx, h, evCfg)
 	if err != nil {
-		return fmt.Errorf("order: messaging: %w", err)
+		return err
 	}
-	if _, err := messaging.EnsureStream(ctx, msgs.JetStream(), messaging.StreamConfig{
-		Name: StreamName, Subjects: []string{adapters.SubjectPrefix + ">"}, Duplicates: 10 * time.Minute,
-	}); err != nil {
-		return fmt.Errorf("order: %w", err)
-	}
-	if err := outbox.Setup(ctx, h.DB()); err != nil {
-		return fmt.Errorf("order: outbox: %w", err)
-	}
-	ob, err := outbox.New(h.DB(), msgs)
-	if err != nil {
-		return fmt.Errorf("order: outbox: %w", err)
-	}
-	relay, err := ob.NewRelay(outbox.RelayConfig{Logger: h.Logger()})
-	if err != nil {
-		return fmt.Errorf("order: outbox relay: %w", err)
-	}
-	h.Go("outbox-relay", relay.Run)
 
 	readDB, err := store.Open(ctx, store.Config{Service: ReadName, URL: cfg.ReadDatabaseURL, DataDir: h.Config().DataDir,
 		Migrations: ReadMigrations(), Logger: h.Logger()})
@@ -224,15 +217,11 @@ func Register(h *service.Host, cfg Config) error {
 	if svcPolicy == (service.ClientPolicy{}) {
 		svcPolicy = service.DefaultClientPolicy()
 	}
-	flow := cfg.Flow
-	if flow == "" {
-		flow = domain.FlowOrchestrated
-	}
 	a := &app.App{
 		Orders:      Aggregate(events),
 		Catalog:     client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL),
 		Requests:    adapters.NewRequests(h.DB()),
-		Outbox:      adapters.NewEventOutbox(ob),
+		Outbox:      adapters.NewEventOutbox(ev.Outbox),
 		Summaries:   summaries,
 		Now:         time.Now,
 		Flow:        flow,
@@ -246,7 +235,7 @@ func Register(h *service.Host, cfg Config) error {
 		return err
 	}
 	if flow == domain.FlowChoreography {
-		if err := registerChoreography(ctx, h, a, msgs); err != nil {
+		if err := registerChoreography(ctx, h, a, ev); err != nil {
 			return err
 		}
 	}
@@ -283,60 +272,33 @@ func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config)
 // the choreographed place-order saga: it reacts to the other services'
 // answers, rejects orders past their deadline, and records every event of
 // each order's conversation for the saga view.
-func registerChoreography(ctx context.Context, h *service.Host, a *app.App, msgs *messaging.Client) error {
+func registerChoreography(ctx context.Context, h *service.Host, a *app.App, ev *eventing.Eventing) error {
 	progress := choreography.NewProgress(h.DB())
 	if err := progress.Setup(ctx); err != nil {
 		return fmt.Errorf("order: %w", err)
 	}
 	a.Progress = progress
-	streams := map[string]string{contract.StreamInventory: "inventory.>", contract.StreamPayment: "payment.>", contract.StreamShipping: "shipping.>"}
-	for name, subject := range streams {
-		if _, err := messaging.EnsureStream(ctx, msgs.JetStream(), messaging.StreamConfig{
-			Name: name, Subjects: []string{subject}, Duplicates: 10 * time.Minute,
-		}); err != nil {
-			return fmt.Errorf("order: %w", err)
-		}
-	}
-	if _, err := messaging.EnsureDeadLetterStream(ctx, msgs.JetStream()); err != nil {
-		return fmt.Errorf("order: %w", err)
-	}
 	answers := choreography.Route(map[string]messaging.Handler{
 		contract.SubjectStockRefused:      messaging.Typed(a.OnStockRefused),
 		contract.SubjectPaymentDeclined:   messaging.Typed(a.OnPaymentDeclined),
 		contract.SubjectShipmentRefused:   messaging.Typed(a.OnShipmentRefused),
 		contract.SubjectShipmentScheduled: messaging.Typed(a.OnShipmentScheduled),
 	})
-	mw := []messaging.Middleware{messaging.Recovery(), messaging.Tracing(h.TracerProvider()), messaging.Logging(h.Logger())}
-	consumers := []messaging.ConsumerConfig{
-		{Stream: contract.StreamInventory, Durable: "order-choreography", FilterSubjects: []string{contract.SubjectStockRefused}},
-		{Stream: contract.StreamPayment, Durable: "order-choreography", FilterSubjects: []string{contract.SubjectPaymentDeclined}},
-		{Stream: contract.StreamShipping, Durable: "order-choreography"},
-	}
-	for _, cc := range consumers {
-		cc.Concurrency, cc.Middleware = 16, mw
-		if err := consume(ctx, h, msgs, cc, answers); err != nil {
-			return err
-		}
+	consumers := []eventing.Consumer{
+		{Config: messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "order-choreography",
+			FilterSubjects: []string{contract.SubjectStockRefused}}, Handler: answers},
+		{Config: messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: "order-choreography",
+			FilterSubjects: []string{contract.SubjectPaymentDeclined}}, Handler: answers},
+		{Config: messaging.ConsumerConfig{Stream: contract.StreamShipping, Durable: "order-choreography"}, Handler: answers},
 	}
 	for _, stream := range []string{StreamName, contract.StreamInventory, contract.StreamPayment, contract.StreamShipping} {
-		cc := messaging.ConsumerConfig{Stream: stream, Durable: "order-progress", Concurrency: 16, Middleware: mw}
-		if err := consume(ctx, h, msgs, cc, progress.Handler()); err != nil {
-			return err
-		}
+		consumers = append(consumers, eventing.Consumer{
+			Config: messaging.ConsumerConfig{Stream: stream, Durable: "order-progress"}, Handler: progress.Handler()})
 	}
+	for i := range consumers {
+		consumers[i].Config.Concurrency = 16
+	}
+	ev.Consume("choreography", consumers...)
 	h.Go("choreography-deadlines", func(ctx context.Context) error { return a.RunDeadlines(ctx, 250*time.Millisecond) })
-	return nil
-}
-
-func consume(ctx context.Context, h *service.Host, msgs *messaging.Client, cc messaging.ConsumerConfig, handler messaging.Handler) error {
-	sub, err := msgs.Consume(ctx, cc, handler)
-	if err != nil {
-		return fmt.Errorf("order: consume %s: %w", cc.Stream, err)
-	}
-	h.OnClose(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return sub.Stop(ctx)
-	})
 	return nil
 }

@@ -3,9 +3,7 @@ package shipping_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +17,6 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/payment"
-	"github.com/trellis-go/trellis/shop/shipping/adapters"
 	"github.com/trellis-go/trellis/shop/shipping/domain"
 	"github.com/trellis-go/trellis/shop/shipping/ports"
 )
@@ -283,65 +280,5 @@ func TestChoreographyChain(t *testing.T) {
 	if pay.Subject != contract.SubjectPaymentSucceeded || ship.Subject != contract.SubjectShipmentScheduled ||
 		pay.CorrelationID != "o-chain" || ship.CorrelationID != "o-chain" || ship.CausationID != pay.ID {
 		t.Fatalf("chain: %+v then %+v", pay, ship)
-	}
-}
-
-// Services create the streams they consume from when they start before
-// the streams' owners; that must neither fail nor change the owner's
-// configuration, whoever comes first and however they race: with the
-// shop's common configuration (the owner calling messaging.EnsureStream,
-// as the order service does) and with an owner's setting of its own.
-func TestEnsureStreamsRace(t *testing.T) {
-	ctx := context.Background()
-	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	js := b.JetStream()
-	for round := range 10 {
-		name := fmt.Sprintf("RACE%d", round)
-		owner := adapters.StreamConfig(name, strings.ToLower(name))
-		ensureOwner := func() error { _, err := messaging.EnsureStream(ctx, js, owner); return err }
-		if round%2 == 1 {
-			owner.MaxAge = time.Hour // the owner's own setting, which others must keep
-			ensureOwner = func() error { return adapters.EnsureOwnStream(ctx, js, owner) }
-		}
-		var wg sync.WaitGroup
-		errs := make(chan error, 9)
-		for i := range 9 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if i == 4 {
-					errs <- ensureOwner()
-					return
-				}
-				errs <- adapters.EnsureForeignStream(ctx, js, adapters.StreamConfig(name, strings.ToLower(name)))
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
-		// A later foreign ensure keeps the owner's configuration.
-		if err := adapters.EnsureForeignStream(ctx, js, adapters.StreamConfig(name, strings.ToLower(name))); err != nil {
-			t.Fatal(err)
-		}
-		st, err := js.Stream(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cfg := st.CachedInfo().Config; cfg.MaxAge != owner.MaxAge || cfg.Duplicates != adapters.DuplicateWindow {
-			t.Fatalf("round %d: stream config %+v", round, cfg)
-		}
 	}
 }

@@ -22,24 +22,22 @@
 // emit in one transaction, and events leave through the outbox.
 //
 // Layout: domain (the model and its rules), app (use cases), adapters (the
-// database, streams), ports (HTTP and events), client (the API client);
+// database), ports (HTTP and events), client (the API client);
 // this file is the composition root.
 package shipping
 
 import (
 	"context"
 	"embed"
-	"fmt"
 	"io/fs"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/trellis-go/trellis/messaging"
-	"github.com/trellis-go/trellis/messaging/inbox"
-	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/eventing"
 	"github.com/trellis-go/trellis/shop/shipping/adapters"
 	"github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/shop/shipping/ports"
@@ -81,45 +79,15 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 func Register(h *service.Host, cfg Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if h.DB() == nil || h.Broker() == nil {
-		return fmt.Errorf("shipping: the host needs a database and a broker")
-	}
-	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: Name, Propagator: h.Propagator(), Logger: h.Logger()})
+	ev, err := eventing.Start(ctx, h, eventing.Config{Service: Name,
+		Writes: []messaging.StreamConfig{eventing.Stream(contract.StreamShipping)},
+		Reads:  []messaging.StreamConfig{eventing.Stream(contract.StreamPayment), eventing.Stream(contract.StreamOrder)},
+		Outbox: true, Inbox: true})
 	if err != nil {
-		return fmt.Errorf("shipping: messaging: %w", err)
+		return err
 	}
-	js := msgs.JetStream()
-	if err := adapters.EnsureOwnStream(ctx, js, adapters.StreamConfig(contract.StreamShipping, "shipping")); err != nil {
-		return fmt.Errorf("shipping: %w", err)
-	}
-	for _, s := range []struct{ name, prefix string }{{contract.StreamPayment, "payment"}, {contract.StreamOrder, "order"}} {
-		if err := adapters.EnsureForeignStream(ctx, js, adapters.StreamConfig(s.name, s.prefix)); err != nil {
-			return fmt.Errorf("shipping: %w", err)
-		}
-	}
-	// Where the consumers put the messages they give up on.
-	if err := adapters.EnsureForeignStream(ctx, js, messaging.StreamConfig{Name: messaging.DefaultDeadLetterStream,
-		Subjects: []string{messaging.DefaultDeadLetterPrefix + ".>"}}); err != nil {
-		return fmt.Errorf("shipping: %w", err)
-	}
-	if err := outbox.Setup(ctx, h.DB()); err != nil {
-		return fmt.Errorf("shipping: outbox: %w", err)
-	}
-	ob, err := outbox.New(h.DB(), msgs)
-	if err != nil {
-		return fmt.Errorf("shipping: outbox: %w", err)
-	}
-	relay, err := ob.NewRelay(outbox.RelayConfig{Logger: h.Logger()})
-	if err != nil {
-		return fmt.Errorf("shipping: outbox relay: %w", err)
-	}
-	h.Go("outbox-relay", relay.Run)
-	if err := inbox.Setup(ctx, h.DB()); err != nil {
-		return fmt.Errorf("shipping: inbox: %w", err)
-	}
-
 	a := app.New(adapters.NewRepository(h.DB()), h.DB(), cfg.Now)
 	ports.RegisterHTTP(h, a)
-	h.Go("choreography", ports.NewEvents(a, msgs, inbox.New(h.DB(), inbox.Config{}), ob).Run)
+	ev.Consume("choreography", ports.NewEvents(a, ev.Client, ev.Inbox, ev.Outbox).Consumers()...)
 	return nil
 }

@@ -5,13 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/inbox"
 	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/eventing"
 	"github.com/trellis-go/trellis/shop/payment/app"
 	"github.com/trellis-go/trellis/shop/payment/domain"
 )
@@ -24,23 +24,19 @@ const Durable = "payment-choreography"
 // commits concurrent reactions in one transaction.
 const Concurrency = 32
 
-// stopTimeout bounds the wait for in-flight reactions on stop.
-const stopTimeout = 10 * time.Second
-
 // Events is the payment service's part in the choreographed place-order
 // saga: it charges an order whose stock is reserved, and refunds an order
 // that ended without being confirmed.
 type Events struct {
-	app  *app.App
-	msgs *messaging.Client
-	in   *inbox.Inbox
-	ob   *outbox.Outbox
+	app *app.App
+	in  *inbox.Inbox
+	ob  *outbox.Outbox
 }
 
 // NewEvents returns the reactions of a, recording handled messages in in
 // and emitting through ob.
-func NewEvents(a *app.App, msgs *messaging.Client, in *inbox.Inbox, ob *outbox.Outbox) *Events {
-	return &Events{app: a, msgs: msgs, in: in, ob: ob}
+func NewEvents(a *app.App, in *inbox.Inbox, ob *outbox.Outbox) *Events {
+	return &Events{app: a, in: in, ob: ob}
 }
 
 // Charge is the reaction to inventory.reserved: charge the order's total
@@ -97,9 +93,9 @@ func choreographed(h messaging.HandlerFunc[contract.OrderEnded]) messaging.Handl
 
 // Consumers returns the consumers of the reactions: inventory.reserved on
 // the INVENTORY stream; order.rejected and order.cancelled on ORDER.
-func (e *Events) Consumers() []Consumer {
+func (e *Events) Consumers() []eventing.Consumer {
 	refund := messaging.Typed(choreographed(choreography.React(e.in, e.ob, Durable, e.Refund)))
-	return []Consumer{
+	return []eventing.Consumer{
 		{
 			Config: messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: Durable,
 				FilterSubjects: []string{contract.SubjectStockReserved}, Concurrency: Concurrency},
@@ -116,34 +112,4 @@ func (e *Events) Consumers() []Consumer {
 			}),
 		},
 	}
-}
-
-// Consumer is one durable consumer and its handler.
-type Consumer struct {
-	Config  messaging.ConsumerConfig
-	Handler messaging.Handler
-}
-
-// Run consumes with every consumer until ctx ends, then stops them,
-// letting in-flight reactions finish: run it as a host worker.
-func (e *Events) Run(ctx context.Context) error {
-	var subs []*messaging.Subscription
-	stop := func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		var errs []error
-		for _, s := range subs {
-			errs = append(errs, s.Stop(sctx))
-		}
-		return errors.Join(errs...)
-	}
-	for _, c := range e.Consumers() {
-		s, err := e.msgs.Consume(ctx, c.Config, c.Handler)
-		if err != nil {
-			return errors.Join(err, stop())
-		}
-		subs = append(subs, s)
-	}
-	<-ctx.Done()
-	return stop()
 }

@@ -5,13 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/inbox"
 	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/eventing"
 	"github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/shop/shipping/domain"
 )
@@ -23,9 +23,6 @@ const Durable = "shipping-choreography"
 // Concurrency is how many messages a consumer handles at once; the inbox
 // commits concurrent reactions in one transaction.
 const Concurrency = 32
-
-// stopTimeout bounds the wait for in-flight reactions on stop.
-const stopTimeout = 10 * time.Second
 
 // Events is the shipping service's part in the choreographed place-order
 // saga: it schedules the shipment of a paid order, and cancels the
@@ -92,17 +89,11 @@ func choreographed(h messaging.HandlerFunc[contract.OrderEnded]) messaging.Handl
 	}
 }
 
-// Consumer is one durable consumer and its handler.
-type Consumer struct {
-	Config  messaging.ConsumerConfig
-	Handler messaging.Handler
-}
-
 // Consumers returns the consumers of the reactions: payment.succeeded on
 // the PAYMENT stream; order.rejected and order.cancelled on ORDER.
-func (e *Events) Consumers() []Consumer {
+func (e *Events) Consumers() []eventing.Consumer {
 	cancel := messaging.Typed(choreographed(choreography.React(e.in, e.ob, Durable, e.Cancel)))
-	return []Consumer{
+	return []eventing.Consumer{
 		{
 			Config: messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: Durable,
 				FilterSubjects: []string{contract.SubjectPaymentSucceeded}, Concurrency: Concurrency},
@@ -119,28 +110,4 @@ func (e *Events) Consumers() []Consumer {
 			}),
 		},
 	}
-}
-
-// Run consumes with every consumer until ctx ends, then stops them,
-// letting in-flight reactions finish: run it as a host worker.
-func (e *Events) Run(ctx context.Context) error {
-	var subs []*messaging.Subscription
-	stop := func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		var errs []error
-		for _, s := range subs {
-			errs = append(errs, s.Stop(sctx))
-		}
-		return errors.Join(errs...)
-	}
-	for _, c := range e.Consumers() {
-		s, err := e.msgs.Consume(ctx, c.Config, c.Handler)
-		if err != nil {
-			return errors.Join(err, stop())
-		}
-		subs = append(subs, s)
-	}
-	<-ctx.Done()
-	return stop()
 }

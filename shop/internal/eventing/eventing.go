@@ -1,0 +1,165 @@
+// Package eventing connects a shop service to the shop's events: a
+// messaging client, the streams it writes and reads, a transactional
+// outbox with its relay, an inbox, and durable consumers run as host
+// workers with the shop's middleware. Every service that takes part in
+// the choreographed saga or listens to another's events starts here; its
+// composition root keeps only what is its own (which streams, which
+// reactions).
+package eventing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/messaging/inbox"
+	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/service"
+)
+
+// DuplicateWindow is the de-duplication window of the shop's streams: it
+// covers any outage of an outbox relay between publishing and recording
+// that it did.
+const DuplicateWindow = 10 * time.Minute
+
+// stopTimeout bounds the wait for in-flight messages when a host stops.
+const stopTimeout = 15 * time.Second
+
+// Stream is the configuration every shop service gives the shop's stream
+// name (a contract.Stream*): its subjects are the lower-case name
+// followed by ".>", e.g. ORDER holds "order.>", and duplicates within
+// DuplicateWindow are dropped.
+func Stream(name string) messaging.StreamConfig {
+	return messaging.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}, Duplicates: DuplicateWindow}
+}
+
+// Config says what a service needs of the shop's events.
+type Config struct {
+	// Service is the service's name: the source of its messages and the
+	// start of its errors.
+	Service string
+	// Writes are the streams the service owns: created, or updated to
+	// this configuration (messaging.EnsureStream).
+	Writes []messaging.StreamConfig
+	// Reads are other services' streams it consumes: created if their
+	// owner has not started yet, never updated
+	// (messaging.EnsureForeignStream). A service that reads also gets the
+	// dead-letter stream, where its consumers put what they give up on.
+	Reads []messaging.StreamConfig
+	// Outbox sets up the transactional outbox and runs its relay as the
+	// host worker "outbox-relay".
+	Outbox bool
+	// Inbox sets up the inbox that makes the consumers' effects happen
+	// once.
+	Inbox bool
+}
+
+// Eventing is a service's connection to the shop's events.
+type Eventing struct {
+	// Client publishes and consumes as Config.Service.
+	Client *messaging.Client
+	// Outbox is the transactional outbox; nil without Config.Outbox.
+	Outbox *outbox.Outbox
+	// Inbox records handled messages; nil without Config.Inbox.
+	Inbox *inbox.Inbox
+
+	host    *service.Host
+	service string
+}
+
+// Start connects the service on h, which must have a database and a
+// broker, to the shop's events as cfg says. ctx bounds the setup.
+func Start(ctx context.Context, h *service.Host, cfg Config) (*Eventing, error) {
+	name := cfg.Service
+	if h.DB() == nil || h.Broker() == nil {
+		return nil, fmt.Errorf("%s: the host needs a database and a broker", name)
+	}
+	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: name, Propagator: h.Propagator(), Logger: h.Logger()})
+	if err != nil {
+		return nil, fmt.Errorf("%s: messaging: %w", name, err)
+	}
+	js := msgs.JetStream()
+	for _, s := range cfg.Writes {
+		if _, err := messaging.EnsureStream(ctx, js, s); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	for _, s := range cfg.Reads {
+		if _, err := messaging.EnsureForeignStream(ctx, js, s); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if len(cfg.Reads) > 0 {
+		if _, err := messaging.EnsureDeadLetterStream(ctx, js); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	e := &Eventing{Client: msgs, host: h, service: name}
+	if cfg.Outbox {
+		if err := outbox.Setup(ctx, h.DB()); err != nil {
+			return nil, fmt.Errorf("%s: outbox: %w", name, err)
+		}
+		if e.Outbox, err = outbox.New(h.DB(), msgs); err != nil {
+			return nil, fmt.Errorf("%s: outbox: %w", name, err)
+		}
+		relay, err := e.Outbox.NewRelay(outbox.RelayConfig{Logger: h.Logger()})
+		if err != nil {
+			return nil, fmt.Errorf("%s: outbox relay: %w", name, err)
+		}
+		h.Go("outbox-relay", relay.Run)
+	}
+	if cfg.Inbox {
+		if err := inbox.Setup(ctx, h.DB()); err != nil {
+			return nil, fmt.Errorf("%s: inbox: %w", name, err)
+		}
+		e.Inbox = inbox.New(h.DB(), inbox.Config{})
+	}
+	return e, nil
+}
+
+// Consumer is one durable consumer and its handler.
+type Consumer struct {
+	Config  messaging.ConsumerConfig
+	Handler messaging.Handler
+}
+
+// Middleware is what wraps every consumer of the shop, outermost first: a
+// span per delivery, a log record of its outcome, and recovery from a
+// handler's panic inside both, so that they count it as a failure.
+func (e *Eventing) Middleware() []messaging.Middleware {
+	return []messaging.Middleware{messaging.Tracing(e.host.TracerProvider()), messaging.Logging(e.host.Logger()), messaging.Recovery()}
+}
+
+// Consume runs consumers as the host worker name: they consume while the
+// host serves, each with Middleware unless its Config has its own, and
+// stop with it, letting in-flight messages finish. If one cannot start,
+// the others are stopped and the worker is started again after a backoff.
+func (e *Eventing) Consume(name string, consumers ...Consumer) {
+	e.host.Go(name, func(ctx context.Context) error {
+		var subs []*messaging.Subscription
+		stop := func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			defer cancel()
+			var errs []error
+			for _, s := range subs {
+				errs = append(errs, s.Stop(ctx))
+			}
+			return errors.Join(errs...)
+		}
+		for _, c := range consumers {
+			if c.Config.Middleware == nil {
+				c.Config.Middleware = e.Middleware()
+			}
+			s, err := e.Client.Consume(ctx, c.Config, c.Handler)
+			if err != nil {
+				return errors.Join(fmt.Errorf("%s: %w", e.service, err), stop())
+			}
+			subs = append(subs, s)
+		}
+		<-ctx.Done()
+		return stop()
+	})
+}
