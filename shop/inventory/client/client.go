@@ -10,18 +10,13 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
-	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/apiclient"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 )
 
@@ -42,14 +37,13 @@ const (
 
 // Client is a client of the inventory service at one base URL.
 type Client struct {
-	http *http.Client
-	base string
+	api apiclient.Client
 }
 
 // New returns a client of the inventory at base, e.g.
 // http://127.0.0.1:8102.
 func New(c *http.Client, base string) *Client {
-	return &Client{http: c, base: strings.TrimSuffix(base, "/")}
+	return &Client{api: apiclient.New(c, base)}
 }
 
 type reserveRequest struct {
@@ -91,7 +85,7 @@ func (c *Client) Release(ctx context.Context, reservationID string) (Reservation
 // Reservation returns the reservation; found is false if there is none.
 func (c *Client) Reservation(ctx context.Context, reservationID string) (res Reservation, found bool, err error) {
 	err = c.do(ctx, http.MethodGet, "/v1/reservations/"+url.PathEscape(reservationID), "", nil, &res)
-	if isStatus(err, http.StatusNotFound) {
+	if apiclient.IsStatus(err, http.StatusNotFound) {
 		return Reservation{}, false, nil
 	}
 	return res, err == nil, err
@@ -101,7 +95,7 @@ func (c *Client) Reservation(ctx context.Context, reservationID string) (res Res
 // record of it.
 func (c *Client) Stock(ctx context.Context, sku string) (st Stock, found bool, err error) {
 	err = c.do(ctx, http.MethodGet, "/v1/stock/"+url.PathEscape(sku), "", nil, &st)
-	if isStatus(err, http.StatusNotFound) {
+	if apiclient.IsStatus(err, http.StatusNotFound) {
 		return Stock{}, false, nil
 	}
 	return st, err == nil, err
@@ -120,48 +114,10 @@ func (c *Client) SetStock(ctx context.Context, sku string, onHand int64) (Stock,
 	return st, err
 }
 
-// do sends one request and decodes a 2xx answer into out. A 409 is a
-// refusal: the error wraps contract.ErrRefused and the problem.
+// do sends one request (see apiclient.Client.Do); its errors name it.
 func (c *Client) do(ctx context.Context, method, path, idempotencyKey string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("inventory: %s %s: %w", method, path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("inventory: %w", err)
-	}
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if idempotencyKey != "" {
-		req.Header.Set("Idempotency-Key", idempotencyKey)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
+	if err := c.api.Do(ctx, method, path, idempotencyKey, in, out); err != nil {
 		return fmt.Errorf("inventory: %s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-			return fmt.Errorf("inventory: %s %s: decode: %w", method, path, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
-	case resp.StatusCode == http.StatusConflict:
-		return fmt.Errorf("inventory: %s %s: %w: %w", method, path, contract.ErrRefused, problem.Read(resp))
-	default:
-		return fmt.Errorf("inventory: %s %s: %w", method, path, problem.Read(resp))
-	}
-}
-
-func isStatus(err error, status int) bool {
-	var d *problem.Details
-	return errors.As(err, &d) && d.Status == status
+	return nil
 }

@@ -4,14 +4,11 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
-	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/shop/internal/apiclient"
 	"github.com/trellis-go/trellis/shop/notification/domain"
 )
 
@@ -29,14 +26,13 @@ const (
 
 // Client is a client of the notification service at one base URL.
 type Client struct {
-	http *http.Client
-	base string
+	api apiclient.Client
 }
 
 // New returns a client of the notification service at base, e.g.
 // http://127.0.0.1:8106.
 func New(c *http.Client, base string) *Client {
-	return &Client{http: c, base: strings.TrimSuffix(base, "/")}
+	return &Client{api: apiclient.New(c, base)}
 }
 
 // ByCustomer returns the customer's notifications, newest first; none is
@@ -44,24 +40,11 @@ func New(c *http.Client, base string) *Client {
 // (*problem.Details, with errors.As).
 func (c *Client) ByCustomer(ctx context.Context, customerID string) ([]Notification, error) {
 	path := "/v1/notifications?customer_id=" + url.QueryEscape(customerID)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	if err != nil {
-		return nil, fmt.Errorf("notification: %w", err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("notification: GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("notification: GET %s: %w", path, problem.Read(resp))
-	}
 	var list struct {
 		Items []Notification `json:"items"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&list); err != nil {
-		return nil, fmt.Errorf("notification: GET %s: decode: %w", path, err)
+	if err := c.api.Do(ctx, http.MethodGet, path, "", nil, &list); err != nil {
+		return nil, fmt.Errorf("notification: GET %s: %w", path, err)
 	}
 	if list.Items == nil {
 		list.Items = []Notification{}

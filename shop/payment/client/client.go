@@ -10,18 +10,13 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
-	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/apiclient"
 	"github.com/trellis-go/trellis/shop/payment/domain"
 )
 
@@ -38,14 +33,13 @@ const (
 
 // Client is a client of the payment service at one base URL.
 type Client struct {
-	http *http.Client
-	base string
+	api apiclient.Client
 }
 
 // New returns a client of the payment service at base, e.g.
 // http://127.0.0.1:8104.
 func New(c *http.Client, base string) *Client {
-	return &Client{http: c, base: strings.TrimSuffix(base, "/")}
+	return &Client{api: apiclient.New(c, base)}
 }
 
 // Charge charges amountCents for orderID with token, once per key: a
@@ -58,12 +52,9 @@ func New(c *http.Client, base string) *Client {
 // declined", "unknown payment token"), voided ("voided: refunded before it
 // was charged") or already refunded.
 func (c *Client) Charge(ctx context.Context, key, orderID string, amountCents int64, token string) (Payment, error) {
-	body, err := json.Marshal(map[string]any{"order_id": orderID, "amount_cents": amountCents, "payment_token": token})
-	if err != nil {
-		return Payment{}, fmt.Errorf("payment: charge: %w", err)
-	}
+	body := map[string]any{"order_id": orderID, "amount_cents": amountCents, "payment_token": token}
 	var p Payment
-	if err := c.do(ctx, http.MethodPost, "/v1/payments", key, body, &p); err != nil {
+	if err := c.api.Do(ctx, http.MethodPost, "/v1/payments", key, body, &p); err != nil {
 		return Payment{}, fmt.Errorf("payment: charge order %s: %w", orderID, err)
 	}
 	switch p.Status {
@@ -82,7 +73,7 @@ func (c *Client) Charge(ctx context.Context, key, orderID string, amountCents in
 // idempotent by nature) so that a resilient client retries it.
 func (c *Client) Refund(ctx context.Context, paymentID string) (Payment, error) {
 	var p Payment
-	if err := c.do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", "refund:"+paymentID, nil, &p); err != nil {
+	if err := c.api.Do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", "refund:"+paymentID, nil, &p); err != nil {
 		return Payment{}, fmt.Errorf("payment: refund %s: %w", paymentID, err)
 	}
 	return p, nil
@@ -90,9 +81,8 @@ func (c *Client) Refund(ctx context.Context, paymentID string) (Payment, error) 
 
 // Payment returns the payment id; found is false if there is none.
 func (c *Client) Payment(ctx context.Context, id string) (p Payment, found bool, err error) {
-	err = c.do(ctx, http.MethodGet, "/v1/payments/"+url.PathEscape(id), "", nil, &p)
-	var d *problem.Details
-	if errors.As(err, &d) && d.Status == http.StatusNotFound {
+	err = c.api.Do(ctx, http.MethodGet, "/v1/payments/"+url.PathEscape(id), "", nil, &p)
+	if apiclient.IsStatus(err, http.StatusNotFound) {
 		return Payment{}, false, nil
 	}
 	if err != nil {
@@ -106,43 +96,11 @@ func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Payment, error)
 	var list struct {
 		Items []Payment `json:"items"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
+	if err := c.api.Do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
 		return nil, fmt.Errorf("payment: payments of order %s: %w", orderID, err)
 	}
 	if list.Items == nil {
 		list.Items = []Payment{}
 	}
 	return list.Items, nil
-}
-
-// do sends one request and decodes a 2xx answer into out; any other
-// answer is returned as its *problem.Details.
-func (c *Client) do(ctx context.Context, method, path, key string, body []byte, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return problem.Read(resp)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode: %w", method, path, err)
-	}
-	return nil
 }

@@ -10,18 +10,13 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
-	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/apiclient"
 	"github.com/trellis-go/trellis/shop/shipping/domain"
 )
 
@@ -37,14 +32,13 @@ const (
 
 // Client is a client of the shipping service at one base URL.
 type Client struct {
-	http *http.Client
-	base string
+	api apiclient.Client
 }
 
 // New returns a client of the shipping service at base, e.g.
 // http://127.0.0.1:8105.
 func New(c *http.Client, base string) *Client {
-	return &Client{http: c, base: strings.TrimSuffix(base, "/")}
+	return &Client{api: apiclient.New(c, base)}
 }
 
 // Schedule schedules the shipment of orderID to address; its id is
@@ -52,12 +46,9 @@ func New(c *http.Client, base string) *Client {
 // was cancelled (a cancel came first and left a tombstone), the error
 // wraps contract.ErrRefused.
 func (c *Client) Schedule(ctx context.Context, orderID, address string) (Shipment, error) {
-	body, err := json.Marshal(map[string]string{"order_id": orderID, "address": address})
-	if err != nil {
-		return Shipment{}, fmt.Errorf("shipping: schedule: %w", err)
-	}
+	body := map[string]string{"order_id": orderID, "address": address}
 	var s Shipment
-	if err := c.do(ctx, http.MethodPost, "/v1/shipments", contract.ShipmentID(orderID), body, &s); err != nil {
+	if err := c.api.Do(ctx, http.MethodPost, "/v1/shipments", contract.ShipmentID(orderID), body, &s); err != nil {
 		return Shipment{}, fmt.Errorf("shipping: schedule order %s: %w", orderID, err)
 	}
 	return s, nil
@@ -68,7 +59,7 @@ func (c *Client) Schedule(ctx context.Context, orderID, address string) (Shipmen
 // cannot be cancelled: the error wraps contract.ErrRefused.
 func (c *Client) Cancel(ctx context.Context, shipmentID string) (Shipment, error) {
 	var s Shipment
-	if err := c.do(ctx, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/cancel", "cancel:"+shipmentID, nil, &s); err != nil {
+	if err := c.api.Do(ctx, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/cancel", "cancel:"+shipmentID, nil, &s); err != nil {
 		return Shipment{}, fmt.Errorf("shipping: cancel %s: %w", shipmentID, err)
 	}
 	return s, nil
@@ -78,7 +69,7 @@ func (c *Client) Cancel(ctx context.Context, shipmentID string) (Shipment, error
 // the error wraps contract.ErrRefused.
 func (c *Client) Ship(ctx context.Context, shipmentID string) (Shipment, error) {
 	var s Shipment
-	if err := c.do(ctx, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/ship", "ship:"+shipmentID, nil, &s); err != nil {
+	if err := c.api.Do(ctx, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/ship", "ship:"+shipmentID, nil, &s); err != nil {
 		return Shipment{}, fmt.Errorf("shipping: ship %s: %w", shipmentID, err)
 	}
 	return s, nil
@@ -86,9 +77,8 @@ func (c *Client) Ship(ctx context.Context, shipmentID string) (Shipment, error) 
 
 // Shipment returns the shipment id; found is false if there is none.
 func (c *Client) Shipment(ctx context.Context, id string) (s Shipment, found bool, err error) {
-	err = c.do(ctx, http.MethodGet, "/v1/shipments/"+url.PathEscape(id), "", nil, &s)
-	var d *problem.Details
-	if errors.As(err, &d) && d.Status == http.StatusNotFound {
+	err = c.api.Do(ctx, http.MethodGet, "/v1/shipments/"+url.PathEscape(id), "", nil, &s)
+	if apiclient.IsStatus(err, http.StatusNotFound) {
 		return Shipment{}, false, nil
 	}
 	if err != nil {
@@ -102,47 +92,11 @@ func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Shipment, error
 	var list struct {
 		Items []Shipment `json:"items"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/shipments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
+	if err := c.api.Do(ctx, http.MethodGet, "/v1/shipments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
 		return nil, fmt.Errorf("shipping: shipments of order %s: %w", orderID, err)
 	}
 	if list.Items == nil {
 		list.Items = []Shipment{}
 	}
 	return list.Items, nil
-}
-
-// do sends one request and decodes a 2xx answer into out. A 409 is a
-// refusal: its *problem.Details wrapped with contract.ErrRefused; any
-// other answer is returned as its *problem.Details.
-func (c *Client) do(ctx context.Context, method, path, key string, body []byte, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusConflict:
-		return fmt.Errorf("%w: %w", problem.Read(resp), contract.ErrRefused)
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		return problem.Read(resp)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode: %w", method, path, err)
-	}
-	return nil
 }

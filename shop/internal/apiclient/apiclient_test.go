@@ -1,0 +1,65 @@
+package apiclient_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/trellis-go/trellis/problem"
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/apiclient"
+)
+
+type item struct {
+	ID  string `json:"id"`
+	Key string `json:"key,omitempty"`
+}
+
+// server answers /items with the request's body and key, /refused with a
+// 409 and /missing with a 404, as the shop's services do.
+func server(t *testing.T) apiclient.Client {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /items", func(w http.ResponseWriter, r *http.Request) {
+		var in item
+		if r.Header.Get("Content-Type") != "application/json" || json.NewDecoder(r.Body).Decode(&in) != nil {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		in.Key = r.Header.Get("Idempotency-Key")
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(in)
+	})
+	mux.HandleFunc("POST /refused", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, problem.New(http.StatusConflict, "item %q was cancelled", "i-1"))
+	})
+	mux.HandleFunc("GET /missing", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, problem.New(http.StatusNotFound, "no item"))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return apiclient.New(srv.Client(), srv.URL+"/")
+}
+
+func TestDo(t *testing.T) {
+	c := server(t)
+	ctx := context.Background()
+	var got item
+	if err := c.Do(ctx, http.MethodPost, "/items", "k-1", item{ID: "i-1"}, &got); err != nil || got != (item{ID: "i-1", Key: "k-1"}) {
+		t.Fatalf("POST /items: %+v, %v", got, err)
+	}
+
+	err := c.Do(ctx, http.MethodPost, "/refused", "k-2", nil, &got)
+	var d *problem.Details
+	if !errors.Is(err, contract.ErrRefused) || !errors.As(err, &d) || d.Status != http.StatusConflict || d.Detail != `item "i-1" was cancelled` {
+		t.Fatalf("409: %v, want a problem matching contract.ErrRefused", err)
+	}
+
+	err = c.Do(ctx, http.MethodGet, "/missing", "", nil, &got)
+	if !apiclient.IsStatus(err, http.StatusNotFound) || errors.Is(err, contract.ErrRefused) {
+		t.Fatalf("404: %v", err)
+	}
+}
