@@ -4,18 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/shoptestenv"
 	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/inventory/client"
 )
@@ -23,6 +22,7 @@ import (
 // choreo is inventory on a NATS server shared with the test, which plays
 // the order service: it publishes order events and watches inventory's.
 type choreo struct {
+	*shoptestenv.Bus
 	inv    *servicetest.Server
 	inc    *client.Client
 	order  *messaging.Client
@@ -34,20 +34,8 @@ func startChoreo(t *testing.T, databaseURL string) *choreo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	b, err := broker.Open(ctx, broker.Config{URL: srv.ClientURL(), Name: "order"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	orderClient, err := messaging.New(b, messaging.Config{Source: "order"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bus := shoptestenv.StartBus(t, "order")
+	orderClient := bus.Client
 	// The order service created its stream first: inventory must accept it
 	// as it is.
 	if _, err := messaging.EnsureStream(ctx, orderClient.JetStream(), messaging.StreamConfig{
@@ -58,11 +46,11 @@ func startChoreo(t *testing.T, databaseURL string) *choreo {
 	cfg := service.Defaults(inventory.Name)
 	cfg.DataDir = t.TempDir()
 	cfg.DatabaseURL = databaseURL
-	cfg.NATSURL = srv.ClientURL()
+	cfg.NATSURL = bus.URL
 	inv := servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations(), Broker: true}, func(h *service.Host) error {
 		return inventory.Register(h, inventory.Config{CatalogURL: "http://127.0.0.1:1"})
 	})
-	c := &choreo{inv: inv, inc: client.New(http.DefaultClient, inv.URL), order: orderClient}
+	c := &choreo{Bus: bus, inv: inv, inc: client.New(http.DefaultClient, inv.URL), order: orderClient}
 	sub, err := orderClient.Consume(ctx, messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "test-watch", Concurrency: 1},
 		func(_ context.Context, d *messaging.Delivery) error {
 			c.mu.Lock()
@@ -77,49 +65,11 @@ func startChoreo(t *testing.T, databaseURL string) *choreo {
 	return c
 }
 
-// publish sends an order event as the order service's outbox would: the
-// order id as correlation id.
-func (c *choreo) publish(t *testing.T, subject string, payload any, orderID string) (messaging.Envelope, uint64) {
-	t.Helper()
-	env, err := messaging.NewEnvelope(subject, subject, payload, messaging.WithCorrelationID(orderID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	ack, err := c.order.PublishEnvelope(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env, ack.Sequence
-}
-
-// redeliver stores env a second time under another JetStream
-// de-duplication id: the consumer gets the same message (same envelope id)
-// twice, as after a relay retry past the duplicate window.
-func (c *choreo) redeliver(t *testing.T, env messaging.Envelope) uint64 {
-	t.Helper()
-	c.order.Stamp(context.Background(), &env)
-	msg := env.Msg()
-	msg.Header.Set(messaging.HeaderMsgID, env.ID+"-again")
-	ack, err := c.order.JetStream().PublishMsg(context.Background(), msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ack.Sequence
-}
-
 // waitHandled waits until inventory's consumer has acknowledged every
 // order event up to stream sequence seq: their reactions have committed.
 func (c *choreo) waitHandled(t *testing.T, seq uint64) {
 	t.Helper()
-	waitFor(t, "inventory to handle order events up to "+strconv.FormatUint(seq, 10), func() bool {
-		cons, err := c.order.JetStream().Consumer(context.Background(), contract.StreamOrder, inventory.ChoreographyConsumer)
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(context.Background())
-		return err == nil && info.AckFloor.Stream >= seq
-	})
+	c.WaitHandled(t, contract.StreamOrder, inventory.ChoreographyConsumer, seq)
 }
 
 // waitEvent waits for inventory's event of type typ in the conversation
@@ -127,7 +77,7 @@ func (c *choreo) waitHandled(t *testing.T, seq uint64) {
 func (c *choreo) waitEvent(t *testing.T, typ, orderID string) messaging.Envelope {
 	t.Helper()
 	var found messaging.Envelope
-	waitFor(t, typ+" of "+orderID, func() bool {
+	shoptestenv.Eventually(t, typ+" of "+orderID, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, e := range c.events {
@@ -152,17 +102,6 @@ func (c *choreo) emitted(t *testing.T, typ, orderID string) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func placed(orderID, flow string, items ...contract.Item) contract.OrderPlaced {
@@ -197,7 +136,7 @@ func testChoreography(t *testing.T, c *choreo) {
 	// order.placed reserves and emits inventory.reserved in the order's
 	// conversation, carrying the checkout on.
 	p := placed("o-1", contract.FlowChoreography, contract.Item{SKU: "KET-001", Qty: 2})
-	env, _ := c.publish(t, contract.SubjectOrderPlaced, p, "o-1")
+	env, _ := c.Publish(t, contract.SubjectOrderPlaced, "o-1", p)
 	got := c.waitEvent(t, contract.SubjectStockReserved, "o-1")
 	if got.CausationID != env.ID || got.Source != inventory.Name || got.Subject != contract.SubjectStockReserved {
 		t.Fatalf("reserved envelope: %+v", got)
@@ -214,14 +153,14 @@ func testChoreography(t *testing.T, c *choreo) {
 
 	// The same message delivered again reserves nothing more and emits
 	// nothing more.
-	c.waitHandled(t, c.redeliver(t, env))
+	c.waitHandled(t, c.Redeliver(t, env))
 	if n := c.emitted(t, contract.SubjectStockReserved, "o-1"); n != 1 {
 		t.Fatalf("inventory.reserved emitted %d times", n)
 	}
 	wantStock(t, c.inc, "KET-001", 5, 2)
 
 	// order.rejected releases.
-	_, seq := c.publish(t, contract.SubjectOrderRejected, ended("o-1", contract.FlowChoreography, "payment declined"), "o-1")
+	_, seq := c.Publish(t, contract.SubjectOrderRejected, "o-1", ended("o-1", contract.FlowChoreography, "payment declined"))
 	c.waitHandled(t, seq)
 	wantStock(t, c.inc, "KET-001", 5, 0)
 	if res, _, err := c.inc.Reservation(ctx, "o-1"); err != nil || res.Status != client.Released {
@@ -229,7 +168,7 @@ func testChoreography(t *testing.T, c *choreo) {
 	}
 
 	// Not enough stock: inventory.refused says which sku and why.
-	c.publish(t, contract.SubjectOrderPlaced, placed("o-2", contract.FlowChoreography, contract.Item{SKU: "TEA-001", Qty: 1}, contract.Item{SKU: "KET-001", Qty: 6}), "o-2")
+	c.Publish(t, contract.SubjectOrderPlaced, "o-2", placed("o-2", contract.FlowChoreography, contract.Item{SKU: "TEA-001", Qty: 1}, contract.Item{SKU: "KET-001", Qty: 6}))
 	got = c.waitEvent(t, contract.SubjectStockRefused, "o-2")
 	var refused contract.StockRefused
 	if err := json.Unmarshal(got.Data, &refused); err != nil {
@@ -241,28 +180,28 @@ func testChoreography(t *testing.T, c *choreo) {
 	wantStock(t, c.inc, "TEA-001", 100, 0)
 
 	// order.confirmed commits: the units are sold.
-	c.publish(t, contract.SubjectOrderPlaced, placed("o-3", contract.FlowChoreography, contract.Item{SKU: "POT-001", Qty: 3}), "o-3")
+	c.Publish(t, contract.SubjectOrderPlaced, "o-3", placed("o-3", contract.FlowChoreography, contract.Item{SKU: "POT-001", Qty: 3}))
 	c.waitEvent(t, contract.SubjectStockReserved, "o-3")
-	_, seq = c.publish(t, contract.SubjectOrderConfirmed, ended("o-3", contract.FlowChoreography, ""), "o-3")
+	_, seq = c.Publish(t, contract.SubjectOrderConfirmed, "o-3", ended("o-3", contract.FlowChoreography, ""))
 	c.waitHandled(t, seq)
 	wantStock(t, c.inc, "POT-001", 7, 0)
 	// A cancellation of the confirmed order puts them back.
-	_, seq = c.publish(t, contract.SubjectOrderCancelled, ended("o-3", contract.FlowChoreography, "customer asked"), "o-3")
+	_, seq = c.Publish(t, contract.SubjectOrderCancelled, "o-3", ended("o-3", contract.FlowChoreography, "customer asked"))
 	c.waitHandled(t, seq)
 	wantStock(t, c.inc, "POT-001", 10, 0)
 
 	// A cancellation that overtakes its order.placed leaves a tombstone: the
 	// late order.placed is refused and holds nothing.
-	_, seq = c.publish(t, contract.SubjectOrderCancelled, ended("o-4", contract.FlowChoreography, "customer asked"), "o-4")
+	_, seq = c.Publish(t, contract.SubjectOrderCancelled, "o-4", ended("o-4", contract.FlowChoreography, "customer asked"))
 	c.waitHandled(t, seq)
-	c.publish(t, contract.SubjectOrderPlaced, placed("o-4", contract.FlowChoreography, contract.Item{SKU: "SCL-001", Qty: 1}), "o-4")
+	c.Publish(t, contract.SubjectOrderPlaced, "o-4", placed("o-4", contract.FlowChoreography, contract.Item{SKU: "SCL-001", Qty: 1}))
 	c.waitEvent(t, contract.SubjectStockRefused, "o-4")
 	wantStock(t, c.inc, "SCL-001", 15, 0)
 
 	// Orchestrated orders are not inventory's to react to.
-	_, seq = c.publish(t, contract.SubjectOrderPlaced, placed("o-5", contract.FlowOrchestrated, contract.Item{SKU: "MUG-001", Qty: 1}), "o-5")
-	_, seq2 := c.publish(t, contract.SubjectOrderPlaced, placed("o-6", "", contract.Item{SKU: "MUG-001", Qty: 1}), "o-6")
-	_, seq3 := c.publish(t, contract.SubjectOrderRejected, ended("o-1", contract.FlowOrchestrated, ""), "o-1")
+	_, seq = c.Publish(t, contract.SubjectOrderPlaced, "o-5", placed("o-5", contract.FlowOrchestrated, contract.Item{SKU: "MUG-001", Qty: 1}))
+	_, seq2 := c.Publish(t, contract.SubjectOrderPlaced, "o-6", placed("o-6", "", contract.Item{SKU: "MUG-001", Qty: 1}))
+	_, seq3 := c.Publish(t, contract.SubjectOrderRejected, "o-1", ended("o-1", contract.FlowOrchestrated, ""))
 	c.waitHandled(t, max(seq, seq2, seq3))
 	wantStock(t, c.inc, "MUG-001", 40, 0)
 	for _, id := range []string{"o-5", "o-6"} {

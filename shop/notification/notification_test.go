@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/shoptestenv"
 	"github.com/trellis-go/trellis/shop/notification"
 	"github.com/trellis-go/trellis/shop/notification/client"
 )
@@ -34,6 +34,7 @@ func (c *clock) now() time.Time {
 }
 
 type env struct {
+	*shoptestenv.Bus
 	srv   *servicetest.Server
 	nc    *client.Client
 	order *messaging.Client
@@ -45,20 +46,8 @@ func start(t *testing.T, databaseURL string) env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ns, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	b, err := broker.Open(ctx, broker.Config{URL: ns.ClientURL(), Name: "order"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	oc, err := messaging.New(b, messaging.Config{Source: "order"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bus := shoptestenv.StartBus(t, "order")
+	oc := bus.Client
 	if _, err := messaging.EnsureStream(ctx, oc.JetStream(), messaging.StreamConfig{
 		Name: contract.StreamOrder, Subjects: []string{"order.>"}, Duplicates: 10 * time.Minute}); err != nil {
 		t.Fatal(err)
@@ -66,58 +55,25 @@ func start(t *testing.T, databaseURL string) env {
 	cfg := service.Defaults(notification.Name)
 	cfg.DataDir = t.TempDir()
 	cfg.DatabaseURL = databaseURL
-	cfg.NATSURL = ns.ClientURL()
+	cfg.NATSURL = bus.URL
 	clk := &clock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
 	s := servicetest.Start(t, cfg, service.Options{Migrations: notification.Migrations(), Broker: true}, func(h *service.Host) error {
 		return notification.Register(h, notification.Config{Now: clk.now})
 	})
-	return env{srv: s, nc: client.New(http.DefaultClient, s.URL), order: oc}
+	return env{Bus: bus, srv: s, nc: client.New(http.DefaultClient, s.URL), order: oc}
 }
 
+// publish publishes an order event as the order service does.
 func (e env) publish(t *testing.T, subject string, ev contract.OrderEnded) (messaging.Envelope, uint64) {
 	t.Helper()
-	m, err := messaging.NewEnvelope(subject, subject, ev, messaging.WithCorrelationID(ev.OrderID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ack, err := e.order.PublishEnvelope(context.Background(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, ack.Sequence
-}
-
-// redeliver stores m again under another de-duplication id: the consumer
-// gets the same message twice.
-func (e env) redeliver(t *testing.T, m messaging.Envelope) uint64 {
-	t.Helper()
-	e.order.Stamp(context.Background(), &m)
-	msg := m.Msg()
-	msg.Header.Set(messaging.HeaderMsgID, m.ID+"-again")
-	ack, err := e.order.JetStream().PublishMsg(context.Background(), msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ack.Sequence
+	return e.Publish(t, subject, ev.OrderID, ev)
 }
 
 // waitHandled waits until the consumer has settled every event up to
 // stream sequence seq.
 func (e env) waitHandled(t *testing.T, seq uint64) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		cons, err := e.order.JetStream().Consumer(context.Background(), contract.StreamOrder, notification.Consumer)
-		if err == nil {
-			if info, err := cons.Info(context.Background()); err == nil && info.AckFloor.Stream >= seq {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the consumer did not handle events up to %d", seq)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.WaitHandled(t, contract.StreamOrder, notification.Consumer, seq)
 }
 
 func ended(orderID, customerID, reason, flow string, total int64) contract.OrderEnded {
@@ -147,7 +103,7 @@ func testNotifications(t *testing.T, e env) {
 	_, seq = e.publish(t, contract.SubjectOrderCancelled, ended("o-3", "c-2", "customer asked", "", 99))
 	e.waitHandled(t, seq)
 	// A redelivered event notifies once; an order.placed notifies no one.
-	seq = e.redeliver(t, confirmed)
+	seq = e.Redeliver(t, confirmed)
 	m, err := messaging.NewEnvelope(contract.SubjectOrderPlaced, contract.SubjectOrderPlaced, contract.OrderPlaced{OrderID: "o-4", CustomerID: "c-1"})
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +153,7 @@ func TestConcurrentEventsNotifyOnce(t *testing.T) {
 	var last uint64
 	for i := range n {
 		m, _ := e.publish(t, contract.SubjectOrderConfirmed, ended("o-"+strconv.Itoa(i), "c-many", "", contract.FlowChoreography, 100))
-		last = max(last, e.redeliver(t, m))
+		last = max(last, e.Redeliver(t, m))
 	}
 	e.waitHandled(t, last)
 	got, err := e.nc.ByCustomer(ctx, "c-many")
