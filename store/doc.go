@@ -47,6 +47,44 @@
 // On PostgreSQL, Writer and Reader are the same pool, limited to 10
 // connections by default.
 //
+// # SQLite: group commit in InTx
+//
+// With one writer, every transaction waits for the ones before it, and each
+// COMMIT costs an fsync. [DB.InTx] therefore commits concurrent calls
+// together: a call that finds the writer idle runs at once, and the calls
+// that arrive while a transaction is being written run, in arrival order,
+// in the next transaction, each in a SAVEPOINT of its own, up to 256 of
+// them, which then commits once. Under load this turns N fsyncs into one;
+// alone, a call costs what it did. What a caller can observe is unchanged:
+// its function runs in its own goroutine and sees the writes of the calls
+// before it, as in a serial order; a function that fails or panics is
+// rolled back to its savepoint and only its caller sees the error or the
+// panic; a call returns nil only once its transaction is durably committed,
+// and a failed COMMIT fails every call that shared it.
+//
+// Two things follow from sharing a transaction. First, cancelling a
+// context must not interrupt a statement: SQLite rolls back the whole
+// transaction when a write is interrupted, which would take the other
+// calls' work with it. So a call whose context ends before its function
+// starts is not run at all (it returns the context's error and writes
+// nothing), and once started, its statements run to their end; database/sql
+// still fails the function's next statement with the context's error, and
+// only that function is rolled back. The writer's connections do this by
+// running the statements of a shared transaction with
+// context.WithoutCancel, which keeps the context's values. (A call that
+// found the writer idle has its transaction to itself and stays bound to
+// its context, as before.) Second, a
+// function that ends the shared transaction (it calls Commit or Rollback on
+// the *sql.Tx, which the writer refuses, or runs a statement that makes
+// SQLite roll back the transaction, such as INSERT OR ROLLBACK on a
+// conflict) fails its own call, and the calls of its group that had already
+// run get [ErrGroupAborted]: nothing of them is committed, and they can be
+// run again. The calls after it go on in the next transaction.
+//
+// Functions given to InTx should not wait on anything slow (the network, a
+// lock): a wait in one call delays the commit, and so the return, of the
+// calls before it in its group. [DB.TxStats] counts calls and commits.
+//
 // # Migrations
 //
 // [Config.Migrations] is usually an embed.FS (use [io/fs.Sub] so that the

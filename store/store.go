@@ -46,6 +46,14 @@ var (
 	// ErrDatabaseGone reports, from Check, a SQLite file that was deleted or
 	// replaced on disk while the process held it open.
 	ErrDatabaseGone = errors.New("store: database file is gone")
+	// ErrClosed reports an InTx on a SQLite DB after Close.
+	ErrClosed = errors.New("store: database is closed")
+	// ErrGroupAborted reports, from InTx on SQLite, that the transaction
+	// the call's function ran in was rolled back as a whole, although the
+	// function succeeded, because another function of the same group broke
+	// it (rolled it back, or failed in a way that ends the transaction).
+	// Nothing of the call was committed; running it again is safe.
+	ErrGroupAborted = errors.New("store: grouped transaction aborted by another call")
 )
 
 // Pool sizes and timeouts.
@@ -102,9 +110,11 @@ type DB struct {
 	reader  *sql.DB
 	log     *slog.Logger
 
-	// SQLite only: the file and its identity when it was opened.
-	path string
-	file os.FileInfo
+	// SQLite only: the file and its identity when it was opened, and the
+	// group commit of InTx (nil runs each InTx in a transaction of its own).
+	path  string
+	file  os.FileInfo
+	group *groupCommitter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -252,16 +262,18 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("store: create data directory: %w", err)
 	}
-	w, err := sql.Open("sqlite", sqliteDSN(path, true))
+	connector, err := newWriterConnector(sqliteDSN(path, true))
 	if err != nil {
 		return nil, fmt.Errorf("store: open SQLite writer: %w", err)
 	}
+	w := sql.OpenDB(connector)
 	// The single writer: one connection, kept open.
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 	db := &DB{dialect: SQLite, writer: w, log: log, path: path}
+	db.group = newGroupCommitter(db)
 	fail := func(err error) (*DB, error) {
 		_ = w.Close()
 		return nil, err
@@ -324,10 +336,59 @@ func (db *DB) Reader() *sql.DB { return db.reader }
 
 // InTx runs fn in a transaction on the writer. It commits when fn returns
 // nil and rolls back when fn returns an error, which InTx returns unchanged,
-// or panics, which InTx re-raises after the rollback. fn must not keep tx,
-// and must run its statements on tx only: on SQLite the writer has a single
-// connection, so a statement on Writer() inside fn waits until ctx ends.
-func (db *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+// or panics, which goes on in the caller after the rollback. fn must not
+// keep tx, must not commit or roll it back itself, and must run its
+// statements on tx only: on SQLite the writer has a single connection, so a
+// statement on Writer() inside fn, or an InTx on the same DB, waits until
+// ctx ends.
+//
+// On PostgreSQL each call is a transaction of its own, and concurrent calls
+// run concurrently on the pool.
+//
+// On SQLite, InTx commits concurrent calls together (group commit): a call
+// that finds the writer idle starts at once, and the calls that arrive while
+// a transaction is being written are run, one after the other in arrival
+// order and each in its own savepoint, in the next transaction, of at most
+// 256 calls, which then commits once, with one fsync. The semantics of a
+// call of its own are kept:
+//
+//   - fn runs in the caller's goroutine and sees the database with the
+//     writes of the calls before it, as in a serial order.
+//   - A call returns nil only once the transaction holding its writes is
+//     committed durably. If that COMMIT fails, every call whose fn
+//     succeeded gets the error.
+//   - A fn that returns an error or panics is rolled back to its savepoint;
+//     only its caller sees the error or the panic. A fn that breaks the
+//     shared transaction itself (it is rolled back as a whole, as an
+//     INSERT OR ROLLBACK conflict or a full disk does) fails its own call;
+//     the calls already run in that transaction get [ErrGroupAborted] and
+//     nothing of them is committed; the calls not yet run go on in the
+//     next transaction.
+//   - A call whose ctx ends before its fn starts is not run: nothing is
+//     written and it returns an error wrapping ctx.Err(). In a shared
+//     transaction, once fn has started, ctx no longer interrupts a
+//     statement in progress (an interrupted write would roll back the
+//     whole transaction, the other calls' work included): database/sql
+//     still fails fn's next statement with ctx's error, and only fn's
+//     savepoint is rolled back; ctx's values reach the driver unchanged.
+//     Once fn has succeeded, the call waits for the COMMIT whatever
+//     happens to ctx, and returns its outcome. A call run alone, in a
+//     transaction of its own, is bound to ctx as on PostgreSQL.
+//
+// Because the calls of a group commit together, a fn that waits (on the
+// network, on a lock) also delays the return of the calls run before it in
+// its group; keep such waits out of fn. Deferred constraints (DEFERRABLE
+// INITIALLY DEFERRED foreign keys) are checked at COMMIT and so would fail
+// the whole group; the schemas of this project use none.
+func (db *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if db.group != nil {
+		return db.group.do(ctx, fn)
+	}
+	return db.inOwnTx(ctx, fn)
+}
+
+// inOwnTx runs fn in a transaction of its own.
+func (db *DB) inOwnTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin transaction: %w", err)
@@ -351,6 +412,24 @@ func (db *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	return nil
+}
+
+// TxStats counts the work of InTx on a SQLite DB since it was opened.
+type TxStats struct {
+	// Calls counts the functions InTx ran (whatever their outcome).
+	Calls uint64
+	// Commits counts the transactions InTx committed; Calls/Commits is the
+	// average number of calls sharing one commit (and one fsync).
+	Commits uint64
+}
+
+// TxStats returns the InTx counters of a SQLite DB; it returns zeros on
+// PostgreSQL, where each call is a transaction of its own.
+func (db *DB) TxStats() TxStats {
+	if db.group == nil {
+		return TxStats{}
+	}
+	return TxStats{Calls: db.group.calls.Load(), Commits: db.group.commits.Load()}
 }
 
 // Check reports whether the database can serve: it fails when a pool cannot
@@ -403,9 +482,14 @@ func (db *DB) Version(ctx context.Context) (int, error) {
 	return v, nil
 }
 
-// Close closes both pools. It is safe to call more than once.
+// Close closes both pools, after the InTx calls already under way on SQLite
+// have been committed or rolled back; InTx calls made afterwards return
+// [ErrClosed]. It is safe to call more than once.
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
+		if db.group != nil {
+			db.group.close()
+		}
 		var errs []error
 		if db.reader != nil && db.reader != db.writer {
 			errs = append(errs, db.reader.Close())

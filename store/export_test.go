@@ -1,0 +1,21 @@
+package store
+
+// DisableGroupCommit makes db run each InTx in a transaction of its own,
+// as before group commit: the baseline of BenchmarkInTx.
+func DisableGroupCommit(db *DB) {
+	if db.group != nil {
+		db.group.close()
+		db.group = nil
+	}
+}
+
+// QueuedInTx returns the number of InTx calls waiting for a grouped
+// transaction on db.
+func QueuedInTx(db *DB) int {
+	if db.group == nil {
+		return 0
+	}
+	db.group.mu.Lock()
+	defer db.group.mu.Unlock()
+	return len(db.group.queue)
+}
