@@ -34,11 +34,24 @@
 //
 // Every state change of a saga (start, each step's completion with the
 // saga's data, the start of compensation, each compensation, the end) is
-// durable before the saga proceeds. The records of all sagas in flight go
-// through one log writer that commits them together (group commit): one
-// transaction, hence one fsync on SQLite, covers the progress of many
-// sagas, so throughput is not bounded by the disk's synchronous writes per
-// second.
+// recorded in the log, and a saga's records become durable in order. The
+// saga waits for a record before going on only where it matters: the start,
+// the switch to compensating (before any compensation runs, so that a
+// resumed saga never goes forward after compensations ran), everything
+// before Finish (which reports an outcome that must not change), and the
+// terminal status (which Wait and Get report). The completion records of
+// actions and compensations commit while the next step already runs: after
+// a crash, the steps whose records were not durable yet run again, with the
+// same idempotency keys, which the contract above makes safe. A saga goes
+// on without waiting only while its lease is known to be held with a
+// margin; a queued record refused (lease lost) or failed stops the saga at
+// the next record it waits for at the latest. Options.SyncSteps waits for
+// every record instead.
+//
+// The records of all sagas in flight go through one log writer that
+// commits them together (group commit): one transaction, hence one fsync on
+// SQLite, covers the progress of many sagas, so throughput is not bounded
+// by the disk's synchronous writes per second.
 //
 // # Replicas
 //

@@ -129,6 +129,9 @@ type sagaRow struct {
 	reason, failedStep string
 	deadline           int64 // Unix ns, 0 = none
 	created            int64 // Unix ns
+	// leaseUntil is the lease this process took with the claim (Unix ns);
+	// not a column of rowColumns.
+	leaseUntil int64
 }
 
 func scanRow(sc interface{ Scan(...any) error }) (sagaRow, error) {
@@ -150,14 +153,20 @@ type stepRow struct {
 // logWriter commits the writes of many sagas together (group commit).
 // Writes queue up while a transaction is being committed and go into the
 // next one, so one commit (one fsync on SQLite) makes a batch durable and
-// the batch grows with the load. Each caller waits until its own write is
-// committed: durability is never traded for throughput.
+// the batch grows with the load. The queue is FIFO and a batch applies its
+// writes in queue order, so the records of one saga become durable in the
+// order they were made: a later record is never committed before an
+// earlier one. A caller either waits until its write is committed (do) or
+// queues it and goes on (queueProgress), checking the outcome later.
 type logWriter struct {
 	db       *store.DB
 	owner    string
 	st       *stmts
 	maxBatch int
 	observe  func(n int, d time.Duration)
+	// gate, when set (by tests, to inject a slow or failing log), runs
+	// before each batch is committed.
+	gate func()
 
 	mu    sync.Mutex
 	queue []*logOp
@@ -170,9 +179,28 @@ type logWriter struct {
 type logOp struct {
 	fn   func(ctx context.Context, tx *sql.Tx) error
 	prog *progress // instead of fn: a saga's progress, written with the batch's others
+	// prev is the previous progress write of the same execution of a
+	// saga. When it failed or found the lease lost, this write is not
+	// made and fails the same way: the records of a saga are durable in
+	// order and without gaps.
+	prev *logOp
 	err  error
 	done chan struct{}
 }
+
+// finished reports whether op has been committed or has failed; then its
+// err and prog.lost are final.
+func (op *logOp) finished() bool {
+	select {
+	case <-op.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// failed reports whether a finished op failed or found the lease lost.
+func (op *logOp) failed() bool { return op.err != nil || (op.prog != nil && op.prog.lost) }
 
 // progress is a saga's new state and at most one history record. The
 // writes of the sagas in a batch go into one statement on PostgreSQL,
@@ -183,6 +211,10 @@ type progress struct {
 	lease, updated                                 int64
 	hist                                           *stepRow
 	lost                                           bool // set by the write: the owner is no longer this process
+	// inherited is set when the write was not made because the saga's
+	// previous write failed; err is that write's error.
+	inherited bool
+	inErr     error
 }
 
 // logTimeout bounds one batch transaction; the writes are not tied to the
@@ -192,16 +224,21 @@ const logTimeout = 30 * time.Second
 // do runs fn in a group-committed transaction and returns once that
 // transaction committed (nil) or failed.
 func (w *logWriter) do(fn func(ctx context.Context, tx *sql.Tx) error) error {
-	return w.submit(&logOp{fn: fn, done: make(chan struct{})})
+	op := &logOp{fn: fn, done: make(chan struct{})}
+	w.enqueue(op)
+	<-op.done
+	return op.err
 }
 
-// write saves p and reports whether this process still owns the saga.
-func (w *logWriter) write(p *progress) (owned bool, err error) {
-	err = w.submit(&logOp{prog: p, done: make(chan struct{})})
-	return !p.lost, err
+// queueProgress queues p after prev (nil: none) without waiting; the
+// returned op's done channel closes once it is committed or failed.
+func (w *logWriter) queueProgress(p *progress, prev *logOp) *logOp {
+	op := &logOp{prog: p, prev: prev, done: make(chan struct{})}
+	w.enqueue(op)
+	return op
 }
 
-func (w *logWriter) submit(op *logOp) error {
+func (w *logWriter) enqueue(op *logOp) {
 	w.mu.Lock()
 	w.queue = append(w.queue, op)
 	if !w.busy {
@@ -209,8 +246,6 @@ func (w *logWriter) submit(op *logOp) error {
 		go w.loop()
 	}
 	w.mu.Unlock()
-	<-op.done
-	return op.err
 }
 
 // loop commits batches while writes are queued; it exits when the queue is
@@ -234,15 +269,20 @@ func (w *logWriter) loop() {
 }
 
 func (w *logWriter) flush(batch []*logOp) {
+	if w.gate != nil {
+		w.gate()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), logTimeout)
 	defer cancel()
 	w.st.prepare(ctx)
 	start := time.Now()
 	err := w.db.InTx(ctx, func(tx *sql.Tx) error { return w.apply(ctx, tx, batch) })
 	if err != nil && len(batch) > 1 {
-		// One bad write must not fail the others: commit each alone.
+		// One bad write must not fail the others: commit each alone, in
+		// order, so that a write whose predecessor failed now is not made.
 		for _, op := range batch {
 			op.err = w.db.InTx(ctx, func(tx *sql.Tx) error { return w.apply(ctx, tx, []*logOp{op}) })
+			op.inherit()
 			close(op.done)
 		}
 		return
@@ -252,16 +292,39 @@ func (w *logWriter) flush(batch []*logOp) {
 	}
 	for _, op := range batch {
 		op.err = err
+		op.inherit()
 		close(op.done)
 	}
+}
+
+// inherit gives op the error of the failed predecessor it was skipped for,
+// and lets go of the predecessor (a chain of finished writes is not kept
+// alive).
+func (op *logOp) inherit() {
+	if op.prog != nil && op.prog.inherited && op.err == nil {
+		op.err = op.prog.inErr
+	}
+	op.prev = nil
 }
 
 // apply runs the batch's writes in tx.
 func (w *logWriter) apply(ctx context.Context, tx *sql.Tx, batch []*logOp) error {
 	var progs []*progress
 	for _, op := range batch {
-		if op.prog != nil {
-			progs = append(progs, op.prog)
+		if p := op.prog; p != nil {
+			// Skip the write if its predecessor failed: in an earlier batch
+			// (or, committing one by one, earlier in this one), or was
+			// skipped itself earlier in this batch. A predecessor written in
+			// this batch shares its transaction and its owner check.
+			if prev := op.prev; prev != nil && (prev.prog.inherited || (prev.finished() && prev.failed())) {
+				p.inherited, p.inErr, p.lost = true, prev.err, prev.prog.lost
+				if p.inErr == nil {
+					p.inErr = prev.prog.inErr
+				}
+				continue
+			}
+			p.inherited, p.inErr = false, nil
+			progs = append(progs, p)
 			continue
 		}
 		if err := op.fn(ctx, tx); err != nil {
@@ -277,10 +340,30 @@ func (w *logWriter) apply(ctx context.Context, tx *sql.Tx, batch []*logOp) error
 	return w.progressEach(ctx, tx, progs)
 }
 
+// latest returns, for the progress writes in progs, each saga's last one
+// in order of the sagas' first appearance: with pipelined steps, one batch
+// can hold several records of a saga, and its row needs only the last
+// (each record is the saga's whole state), while every history record is
+// inserted, in order.
+func latest(progs []*progress) []*progress {
+	idx := make(map[string]int, len(progs))
+	out := make([]*progress, 0, len(progs))
+	for _, p := range progs {
+		if i, ok := idx[p.id]; ok {
+			out[i] = p
+			continue
+		}
+		idx[p.id] = len(out)
+		out = append(out, p)
+	}
+	return out
+}
+
 // progressEach writes each saga's progress with prepared statements: on
 // SQLite a statement costs no round trip.
 func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progress) error {
-	for _, p := range progs {
+	lost := make(map[string]bool, len(progs))
+	for _, p := range latest(progs) {
 		res, err := w.st.exec(ctx, tx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
 			p.lease, p.updated, p.id, w.owner)
 		if err != nil {
@@ -290,7 +373,10 @@ func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progr
 		if err != nil {
 			return err
 		}
-		if p.lost = n == 0; p.lost || p.hist == nil {
+		lost[p.id] = n == 0
+	}
+	for _, p := range progs {
+		if p.lost = lost[p.id]; p.lost || p.hist == nil {
 			continue
 		}
 		h := p.hist
@@ -306,17 +392,22 @@ func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progr
 const multiChunk = 200
 
 // progressMulti writes the progress of many sagas with one UPDATE ...
-// FROM (VALUES ...) and one multi-row INSERT of their history per chunk:
-// two round trips instead of two per saga.
+// FROM (VALUES ...) per chunk of sagas and one multi-row INSERT of their
+// history per chunk of records: a few round trips instead of two per
+// record. A saga appears once in the UPDATE (PostgreSQL would apply only
+// one of several source rows matching a target row, and not necessarily
+// the last), with its latest state.
 func (w *logWriter) progressMulti(ctx context.Context, tx *sql.Tx, progs []*progress) error {
-	for start := 0; start < len(progs); start += multiChunk {
-		chunk := progs[start:min(start+multiChunk, len(progs))]
-		var q strings.Builder
+	owned := make(map[string]bool, len(progs))
+	last := latest(progs)
+	var q strings.Builder
+	for start := 0; start < len(last); start += multiChunk {
+		chunk := last[start:min(start+multiChunk, len(last))]
+		q.Reset()
 		q.WriteString(`UPDATE trellis_sagas AS s SET status = v.status, step = v.step, step_name = v.step_name, data = v.data,
 reason = v.reason, failed_step = v.failed_step, lease_until_ns = v.lease, updated_ns = v.updated FROM (VALUES `)
 		args := make([]any, 0, 9*len(chunk)+1)
 		args = append(args, w.owner)
-		byID := make(map[string]*progress, len(chunk))
 		for i, p := range chunk {
 			if i > 0 {
 				q.WriteString(", ")
@@ -325,8 +416,6 @@ reason = v.reason, failed_step = v.failed_step, lease_until_ns = v.lease, update
 			fmt.Fprintf(&q, "($%d::text, $%d::text, $%d::integer, $%d::text, $%d::text, $%d::text, $%d::text, $%d::bigint, $%d::bigint)",
 				n, n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
 			args = append(args, p.id, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep, p.lease, p.updated)
-			p.lost = true
-			byID[p.id] = p
 		}
 		q.WriteString(`) AS v (id, status, step, step_name, data, reason, failed_step, lease, updated)
 WHERE s.id = v.id AND s.owner = $1 AND s.status IN ('running', 'compensating') RETURNING s.id`)
@@ -340,9 +429,7 @@ WHERE s.id = v.id AND s.owner = $1 AND s.status IN ('running', 'compensating') R
 				_ = rows.Close()
 				return err
 			}
-			if p := byID[id]; p != nil {
-				p.lost = false
-			}
+			owned[id] = true
 		}
 		if err := rows.Close(); err != nil {
 			return err
@@ -350,24 +437,30 @@ WHERE s.id = v.id AND s.owner = $1 AND s.status IN ('running', 'compensating') R
 		if err := rows.Err(); err != nil {
 			return err
 		}
+	}
+	// The history, in the records' order: the identity column numbers
+	// the rows of a multi-row INSERT in the order of its VALUES.
+	var hist []*progress
+	for _, p := range progs {
+		if p.lost = !owned[p.id]; !p.lost && p.hist != nil {
+			hist = append(hist, p)
+		}
+	}
+	for start := 0; start < len(hist); start += multiChunk {
+		chunk := hist[start:min(start+multiChunk, len(hist))]
 		q.Reset()
-		args = args[:0]
-		for _, p := range chunk {
-			h := p.hist
-			if p.lost || h == nil {
-				continue
-			}
-			if len(args) > 0 {
+		args := make([]any, 0, 8*len(chunk))
+		for i, p := range chunk {
+			if i > 0 {
 				q.WriteString(", ")
 			}
-			n := len(args) + 1
+			n := 8*i + 1
 			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n, n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+			h := p.hist
 			args = append(args, p.id, h.step, h.phase, h.status, h.attempts, h.err, h.started.UnixNano(), h.ended.UnixNano())
 		}
-		if len(args) > 0 {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO trellis_saga_steps (saga_id, step, phase, status, attempts, error, started_ns, ended_ns) VALUES "+q.String(), args...); err != nil {
-				return err
-			}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO trellis_saga_steps (saga_id, step, phase, status, attempts, error, started_ns, ended_ns) VALUES "+q.String(), args...); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -44,6 +44,17 @@ type Options struct {
 	// stable id (a pod name) lets a restarted process resume its own sagas
 	// without waiting for their leases to expire.
 	Owner string
+	// SyncSteps makes every record durable before the saga proceeds: each
+	// step waits for the commit of the previous step's completion. By
+	// default (false) the completion records of actions and compensations
+	// are committed while the next step already runs, and only the start,
+	// the switch to compensating, the state before Finish and the terminal
+	// status are waited for; after a crash the steps whose records were
+	// not yet durable run again, with the same idempotency key. That is
+	// safe because actions and compensations MUST be idempotent anyway (a
+	// step in flight at a crash runs again in either mode); SyncSteps only
+	// narrows the window for a dependency that falls short of it.
+	SyncSteps bool
 }
 
 // Defaults of Options.
@@ -66,6 +77,7 @@ type Orchestrator struct {
 	lease        time.Duration
 	pollInterval time.Duration
 	concurrency  int
+	syncSteps    bool
 	m            *metrics
 	w            *logWriter
 	rd           *stmts // the reader's prepared statements
@@ -107,6 +119,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		lease:        opts.Lease,
 		pollInterval: opts.PollInterval,
 		concurrency:  opts.Concurrency,
+		syncSteps:    opts.SyncSteps,
 		defs:         make(map[string]runner),
 		queued:       make(map[string]struct{}),
 		active:       make(map[string]*activeSaga),
@@ -251,10 +264,11 @@ func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) 
 		return err
 	}
 	now := o.clock.Now()
-	row := sagaRow{id: id, name: name, status: Running, data: raw, deadline: deadline(r, now), created: now.UnixNano()}
+	row := sagaRow{id: id, name: name, status: Running, data: raw, deadline: deadline(r, now), created: now.UnixNano(),
+		leaseUntil: now.Add(o.lease).UnixNano()}
 	var inserted bool
 	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
-		res, err := o.w.st.exec(ctx, tx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, now.Add(o.lease).UnixNano(), row.created)
+		res, err := o.w.st.exec(ctx, tx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, row.leaseUntil, row.created)
 		if err != nil {
 			return err
 		}
@@ -406,7 +420,8 @@ SELECT id FROM trellis_sagas WHERE status IN ('running', 'compensating') AND ` +
 AND name IN (` + placeholders(4, len(names)) + `) ORDER BY lease_until_ns LIMIT ` + fmt.Sprint(free) + `)
 AND status IN ('running', 'compensating') AND ` + due + `
 RETURNING ` + rowColumns
-	args := []any{o.owner, now.Add(o.lease).UnixNano(), now.UnixNano()}
+	until := now.Add(o.lease).UnixNano()
+	args := []any{o.owner, until, now.UnixNano()}
 	for _, n := range names {
 		args = append(args, n)
 	}
@@ -423,6 +438,7 @@ RETURNING ` + rowColumns
 			if err != nil {
 				return err
 			}
+			r.leaseUntil = until
 			claimed = append(claimed, r)
 		}
 		return rows.Err()
@@ -441,16 +457,18 @@ RETURNING ` + rowColumns
 // held by another orchestrator.
 func (o *Orchestrator) claim(id string) (*sagaRow, error) {
 	now := o.clock.Now()
+	until := now.Add(o.lease).UnixNano()
 	var row *sagaRow
 	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
 		row = nil
-		r, err := scanRow(o.w.st.queryRow(ctx, tx, sqlClaim, o.owner, now.Add(o.lease).UnixNano(), id, now.UnixNano()))
+		r, err := scanRow(o.w.st.queryRow(ctx, tx, sqlClaim, o.owner, until, id, now.UnixNano()))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		r.leaseUntil = until
 		row = &r
 		return nil
 	})
@@ -486,7 +504,12 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 	}
 	o.m.inFlight(row.name, 1)
 	defer o.m.inFlight(row.name, -1)
-	r.run(ctx, &execution{o: o, def: r, row: *row})
+	x := &execution{o: o, def: r, row: *row, leaseUntil: row.leaseUntil}
+	r.run(ctx, x)
+	// Stopped (shutdown, lost lease, log error) with records still
+	// queued: let them commit or fail before another execution of the
+	// saga can start here.
+	x.settle(ctx, true)
 }
 
 // finished forgets that id executes here, and restarts it if it was
@@ -518,18 +541,33 @@ type execution struct {
 	o   *Orchestrator
 	def runner
 	row sagaRow
+	// pending is the last record queued without waiting (nil: none, or
+	// known durable); the log writer commits a saga's records in order,
+	// so once it is durable so are the earlier ones.
+	pending *logOp
+	// leaseUntil is how long this process is known to hold the saga's
+	// lease (Unix ns): the lease written by its claim or by its latest
+	// record known durable.
+	leaseUntil int64
 }
 
 func (x *execution) pastDeadline() bool {
 	return x.row.deadline != 0 && x.o.clock.Now().UnixNano() >= x.row.deadline
 }
 
-// save makes the saga's current state, its data and the history records
-// durable, and extends the lease. It reports false when the saga must stop
-// executing here: the lease was lost, or the write failed (then the saga
-// is retried at the next poll).
-func (x *execution) save(ctx context.Context, data any, hist ...stepRow) bool { // at most one history record
+// save records the saga's current state, its data and at most one history
+// record, extending the lease. With wait, or when the state is terminal,
+// Options.SyncSteps is set, or the lease is not known to be held for a
+// while yet, it returns once the record is durable; otherwise it queues the
+// record and returns at once (after checking that the records queued
+// before did not fail). It reports false when the saga must stop executing
+// here: the lease was lost, or a write failed (then the saga is retried at
+// the next poll, from its last durable record).
+func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepRow) bool {
 	o, r := x.o, &x.row
+	if !x.settle(ctx, false) {
+		return false
+	}
 	raw, err := json.Marshal(data)
 	if err != nil {
 		o.log.ErrorContext(ctx, "saga: encode data", "saga", r.name, "id", r.id, "error", err)
@@ -540,25 +578,60 @@ func (x *execution) save(ctx context.Context, data any, hist ...stepRow) bool { 
 	lease := now.Add(o.lease).UnixNano()
 	if r.status.Terminal() {
 		lease = 0
+		wait = true
+	}
+	// Going on without waiting is safe only while no other orchestrator
+	// can have taken the saga over: the lease last confirmed must have a
+	// margin left (a third of it, the renewal period). Otherwise the
+	// record's commit confirms the lease (or reports it lost) before the
+	// next step runs.
+	if o.syncSteps || now.UnixNano() >= x.leaseUntil-int64(o.lease/3) {
+		wait = true
 	}
 	p := &progress{id: r.id, status: string(r.status), step: r.step, stepName: x.def.stepName(r.step), data: string(raw),
 		reason: r.reason, failedStep: r.failedStep, lease: lease, updated: now.UnixNano()}
 	if len(hist) > 0 {
 		p.hist = &hist[0]
 	}
-	owned, err := o.w.write(p)
-	switch {
-	case err != nil:
-		o.log.ErrorContext(ctx, "saga: write the log; retrying at the next poll", "saga", r.name, "id", r.id, "error", err)
-		o.retryLater(r.id)
-		return false
-	case !owned:
-		o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", ErrLeaseLost)
+	x.pending = o.w.queueProgress(p, x.pending)
+	if !wait {
+		return true
+	}
+	if !x.settle(ctx, true) {
 		return false
 	}
 	if r.status.Terminal() {
 		o.ended(ctx, r, now)
 	}
+	return true
+}
+
+// settle checks the outcome of the records queued so far; with wait it
+// first waits until they are committed or failed, otherwise it looks only
+// if they already are. It reports false when the saga must stop executing
+// here (see save).
+func (x *execution) settle(ctx context.Context, wait bool) bool {
+	op := x.pending
+	if op == nil {
+		return true
+	}
+	if wait {
+		<-op.done
+	} else if !op.finished() {
+		return true
+	}
+	x.pending = nil
+	o, r := x.o, &x.row
+	switch {
+	case op.err != nil:
+		o.log.ErrorContext(ctx, "saga: write the log; retrying at the next poll", "saga", r.name, "id", r.id, "error", op.err)
+		o.retryLater(r.id)
+		return false
+	case op.prog.lost:
+		o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", ErrLeaseLost)
+		return false
+	}
+	x.leaseUntil = max(x.leaseUntil, op.prog.lease)
 	return true
 }
 

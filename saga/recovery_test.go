@@ -3,12 +3,16 @@ package saga_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/trellis-go/trellis/resilience/resiliencetest"
 	"github.com/trellis-go/trellis/saga"
@@ -91,6 +95,12 @@ func TestResumesAfterCrash(t *testing.T) {
 						t.Fatal(err)
 					}
 					recv(t, entered, step+" in flight")
+					// The completion records of the earlier steps are
+					// committed while the saga goes on: crash once they are.
+					eventually(t, "the steps before "+step+" durable", func() bool {
+						info, err := o1.Get(context.Background(), id)
+						return err == nil && info.Step == step
+					})
 					if strings.HasPrefix(how, "crash") {
 						// Nothing more reaches the database: not the step's
 						// end, not the release of the lease.
@@ -295,7 +305,8 @@ func TestLostLeaseStopsTheSaga(t *testing.T) {
 			<-release
 			return inner(ctx, sc, o)
 		}
-		a := newOrchestrator(t, open(), saga.Options{Owner: "A", Clock: clock, Lease: time.Minute},
+		reg := prometheus.NewRegistry()
+		a := newOrchestrator(t, open(), saga.Options{Owner: "A", Clock: clock, Lease: time.Minute, Registerer: reg},
 			func(o *saga.Orchestrator) error { return saga.Register(o, slow) })
 		b := newOrchestrator(t, open(), saga.Options{Owner: "B", Clock: clock, Lease: time.Minute, PollInterval: 10 * time.Millisecond},
 			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
@@ -308,7 +319,9 @@ func TestLostLeaseStopsTheSaga(t *testing.T) {
 			t.Fatalf("B ended the saga %s", info.Status)
 		}
 		close(release) // A's pay finally returns
-		a.stop(t)      // and A's execution has ended
+		eventually(t, "A's execution ended", func() bool {
+			return testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")) == 0
+		})
 		for _, s := range []string{"notify", "ship"} {
 			if c := svc.count("action:o1:" + s); c != 1 {
 				t.Fatalf("%s ran %d times: A went on after losing its lease", s, c)
@@ -323,6 +336,315 @@ func TestLostLeaseStopsTheSaga(t *testing.T) {
 		}
 		if info.Status != saga.Completed || len(info.Steps) != 4 {
 			t.Fatalf("after A's late write: %+v, %d history records", info.Summary, len(info.Steps))
+		}
+	})
+}
+
+// logGate holds an orchestrator's log writer (a stalled disk): while held,
+// no batch of records commits.
+type logGate struct {
+	mu   sync.Mutex
+	held chan struct{}
+}
+
+func (g *logGate) wait() {
+	g.mu.Lock()
+	ch := g.held
+	g.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+func (g *logGate) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.held = make(chan struct{})
+}
+
+func (g *logGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held != nil {
+		close(g.held)
+		g.held = nil
+	}
+}
+
+// The pipelined window: step k's action returned and the saga went on to
+// the next step, but k's completion record was not durable yet when the
+// process crashed. The resumed saga runs k again with the same key (the
+// idempotent service applies its effect once), re-derives the data k
+// stores, and records each step once.
+func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
+	steps := []string{"reserve", "pay", "notify", "ship"}
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		for k, step := range steps[:3] {
+			next := steps[k+1]
+			for _, owner := range []string{"A", "B"} {
+				t.Run(step+"/owner "+owner, func(t *testing.T) {
+					id := step + "-" + owner
+					clock := resiliencetest.NewClock(time.Now())
+					svc := newService()
+					var seen keyLog
+					var gate logGate
+					atK, goK, entered := make(chan struct{}, 1), make(chan struct{}), make(chan struct{}, 1)
+					def := orderSaga("order", svc, nil)
+					for i := range def.Steps {
+						inner := def.Steps[i].Action
+						def.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
+							seen.add(sc, o)
+							switch sc.Step {
+							case step:
+								atK <- struct{}{}
+								select {
+								case <-goK:
+								case <-ctx.Done():
+									return ctx.Err()
+								}
+								return inner(ctx, sc, o) // applies the effect, stores its data, returns
+							case next:
+								svc.do(sc) // the effect happens, the reply is lost
+								entered <- struct{}{}
+								<-ctx.Done()
+								return ctx.Err()
+							}
+							return inner(ctx, sc, o)
+						}
+					}
+					db1 := open()
+					o1 := newOrchestrator(t, db1, saga.Options{Clock: clock, Owner: "A"}, func(o *saga.Orchestrator) error {
+						saga.SetLogGate(o, gate.wait)
+						return saga.Register(o, def)
+					})
+					if err := o1.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
+						t.Fatal(err)
+					}
+					recv(t, atK, step+" in flight")
+					eventually(t, "the steps before "+step+" durable", func() bool {
+						info, err := o1.Get(context.Background(), id)
+						return err == nil && info.Step == step
+					})
+					gate.hold() // step's record will not commit
+					close(goK)
+					recv(t, entered, next+" in flight")
+					// The saga went on to next while the log still says step.
+					info, err := o1.Get(context.Background(), id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if info.Status != saga.Running || info.Step != step || len(info.Steps) != k {
+						t.Fatalf("with %s in flight the log says %+v, %d records; want running at %s, %d records", next, info.Summary, len(info.Steps), step, k)
+					}
+					// Crash: nothing queued reaches the database.
+					_ = db1.Close()
+					gate.release()
+					o1.stop(t)
+
+					if owner == "B" {
+						clock.Advance(31 * time.Second)
+					}
+					def2 := orderSaga("order", svc, nil)
+					for i := range def2.Steps {
+						inner := def2.Steps[i].Action
+						def2.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
+							seen.add(sc, o)
+							return inner(ctx, sc, o)
+						}
+					}
+					o2 := newOrchestrator(t, open(), saga.Options{Clock: clock, Owner: owner, PollInterval: 20 * time.Millisecond},
+						func(o *saga.Orchestrator) error { return saga.Register(o, def2) })
+					info = wait(t, o2.Orchestrator, id)
+					if info.Status != saga.Completed {
+						t.Fatalf("resumed saga ended %+v", info.Summary)
+					}
+					for j, s := range steps {
+						key := id + ":" + s
+						ks, _ := seen.get(s)
+						want := []string{key}
+						if j == k || j == k+1 {
+							want = []string{key, key}
+						}
+						if !slices.Equal(ks, want) {
+							t.Errorf("%s attempts used keys %v, want %v", s, ks, want)
+						}
+						if n := svc.effect(key); n != 1 {
+							t.Errorf("effect of %s applied %d times", s, n)
+						}
+					}
+					// pay's data was lost with its record: its re-run starts
+					// from the durable data and stores the payment id again.
+					if _, data := seen.get("pay"); step == "pay" && data[len(data)-1].PaymentID != "" {
+						t.Errorf("pay re-ran with %+v: want the durable data, without the payment id", data[len(data)-1])
+					}
+					if _, data := seen.get("ship"); data[len(data)-1].PaymentID != "pay-"+id {
+						t.Errorf("ship saw %+v: the payment id was not re-derived", data[len(data)-1])
+					}
+					if len(info.Steps) != 4 {
+						t.Errorf("history %+v: want one record per step", info.Steps)
+					}
+				})
+			}
+		}
+	})
+}
+
+// The same window in compensation: compensating is durable, but the record
+// of a compensation that ran is not when the process crashes. The resumed
+// saga compensates that step again (compensations are idempotent), then
+// the earlier ones, in reverse order, and ends compensated.
+func TestResumesAfterCrashBeforeCompensationRecordDurable(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		clock := resiliencetest.NewClock(time.Now())
+		svc := newService()
+		var gate logGate
+		atPay, goPay, entered := make(chan struct{}, 1), make(chan struct{}), make(chan struct{}, 1)
+		def := orderSaga("order", svc, func(step string, _ int) error {
+			if step == "ship" {
+				return saga.Permanent(errors.New("no carrier"))
+			}
+			return nil
+		})
+		undoPay, undoReserve := def.Steps[1].Compensate, def.Steps[0].Compensate
+		def.Steps[1].Compensate = func(ctx context.Context, sc saga.StepContext, o *order) error {
+			atPay <- struct{}{}
+			select {
+			case <-goPay:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return undoPay(ctx, sc, o)
+		}
+		def.Steps[0].Compensate = func(ctx context.Context, sc saga.StepContext, o *order) error {
+			if err := undoReserve(ctx, sc, o); err != nil {
+				return err
+			}
+			entered <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		db1 := open()
+		o1 := newOrchestrator(t, db1, saga.Options{Clock: clock, Owner: "A"}, func(o *saga.Orchestrator) error {
+			saga.SetLogGate(o, gate.wait)
+			return saga.Register(o, def)
+		})
+		if err := o1.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
+			t.Fatal(err)
+		}
+		// ship's compensation ran; once its record is durable, hold the log
+		// so that pay's will not be, and let pay's compensation return.
+		recv(t, atPay, "pay's compensation in flight")
+		eventually(t, "ship's compensation durable", func() bool {
+			info, err := o1.Get(context.Background(), "o1")
+			return err == nil && info.Status == saga.Compensating && len(info.Steps) == 5
+		})
+		gate.hold()
+		close(goPay)
+		recv(t, entered, "reserve's compensation in flight")
+		info, err := o1.Get(context.Background(), "o1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Status != saga.Compensating || info.Step != "notify" || len(info.Steps) != 5 {
+			t.Fatalf("with reserve's compensation in flight the log says %+v, %d records; want compensating after ship's compensation (at notify, nothing to undo), 5 records",
+				info.Summary, len(info.Steps))
+		}
+		_ = db1.Close()
+		gate.release()
+		o1.stop(t)
+
+		o2 := newOrchestrator(t, open(), saga.Options{Clock: clock, Owner: "A", PollInterval: 20 * time.Millisecond},
+			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
+		info = wait(t, o2.Orchestrator, "o1")
+		if info.Status != saga.Compensated || info.FailedStep != "ship" {
+			t.Fatalf("resumed saga ended %+v", info.Summary)
+		}
+		want := []string{"action:o1:reserve", "action:o1:pay", "action:o1:notify",
+			"compensate:o1:ship", "compensate:o1:pay", "compensate:o1:reserve", // first process
+			"compensate:o1:pay", "compensate:o1:reserve"} // resumed: from pay, whose record was lost
+		if got := svc.Calls(); !slices.Equal(got, want) {
+			t.Fatalf("calls\n%v\nwant\n%v", got, want)
+		}
+		var comps []string
+		for _, s := range info.Steps {
+			if s.Phase == "compensation" {
+				comps = append(comps, s.Step)
+			}
+		}
+		if !slices.Equal(comps, []string{"ship", "pay", "reserve"}) {
+			t.Fatalf("compensation history %v, want ship, pay, reserve once each", comps)
+		}
+	})
+}
+
+// A saga taken over by another orchestrator while this one's lease looked
+// safe (a replica with a fast clock, say) has its queued records refused;
+// the refusal is noticed at the next record waited for at the latest, and
+// stops the saga there: the saga runs no Finish and no compensation here
+// and writes nothing more.
+func TestTakeoverStopsPipelinedSaga(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		for _, failing := range []string{"", "ship"} {
+			t.Run("failing="+failing, func(t *testing.T) {
+				id := "o-" + failing
+				svc := newService()
+				var fin finishes
+				atPay, goPay := make(chan struct{}, 1), make(chan struct{})
+				def := orderSaga("order", svc, func(step string, _ int) error {
+					if step == failing {
+						return saga.Permanent(errors.New("refused"))
+					}
+					return nil
+				})
+				def.Finish = fin.fn
+				pay := def.Steps[1].Action
+				def.Steps[1].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
+					atPay <- struct{}{}
+					select {
+					case <-goPay:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					return pay(ctx, sc, o)
+				}
+				db := open()
+				reg := prometheus.NewRegistry()
+				a := newOrchestrator(t, db, saga.Options{Owner: "A", Registerer: reg}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+				if err := a.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
+					t.Fatal(err)
+				}
+				recv(t, atPay, "pay in flight")
+				eventually(t, "reserve durable", func() bool {
+					info, err := a.Get(context.Background(), id)
+					return err == nil && info.Step == "pay"
+				})
+				if v := testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")); v != 1 {
+					t.Fatalf("in flight %v, want 1", v)
+				}
+				if _, err := open().Writer().ExecContext(context.Background(),
+					"UPDATE trellis_sagas SET owner = 'X' WHERE id = $1", id); err != nil {
+					t.Fatal(err)
+				}
+				close(goPay)
+				eventually(t, "A stops the saga", func() bool {
+					return testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")) == 0
+				})
+				if got := fin.of(id); len(got) != 0 {
+					t.Fatalf("Finish ran %+v at A after the takeover", got)
+				}
+				for _, c := range svc.Calls() {
+					if strings.HasPrefix(c, "compensate:") {
+						t.Fatalf("A compensated after the takeover: %v", svc.Calls())
+					}
+				}
+				info, err := a.Get(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.Status != saga.Running || info.Step != "pay" || len(info.Steps) != 1 {
+					t.Fatalf("A wrote after the takeover: %+v, %d records", info.Summary, len(info.Steps))
+				}
+			})
 		}
 	})
 }

@@ -100,8 +100,11 @@ type Step[T any] struct {
 	// Name identifies the step within its saga; it is part of the
 	// idempotency key, so do not rename a step while sagas are in flight.
 	Name string
-	// Action does the step. It must be idempotent on the idempotency key.
-	// Return Permanent(err) for an error that retrying cannot fix.
+	// Action does the step. It must be idempotent on the idempotency key,
+	// and store the same data for the same key: it may run again after it
+	// succeeded (a crash before its completion record was durable, which
+	// by default the saga does not wait for). Return Permanent(err) for an
+	// error that retrying cannot fix.
 	Action func(ctx context.Context, sc StepContext, data *T) error
 	// Compensate undoes the step; nil means there is nothing to undo. It
 	// must be idempotent and must succeed when the action did nothing: the
@@ -309,9 +312,27 @@ func (d *definition[T]) timeout(s *Step[T]) time.Duration {
 	return d.def.StepTimeout
 }
 
-// run is the saga's state machine. Every transition is saved (x.save)
-// before the next one starts; when a save fails, or ctx ends (shutdown),
-// run returns and the saga resumes later from its last durable record.
+// run is the saga's state machine. Every transition is recorded (x.save)
+// before the next one starts. The completion records of actions and
+// compensations are committed in the background while the saga goes on
+// (unless Options.SyncSteps); the switch to compensating, the state before
+// Finish and the terminal status are waited for:
+//
+//   - compensating must be durable before the first compensation runs:
+//     otherwise a crash could leave the log saying "running" after
+//     compensations ran, and the resumed saga would go forward, re-running
+//     the failed action and completing with its earlier steps undone;
+//   - every record must be durable before Finish, which tells the outcome
+//     to the world: a resumed saga re-running unrecorded steps could
+//     otherwise reach another outcome (a step failing on its re-run, the
+//     deadline passed) after Finish reported the first;
+//   - the terminal status is what Wait and Get report.
+//
+// A completion record that is not durable yet costs, after a crash, only
+// a re-run of the steps since the last durable one, with the same keys:
+// actions and compensations are idempotent. When a save fails, or ctx ends
+// (shutdown), run returns and the saga resumes later from its last durable
+// record.
 func (d *definition[T]) run(ctx context.Context, x *execution) {
 	o := d.o
 	r := &x.row
@@ -322,15 +343,20 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 	}
 	steps := d.def.Steps
 	for ctx.Err() == nil {
+		// A record queued earlier that failed (or found the lease lost)
+		// stops the saga before its next step.
+		if !x.settle(ctx, false) {
+			return
+		}
 		switch r.status {
 		case Running:
 			if r.step >= len(steps) {
 				// Every action succeeded; Finish was pending.
-				if !d.finish(ctx, x, &data, Result{Status: Completed}) {
+				if !x.settle(ctx, true) || !d.finish(ctx, x, &data, Result{Status: Completed}) {
 					return
 				}
 				r.status = Completed
-				x.save(ctx, &data)
+				x.save(ctx, &data, true)
 				return
 			}
 			i := r.step
@@ -363,7 +389,8 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				r.status, r.reason, r.failedStep = Compensating, reason, s.Name
 				o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err)
 			}
-			if !x.save(ctx, &data, h) || r.status.Terminal() {
+			// A failure switches to compensating: wait for it (see above).
+			if !x.save(ctx, &data, err != nil, h) || r.status.Terminal() {
 				return
 			}
 		case Compensating:
@@ -372,11 +399,11 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				j--
 			}
 			if j < 0 {
-				if !d.finish(ctx, x, &data, Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}) {
+				if !x.settle(ctx, true) || !d.finish(ctx, x, &data, Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}) {
 					return
 				}
 				r.status, r.step = Compensated, -1
-				x.save(ctx, &data)
+				x.save(ctx, &data, true)
 				return
 			}
 			r.step = j
@@ -397,7 +424,7 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				o.log.ErrorContext(ctx, "saga: compensation failed; the saga needs an operator (Retry)",
 					"saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err, "reason", r.reason)
 			}
-			if !x.save(ctx, &data, h) || r.status.Terminal() {
+			if !x.save(ctx, &data, false, h) || r.status.Terminal() {
 				return
 			}
 		default:

@@ -44,12 +44,24 @@ func (f *finishes) of(id string) []saga.Result {
 }
 
 func TestCompletes(t *testing.T) {
-	backends(t, func(t *testing.T, open func() *store.DB) {
+	for _, syncSteps := range []bool{false, true} {
+		t.Run(fmt.Sprintf("SyncSteps=%v", syncSteps), func(t *testing.T) {
+			backends(t, func(t *testing.T, open func() *store.DB) { testCompletes(t, open(), syncSteps) })
+		})
+	}
+}
+
+func testCompletes(t *testing.T, db *store.DB, syncSteps bool) {
+	{
 		svc := newService()
 		var fin finishes
+		var dl durableLog
 		def := orderSaga("order", svc, nil)
-		def.Finish = fin.fn
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		def.Finish = dl.finish(fin.fn)
+		o := newOrchestrator(t, db, saga.Options{SyncSteps: syncSteps}, func(o *saga.Orchestrator) error {
+			dl.o.Store(o)
+			return saga.Register(o, def)
+		})
 		ctx := context.Background()
 		if err := o.StartNow(ctx, "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
@@ -83,19 +95,89 @@ func TestCompletes(t *testing.T) {
 				t.Fatalf("history[%d] = %+v", i, s)
 			}
 		}
-	})
+		dl.check(t, "o1", info)
+	}
+}
+
+// durableLog reads what the log holds while a saga runs, to check the
+// points at which the orchestrator waits for its records: a compensation
+// runs only once the switch to compensating is durable, and Finish only
+// once every record before it is.
+type durableLog struct {
+	o          atomic.Pointer[saga.Orchestrator]
+	mu         sync.Mutex
+	violations []string
+	atFinish   map[string]int // saga id -> history records durable when Finish ran
+}
+
+func (l *durableLog) read(ctx context.Context, id string) saga.Info {
+	info, err := l.o.Load().Get(ctx, id)
+	if err != nil {
+		l.violate(fmt.Sprintf("%s: read the log: %v", id, err))
+	}
+	return info
+}
+
+func (l *durableLog) violate(v string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.violations = append(l.violations, v)
+}
+
+// compensation wraps a compensation to check that compensating is durable.
+func (l *durableLog) compensation(c func(context.Context, saga.StepContext, *order) error) func(context.Context, saga.StepContext, *order) error {
+	if c == nil {
+		return nil
+	}
+	return func(ctx context.Context, sc saga.StepContext, o *order) error {
+		if info := l.read(ctx, sc.SagaID); info.Status != saga.Compensating {
+			l.violate(fmt.Sprintf("%s: compensation of %s ran while the log says %s", sc.SagaID, sc.Step, info.Status))
+		}
+		return c(ctx, sc, o)
+	}
+}
+
+// finish wraps Finish to record how much history was durable when it ran.
+func (l *durableLog) finish(f func(context.Context, string, *order, saga.Result) error) func(context.Context, string, *order, saga.Result) error {
+	return func(ctx context.Context, id string, o *order, r saga.Result) error {
+		n := len(l.read(ctx, id).Steps)
+		l.mu.Lock()
+		if l.atFinish == nil {
+			l.atFinish = map[string]int{}
+		}
+		l.atFinish[id] = n
+		l.mu.Unlock()
+		return f(ctx, id, o, r)
+	}
+}
+
+func (l *durableLog) check(t *testing.T, id string, final saga.Info) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.violations) > 0 {
+		t.Fatalf("durability points broken: %v", l.violations)
+	}
+	if n, ok := l.atFinish[id]; !ok || n != len(final.Steps) {
+		t.Fatalf("%s: Finish ran with %d of the %d history records durable", id, n, len(final.Steps))
+	}
 }
 
 // Each step failing in turn, permanently or after its retries, runs the
 // compensations of that step and every earlier one, in reverse order, and
-// skips the step without compensation.
+// skips the step without compensation. Each compensation runs only once
+// compensating is durable, and Finish once every record is.
 func TestEachStepFailingCompensatesInReverse(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		svc := newService()
 		var fin finishes
+		var dl durableLog
 		var plan sync.Map // saga id -> its failing step
 		def := orderSaga("order", svc, nil)
-		def.Finish = fin.fn
+		def.Finish = dl.finish(fin.fn)
+		for i := range def.Steps {
+			def.Steps[i].Compensate = dl.compensation(def.Steps[i].Compensate)
+		}
 		for i := range def.Steps {
 			inner := def.Steps[i].Action
 			def.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
@@ -108,7 +190,10 @@ func TestEachStepFailingCompensatesInReverse(t *testing.T) {
 				return inner(ctx, sc, o)
 			}
 		}
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error {
+			dl.o.Store(o)
+			return saga.Register(o, def)
+		})
 		ctx := context.Background()
 		steps := []string{"reserve", "pay", "notify", "ship"}
 		compensable := map[string]bool{"reserve": true, "pay": true, "ship": true}
@@ -160,6 +245,7 @@ func TestEachStepFailingCompensatesInReverse(t *testing.T) {
 				if n := len(info.Steps); n != i+1+len(want)-i {
 					t.Fatalf("%s: history has %d records: %+v", id, n, info.Steps)
 				}
+				dl.check(t, id, info)
 			}
 		}
 	})

@@ -1,0 +1,6 @@
+package saga
+
+// SetLogGate makes o's log writer call gate before committing each batch,
+// so that a test can hold the log (a stalled disk) while the sagas go on,
+// and then crash with records queued but not durable. Set it before Run.
+func SetLogGate(o *Orchestrator, gate func()) { o.w.gate = gate }
