@@ -257,6 +257,11 @@ func TestPlaceOrderInvariants(t *testing.T) {
 				}
 			}
 			t.Logf("statuses: %v; reasons: %v", count, reasons)
+			for _, o := range ended { // reasons are for customers: the service's words, no plumbing
+				if strings.Contains(o.Reason, "refused") || strings.Contains(o.Reason, "POST ") {
+					t.Fatalf("order %s: reason %q", o.OrderID, o.Reason)
+				}
+			}
 			if count["confirmed"] == 0 || count["rejected"] == 0 {
 				t.Fatalf("want both confirmed and rejected orders, got %v", count)
 			}
