@@ -29,23 +29,37 @@ const benchParallelism = 4
 
 // rawTable is the baseline: the same columns as eventstore_events, with a
 // plain primary key and no other constraint, written by plain INSERTs.
-func rawTable(d store.Dialect) string {
+// The second baseline, rawIndexed, adds the two unique constraints every
+// event store keeps (an event id is never stored twice; a stream has one
+// event per version), so that the cost of the store's own machinery can
+// be told from the cost of those guarantees.
+func rawTable(d store.Dialect, table string) string {
+	unique := ""
+	if table == rawIndexed {
+		unique = ", UNIQUE (event_id), UNIQUE (stream_id, version)"
+	}
 	if d == store.Postgres {
-		return `CREATE TABLE raw_events (
+		return `CREATE TABLE ` + table + ` (
 	position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	event_id UUID NOT NULL, stream_id TEXT NOT NULL, version BIGINT NOT NULL, type TEXT NOT NULL,
-	schema_version INTEGER NOT NULL, data JSON NOT NULL, metadata JSONB, recorded_at TIMESTAMPTZ NOT NULL)`
+	schema_version INTEGER NOT NULL, data JSON NOT NULL, metadata JSONB, recorded_at TIMESTAMPTZ NOT NULL` + unique + `)`
 	}
-	return `CREATE TABLE raw_events (
+	return `CREATE TABLE ` + table + ` (
 	position INTEGER PRIMARY KEY,
 	event_id TEXT NOT NULL, stream_id TEXT NOT NULL, version INTEGER NOT NULL, type TEXT NOT NULL,
-	schema_version INTEGER NOT NULL, data TEXT NOT NULL, metadata TEXT, recorded_at INTEGER NOT NULL)`
+	schema_version INTEGER NOT NULL, data TEXT NOT NULL, metadata TEXT, recorded_at INTEGER NOT NULL` + unique + `)`
 }
 
-// rawInsert returns a plain INSERT of n rows into raw_events.
-func rawInsert(n int) string {
+// The baselines' tables.
+const (
+	rawPlain   = "raw_events"
+	rawIndexed = "raw_events_indexed"
+)
+
+// rawInsert returns a plain INSERT of n rows into table.
+func rawInsert(table string, n int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO raw_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at) VALUES ")
+	b.WriteString("INSERT INTO " + table + " (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at) VALUES ")
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
@@ -85,23 +99,29 @@ func BenchmarkAppend(b *testing.B) {
 	for _, be := range backends() {
 		b.Run(be.name, func(b *testing.B) {
 			s, db := newStore(b, be, eventstore.Options{})
-			if _, err := db.Writer().ExecContext(context.Background(), rawTable(db.Dialect())); err != nil {
-				b.Fatal(err)
+			for _, table := range []string{rawPlain, rawIndexed} {
+				if _, err := db.Writer().ExecContext(context.Background(), rawTable(db.Dialect(), table)); err != nil {
+					b.Fatal(err)
+				}
 			}
 			var streams atomic.Int64
 			for _, c := range cases {
 				b.Run(c.name, func(b *testing.B) {
 					appenders := make([]func(n int) error, c.writers)
 					raw := make([]func(n int) error, c.writers)
+					indexed := make([]func(n int) error, c.writers)
 					for w := range c.writers {
 						appenders[w] = storeAppender(s, fmt.Sprintf("bench-%d", streams.Add(1)), c.batch)
 						var err error
-						if raw[w], err = rawAppender(db, c.batch); err != nil {
+						if raw[w], err = rawAppender(db, rawPlain, c.batch); err != nil {
+							b.Fatal(err)
+						}
+						if indexed[w], err = rawAppender(db, rawIndexed, c.batch); err != nil {
 							b.Fatal(err)
 						}
 					}
 					phase := max(phaseEvents/c.batch/c.writers, 1) // appends per writer per phase
-					var storeTime, rawTime time.Duration
+					var storeTime, rawTime, indexedTime time.Duration
 					done := 0 // appends per side
 					b.ResetTimer()
 					for done < b.N {
@@ -116,6 +136,10 @@ func BenchmarkAppend(b *testing.B) {
 							b.Fatal(err)
 						}
 						rawTime += d
+						if d, err = runWriters(indexed, n); err != nil {
+							b.Fatal(err)
+						}
+						indexedTime += d
 					}
 					ops := float64(done)
 					storeRate := ops * float64(c.batch) / storeTime.Seconds()
@@ -123,6 +147,7 @@ func BenchmarkAppend(b *testing.B) {
 					b.ReportMetric(storeRate, "events/s")
 					b.ReportMetric(rawRate, "raw-events/s")
 					b.ReportMetric(storeRate/rawRate, "x-raw")
+					b.ReportMetric(storeRate/(ops*float64(c.batch)/indexedTime.Seconds()), "x-raw-indexed")
 				})
 			}
 		})
@@ -177,11 +202,11 @@ func storeAppender(s *eventstore.Store, stream string, batch int) func(n int) er
 // prepared single-row INSERT, in a transaction for batches (preparing a
 // multi-row INSERT costs SQLite more than running it); on PostgreSQL one
 // INSERT of batch rows (one round trip, as a statement of its own).
-func rawAppender(db *store.DB, batch int) (func(n int) error, error) {
+func rawAppender(db *store.DB, table string, batch int) (func(n int) error, error) {
 	ctx := context.Background()
-	query := rawInsert(batch)
+	query := rawInsert(table, batch)
 	if db.Dialect() == store.SQLite {
-		query = rawInsert(1)
+		query = rawInsert(table, 1)
 	}
 	st, err := db.Writer().PrepareContext(ctx, query)
 	if err != nil {
@@ -197,7 +222,8 @@ func rawAppender(db *store.DB, batch int) (func(n int) error, error) {
 		if db.Dialect() == store.SQLite {
 			at = time.Now().UnixMicro()
 		}
-		return append(args, uuid.NewString(), stream, version, "ItemReserved", 1, benchData, meta, at)
+		id, _ := uuid.NewV7() // time-ordered, as the store's
+		return append(args, id.String(), stream, version, "ItemReserved", 1, benchData, meta, at)
 	}
 	return func(n int) error {
 		for range n {
