@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,6 +134,10 @@ type Coordinator struct {
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}
+	// recovered is when the last Recover that finished everything ended
+	// (clock nanoseconds), so that Run does not repeat one made just
+	// before it, as at a service's start.
+	recovered atomic.Int64
 }
 
 // Table is the coordinator's log table.
@@ -558,7 +563,12 @@ func getRecord(ctx context.Context, q Querier, txID string) (Record, error) {
 // coordinator is executing are left alone. It returns the errors met,
 // joined, after trying everything; run it at start and then periodically
 // (Run does).
-func (c *Coordinator) Recover(ctx context.Context) error {
+func (c *Coordinator) Recover(ctx context.Context) (err error) {
+	defer func() {
+		if err == nil {
+			c.recovered.Store(c.clock.Now().UnixNano())
+		}
+	}()
 	var errs []error
 	open, err := c.openRecords(ctx)
 	if err != nil {
@@ -651,19 +661,31 @@ func (c *Coordinator) openRecords(ctx context.Context) ([]Record, error) {
 }
 
 // Run recovers at once and then every RecoverInterval until ctx is done,
-// logging what it could not finish; it returns nil when ctx ends.
+// logging what it could not finish; it returns nil when ctx ends. A
+// Recover that finished everything less than RecoverInterval ago (a
+// service recovering before it serves, then starting Run) counts as the
+// first one: Run waits out the rest of the interval instead of repeating
+// it.
 func (c *Coordinator) Run(ctx context.Context) error {
+	wait := time.Duration(0)
+	if last := c.recovered.Load(); last != 0 {
+		wait = c.opt.RecoverInterval - c.clock.Now().Sub(time.Unix(0, last))
+	}
 	for {
-		if err := c.Recover(ctx); err != nil && ctx.Err() == nil {
-			c.log.WarnContext(ctx, "twopc: recovery incomplete, will retry", "err", err)
+		if wait <= 0 {
+			if err := c.Recover(ctx); err != nil && ctx.Err() == nil {
+				c.log.WarnContext(ctx, "twopc: recovery incomplete, will retry", "err", err)
+			}
+			wait = c.opt.RecoverInterval
 		}
-		t := c.clock.NewTimer(c.opt.RecoverInterval)
+		t := c.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C():
 		}
+		wait = 0
 	}
 }
 
