@@ -2,8 +2,6 @@ package shop_test
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,7 +10,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/broker"
-	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop"
 	"github.com/trellis-go/trellis/shop/catalog"
@@ -24,139 +22,22 @@ import (
 	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
-// node is one service of an in-process shop, on a fixed loopback address
-// so that it can be stopped and started again where its callers expect it.
-type node struct {
-	name     string
-	cfg      service.Config
-	opts     service.Options
-	register func(*service.Host) error
-	addr     string
-	logs     *syncbuf.Buffer
-
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func (n *node) url() string { return "http://" + n.addr }
-
-func (n *node) start(t *testing.T) {
-	t.Helper()
-	if err := n.run(); err != nil {
-		t.Fatalf("%s: %v", n.name, err)
-	}
-}
-
-// run builds the host, serves it on n.addr and waits until it is ready.
-func (n *node) run() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	n.opts.Stdout = n.logs
-	h, err := service.New(ctx, n.cfg, n.opts)
-	if err != nil {
-		cancel()
-		return err
-	}
-	if err := n.register(h); err != nil {
-		cancel()
-		_ = h.Close()
-		return err
-	}
-	var ln net.Listener
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ln, err = net.Listen("tcp", n.addr); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			_ = h.Close()
-			return fmt.Errorf("listen %s: %w", n.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond) // the old listener's port is being released
-	}
-	n.cancel, n.done = cancel, make(chan error, 1)
-	go func() { n.done <- h.Serve(ctx, ln) }()
-	return waitReady(n.url())
-}
-
-func (n *node) stop(t *testing.T) {
-	t.Helper()
-	n.cancel()
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("%s stop: %v", n.name, err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Errorf("%s did not stop within 20s", n.name)
-	}
-}
-
-func waitReady(base string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after 20s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // inProcessShop runs every shop service in this process, on one embedded
 // NATS server, each with its own SQLite files.
 type inProcessShop struct {
-	urls  shoptest.URLs
-	nodes map[string]*node
+	urls    shoptest.URLs
+	payment *servicetest.Server
+	logs    map[string]*servicetest.Server
 }
 
 func startShop(t *testing.T, flow string) *inProcessShop {
 	t.Helper()
-	ctx := context.Background()
-	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
+	srv, err := broker.StartServer(context.Background(), broker.ServerConfig{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	s := &inProcessShop{nodes: map[string]*node{}}
-	addrs := map[string]string{}
-	for _, name := range []string{catalog.Name, inventory.Name, payment.Name, shipping.Name, notification.Name, order.Name} {
-		addrs[name] = freeAddr(t)
-	}
-	u := func(name string) string { return "http://" + addrs[name] }
-	s.urls = shoptest.URLs{Catalog: u(catalog.Name), Inventory: u(inventory.Name), Order: u(order.Name),
-		Payment: u(payment.Name), Shipping: u(shipping.Name), Notification: u(notification.Name)}
-	registers := map[string]func(*service.Host) error{
-		catalog.Name: catalog.Register,
-		inventory.Name: func(h *service.Host) error {
-			return inventory.Register(h, inventory.Config{CatalogURL: s.urls.Catalog})
-		},
-		payment.Name:      func(h *service.Host) error { return payment.Register(h, payment.Config{}) },
-		shipping.Name:     func(h *service.Host) error { return shipping.Register(h, shipping.Config{}) },
-		notification.Name: func(h *service.Host) error { return notification.Register(h, notification.Config{}) },
-		order.Name: func(h *service.Host) error {
-			return order.Register(h, order.Config{CatalogURL: s.urls.Catalog, InventoryURL: s.urls.Inventory,
-				PaymentURL: s.urls.Payment, ShippingURL: s.urls.Shipping, Flow: flow, SagaTimeout: 20 * time.Second,
-				StepTimeout: 2 * time.Second})
-		},
-	}
-	for _, name := range []string{catalog.Name, inventory.Name, payment.Name, shipping.Name, notification.Name, order.Name} {
+	start := func(name string, register func(*service.Host) error) *servicetest.Server {
 		svc, ok := shop.Lookup(name)
 		if !ok {
 			t.Fatalf("no service %s", name)
@@ -166,18 +47,27 @@ func startShop(t *testing.T, flow string) *inProcessShop {
 		cfg.NATSURL = srv.ClientURL()
 		cfg.Dev = true
 		cfg.ShutdownGrace = time.Second
-		n := &node{name: name, cfg: cfg, opts: service.Options{Migrations: svc.Migrations, Broker: svc.Broker},
-			register: registers[name], addr: addrs[name], logs: &syncbuf.Buffer{}}
-		n.start(t)
-		s.nodes[name] = n
+		return servicetest.Start(t, cfg, service.Options{Migrations: svc.Migrations, Broker: svc.Broker}, register)
 	}
+	// In dependency order: each is given the URLs of those it calls.
+	cat := start(catalog.Name, catalog.Register)
+	inv := start(inventory.Name, func(h *service.Host) error {
+		return inventory.Register(h, inventory.Config{CatalogURL: cat.URL})
+	})
+	pay := start(payment.Name, func(h *service.Host) error { return payment.Register(h, payment.Config{}) })
+	ship := start(shipping.Name, func(h *service.Host) error { return shipping.Register(h, shipping.Config{}) })
+	notes := start(notification.Name, func(h *service.Host) error { return notification.Register(h, notification.Config{}) })
+	ord := start(order.Name, func(h *service.Host) error {
+		return order.Register(h, order.Config{CatalogURL: cat.URL, InventoryURL: inv.URL, PaymentURL: pay.URL,
+			ShippingURL: ship.URL, Flow: flow, SagaTimeout: 20 * time.Second, StepTimeout: 2 * time.Second})
+	})
+	s := &inProcessShop{payment: pay, logs: map[string]*servicetest.Server{order.Name: ord, payment.Name: pay},
+		urls: shoptest.URLs{Catalog: cat.URL, Inventory: inv.URL, Order: ord.URL, Payment: pay.URL, Shipping: ship.URL,
+			Notification: notes.URL}}
 	t.Cleanup(func() {
-		for _, name := range []string{order.Name, notification.Name, shipping.Name, payment.Name, inventory.Name, catalog.Name} {
-			s.nodes[name].stop(t)
-		}
 		if t.Failed() {
-			for _, name := range []string{order.Name, payment.Name} {
-				t.Logf("%s logs (tail):\n%s", name, tail(s.nodes[name].logs.String(), 4000))
+			for name, srv := range s.logs {
+				t.Logf("%s logs (tail):\n%s", name, tail(srv.Logs.String(), 4000))
 			}
 		}
 	})
@@ -232,9 +122,7 @@ func TestPlaceOrderInvariants(t *testing.T) {
 				case <-ctx.Done():
 					return
 				}
-				p := s.nodes[payment.Name]
-				p.stop(t)
-				if err := p.run(); err != nil { // faults are per process: the new one has none
+				if err := s.payment.Restart(); err != nil { // faults are per process: the new one has none
 					t.Errorf("restart payment: %v", err)
 				}
 			}()

@@ -84,3 +84,11 @@ func rollbackPrepared(t testing.TB, admin *sql.DB, schema string) {
 		}
 	}
 }
+
+// Backends runs test twice, as subtests: "sqlite" with databaseURL ""
+// (which means a SQLite file in the service's data dir), and "postgres"
+// with the URL of a fresh schema, skipped like URL when EnvURL is unset.
+func Backends(t *testing.T, test func(t *testing.T, databaseURL string)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, "") })
+	t.Run("postgres", func(t *testing.T) { test(t, URL(t)) })
+}

@@ -5,9 +5,13 @@ package servicetest
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +25,13 @@ type Server struct {
 	Host *service.Host
 	URL  string
 	Logs *syncbuf.Buffer
+
+	mu       sync.Mutex
+	cfg      service.Config
+	opts     service.Options
+	register func(*service.Host) error
+	addr     string
+	stop     func() error // stops the host being served now
 }
 
 // Start builds a host from cfg (port forced to 0) and opts, lets register
@@ -28,40 +39,97 @@ type Server struct {
 func Start(t testing.TB, cfg service.Config, opts service.Options, register func(*service.Host) error) *Server {
 	t.Helper()
 	cfg.Port = 0
-	logs := &syncbuf.Buffer{}
-	opts.Stdout = logs
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := service.New(ctx, cfg, opts)
-	if err != nil {
-		cancel()
+	s := &Server{Logs: &syncbuf.Buffer{}, cfg: cfg, opts: opts, register: register, addr: "127.0.0.1:0"}
+	s.opts.Stdout = s.Logs
+	if err := s.serve(); err != nil {
 		t.Fatal(err)
 	}
-	if register != nil {
-		if err := register(h); err != nil {
+	t.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := s.stop(); err != nil {
+			t.Errorf("host stop: %v", err)
+		}
+	})
+	return s
+}
+
+// Restart stops the host gracefully and starts a new one from the same
+// configuration, on the same address, and returns once it is ready: a
+// service restarted where its callers expect it. It is safe to call from
+// any goroutine.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.stop(); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	if err := s.serve(); err != nil {
+		return err
+	}
+	return s.waitReady()
+}
+
+// serve builds the host and serves it on s.addr, once the previous host
+// has released the port.
+func (s *Server) serve() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := service.New(ctx, s.cfg, s.opts)
+	if err != nil {
+		cancel()
+		return err
+	}
+	if s.register != nil {
+		if err := s.register(h); err != nil {
 			cancel()
 			_ = h.Close()
-			t.Fatal(err)
+			return err
 		}
 	}
-	ln, err := h.Listen()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
+	var ln net.Listener
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			_ = h.Close()
+			return fmt.Errorf("listen %s: %w", s.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the previous host is releasing the port
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	s.addr = ln.Addr().String()
+	s.Host, s.URL = h, "http://"+s.addr
+	s.stop = func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("host stop: %v", err)
-			}
+			return err
 		case <-time.After(15 * time.Second):
-			t.Error("host did not stop within 15s")
+			return errors.New("host did not stop within 15s")
 		}
-	})
-	return &Server{Host: h, URL: "http://" + ln.Addr().String(), Logs: logs}
+	}
+	return nil
+}
+
+func (s *Server) waitReady() error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after 20s (last: %v)", s.URL, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
 }
 
 // Response is a decoded HTTP response.

@@ -119,15 +119,7 @@ func ended(orderID, flow, reason string) contract.OrderEnded {
 }
 
 func TestChoreography(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			url := ""
-			if backend == "postgres" {
-				url = pgtest.URL(t)
-			}
-			testChoreography(t, startChoreo(t, url))
-		})
-	}
+	pgtest.Backends(t, func(t *testing.T, url string) { testChoreography(t, startChoreo(t, url)) })
 }
 
 func testChoreography(t *testing.T, c *choreo) {

@@ -38,16 +38,10 @@ func startInventory(t *testing.T, databaseURL, catalogURL string, policy service
 // backends runs test against inventory on SQLite and, when configured,
 // PostgreSQL, each with a real catalog to ask.
 func backends(t *testing.T, test func(t *testing.T, s, catalog *servicetest.Server)) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			url := ""
-			if name == "postgres" {
-				url = pgtest.URL(t)
-			}
-			cat := startCatalog(t)
-			test(t, startInventory(t, url, cat.URL, service.ClientPolicy{}), cat)
-		})
-	}
+	pgtest.Backends(t, func(t *testing.T, url string) {
+		cat := startCatalog(t)
+		test(t, startInventory(t, url, cat.URL, service.ClientPolicy{}), cat)
+	})
 }
 
 func TestStockSeededAndSet(t *testing.T) {

@@ -81,15 +81,7 @@ func ended(orderID, customerID, reason, flow string, total int64) contract.Order
 }
 
 func TestNotifications(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			url := ""
-			if backend == "postgres" {
-				url = pgtest.URL(t)
-			}
-			testNotifications(t, start(t, url))
-		})
-	}
+	pgtest.Backends(t, func(t *testing.T, url string) { testNotifications(t, start(t, url)) })
 }
 
 func testNotifications(t *testing.T, e env) {

@@ -39,13 +39,6 @@ func (w *world) emitted(t *testing.T, causeID string) int {
 	return n
 }
 
-func dbURL(t *testing.T, backend string) string {
-	if backend == "postgres" {
-		return pgtest.URL(t)
-	}
-	return ""
-}
-
 func reserved(orderID string, total int64, token string) contract.StockReserved {
 	return contract.StockReserved{ReservationID: contract.ReservationID(orderID), Checkout: contract.Checkout{
 		OrderID: orderID, CustomerID: "c-1", Items: []contract.Item{{SKU: "TEA-001", Qty: 2, PriceCents: total / 2}},
@@ -57,87 +50,83 @@ func ended(orderID, flow string) contract.OrderEnded {
 }
 
 func TestChoreographyChargesOnce(t *testing.T) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			w := startWorld(t, dbURL(t, name))
-			trigger, seq := w.Publish(t, contract.SubjectStockReserved, "o-1", reserved("o-1", 4000, "tok_ok"))
-			ev := w.WaitEvent(t, contract.StreamPayment, trigger.ID)
-			var got contract.PaymentSucceeded
-			if err := json.Unmarshal(ev.Data, &got); err != nil {
-				t.Fatal(err)
-			}
-			want := contract.PaymentSucceeded{Checkout: reserved("o-1", 4000, "tok_ok").Checkout,
-				PaymentID: contract.PaymentID(contract.ChargeKey("o-1"))}
-			if ev.Subject != contract.SubjectPaymentSucceeded || ev.CorrelationID != "o-1" || ev.CausationID != trigger.ID ||
-				got.PaymentID != want.PaymentID || got.TotalCents != 4000 || got.ShippingAddress != "1 Tea Street" || len(got.Items) != 1 {
-				t.Fatalf("emitted %+v %s", ev, ev.Data)
-			}
+	pgtest.Backends(t, func(t *testing.T, url string) {
+		w := startWorld(t, url)
+		trigger, seq := w.Publish(t, contract.SubjectStockReserved, "o-1", reserved("o-1", 4000, "tok_ok"))
+		ev := w.WaitEvent(t, contract.StreamPayment, trigger.ID)
+		var got contract.PaymentSucceeded
+		if err := json.Unmarshal(ev.Data, &got); err != nil {
+			t.Fatal(err)
+		}
+		want := contract.PaymentSucceeded{Checkout: reserved("o-1", 4000, "tok_ok").Checkout,
+			PaymentID: contract.PaymentID(contract.ChargeKey("o-1"))}
+		if ev.Subject != contract.SubjectPaymentSucceeded || ev.CorrelationID != "o-1" || ev.CausationID != trigger.ID ||
+			got.PaymentID != want.PaymentID || got.TotalCents != 4000 || got.ShippingAddress != "1 Tea Street" || len(got.Items) != 1 {
+			t.Fatalf("emitted %+v %s", ev, ev.Data)
+		}
 
-			// The same message handed over again: the inbox skips it.
-			again := w.Redeliver(t, trigger)
-			// Another message about the same order: the payment id is
-			// derived from the order, so the charge is replayed, not made.
-			other, otherSeq := w.Publish(t, contract.SubjectStockReserved, "o-1", reserved("o-1", 4000, "tok_ok"))
-			w.WaitHandled(t, contract.StreamInventory, ports.Durable, max(seq, again, otherSeq))
-			if n := w.emitted(t, trigger.ID); n != 1 {
-				t.Fatalf("the redelivered trigger emitted %d events, want 1", n)
-			}
-			if ev := w.WaitEvent(t, contract.StreamPayment, other.ID); ev.Subject != contract.SubjectPaymentSucceeded {
-				t.Fatalf("repeat trigger emitted %s", ev.Subject)
-			}
-			if ps := list(t, w.payment, "o-1"); len(ps) != 1 || netCharge(ps) != 4000 {
-				t.Fatalf("payments of o-1 after duplicates: %+v", ps)
-			}
+		// The same message handed over again: the inbox skips it.
+		again := w.Redeliver(t, trigger)
+		// Another message about the same order: the payment id is
+		// derived from the order, so the charge is replayed, not made.
+		other, otherSeq := w.Publish(t, contract.SubjectStockReserved, "o-1", reserved("o-1", 4000, "tok_ok"))
+		w.WaitHandled(t, contract.StreamInventory, ports.Durable, max(seq, again, otherSeq))
+		if n := w.emitted(t, trigger.ID); n != 1 {
+			t.Fatalf("the redelivered trigger emitted %d events, want 1", n)
+		}
+		if ev := w.WaitEvent(t, contract.StreamPayment, other.ID); ev.Subject != contract.SubjectPaymentSucceeded {
+			t.Fatalf("repeat trigger emitted %s", ev.Subject)
+		}
+		if ps := list(t, w.payment, "o-1"); len(ps) != 1 || netCharge(ps) != 4000 {
+			t.Fatalf("payments of o-1 after duplicates: %+v", ps)
+		}
 
-			// A declined card ends the saga with payment.declined.
-			dec, _ := w.Publish(t, contract.SubjectStockReserved, "o-2", reserved("o-2", 100, "tok_decline"))
-			ev = w.WaitEvent(t, contract.StreamPayment, dec.ID)
-			var declined contract.PaymentDeclined
-			_ = json.Unmarshal(ev.Data, &declined)
-			if ev.Subject != contract.SubjectPaymentDeclined || declined.Reason != domain.ReasonDeclined || declined.OrderID != "o-2" {
-				t.Fatalf("declined: %s %s", ev.Subject, ev.Data)
-			}
-		})
-	}
+		// A declined card ends the saga with payment.declined.
+		dec, _ := w.Publish(t, contract.SubjectStockReserved, "o-2", reserved("o-2", 100, "tok_decline"))
+		ev = w.WaitEvent(t, contract.StreamPayment, dec.ID)
+		var declined contract.PaymentDeclined
+		_ = json.Unmarshal(ev.Data, &declined)
+		if ev.Subject != contract.SubjectPaymentDeclined || declined.Reason != domain.ReasonDeclined || declined.OrderID != "o-2" {
+			t.Fatalf("declined: %s %s", ev.Subject, ev.Data)
+		}
+	})
 }
 
 func TestChoreographyRefunds(t *testing.T) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			w := startWorld(t, dbURL(t, name))
-			id := contract.PaymentID(contract.ChargeKey("o-r"))
-			trigger, _ := w.Publish(t, contract.SubjectStockReserved, "o-r", reserved("o-r", 4000, "tok_ok"))
-			w.WaitEvent(t, contract.StreamPayment, trigger.ID)
+	pgtest.Backends(t, func(t *testing.T, url string) {
+		w := startWorld(t, url)
+		id := contract.PaymentID(contract.ChargeKey("o-r"))
+		trigger, _ := w.Publish(t, contract.SubjectStockReserved, "o-r", reserved("o-r", 4000, "tok_ok"))
+		w.WaitEvent(t, contract.StreamPayment, trigger.ID)
 
-			// An order of the orchestrated flow is the orchestrator's to
-			// refund: the event is ignored.
-			_, seq := w.Publish(t, contract.SubjectOrderRejected, "o-r", ended("o-r", contract.FlowOrchestrated))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
-			if p := decode(t, w.payment.Do(t, "GET", "/v1/payments/"+id, "")); p.Status != domain.Succeeded {
-				t.Fatalf("an orchestrated order's event refunded %+v", p)
-			}
+		// An order of the orchestrated flow is the orchestrator's to
+		// refund: the event is ignored.
+		_, seq := w.Publish(t, contract.SubjectOrderRejected, "o-r", ended("o-r", contract.FlowOrchestrated))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
+		if p := decode(t, w.payment.Do(t, "GET", "/v1/payments/"+id, "")); p.Status != domain.Succeeded {
+			t.Fatalf("an orchestrated order's event refunded %+v", p)
+		}
 
-			_, seq = w.Publish(t, contract.SubjectOrderRejected, "o-r", ended("o-r", contract.FlowChoreography))
-			_, seq2 := w.Publish(t, contract.SubjectOrderCancelled, "o-r", ended("o-r", contract.FlowChoreography))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, max(seq, seq2))
-			if ps := list(t, w.payment, "o-r"); len(ps) != 1 || ps[0].Status != domain.Refunded || netCharge(ps) != 0 {
-				t.Fatalf("after order.rejected: %+v", ps)
-			}
+		_, seq = w.Publish(t, contract.SubjectOrderRejected, "o-r", ended("o-r", contract.FlowChoreography))
+		_, seq2 := w.Publish(t, contract.SubjectOrderCancelled, "o-r", ended("o-r", contract.FlowChoreography))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, max(seq, seq2))
+		if ps := list(t, w.payment, "o-r"); len(ps) != 1 || ps[0].Status != domain.Refunded || netCharge(ps) != 0 {
+			t.Fatalf("after order.rejected: %+v", ps)
+		}
 
-			// The order ends before its stock is reserved: the refund
-			// leaves a tombstone and the late trigger charges nothing.
-			_, seq = w.Publish(t, contract.SubjectOrderCancelled, "o-late", ended("o-late", contract.FlowChoreography))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
-			late, _ := w.Publish(t, contract.SubjectStockReserved, "o-late", reserved("o-late", 4000, "tok_ok"))
-			ev := w.WaitEvent(t, contract.StreamPayment, late.ID)
-			var declined contract.PaymentDeclined
-			_ = json.Unmarshal(ev.Data, &declined)
-			if ev.Subject != contract.SubjectPaymentDeclined || declined.Reason != domain.ReasonVoided {
-				t.Fatalf("late charge: %s %s", ev.Subject, ev.Data)
-			}
-			if ps := list(t, w.payment, "o-late"); len(ps) != 1 || netCharge(ps) != 0 || !ps[0].Voided() {
-				t.Fatalf("payments of o-late: %+v", ps)
-			}
-		})
-	}
+		// The order ends before its stock is reserved: the refund
+		// leaves a tombstone and the late trigger charges nothing.
+		_, seq = w.Publish(t, contract.SubjectOrderCancelled, "o-late", ended("o-late", contract.FlowChoreography))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
+		late, _ := w.Publish(t, contract.SubjectStockReserved, "o-late", reserved("o-late", 4000, "tok_ok"))
+		ev := w.WaitEvent(t, contract.StreamPayment, late.ID)
+		var declined contract.PaymentDeclined
+		_ = json.Unmarshal(ev.Data, &declined)
+		if ev.Subject != contract.SubjectPaymentDeclined || declined.Reason != domain.ReasonVoided {
+			t.Fatalf("late charge: %s %s", ev.Subject, ev.Data)
+		}
+		if ps := list(t, w.payment, "o-late"); len(ps) != 1 || netCharge(ps) != 0 || !ps[0].Voided() {
+			t.Fatalf("payments of o-late: %+v", ps)
+		}
+	})
 }

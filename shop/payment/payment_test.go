@@ -34,15 +34,7 @@ func startPayment(t *testing.T, databaseURL, natsURL string) *servicetest.Server
 // backends runs test against the service on SQLite and, when configured,
 // PostgreSQL.
 func backends(t *testing.T, test func(t *testing.T, s *servicetest.Server)) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			url := ""
-			if name == "postgres" {
-				url = pgtest.URL(t)
-			}
-			test(t, startPayment(t, url, ""))
-		})
-	}
+	pgtest.Backends(t, func(t *testing.T, url string) { test(t, startPayment(t, url, "")) })
 }
 
 // charge posts a charge with an idempotency key.

@@ -42,13 +42,6 @@ func (w *world) emitted(t *testing.T, causeID string) int {
 	return n
 }
 
-func dbURL(t *testing.T, backend string) string {
-	if backend == "postgres" {
-		return pgtest.URL(t)
-	}
-	return ""
-}
-
 // startPayment runs the real payment service on the shared server, for
 // the whole chain.
 func startPayment(t *testing.T, natsURL string) *servicetest.Server {
@@ -74,77 +67,73 @@ func ended(orderID, flow string) contract.OrderEnded {
 }
 
 func TestChoreographySchedulesOnce(t *testing.T) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			w := startWorld(t, dbURL(t, name))
-			trigger, seq := w.Publish(t, contract.SubjectPaymentSucceeded, "o-1", paid("o-1"))
-			ev := w.WaitEvent(t, contract.StreamShipping, trigger.ID)
-			var got contract.ShipmentScheduled
-			if err := json.Unmarshal(ev.Data, &got); err != nil {
-				t.Fatal(err)
-			}
-			if ev.Subject != contract.SubjectShipmentScheduled || ev.CorrelationID != "o-1" || ev.CausationID != trigger.ID ||
-				got != (contract.ShipmentScheduled{OrderID: "o-1", ShipmentID: contract.ShipmentID("o-1")}) {
-				t.Fatalf("emitted %+v %s", ev, ev.Data)
-			}
-			again := w.Redeliver(t, trigger)
-			w.WaitHandled(t, contract.StreamPayment, ports.Durable, max(seq, again))
-			if n := w.emitted(t, trigger.ID); n != 1 {
-				t.Fatalf("the redelivered trigger emitted %d events, want 1", n)
-			}
-			if l := list(t, w.shipping, "o-1"); len(l) != 1 || l[0].Status != domain.Scheduled || l[0].Address != "1 Tea Street" {
-				t.Fatalf("shipments of o-1: %+v", l)
-			}
-		})
-	}
+	pgtest.Backends(t, func(t *testing.T, url string) {
+		w := startWorld(t, url)
+		trigger, seq := w.Publish(t, contract.SubjectPaymentSucceeded, "o-1", paid("o-1"))
+		ev := w.WaitEvent(t, contract.StreamShipping, trigger.ID)
+		var got contract.ShipmentScheduled
+		if err := json.Unmarshal(ev.Data, &got); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Subject != contract.SubjectShipmentScheduled || ev.CorrelationID != "o-1" || ev.CausationID != trigger.ID ||
+			got != (contract.ShipmentScheduled{OrderID: "o-1", ShipmentID: contract.ShipmentID("o-1")}) {
+			t.Fatalf("emitted %+v %s", ev, ev.Data)
+		}
+		again := w.Redeliver(t, trigger)
+		w.WaitHandled(t, contract.StreamPayment, ports.Durable, max(seq, again))
+		if n := w.emitted(t, trigger.ID); n != 1 {
+			t.Fatalf("the redelivered trigger emitted %d events, want 1", n)
+		}
+		if l := list(t, w.shipping, "o-1"); len(l) != 1 || l[0].Status != domain.Scheduled || l[0].Address != "1 Tea Street" {
+			t.Fatalf("shipments of o-1: %+v", l)
+		}
+	})
 }
 
 func TestChoreographyCancels(t *testing.T) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			w := startWorld(t, dbURL(t, name))
-			trigger, _ := w.Publish(t, contract.SubjectPaymentSucceeded, "o-c", paid("o-c"))
-			w.WaitEvent(t, contract.StreamShipping, trigger.ID)
+	pgtest.Backends(t, func(t *testing.T, url string) {
+		w := startWorld(t, url)
+		trigger, _ := w.Publish(t, contract.SubjectPaymentSucceeded, "o-c", paid("o-c"))
+		w.WaitEvent(t, contract.StreamShipping, trigger.ID)
 
-			_, seq := w.Publish(t, contract.SubjectOrderCancelled, "o-c", ended("o-c", contract.FlowOrchestrated))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
-			if l := list(t, w.shipping, "o-c"); l[0].Status != domain.Scheduled {
-				t.Fatalf("an orchestrated order's event cancelled %+v", l)
-			}
-			_, seq = w.Publish(t, contract.SubjectOrderRejected, "o-c", ended("o-c", contract.FlowChoreography))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
-			if l := list(t, w.shipping, "o-c"); len(l) != 1 || l[0].Status != domain.Cancelled {
-				t.Fatalf("after order.rejected: %+v", l)
-			}
+		_, seq := w.Publish(t, contract.SubjectOrderCancelled, "o-c", ended("o-c", contract.FlowOrchestrated))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
+		if l := list(t, w.shipping, "o-c"); l[0].Status != domain.Scheduled {
+			t.Fatalf("an orchestrated order's event cancelled %+v", l)
+		}
+		_, seq = w.Publish(t, contract.SubjectOrderRejected, "o-c", ended("o-c", contract.FlowChoreography))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
+		if l := list(t, w.shipping, "o-c"); len(l) != 1 || l[0].Status != domain.Cancelled {
+			t.Fatalf("after order.rejected: %+v", l)
+		}
 
-			// A shipped shipment stays shipped; the event is not retried.
-			shipped, _ := w.Publish(t, contract.SubjectPaymentSucceeded, "o-s", paid("o-s"))
-			w.WaitEvent(t, contract.StreamShipping, shipped.ID)
-			if r := w.shipping.Do(t, "POST", "/v1/shipments/shp_o-s/ship", ""); r.Status != 200 {
-				t.Fatalf("ship: %d %s", r.Status, r.Body)
-			}
-			_, seq = w.Publish(t, contract.SubjectOrderCancelled, "o-s", ended("o-s", contract.FlowChoreography))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
-			if l := list(t, w.shipping, "o-s"); l[0].Status != domain.Shipped {
-				t.Fatalf("after cancelling a shipped order: %+v", l)
-			}
+		// A shipped shipment stays shipped; the event is not retried.
+		shipped, _ := w.Publish(t, contract.SubjectPaymentSucceeded, "o-s", paid("o-s"))
+		w.WaitEvent(t, contract.StreamShipping, shipped.ID)
+		if r := w.shipping.Do(t, "POST", "/v1/shipments/shp_o-s/ship", ""); r.Status != 200 {
+			t.Fatalf("ship: %d %s", r.Status, r.Body)
+		}
+		_, seq = w.Publish(t, contract.SubjectOrderCancelled, "o-s", ended("o-s", contract.FlowChoreography))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
+		if l := list(t, w.shipping, "o-s"); l[0].Status != domain.Shipped {
+			t.Fatalf("after cancelling a shipped order: %+v", l)
+		}
 
-			// The order ends before it is paid: the tombstone refuses the
-			// late schedule.
-			_, seq = w.Publish(t, contract.SubjectOrderCancelled, "o-late", ended("o-late", contract.FlowChoreography))
-			w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
-			late, _ := w.Publish(t, contract.SubjectPaymentSucceeded, "o-late", paid("o-late"))
-			ev := w.WaitEvent(t, contract.StreamShipping, late.ID)
-			var refused contract.ShipmentRefused
-			_ = json.Unmarshal(ev.Data, &refused)
-			if ev.Subject != contract.SubjectShipmentRefused || refused.OrderID != "o-late" || !strings.Contains(refused.Reason, "was cancelled") {
-				t.Fatalf("late schedule: %s %s", ev.Subject, ev.Data)
-			}
-			if l := list(t, w.shipping, "o-late"); len(l) != 1 || l[0].Status != domain.Cancelled {
-				t.Fatalf("shipments of o-late: %+v", l)
-			}
-		})
-	}
+		// The order ends before it is paid: the tombstone refuses the
+		// late schedule.
+		_, seq = w.Publish(t, contract.SubjectOrderCancelled, "o-late", ended("o-late", contract.FlowChoreography))
+		w.WaitHandled(t, contract.StreamOrder, ports.Durable, seq)
+		late, _ := w.Publish(t, contract.SubjectPaymentSucceeded, "o-late", paid("o-late"))
+		ev := w.WaitEvent(t, contract.StreamShipping, late.ID)
+		var refused contract.ShipmentRefused
+		_ = json.Unmarshal(ev.Data, &refused)
+		if ev.Subject != contract.SubjectShipmentRefused || refused.OrderID != "o-late" || !strings.Contains(refused.Reason, "was cancelled") {
+			t.Fatalf("late schedule: %s %s", ev.Subject, ev.Data)
+		}
+		if l := list(t, w.shipping, "o-late"); len(l) != 1 || l[0].Status != domain.Cancelled {
+			t.Fatalf("shipments of o-late: %+v", l)
+		}
+	})
 }
 
 // The chain of two real services: inventory.reserved makes the payment

@@ -31,15 +31,7 @@ func startShipping(t *testing.T, databaseURL, natsURL string) *servicetest.Serve
 }
 
 func backends(t *testing.T, test func(t *testing.T, s *servicetest.Server)) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			url := ""
-			if name == "postgres" {
-				url = pgtest.URL(t)
-			}
-			test(t, startShipping(t, url, ""))
-		})
-	}
+	pgtest.Backends(t, func(t *testing.T, url string) { test(t, startShipping(t, url, "")) })
 }
 
 func post(t *testing.T, s *servicetest.Server, path, key, body string) servicetest.Response {
