@@ -19,3 +19,7 @@ func QueuedInTx(db *DB) int {
 	defer db.group.mu.Unlock()
 	return len(db.group.queue)
 }
+
+// StmtCacheSize is how many statements a SQLite connection keeps
+// prepared.
+const StmtCacheSize = stmtCacheSize

@@ -17,7 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite"
 )
 
 // Dialect names the SQL database behind a [DB].
@@ -248,6 +248,10 @@ func sqliteDSN(path string, writer bool) string {
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeoutMS))
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(FULL)")
+	// Statement journals (a savepoint's, see InTx's group commit) and
+	// temporary tables in memory, not in temporary files: every page a
+	// savepoint changes first would otherwise cost a write(2).
+	q.Add("_pragma", "temp_store(MEMORY)")
 	if writer {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Set("_txlock", "immediate")
@@ -294,10 +298,11 @@ func openSQLite(ctx context.Context, path string, log *slog.Logger) (*DB, error)
 }
 
 func openSQLiteReader(ctx context.Context, path string) (*sql.DB, error) {
-	r, err := sql.Open("sqlite", sqliteDSN(path, false))
+	c, err := sqlite.NewConnector(sqliteDSN(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("store: open SQLite reader: %w", err)
 	}
+	r := sql.OpenDB(&cachingConnector{inner: c})
 	n := max(minSQLiteReaders, runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
@@ -328,6 +333,11 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 // exactly one connection and its transactions begin with BEGIN IMMEDIATE;
 // do not change its pool size. On PostgreSQL it is the only pool.
 func (db *DB) Writer() *sql.DB { return db.writer }
+
+// Path returns the absolute path of a SQLite database's file, "" on
+// PostgreSQL. Files that belong with the database (a lock file, say) go
+// next to it.
+func (db *DB) Path() string { return db.path }
 
 // Reader returns the pool for read-only queries. On SQLite it is a separate
 // pool of query_only connections that do not wait for the writer; on
@@ -425,6 +435,7 @@ type TxStats struct {
 
 // TxStats returns the InTx counters of a SQLite DB; it returns zeros on
 // PostgreSQL, where each call is a transaction of its own.
+
 func (db *DB) TxStats() TxStats {
 	if db.group == nil {
 		return TxStats{}

@@ -479,6 +479,8 @@ func TestSQLitePragmasAndPools(t *testing.T) {
 		{db.Writer(), "writer", "busy_timeout", "5000"},
 		{db.Writer(), "writer", "foreign_keys", "1"},
 		{db.Writer(), "writer", "query_only", "0"},
+		{db.Writer(), "writer", "temp_store", "2"}, // MEMORY
+		{db.Reader(), "reader", "temp_store", "2"},
 		{db.Reader(), "reader", "journal_mode", "wal"},
 		{db.Reader(), "reader", "busy_timeout", "5000"},
 		{db.Reader(), "reader", "foreign_keys", "1"},

@@ -14,7 +14,8 @@ import (
 // carries other callers' work too, and only InTx ends it.
 var errTxOwned = errors.New("store: the transaction belongs to InTx: a function run by InTx must not commit or roll it back")
 
-// writerConnector opens the SQLite writer's connections, wrapped so that
+// writerConnector opens the SQLite writer's connections, which keep their
+// statements prepared (cachingConn), wrapped so that
 // while a group commit owns a connection (writerConn.grouped) its
 // statements ignore the cancellation of their context and its transaction
 // can only be ended by the group commit.
@@ -46,7 +47,11 @@ func (c *writerConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newWriterConn(conn)
+	cached, err := newCachingConn(conn)
+	if err != nil {
+		return nil, err
+	}
+	return newWriterConn(cached)
 }
 
 func (c *writerConnector) Driver() driver.Driver { return c.inner.Driver() }
