@@ -165,11 +165,17 @@ func (s *Store) ListStreams(ctx context.Context, opts ListOptions) ([]StreamInfo
 	return out, nil
 }
 
+// maxScanHint caps the events scanEvents allocates room for up front.
+const maxScanHint = 16
+
 // scanEvents reads the rows of a query on selectColumns, upcasts the
-// events and closes rows.
+// events and closes rows. hint, the most rows the query can return, sizes
+// the result up to maxScanHint events: a limit is usually far above what
+// a read returns (an aggregate's stream has a handful of events), and
+// allocating for the limit on every read feeds the garbage collector.
 func (s *Store) scanEvents(rows *sql.Rows, hint int) ([]Event, error) {
 	defer func() { _ = rows.Close() }()
-	out := make([]Event, 0, max(hint, 0))
+	out := make([]Event, 0, min(max(hint, 0), maxScanHint))
 	for rows.Next() {
 		var e Event
 		var meta []byte
