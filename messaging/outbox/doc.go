@@ -41,8 +41,9 @@
 //
 // # What the relay guarantees
 //
-// No loss: a message is marked sent in the same transaction that reads
-// it, after JetStream acknowledged it. A relay that dies in between leaves
+// No loss: a message is marked sent only after JetStream acknowledged it
+// (on PostgreSQL in the transaction that read it; on SQLite in a short
+// transaction after the publication). A relay that dies in between leaves
 // it pending and it is published again. Pending rows are found by their
 // mark, not by a position cursor, so a row whose transaction commits late
 // (on PostgreSQL, positions become visible at commit) is not skipped.
@@ -82,14 +83,22 @@
 // relay reports it at every attempt until the stream exists.
 //
 // One relay at a time: on PostgreSQL each cycle runs in a transaction that
-// first takes an advisory lock with pg_try_advisory_xact_lock; a relay
-// that does not get it stands by ([ErrStandby] from Flush) and tries again
-// after PollInterval, so replicas take over from each other without
-// coordination. On SQLite the cycle's transaction holds the single writer
-// (BEGIN IMMEDIATE) from reading to marking, which excludes other relays
-// and also keeps service writes waiting for the duration of a batch's
-// publication (milliseconds; at most PublishTimeout when the broker hangs,
-// and not at all when the connection is down: the relay skips the cycle).
+// first takes an advisory lock with pg_try_advisory_xact_lock; on SQLite a
+// cycle first takes an exclusive flock on a file next to the database
+// (its path plus [RelayLockSuffix]), which the system releases when the
+// process dies. A relay that does not get the lock stands by
+// ([ErrStandby] from Flush) and tries again after PollInterval, so
+// replicas take over from each other without coordination.
+//
+// On SQLite the relay does not hold the single writer while it publishes:
+// it reads the pending messages on a reader connection, publishes them,
+// then marks them sent in a short write transaction, so service writes go
+// on during a publication. Marking "every pending row up to the last
+// position read" is exact there: the writer hands positions out in commit
+// order (AUTOINCREMENT), so every smaller position had committed when the
+// cycle read. Were two relays ever to publish at once (a system without
+// flock), each publishes in outbox order and the stream's duplicate
+// window drops the second copies, so order and no-loss still hold.
 //
 // Stopping: cancelling Run's context aborts a cycle that has not started
 // publishing; one that has is completed, so that what was published is

@@ -184,21 +184,18 @@ func rowArgs(e messaging.Envelope) ([]any, error) {
 	return []any{e.ID, e.Subject, e.Type, e.Source, e.Time.UnixNano(), e.CorrelationID, e.CausationID, trace, []byte(e.Data)}, nil
 }
 
-// insertEach inserts the rows with one prepared statement: on SQLite a
-// statement costs no round trip, and binding hundreds of numbered
-// parameters costs more than it saves.
+// insertEach inserts the rows one statement each (the store's SQLite
+// connections keep it prepared): on SQLite a statement costs no round
+// trip, and binding hundreds of numbered parameters costs more than it
+// saves.
 func insertEach(ctx context.Context, tx *sql.Tx, rows []messaging.Envelope) error {
-	stmt, err := tx.PrepareContext(ctx, insertColumns+"($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-	if err != nil {
-		return fmt.Errorf("outbox: add: %w", err)
-	}
-	defer func() { _ = stmt.Close() }()
+	q := insertColumns + "($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 	for _, e := range rows {
 		args, err := rowArgs(e)
 		if err != nil {
 			return err
 		}
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("outbox: add %s: %w", e.ID, err)
 		}
 	}

@@ -84,9 +84,9 @@ type RelayConfig struct {
 }
 
 // Relay publishes the messages of an outbox to JetStream, in outbox order,
-// and marks them sent. Run one per service process; on PostgreSQL the
-// replicas' relays take turns under an advisory lock, on SQLite the single
-// writer serialises them.
+// and marks them sent. Run one per service process; relays on one
+// database take turns under a lock: on PostgreSQL an advisory lock, on
+// SQLite a lock file next to the database.
 type Relay struct {
 	o    *Outbox
 	db   *store.DB
@@ -275,10 +275,9 @@ type pending struct {
 	env      messaging.Envelope
 }
 
-// cycle publishes up to BatchSize pending messages in one transaction:
-// take the lock, read them in position order, publish them, mark the
-// published ones sent, commit. full reports a full batch (more may be
-// pending).
+// cycle publishes up to BatchSize pending messages: take the relay's
+// lock, read them in position order, publish them, mark the published
+// ones sent. full reports a full batch (more may be pending).
 //
 // Cancelling ctx aborts the cycle until it starts publishing; from then on
 // the cycle completes (within PublishTimeout and markTimeout), so that a
@@ -288,9 +287,83 @@ func (r *Relay) cycle(ctx context.Context) (published int, full bool, err error)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.nc.Status() != nats.CONNECTED {
-		// Do not hold the SQLite writer for a publication bound to fail.
+		// Do not take the lock for a publication bound to fail.
 		return 0, false, fmt.Errorf("%w: connection is %s", ErrNotConnected, r.nc.Status())
 	}
+	if r.db.Dialect() == store.SQLite {
+		return r.cycleSQLite(ctx)
+	}
+	return r.cyclePostgres(ctx)
+}
+
+// RelayLockSuffix is appended to a SQLite database's path to name the
+// relay's lock file.
+const RelayLockSuffix = "-outbox-relay.lock"
+
+// cycleSQLite runs a cycle on SQLite without holding the single writer
+// while it publishes: it takes the relay's file lock (another relay holds
+// it: ErrStandby), reads the pending messages on a reader connection,
+// publishes them, and marks them sent in a short write transaction.
+func (r *Relay) cycleSQLite(ctx context.Context) (published int, full bool, err error) {
+	lock, ok, err := tryLock(r.db.Path() + RelayLockSuffix)
+	if err != nil {
+		r.failures.Add(1)
+		return 0, false, err
+	}
+	if !ok {
+		return 0, false, ErrStandby
+	}
+	defer lock.unlock()
+	rows, err := r.load(ctx, r.db.Reader())
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, false, fmt.Errorf("outbox: relay cycle: %w", ctx.Err())
+		}
+		r.failures.Add(1)
+		return 0, false, err
+	}
+	if len(rows) == 0 {
+		return 0, false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, false, fmt.Errorf("outbox: relay cycle: %w", err) // cancelled before the point of no return
+	}
+	// From here the cycle completes, so that what it publishes is marked.
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout+markTimeout)
+	defer cancel()
+	full = len(rows) == r.cfg.BatchSize
+	n, pubErr := r.publish(pubCtx, rows)
+	if r.afterPublish != nil {
+		ids := make([]string, n)
+		for i := range n {
+			ids[i] = rows[i].env.ID
+		}
+		if err := r.afterPublish(pubCtx, ids); err != nil {
+			r.failures.Add(1)
+			return 0, false, err
+		}
+	}
+	if n > 0 {
+		if err := r.db.InTx(pubCtx, func(tx *sql.Tx) error { return r.mark(pubCtx, tx, rows[:n]) }); err != nil {
+			// Not marked: those messages will be published again and
+			// dropped as duplicates within the window.
+			r.failures.Add(1)
+			return 0, false, err
+		}
+		r.published.Add(uint64(n))
+		r.batches.Add(1)
+	}
+	if pubErr != nil {
+		r.failures.Add(1)
+		return n, false, pubErr
+	}
+	return n, full, nil
+}
+
+// cyclePostgres runs a cycle on PostgreSQL in one transaction that holds
+// the relay's advisory lock (not held: ErrStandby) from reading to
+// marking.
+func (r *Relay) cyclePostgres(ctx context.Context) (published int, full bool, err error) {
 	txCtx, txCancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout+markTimeout)
 	defer txCancel()
 	var committing atomic.Bool
@@ -303,14 +376,12 @@ func (r *Relay) cycle(ctx context.Context) (published int, full bool, err error)
 
 	var pubErr error
 	txErr := r.db.InTx(txCtx, func(tx *sql.Tx) error {
-		if r.db.Dialect() == store.Postgres {
-			var locked bool
-			if err := tx.QueryRowContext(txCtx, "SELECT pg_try_advisory_xact_lock($1)", relayLockKey).Scan(&locked); err != nil {
-				return fmt.Errorf("outbox: relay lock: %w", err)
-			}
-			if !locked {
-				return ErrStandby
-			}
+		var locked bool
+		if err := tx.QueryRowContext(txCtx, "SELECT pg_try_advisory_xact_lock($1)", relayLockKey).Scan(&locked); err != nil {
+			return fmt.Errorf("outbox: relay lock: %w", err)
+		}
+		if !locked {
+			return ErrStandby
 		}
 		rows, err := r.load(txCtx, tx)
 		if err != nil {
@@ -366,9 +437,12 @@ func (r *Relay) cycle(ctx context.Context) (published int, full bool, err error)
 	return published, full, nil
 }
 
-// load reads up to BatchSize pending messages in position order.
-func (r *Relay) load(ctx context.Context, tx *sql.Tx) ([]pending, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT position, id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data
+// load reads up to BatchSize pending messages in position order through q,
+// the cycle's transaction or the reader pool.
+func (r *Relay) load(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}) ([]pending, error) {
+	rows, err := q.QueryContext(ctx, `SELECT position, id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data
 FROM trellis_outbox WHERE sent_at_ns IS NULL ORDER BY position LIMIT $1`, r.cfg.BatchSize)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: read pending messages: %w", err)
@@ -405,9 +479,9 @@ FROM trellis_outbox WHERE sent_at_ns IS NULL ORDER BY position LIMIT $1`, r.cfg.
 //
 // On PostgreSQL it names them: a row with a smaller position may have
 // committed after they were read, unseen, and must stay pending. On SQLite
-// the cycle holds the single writer from reading to marking, so no row can
-// appear meanwhile and the pending rows up to the last position are
-// exactly these.
+// positions are handed out in commit order (one writer, AUTOINCREMENT), so
+// every row below the last position read had committed when the cycle
+// read, and the pending rows up to that position are exactly these.
 func (r *Relay) mark(ctx context.Context, tx *sql.Tx, rows []pending) error {
 	now := r.cfg.Now().UnixNano()
 	var err error
