@@ -62,4 +62,11 @@
 // orchestrator that dies leaves its sagas to be claimed by the others when
 // their leases expire. Lease times come from each process's clock, so the
 // replicas' clocks must agree to well within the lease.
+//
+// Start records the saga with the starting orchestrator's lease, so that
+// Kick runs it at once without a write to claim it (the orchestrator
+// reads the row and sees the lease is its own). A saga whose Kick never
+// comes (the process died after the commit, or the caller forgot Kick) is
+// picked up by that orchestrator's next poll once it is a poll interval
+// old, or, if the process died, by another replica when the lease expires.
 package saga

@@ -102,6 +102,8 @@ VALUES ($1, $2, 'running', 0, $3, $4, '', '', $5, $6, $7, $8, $8) ON CONFLICT (i
 	sqlClaim   = `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2
 WHERE id = $3 AND status IN ('running', 'compensating') AND (owner = $1 OR lease_until_ns < $4)
 RETURNING ` + rowColumns
+	sqlHeld = `SELECT ` + rowColumns + `, owner, lease_until_ns FROM trellis_sagas
+WHERE id = $1 AND status IN ('running', 'compensating')`
 	sqlProgress = `UPDATE trellis_sagas SET status = $1, step = $2, step_name = $3, data = $4, reason = $5, failed_step = $6, lease_until_ns = $7, updated_ns = $8
 WHERE id = $9 AND owner = $10 AND status IN ('running', 'compensating')`
 	sqlHistory = `INSERT INTO trellis_saga_steps (saga_id, step, phase, status, attempts, error, started_ns, ended_ns)
@@ -134,10 +136,10 @@ type sagaRow struct {
 	leaseUntil int64
 }
 
-func scanRow(sc interface{ Scan(...any) error }) (sagaRow, error) {
+func scanRow(sc interface{ Scan(...any) error }, extra ...any) (sagaRow, error) {
 	var r sagaRow
 	var status string
-	err := sc.Scan(&r.id, &r.name, &status, &r.step, &r.data, &r.reason, &r.failedStep, &r.deadline, &r.created)
+	err := sc.Scan(append([]any{&r.id, &r.name, &status, &r.step, &r.data, &r.reason, &r.failedStep, &r.deadline, &r.created}, extra...)...)
 	r.status = Status(status)
 	return r, err
 }

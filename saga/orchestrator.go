@@ -241,7 +241,10 @@ func (o *Orchestrator) Start(ctx context.Context, tx *sql.Tx, name, id string, d
 		return err
 	}
 	now := o.clock.Now()
-	res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), deadline(r, now), "", 0, now.UnixNano())
+	// The saga is recorded with this orchestrator's lease, so that Kick
+	// starts it without a write to claim it; if this process dies before
+	// it runs, another replica takes it over when the lease ends.
+	res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), deadline(r, now), o.owner, now.Add(o.lease).UnixNano(), now.UnixNano())
 	if err != nil {
 		return fmt.Errorf("saga: start %s %q: %w", name, id, err)
 	}
@@ -451,6 +454,52 @@ RETURNING ` + rowColumns
 		o.log.DebugContext(ctx, "saga: claimed", "saga", claimed[i].name, "id", claimed[i].id)
 		o.dispatch(claimed[i].id, &claimed[i])
 	}
+	o.adopt(ctx, names, now, free-len(claimed))
+}
+
+// adopt executes the sagas this orchestrator holds without executing
+// them: Start records a saga with this orchestrator's lease, which the
+// lease renewal keeps alive, so a saga whose Kick never came (the caller
+// died between its commit and Kick, or did not call it) is found here, at
+// the first poll after it is a poll interval old.
+func (o *Orchestrator) adopt(ctx context.Context, names []string, now time.Time, free int) {
+	if free <= 0 {
+		return
+	}
+	args := []any{o.owner, now.Add(-o.pollInterval).UnixNano()}
+	for _, n := range names {
+		args = append(args, n)
+	}
+	rows, err := o.db.Reader().QueryContext(ctx, `SELECT id FROM trellis_sagas
+WHERE status IN ('running', 'compensating') AND owner = $1 AND created_ns < $2
+AND name IN (`+placeholders(3, len(names))+`)`, args...)
+	if err != nil {
+		o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
+		return
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			break
+		}
+		ids = append(ids, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, id := range ids {
+		if free <= 0 {
+			return
+		}
+		if _, ok := o.active[id]; !ok {
+			o.dispatchLocked(id, nil)
+			free--
+		}
+	}
 }
 
 // claim takes the lease of saga id; nil means it is terminal, unknown or
@@ -475,6 +524,20 @@ func (o *Orchestrator) claim(id string) (*sagaRow, error) {
 	return row, err
 }
 
+// held returns saga id when it is in flight and this orchestrator holds
+// its lease for at least half a lease more (Start records it so), read
+// without a write; nil otherwise, and then execute claims it.
+func (o *Orchestrator) held(ctx context.Context, id string) *sagaRow {
+	var owner string
+	var until int64
+	r, err := scanRow(o.db.Reader().QueryRowContext(ctx, sqlHeld, id), &owner, &until)
+	if err != nil || owner != o.owner || until-o.clock.Now().UnixNano() < int64(o.lease/2) {
+		return nil
+	}
+	r.leaseUntil = until
+	return &r
+}
+
 // execute runs saga id in this process.
 func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow) {
 	defer o.wg.Done()
@@ -486,6 +549,9 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 	}
 	defer func() { <-o.sem }()
 	row := claimed
+	if row == nil {
+		row = o.held(ctx, id)
+	}
 	if row == nil {
 		var err error
 		if row, err = o.claim(id); err != nil {
