@@ -96,7 +96,7 @@ func (fixedPrices) Price(context.Context, string) (int64, bool, error) { return 
 // catalog lookup that precedes the saga is a fixed price. A saga's latency
 // runs from the place request to its terminal record.
 func BenchmarkPlaceOrderSaga(b *testing.B) {
-	for _, inFlight := range []int{1, 16, 64} {
+	for _, inFlight := range []int{1, 4, 8, 16, 64} {
 		b.Run(fmt.Sprintf("in-flight-%d", inFlight), func(b *testing.B) { benchPlaceOrder(b, inFlight) })
 	}
 }
@@ -217,6 +217,13 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 		b.Fatal(failed)
 	}
 	slices.Sort(latencies)
+	for _, d := range []struct {
+		name string
+		db   *store.DB
+	}{{"order", ordDB}, {"inventory", invDB}, {"payment", payDB}, {"shipping", shipDB}} {
+		st := d.db.TxStats()
+		b.Logf("%s: %.2f InTx calls and %.2f commits per saga", d.name, float64(st.Calls)/float64(b.N), float64(st.Commits)/float64(b.N))
+	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sagas/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
