@@ -22,6 +22,17 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit
 	return s.readStream(ctx, s.q.readForward, stream, max(from, 1), math.MaxInt64, limit)
 }
 
+// ReadStreamTx is ReadStream inside tx, a transaction of the store's
+// database: it sees what tx has written and not yet committed, which a
+// command run inside a caller's transaction needs (cqrs.Aggregate's
+// ExecuteTx).
+func (s *Store) ReadStreamTx(ctx context.Context, tx *sql.Tx, stream string, from int64, limit int) ([]Event, error) {
+	if tx == nil {
+		return nil, fmt.Errorf("%w: nil transaction", ErrInvalidOptions)
+	}
+	return s.readStreamOn(ctx, tx, s.q.readForward, stream, max(from, 1), math.MaxInt64, limit)
+}
+
 // ReadStreamBackward returns stream's events from version from (the last
 // when from < 1) downwards, newest first, at most limit of them (all when
 // limit <= 0).
@@ -62,11 +73,15 @@ func (s *Store) ReadStreamUntilTime(ctx context.Context, stream string, t time.T
 }
 
 func (s *Store) readStream(ctx context.Context, query, stream string, from, to int64, limit int) ([]Event, error) {
+	return s.readStreamOn(ctx, s.db.Reader(), query, stream, from, to, limit)
+}
+
+func (s *Store) readStreamOn(ctx context.Context, q querier, query, stream string, from, to int64, limit int) ([]Event, error) {
 	lim := int64(limit)
 	if limit <= 0 {
 		lim = math.MaxInt64
 	}
-	rows, err := s.db.Reader().QueryContext(ctx, query, stream, from, to, lim)
+	rows, err := q.QueryContext(ctx, query, stream, from, to, lim)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: read stream %q: %w", stream, err)
 	}
