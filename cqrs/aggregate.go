@@ -77,10 +77,15 @@ func (a *Aggregate[S]) fold(ctx context.Context, id string, read func() ([]event
 }
 
 func readWhole(ctx context.Context, s *eventstore.Store, stream string) ([]eventstore.Event, error) {
+	return readPages(func(from int64) ([]eventstore.Event, error) { return s.ReadStream(ctx, stream, from, 1000) })
+}
+
+// readPages reads a stream page after page through read.
+func readPages(read func(from int64) ([]eventstore.Event, error)) ([]eventstore.Event, error) {
 	var all []eventstore.Event
 	from := int64(1)
 	for {
-		page, err := s.ReadStream(ctx, stream, from, 1000)
+		page, err := read(from)
 		if err != nil {
 			return nil, err
 		}
@@ -125,23 +130,12 @@ func (a *Aggregate[S]) Execute(ctx context.Context, id string, decide func(state
 		if err != nil || len(d.Events) == 0 {
 			return state, version, err
 		}
-		data, err := a.Registry.EncodeAll(d.Events, d.Metadata)
+		data, err := a.encode(d)
 		if err != nil {
 			return state, version, err
 		}
-		// Ids are set here, not by the store, so that Also can use them:
-		// an outbox message carrying an event takes the event's id.
-		for i := range data {
-			if data[i].ID, err = uuid.NewV7(); err != nil {
-				return state, version, fmt.Errorf("cqrs: event id: %w", err)
-			}
-		}
-		expected := eventstore.Exact(version)
-		if version == 0 {
-			expected = eventstore.NoStream
-		}
 		err = a.Store.InTx(ctx, func(tx *sql.Tx) error {
-			res, err := a.Store.AppendTx(ctx, tx, stream, expected, data...)
+			res, err := a.Store.AppendTx(ctx, tx, stream, expectedAt(version), data...)
 			if err != nil {
 				return err
 			}
@@ -156,11 +150,73 @@ func (a *Aggregate[S]) Execute(ctx context.Context, id string, decide func(state
 		if err != nil {
 			return state, version, fmt.Errorf("cqrs: %s: %w", stream, err)
 		}
-		for _, e := range d.Events {
-			if err := a.Apply(&state, e); err != nil {
-				return state, version, fmt.Errorf("cqrs: apply %T to %s: %w", e, stream, err)
-			}
-		}
-		return state, version + int64(len(d.Events)), nil
+		return a.applied(state, version, stream, d.Events)
 	}
+}
+
+// applied folds events, just appended, into state at version.
+func (a *Aggregate[S]) applied(state S, version int64, stream string, events []any) (S, int64, error) {
+	for _, e := range events {
+		if err := a.Apply(&state, e); err != nil {
+			return state, version, fmt.Errorf("cqrs: apply %T to %s: %w", e, stream, err)
+		}
+	}
+	return state, version + int64(len(events)), nil
+}
+
+// ExecuteTx is Execute inside tx, the caller's transaction of the store's
+// database: the state is read through tx (so it includes what tx wrote),
+// and the events and Decision.Also are written in tx, which the caller
+// commits. It makes one attempt: a concurrent append is an
+// eventstore.ErrConcurrency error, after which the caller rolls tx back
+// and may run it again. After tx commits, call the store's Notify so that
+// this process's subscriptions see the events at once.
+func (a *Aggregate[S]) ExecuteTx(ctx context.Context, tx *sql.Tx, id string, decide func(state *S, version int64) (Decision, error)) (S, int64, error) {
+	stream := a.Stream(id)
+	state, version, err := a.fold(ctx, id, func() ([]eventstore.Event, error) {
+		return readPages(func(from int64) ([]eventstore.Event, error) { return a.Store.ReadStreamTx(ctx, tx, stream, from, 1000) })
+	})
+	if err != nil {
+		return state, 0, err
+	}
+	d, err := decide(&state, version)
+	if err != nil || len(d.Events) == 0 {
+		return state, version, err
+	}
+	data, err := a.encode(d)
+	if err != nil {
+		return state, version, err
+	}
+	res, err := a.Store.AppendTx(ctx, tx, stream, expectedAt(version), data...)
+	if err == nil && d.Also != nil {
+		err = d.Also(ctx, tx, res, data)
+	}
+	if err != nil {
+		return state, version, fmt.Errorf("cqrs: %s: %w", stream, err)
+	}
+	return a.applied(state, version, stream, d.Events)
+}
+
+// encode turns the decided events into the store's form, with their ids
+// set here, not by the store, so that Also can use them: an outbox message
+// carrying an event takes the event's id.
+func (a *Aggregate[S]) encode(d Decision) ([]eventstore.EventData, error) {
+	data, err := a.Registry.EncodeAll(d.Events, d.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	for i := range data {
+		if data[i].ID, err = uuid.NewV7(); err != nil {
+			return nil, fmt.Errorf("cqrs: event id: %w", err)
+		}
+	}
+	return data, nil
+}
+
+// expectedAt is the expectation of an append after reading version.
+func expectedAt(version int64) eventstore.ExpectedVersion {
+	if version == 0 {
+		return eventstore.NoStream
+	}
+	return eventstore.Exact(version)
 }

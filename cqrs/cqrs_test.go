@@ -362,3 +362,52 @@ func visibleEvents(t *testing.T, es *eventstore.Store, want int) []eventstore.Ev
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// ExecuteTx runs commands inside the caller's transaction: a command sees
+// what an earlier one in the same transaction appended, and nothing is
+// stored when the caller rolls back.
+func TestExecuteTxSharesTheCallersTransaction(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		both := func(tx *sql.Tx) error {
+			if _, _, err := e.wallets.ExecuteTx(ctx, tx, "w3", deposit(10)); err != nil {
+				return err
+			}
+			// Reads the deposit above, not yet committed.
+			w, v, err := e.wallets.ExecuteTx(ctx, tx, "w3", withdraw(10))
+			if err != nil {
+				return err
+			}
+			if w.Balance != 0 || v != 2 {
+				t.Errorf("after deposit and withdrawal in one transaction: %+v at version %d", w, v)
+			}
+			return nil
+		}
+		rollback := errors.New("caller gives up")
+		err := e.events.InTx(ctx, func(tx *sql.Tx) error {
+			if err := both(tx); err != nil {
+				return err
+			}
+			return rollback
+		})
+		if !errors.Is(err, rollback) {
+			t.Fatal(err)
+		}
+		if v, err := e.events.StreamVersion(ctx, "wallet-w3"); err != nil || v != 0 {
+			t.Fatalf("rolled back commands stored: version %d, %v", v, err)
+		}
+		if err := e.events.InTx(ctx, both); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := e.events.StreamVersion(ctx, "wallet-w3"); err != nil || v != 2 {
+			t.Fatalf("committed commands: version %d, %v, want 2", v, err)
+		}
+		err = e.events.InTx(ctx, func(tx *sql.Tx) error {
+			_, _, err := e.wallets.ExecuteTx(ctx, tx, "w3", withdraw(1))
+			return err
+		})
+		if !errors.Is(err, errInsufficient) {
+			t.Fatalf("withdrawal from an empty wallet: %v, want errInsufficient", err)
+		}
+	})
+}
