@@ -390,6 +390,28 @@ func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progr
 	return nil
 }
 
+// endTx writes p, a terminal state, in tx, a transaction of the caller:
+// ErrLeaseLost when this orchestrator no longer owns the saga.
+func (w *logWriter) endTx(ctx context.Context, tx *sql.Tx, p *progress) error {
+	res, err := w.st.exec(ctx, tx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
+		int64(0), p.updated, p.id, w.owner)
+	if err != nil {
+		return fmt.Errorf("saga: record %s: %w", p.status, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("saga: record %s: %w", p.status, err)
+	} else if n == 0 {
+		return ErrLeaseLost
+	}
+	if h := p.hist; h != nil {
+		if _, err := w.st.exec(ctx, tx, sqlHistory, p.id, h.step, h.phase, h.status, h.attempts, h.err,
+			h.started.UnixNano(), h.ended.UnixNano()); err != nil {
+			return fmt.Errorf("saga: record step %s: %w", h.step, err)
+		}
+	}
+	return nil
+}
+
 // multiChunk bounds the sagas of one multi-row statement.
 const multiChunk = 200
 

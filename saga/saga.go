@@ -2,6 +2,7 @@ package saga
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,6 +151,21 @@ type Definition[T any] struct {
 	// recorded; it is retried with backoff until it returns nil and may
 	// run again after a crash, so it must be idempotent. nil means nothing.
 	Finish func(ctx context.Context, sagaID string, data *T, r Result) error
+	// FinishTx, instead of Finish, runs inside the transaction that
+	// records the saga's terminal status, in the orchestrator's database:
+	// what it writes through tx (an order confirmed, its outbox message)
+	// and the end of the saga commit together, in one durable write where
+	// Finish and the terminal record take two, so the outcome and the
+	// saga's status can never disagree. The record of the last action
+	// goes into that transaction too. FinishTx must not commit or roll
+	// back tx; an error rolls everything back and FinishTx is retried like
+	// Finish. Set at most one of Finish and FinishTx.
+	FinishTx func(ctx context.Context, tx *sql.Tx, sagaID string, data *T, r Result) error
+	// Ended runs once the terminal status is durable, in the process that
+	// recorded it, for example to wake what reads what FinishTx wrote (an
+	// outbox relay, subscriptions). It is not run again after a crash:
+	// use it for hints, not for effects. nil means nothing.
+	Ended func(ctx context.Context, sagaID string, data *T, r Result)
 }
 
 // Defaults of Definition and Step.
@@ -177,6 +193,9 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 	}
 	if len(def.Steps) == 0 {
 		return fmt.Errorf("%w: saga %q has no steps", ErrInvalidDefinition, def.Name)
+	}
+	if def.Finish != nil && def.FinishTx != nil {
+		return fmt.Errorf("%w: saga %q sets both Finish and FinishTx", ErrInvalidDefinition, def.Name)
 	}
 	d := &definition[T]{
 		def:     def,
@@ -352,11 +371,21 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 		case Running:
 			if r.step >= len(steps) {
 				// Every action succeeded; Finish was pending.
-				if !x.settle(ctx, true) || !d.finish(ctx, x, &data, Result{Status: Completed}) {
+				res := Result{Status: Completed}
+				if !x.settle(ctx, true) {
+					return
+				}
+				if d.def.FinishTx != nil {
+					d.end(ctx, x, &data, res, nil)
+					return
+				}
+				if !d.finish(ctx, x, &data, res) {
 					return
 				}
 				r.status = Completed
-				x.save(ctx, &data, true)
+				if x.save(ctx, &data, true) {
+					d.ended(ctx, x, &data, res)
+				}
 				return
 			}
 			i := r.step
@@ -377,6 +406,13 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 			if err == nil {
 				h.status = stepSucceeded
 				r.step++
+				if r.step == len(steps) && d.def.FinishTx != nil {
+					// The last action's record commits with FinishTx.
+					if x.settle(ctx, true) {
+						d.end(ctx, x, &data, Result{Status: Completed}, &h)
+					}
+					return
+				}
 				if r.step == len(steps) && d.def.Finish == nil {
 					r.status = Completed
 				}
@@ -390,7 +426,11 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err)
 			}
 			// A failure switches to compensating: wait for it (see above).
-			if !x.save(ctx, &data, err != nil, h) || r.status.Terminal() {
+			if !x.save(ctx, &data, err != nil, h) {
+				return
+			}
+			if r.status.Terminal() {
+				d.ended(ctx, x, &data, Result{Status: Completed})
 				return
 			}
 		case Compensating:
@@ -399,11 +439,22 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				j--
 			}
 			if j < 0 {
-				if !x.settle(ctx, true) || !d.finish(ctx, x, &data, Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}) {
+				res := Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}
+				if !x.settle(ctx, true) {
+					return
+				}
+				if d.def.FinishTx != nil {
+					r.step = -1
+					d.end(ctx, x, &data, res, nil)
+					return
+				}
+				if !d.finish(ctx, x, &data, res) {
 					return
 				}
 				r.status, r.step = Compensated, -1
-				x.save(ctx, &data, true)
+				if x.save(ctx, &data, true) {
+					d.ended(ctx, x, &data, res)
+				}
 				return
 			}
 			r.step = j
@@ -491,6 +542,61 @@ func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Res
 			t.Stop()
 			return false
 		}
+	}
+}
+
+// end runs FinishTx and records the terminal status res.Status, with the
+// history record h when not nil, in one transaction, retrying with backoff
+// until it commits; it reports false when the saga must stop executing
+// here (ctx ended, or the lease was lost: then nothing was written).
+func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Result, h *stepRow) bool {
+	o, r := d.o, &x.row
+	raw, err := json.Marshal(data)
+	if err != nil {
+		o.log.ErrorContext(ctx, "saga: encode data", "saga", r.name, "id", r.id, "error", err)
+		return false
+	}
+	for n := 0; ; n++ {
+		now := o.clock.Now()
+		err := o.db.InTx(ctx, func(tx *sql.Tx) error {
+			if err := protect(func() error { return d.def.FinishTx(ctx, tx, r.id, data, res) }); err != nil {
+				return err
+			}
+			return o.w.endTx(ctx, tx, &progress{id: r.id, status: string(res.Status), step: r.step, stepName: d.stepName(r.step),
+				data: string(raw), reason: r.reason, failedStep: r.failedStep, updated: now.UnixNano(), hist: h})
+		})
+		switch {
+		case err == nil:
+			r.status, r.data = res.Status, raw
+			o.ended(ctx, r, now)
+			d.ended(ctx, x, data, res)
+			return true
+		case errors.Is(err, ErrLeaseLost):
+			o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", err)
+			return false
+		case ctx.Err() != nil:
+			return false
+		}
+		wait := backoff(n, compensationBaseDelay, compensationMaxDelay)
+		o.log.WarnContext(ctx, "saga: FinishTx failed; retrying", "saga", r.name, "id", r.id, "error", err, "wait", wait)
+		t := o.clock.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// ended runs Definition.Ended, if any, for a saga whose terminal status
+// is durable; a panic in it is logged, not raised.
+func (d *definition[T]) ended(ctx context.Context, x *execution, data *T, res Result) {
+	if d.def.Ended == nil {
+		return
+	}
+	if err := protect(func() error { d.def.Ended(ctx, x.row.id, data, res); return nil }); err != nil {
+		d.o.log.ErrorContext(ctx, "saga: Ended", "saga", x.row.name, "id", x.row.id, "error", err)
 	}
 }
 
