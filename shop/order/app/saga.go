@@ -160,11 +160,20 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Retry: stepRetry,
 			},
 		},
-		Finish: func(ctx context.Context, _ string, d *PlaceOrderData, r saga.Result) error {
-			if r.Status == saga.Completed {
-				return a.Confirm(ctx, d.OrderID)
-			}
-			return a.Reject(ctx, d.OrderID, r.Reason)
+		// The order is confirmed or rejected in the transaction that ends
+		// the saga: one durable write, and the order's status and the
+		// saga's can never disagree.
+		FinishTx: func(ctx context.Context, tx *sql.Tx, _ string, d *PlaceOrderData, r saga.Result) error {
+			return a.changeTx(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
+				if r.Status == saga.Completed {
+					return o.Confirm(a.Now())
+				}
+				return o.Reject(r.Reason, a.Now())
+			})
+		},
+		Ended: func(context.Context, string, *PlaceOrderData, saga.Result) {
+			a.Orders.Store.Notify()
+			a.Outbox.Notify()
 		},
 	}
 }
@@ -225,12 +234,37 @@ func (a *App) Reject(ctx context.Context, orderID, reason string) error {
 	return a.change(ctx, orderID, func(o *domain.Order) ([]any, error) { return o.Reject(reason, a.Now()) })
 }
 
+// changeTx is change inside tx, the caller's transaction of the order
+// database; the caller notifies the store and the outbox after the commit.
+func (a *App) changeTx(ctx context.Context, tx *sql.Tx, orderID string, decide func(*domain.Order) ([]any, error)) error {
+	_, _, err := a.Orders.ExecuteTx(ctx, tx, orderID, a.decision(orderID, decide))
+	if errors.Is(err, domain.ErrTransition) {
+		return nil
+	}
+	return err
+}
+
 // change appends what decide decides, with the outbox messages and the
 // end of any choreography deadline in the same transaction. A transition
 // the order no longer allows is not an error: a late or repeated event
 // finds the order already ended.
 func (a *App) change(ctx context.Context, orderID string, decide func(*domain.Order) ([]any, error)) error {
-	_, _, err := a.Orders.Execute(ctx, orderID, func(o *domain.Order, version int64) (cqrs.Decision, error) {
+	_, _, err := a.Orders.Execute(ctx, orderID, a.decision(orderID, decide))
+	if errors.Is(err, domain.ErrTransition) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	a.Outbox.Notify()
+	return nil
+}
+
+// decision turns decide into the command of change and changeTx: the
+// events, with the outbox messages and the end of any choreography
+// deadline written in the same transaction.
+func (a *App) decision(orderID string, decide func(*domain.Order) ([]any, error)) func(*domain.Order, int64) (cqrs.Decision, error) {
+	return func(o *domain.Order, version int64) (cqrs.Decision, error) {
 		if version == 0 {
 			return cqrs.Decision{}, fmt.Errorf("order %s: %w", orderID, domain.ErrNotFound)
 		}
@@ -250,13 +284,5 @@ func (a *App) change(ctx context.Context, orderID string, decide func(*domain.Or
 				return a.Outbox.AddEvents(ctx, tx, data)
 			},
 		}, nil
-	})
-	if errors.Is(err, domain.ErrTransition) {
-		return nil
 	}
-	if err != nil {
-		return err
-	}
-	a.Outbox.Notify()
-	return nil
 }
