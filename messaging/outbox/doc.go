@@ -43,8 +43,10 @@
 //
 // No loss: a message is marked sent only after JetStream acknowledged it
 // (on PostgreSQL in the transaction that read it; on SQLite in a short
-// transaction after the publication). A relay that dies in between leaves
-// it pending and it is published again. Pending rows are found by their
+// transaction up to 100 ms after the publication, so that one write marks
+// the messages of many cycles, while the relay remembers what it
+// published). A relay that dies in between leaves it pending and it is
+// published again. Pending rows are found by their
 // mark, not by a position cursor, so a row whose transaction commits late
 // (on PostgreSQL, positions become visible at commit) is not skipped.
 //
@@ -92,8 +94,10 @@
 //
 // On SQLite the relay does not hold the single writer while it publishes:
 // it reads the pending messages on a reader connection, publishes them,
-// then marks them sent in a short write transaction, so service writes go
-// on during a publication. Marking "every pending row up to the last
+// and marks them sent later in a short write transaction, so service
+// writes go on during a publication. Run holds the lock until it returns
+// (and marks what it published before it lets go); Flush takes it for
+// its own duration. Marking "every pending row up to the last
 // position read" is exact there: the writer hands positions out in commit
 // order (AUTOINCREMENT), so every smaller position had committed when the
 // cycle read. Were two relays ever to publish at once (a system without

@@ -43,6 +43,11 @@ const (
 	// markTimeout bounds, beyond PublishTimeout, a cycle's reads, marks
 	// and commit.
 	markTimeout = 30 * time.Second
+	// markDelay is how long, on SQLite, published messages may stay
+	// unmarked so that one write marks many: far below the stream's
+	// duplicate window (two minutes by default), which drops what a
+	// crashed relay publishes again.
+	markDelay = 100 * time.Millisecond
 )
 
 // relayLockKey is the PostgreSQL advisory lock that makes one relay the
@@ -100,7 +105,15 @@ type Relay struct {
 	running atomic.Bool
 	streams map[string]streamInfo // subject → stream, guarded by mu
 
-	published  atomic.Uint64
+	// On SQLite, guarded by mu: the lock file while held; published, the
+	// last position published and acknowledged; marked, the last marked
+	// sent (published - marked are published, not marked yet); since,
+	// when the oldest unmarked one was published.
+	lock              *fileLock
+	published, marked int64
+	since             time.Time
+
+	sent       atomic.Uint64
 	batches    atomic.Uint64
 	atomicRuns atomic.Uint64
 	failures   atomic.Uint64
@@ -163,7 +176,7 @@ func (r *Relay) Notify() { r.o.Notify() }
 
 // RelayStats counts what a relay did since it was created.
 type RelayStats struct {
-	Published  uint64 // messages published and marked sent
+	Published  uint64 // messages published and acknowledged (on SQLite marked sent within markDelay)
 	Batches    uint64 // cycles that published at least one message
 	AtomicRuns uint64 // runs published as one atomic batch
 	Failures   uint64 // cycles that failed
@@ -172,7 +185,7 @@ type RelayStats struct {
 // Stats returns the relay's counters.
 func (r *Relay) Stats() RelayStats {
 	return RelayStats{
-		Published:  r.published.Load(),
+		Published:  r.sent.Load(),
 		Batches:    r.batches.Load(),
 		AtomicRuns: r.atomicRuns.Load(),
 		Failures:   r.failures.Load(),
@@ -188,6 +201,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer r.running.Store(false)
+	defer r.release(ctx)
 	var (
 		failures  int
 		standby   bool
@@ -235,6 +249,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			nextPurge = r.cfg.Now().Add(purgeInterval)
 		}
+		if due, ok := r.markDue(); ok {
+			if due <= 0 {
+				r.markSent(ctx)
+				continue
+			}
+			wait = min(wait, due)
+		}
 		if wait == 0 {
 			continue
 		}
@@ -259,14 +280,79 @@ func (r *Relay) Run(ctx context.Context) error {
 // PostgreSQL lock. It serves tests, tools and a graceful stop; a service
 // runs Run.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
+	if !r.running.Load() {
+		defer r.release(ctx)
+	}
 	total := 0
 	for {
 		n, full, err := r.cycle(ctx)
 		total += n
 		if err != nil || !full {
+			if err == nil {
+				err = r.markSent(ctx)
+			}
 			return total, err
 		}
 	}
+}
+
+// markDue reports, on SQLite, whether published messages wait to be
+// marked sent, and in how long their mark is due.
+func (r *Relay) markDue() (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.published == r.marked {
+		return 0, false
+	}
+	return markDelay - r.cfg.Now().Sub(r.since), true
+}
+
+// markSent marks, on SQLite, the messages published and not yet marked.
+// A failure leaves them to the next try (and, after a crash, to be
+// published again and dropped as duplicates).
+func (r *Relay) markSent(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.markLocked(ctx)
+}
+
+// markLocked is markSent with r.mu held. Every pending row up to the last
+// position published is exactly what was published: the single writer
+// hands positions out in commit order (AUTOINCREMENT), so every smaller
+// position had committed when the cycle read it.
+func (r *Relay) markLocked(ctx context.Context) error {
+	if r.published == r.marked {
+		return nil
+	}
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	through := r.published
+	err := r.db.InTx(mctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(mctx, "UPDATE trellis_outbox SET sent_at_ns = $1 WHERE sent_at_ns IS NULL AND position <= $2",
+			r.cfg.Now().UnixNano(), through)
+		return err
+	})
+	if err != nil {
+		r.failures.Add(1)
+		return fmt.Errorf("outbox: mark messages sent: %w", err)
+	}
+	r.marked = through
+	return nil
+}
+
+// release marks what was published and gives the SQLite lock up.
+func (r *Relay) release(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lock == nil {
+		return
+	}
+	if err := r.markLocked(ctx); err != nil {
+		r.log.Warn("outbox relay: mark sent messages", "err", err)
+	}
+	r.lock.unlock()
+	r.lock = nil
+	r.published, r.marked = 0, 0
 }
 
 // pending is one outbox row.
@@ -301,20 +387,25 @@ func (r *Relay) cycle(ctx context.Context) (published int, full bool, err error)
 const RelayLockSuffix = "-outbox-relay.lock"
 
 // cycleSQLite runs a cycle on SQLite without holding the single writer
-// while it publishes: it takes the relay's file lock (another relay holds
-// it: ErrStandby), reads the pending messages on a reader connection,
-// publishes them, and marks them sent in a short write transaction.
+// while it publishes: it takes the relay's file lock unless it holds it
+// (another relay holds it: ErrStandby), reads the pending messages past
+// those it published already on a reader connection, and publishes them.
+// Marking them sent waits up to markDelay, so that one short write marks
+// the messages of many cycles; Run, Flush and a stopping relay mark what
+// is due.
 func (r *Relay) cycleSQLite(ctx context.Context) (published int, full bool, err error) {
-	lock, ok, err := tryLock(r.db.Path() + RelayLockSuffix)
-	if err != nil {
-		r.failures.Add(1)
-		return 0, false, err
+	if r.lock == nil {
+		lock, ok, err := tryLock(r.db.Path() + RelayLockSuffix)
+		if err != nil {
+			r.failures.Add(1)
+			return 0, false, err
+		}
+		if !ok {
+			return 0, false, ErrStandby
+		}
+		r.lock = lock
 	}
-	if !ok {
-		return 0, false, ErrStandby
-	}
-	defer lock.unlock()
-	rows, err := r.load(ctx, r.db.Reader())
+	rows, err := r.load(ctx, r.db.Reader(), r.published)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, false, fmt.Errorf("outbox: relay cycle: %w", ctx.Err())
@@ -339,19 +430,25 @@ func (r *Relay) cycleSQLite(ctx context.Context) (published int, full bool, err 
 			ids[i] = rows[i].env.ID
 		}
 		if err := r.afterPublish(pubCtx, ids); err != nil {
+			// As a crash would: what was published and not marked is
+			// published again.
 			r.failures.Add(1)
+			r.published = r.marked
 			return 0, false, err
 		}
 	}
 	if n > 0 {
-		if err := r.db.InTx(pubCtx, func(tx *sql.Tx) error { return r.mark(pubCtx, tx, rows[:n]) }); err != nil {
-			// Not marked: those messages will be published again and
-			// dropped as duplicates within the window.
-			r.failures.Add(1)
-			return 0, false, err
+		if r.published == r.marked {
+			r.since = r.cfg.Now()
 		}
-		r.published.Add(uint64(n))
+		r.published = rows[n-1].position
+		r.sent.Add(uint64(n))
 		r.batches.Add(1)
+		if full || r.cfg.Now().Sub(r.since) >= markDelay {
+			if err := r.markLocked(pubCtx); err != nil {
+				return n, false, err
+			}
+		}
 	}
 	if pubErr != nil {
 		r.failures.Add(1)
@@ -383,7 +480,7 @@ func (r *Relay) cyclePostgres(ctx context.Context) (published int, full bool, er
 		if !locked {
 			return ErrStandby
 		}
-		rows, err := r.load(txCtx, tx)
+		rows, err := r.load(txCtx, tx, 0)
 		if err != nil {
 			return err
 		}
@@ -427,7 +524,7 @@ func (r *Relay) cyclePostgres(ctx context.Context) (published int, full bool, er
 		return 0, false, txErr
 	}
 	if published > 0 {
-		r.published.Add(uint64(published))
+		r.sent.Add(uint64(published))
 		r.batches.Add(1)
 	}
 	if pubErr != nil {
@@ -437,13 +534,13 @@ func (r *Relay) cyclePostgres(ctx context.Context) (published int, full bool, er
 	return published, full, nil
 }
 
-// load reads up to BatchSize pending messages in position order through q,
-// the cycle's transaction or the reader pool.
+// load reads up to BatchSize pending messages after position after, in
+// position order, through q, the cycle's transaction or the reader pool.
 func (r *Relay) load(ctx context.Context, q interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}) ([]pending, error) {
+}, after int64) ([]pending, error) {
 	rows, err := q.QueryContext(ctx, `SELECT position, id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data
-FROM trellis_outbox WHERE sent_at_ns IS NULL ORDER BY position LIMIT $1`, r.cfg.BatchSize)
+FROM trellis_outbox WHERE sent_at_ns IS NULL AND position > $1 ORDER BY position LIMIT $2`, after, r.cfg.BatchSize)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: read pending messages: %w", err)
 	}
@@ -475,26 +572,15 @@ FROM trellis_outbox WHERE sent_at_ns IS NULL ORDER BY position LIMIT $1`, r.cfg.
 	return out, nil
 }
 
-// mark records rows, the first pending rows in position order, as sent.
-//
-// On PostgreSQL it names them: a row with a smaller position may have
-// committed after they were read, unseen, and must stay pending. On SQLite
-// positions are handed out in commit order (one writer, AUTOINCREMENT), so
-// every row below the last position read had committed when the cycle
-// read, and the pending rows up to that position are exactly these.
+// mark records rows, published by a PostgreSQL cycle, as sent. It names
+// them: a row with a smaller position may have committed after they were
+// read, unseen, and must stay pending.
 func (r *Relay) mark(ctx context.Context, tx *sql.Tx, rows []pending) error {
-	now := r.cfg.Now().UnixNano()
-	var err error
-	if r.db.Dialect() == store.Postgres {
-		positions := make([]int64, len(rows))
-		for i, p := range rows {
-			positions[i] = p.position
-		}
-		_, err = tx.ExecContext(ctx, "UPDATE trellis_outbox SET sent_at_ns = $1 WHERE position = ANY($2)", now, positions)
-	} else {
-		_, err = tx.ExecContext(ctx, "UPDATE trellis_outbox SET sent_at_ns = $1 WHERE sent_at_ns IS NULL AND position <= $2",
-			now, rows[len(rows)-1].position)
+	positions := make([]int64, len(rows))
+	for i, p := range rows {
+		positions[i] = p.position
 	}
+	_, err := tx.ExecContext(ctx, "UPDATE trellis_outbox SET sent_at_ns = $1 WHERE position = ANY($2)", r.cfg.Now().UnixNano(), positions)
 	if err != nil {
 		return fmt.Errorf("outbox: mark %d messages sent: %w", len(rows), err)
 	}
