@@ -200,28 +200,33 @@ func (s *Store) appendOnePostgres(ctx context.Context, q querier, p *preparedApp
 }
 
 func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppend, now any) (AppendResult, error) {
-	kind := kindOf(p.expected)
-	streamStmt, insert, err := s.sqliteStatements(ctx, tx, kind)
+	head, create, insert, err := s.sqliteStatements(ctx, tx)
 	if err != nil {
 		return AppendResult{}, err
 	}
-	n := len(p.ids)
-	streamArgs := []any{p.stream, int64(n), p.lastType, now}
-	if kind == expectExact {
-		streamArgs = append(streamArgs, int64(p.expected))
-	}
-	var version int64
-	if err := streamStmt.QueryRowContext(ctx, streamArgs...).Scan(&version); err != nil {
-		if isNoRows(err) {
-			return AppendResult{}, s.conflict(ctx, tx, p)
-		}
+	// The single writer holds the database from here to the commit: the
+	// stream's version read now is still its version when the events are
+	// written.
+	var cur sql.NullInt64
+	if err := head.QueryRowContext(ctx, p.stream).Scan(&cur); err != nil {
 		return AppendResult{}, s.appendError(p, err)
+	}
+	switch exp := p.expected; {
+	case exp == StreamExists && !cur.Valid,
+		exp >= 0 && int64(exp) != cur.Int64:
+		return AppendResult{}, &ConcurrencyError{Stream: p.stream, Expected: exp, Actual: cur.Int64}
+	}
+	if !cur.Valid {
+		if _, err := create.ExecContext(ctx, p.stream, now); err != nil {
+			return AppendResult{}, s.appendError(p, err)
+		}
 	}
 	// One prepared single-row INSERT per event: SQLite runs in process, so
 	// there is no round trip to save, and with modernc.org/sqlite a
 	// multi-row INSERT costs more per row (measured), let alone preparing
 	// one per batch size.
-	first := version - int64(n) + 1
+	n := len(p.ids)
+	first := cur.Int64 + 1
 	var last int64
 	for i := range n {
 		var meta any
@@ -238,27 +243,36 @@ func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppe
 			}
 		}
 	}
-	return AppendResult{Stream: p.stream, Version: version, Checkpoint: Checkpoint{Position: last}}, nil
+	return AppendResult{Stream: p.stream, Version: cur.Int64 + int64(n), Checkpoint: Checkpoint{Position: last}}, nil
 }
 
-// sqliteStatements returns, bound to tx, the stream statement of kind and
-// the event INSERT: the store's prepared statements when they are ready,
+// sqliteStatements returns, bound to tx, the statements of a SQLite
+// append: the stream's head version, the creation of its row, and the
+// event INSERT; the store's prepared statements when they are ready,
 // statements prepared for tx alone otherwise.
-func (s *Store) sqliteStatements(ctx context.Context, tx *sql.Tx, kind expectKind) (stream, insert *sql.Stmt, err error) {
+func (s *Store) sqliteStatements(ctx context.Context, tx *sql.Tx) (head, create, insert *sql.Stmt, err error) {
 	s.stmtMu.Lock()
 	ps := s.stmts
 	s.stmtMu.Unlock()
 	if ps != nil {
-		return tx.StmtContext(ctx, ps.stream[kind]), tx.StmtContext(ctx, ps.insert), nil
+		return tx.StmtContext(ctx, ps.head), tx.StmtContext(ctx, ps.create), tx.StmtContext(ctx, ps.insert), nil
 	}
-	if stream, err = tx.PrepareContext(ctx, s.q.streamStmt[kind]); err != nil {
-		return nil, nil, fmt.Errorf("eventstore: prepare: %w", err)
+	stmts := make([]*sql.Stmt, 3)
+	for i, q := range []string{sqliteStreamHead, sqliteCreateStream, sqliteInsertEvent} {
+		if stmts[i], err = tx.PrepareContext(ctx, q); err != nil {
+			return nil, nil, nil, fmt.Errorf("eventstore: prepare: %w", err)
+		}
 	}
-	if insert, err = tx.PrepareContext(ctx, sqliteInsertEvent); err != nil {
-		return nil, nil, fmt.Errorf("eventstore: prepare: %w", err)
-	}
-	return stream, insert, nil
+	return stmts[0], stmts[1], stmts[2], nil
 }
+
+// The SQLite append's statements besides the event INSERT: the stream's
+// last version (NULL for a stream without events), read through the
+// (stream_id, version) index, and the row of a new stream.
+const (
+	sqliteStreamHead   = `SELECT MAX(version) FROM eventstore_events WHERE stream_id = $1`
+	sqliteCreateStream = `INSERT INTO eventstore_streams (stream_id, created_at) VALUES ($1, $2)`
+)
 
 // sqliteInsertEvent inserts one event.
 const sqliteInsertEvent = `INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
@@ -267,8 +281,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 // preparedStatements are the SQLite statements of every append, prepared
 // once on the writer connection.
 type preparedStatements struct {
-	stream map[expectKind]*sql.Stmt
-	insert *sql.Stmt
+	head, create, insert *sql.Stmt
 	// control[q] is the prepared SAVEPOINT, RELEASE or ROLLBACK TO of
 	// savepointSQL, which the group committer runs around each request.
 	control map[string]*sql.Stmt
@@ -315,7 +328,7 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 	if s.stmts != nil || s.dialect != store.SQLite {
 		return nil
 	}
-	ps := &preparedStatements{stream: map[expectKind]*sql.Stmt{}, control: map[string]*sql.Stmt{}}
+	ps := &preparedStatements{control: map[string]*sql.Stmt{}}
 	prepare := func(q string) (*sql.Stmt, error) {
 		st, err := s.db.Writer().PrepareContext(ctx, q)
 		if err != nil {
@@ -325,13 +338,10 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 		return st, nil
 	}
 	var err error
-	for k, q := range s.q.streamStmt {
-		if ps.stream[k], err = prepare(q); err != nil {
+	for st, q := range map[**sql.Stmt]string{&ps.head: sqliteStreamHead, &ps.create: sqliteCreateStream, &ps.insert: sqliteInsertEvent} {
+		if *st, err = prepare(q); err != nil {
 			return err
 		}
-	}
-	if ps.insert, err = prepare(sqliteInsertEvent); err != nil {
-		return err
 	}
 	for _, q := range savepointSQL {
 		if ps.control[q], err = prepare(q); err != nil {
@@ -343,11 +353,10 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 }
 
 func (ps *preparedStatements) close() {
-	for _, st := range ps.stream {
-		_ = st.Close()
-	}
-	if ps.insert != nil {
-		_ = ps.insert.Close()
+	for _, st := range []*sql.Stmt{ps.head, ps.create, ps.insert} {
+		if st != nil {
+			_ = st.Close()
+		}
 	}
 	for _, st := range ps.control {
 		_ = st.Close()

@@ -24,7 +24,8 @@
 //	  data TEXT (JSON), metadata TEXT          data JSON (kept byte for byte), metadata JSONB
 //	  recorded_at INTEGER (unix µs, UTC)       recorded_at TIMESTAMPTZ
 //	  (append-only: triggers refuse UPDATE and DELETE, and TRUNCATE on PostgreSQL)
-//	eventstore_streams: stream_id PK, version, last_type, created_at, updated_at
+//	eventstore_streams: stream_id PK, created_at   stream_id PK, version, last_type,
+//	                                                created_at, updated_at
 //	eventstore_snapshots: stream_id PK, version, schema_version, data (BLOB/BYTEA), recorded_at
 //
 // # Appending
@@ -33,10 +34,15 @@
 // [ExpectedVersion] ([Any], [NoStream], [StreamExists] or [Exact]); all
 // events or none, with consecutive versions from 1. A wrong expectation is a
 // *[ConcurrencyError] matching [ErrConcurrency], and of two writers racing
-// with the same expectation exactly one wins: the append updates the
-// stream's row in eventstore_streams only if the expectation holds (on
-// PostgreSQL the row lock makes the loser re-check against the winner's
-// version), and the unique (stream_id, version) constraint backs it.
+// with the same expectation exactly one wins. On PostgreSQL the append
+// updates the stream's row in eventstore_streams only if the expectation
+// holds, and the row lock makes the loser re-check against the winner's
+// version. On SQLite the single writer reads the stream's last version
+// from the (stream_id, version) index and appends only if the expectation
+// holds, with no other writer in between; a stream's row there only
+// records its creation, so an append to an existing stream writes nothing
+// but the events (and their indexes). On both the unique (stream_id,
+// version) constraint backs it.
 // [Store.AppendMulti] appends to several streams in one transaction.
 //
 // [Store.AppendTx] appends inside the caller's transaction, so that a

@@ -18,10 +18,23 @@ const setupLockKey int64 = 0x6576656e7473746f
 // those the database lacks. Never edit a released version: add one.
 func schemaSteps(d store.Dialect) []string {
 	if d == store.Postgres {
-		return []string{postgresSchemaV1}
+		return []string{postgresSchemaV1, postgresSchemaV2}
 	}
-	return []string{sqliteSchemaV1}
+	return []string{sqliteSchemaV1, sqliteSchemaV2}
 }
+
+// sqliteSchemaV2 drops the columns of eventstore_streams that every append
+// updated: on SQLite the single writer checks the expected version against
+// the events' (stream_id, version) index instead, so an append to an
+// existing stream writes the events and their indexes and nothing else. A
+// stream's row is written once, when it is created, for ListStreams.
+const sqliteSchemaV2 = `ALTER TABLE eventstore_streams DROP COLUMN version;
+ALTER TABLE eventstore_streams DROP COLUMN last_type;
+ALTER TABLE eventstore_streams DROP COLUMN updated_at;`
+
+// postgresSchemaV2 changes nothing: on PostgreSQL the stream's row is what
+// concurrent appends to one stream lock, so it keeps its version.
+const postgresSchemaV2 = `SELECT 1`
 
 // sqliteSchemaV1 creates the events, streams and snapshots.
 const sqliteSchemaV1 = `CREATE TABLE eventstore_streams (
@@ -97,7 +110,7 @@ CREATE TABLE eventstore_snapshots (
 );`
 
 // SchemaVersion is the version of the tables this package creates.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Setup creates or upgrades the store's tables (eventstore_events,
 // eventstore_streams, eventstore_snapshots, and eventstore_schema, which
@@ -168,12 +181,10 @@ func (s *Store) setupStep(ctx context.Context, steps []string) (done bool, err e
 
 // queries holds the SQL that differs between dialects.
 type queries struct {
-	// streamStmt[kind] updates or creates the stream row and returns its new
-	// version; no row means the expectation failed. $1 stream, $2 number of
-	// events, $3 last type, $4 time, $5 expected version (exact only).
-	// PostgreSQL embeds these in appendPG.
-	streamStmt map[expectKind]string
-	// appendPG[kind]: the whole append in one statement. $1-$4 as above,
+	// appendPG[kind]: the whole append in one statement: it updates or
+	// creates the stream row, which returns the stream's new version (no
+	// row: the expectation failed), and inserts the events. $1 stream, $2
+	// number of events, $3 last type, $4 time,
 	// $5-$9 arrays of event ids, types, schema versions, data, metadata,
 	// $10 expected version (exact only). Returns position, tx_id per event.
 	// appendPG1[kind] is the same for one event, with $5-$9 its id, type,
@@ -275,8 +286,13 @@ ORDER BY tx_id, position LIMIT $3`
 		q.head = `SELECT tx_id, position FROM eventstore_events WHERE tx_id < ` + fence + ` ORDER BY tx_id DESC, position DESC LIMIT 1`
 	default:
 		q.selectColumns = fmt.Sprintf(cols, "0")
-		stream[expectExact] = fmt.Sprintf(stream[expectExact], 5)
-		q.streamStmt = stream
+		// A stream's version is its last event's; its row holds only its
+		// creation time (schema version 2).
+		q.streamVersion = `SELECT COALESCE(MAX(version), 0) FROM eventstore_events WHERE stream_id = $1`
+		q.listStreams = `SELECT s.stream_id, e.version, e.type, s.created_at, e.recorded_at
+FROM eventstore_streams AS s JOIN eventstore_events AS e ON e.stream_id = s.stream_id
+	AND e.version = (SELECT MAX(version) FROM eventstore_events WHERE stream_id = s.stream_id)
+WHERE s.stream_id > $1 AND s.stream_id >= $2 ORDER BY s.stream_id LIMIT $3`
 		// On SQLite the single writer commits in position order, so
 		// position alone is the order; $1 (the transaction id) is ignored.
 		q.readAll = `SELECT ` + q.selectColumns + ` FROM eventstore_events WHERE position > $2 ORDER BY position LIMIT $3`
