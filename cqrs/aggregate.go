@@ -126,12 +126,8 @@ func (a *Aggregate[S]) Execute(ctx context.Context, id string, decide func(state
 		if err != nil {
 			return state, 0, err
 		}
-		d, err := decide(&state, version)
-		if err != nil || len(d.Events) == 0 {
-			return state, version, err
-		}
-		data, err := a.encode(d)
-		if err != nil {
+		d, data, err := a.decided(&state, version, decide)
+		if err != nil || data == nil {
 			return state, version, err
 		}
 		err = a.Store.InTx(ctx, func(tx *sql.Tx) error {
@@ -179,12 +175,8 @@ func (a *Aggregate[S]) ExecuteTx(ctx context.Context, tx *sql.Tx, id string, dec
 	if err != nil {
 		return state, 0, err
 	}
-	d, err := decide(&state, version)
-	if err != nil || len(d.Events) == 0 {
-		return state, version, err
-	}
-	data, err := a.encode(d)
-	if err != nil {
+	d, data, err := a.decided(&state, version, decide)
+	if err != nil || data == nil {
 		return state, version, err
 	}
 	res, err := a.Store.AppendTx(ctx, tx, stream, expectedAt(version), data...)
@@ -195,6 +187,17 @@ func (a *Aggregate[S]) ExecuteTx(ctx context.Context, tx *sql.Tx, id string, dec
 		return state, version, fmt.Errorf("cqrs: %s: %w", stream, err)
 	}
 	return a.applied(state, version, stream, d.Events)
+}
+
+// decided runs decide on state at version and encodes the events it
+// decides; no data (nil) means there is nothing to append.
+func (a *Aggregate[S]) decided(state *S, version int64, decide func(state *S, version int64) (Decision, error)) (Decision, []eventstore.EventData, error) {
+	d, err := decide(state, version)
+	if err != nil || len(d.Events) == 0 {
+		return d, nil, err
+	}
+	data, err := a.encode(d)
+	return d, data, err
 }
 
 // encode turns the decided events into the store's form, with their ids

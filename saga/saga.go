@@ -535,11 +535,7 @@ func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Res
 		}
 		wait := backoff(n, compensationBaseDelay, compensationMaxDelay)
 		o.log.WarnContext(ctx, "saga: Finish failed; retrying", "saga", x.row.name, "id", x.row.id, "error", err, "wait", wait)
-		t := o.clock.NewTimer(wait)
-		select {
-		case <-t.C():
-		case <-ctx.Done():
-			t.Stop()
+		if !o.pause(ctx, wait) {
 			return false
 		}
 	}
@@ -579,13 +575,21 @@ func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Resu
 		}
 		wait := backoff(n, compensationBaseDelay, compensationMaxDelay)
 		o.log.WarnContext(ctx, "saga: FinishTx failed; retrying", "saga", r.name, "id", r.id, "error", err, "wait", wait)
-		t := o.clock.NewTimer(wait)
-		select {
-		case <-t.C():
-		case <-ctx.Done():
-			t.Stop()
+		if !o.pause(ctx, wait) {
 			return false
 		}
+	}
+}
+
+// pause waits d on the orchestrator's clock; false means ctx ended first.
+func (o *Orchestrator) pause(ctx context.Context, d time.Duration) bool {
+	t := o.clock.NewTimer(d)
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		t.Stop()
+		return false
 	}
 }
 

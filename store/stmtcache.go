@@ -79,14 +79,9 @@ func (c *cachingConn) acquire(ctx context.Context, query string, forQuery bool) 
 		cs.busy = forQuery
 		return cs, nil
 	}
-	s, err := c.innerConn.PrepareContext(ctx, query)
+	is, err := prepareInner(ctx, c.innerConn, query)
 	if err != nil {
 		return nil, err
-	}
-	is, ok := s.(innerStmt)
-	if !ok {
-		_ = s.Close()
-		return nil, errors.New("store: the SQLite driver's statement lacks a context method")
 	}
 	cs := &cachedStmt{query: query, stmt: is, busy: forQuery}
 	c.stmts[query] = c.lru.PushFront(cs)
@@ -99,6 +94,20 @@ func (c *cachingConn) acquire(ctx context.Context, query string, forQuery bool) 
 		}
 	}
 	return cs, nil
+}
+
+// prepareInner prepares query on c, a modernc.org/sqlite connection.
+func prepareInner(ctx context.Context, c driver.ConnPrepareContext, query string) (innerStmt, error) {
+	s, err := c.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	is, ok := s.(innerStmt)
+	if !ok {
+		_ = s.Close()
+		return nil, errors.New("store: the SQLite driver's statement lacks a context method")
+	}
+	return is, nil
 }
 
 // release ends a query's use of cs.

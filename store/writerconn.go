@@ -97,14 +97,9 @@ func (c *writerConn) Prepare(query string) (driver.Stmt, error) {
 }
 
 func (c *writerConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	s, err := c.inner.PrepareContext(c.shield(ctx), query)
+	is, err := prepareInner(c.shield(ctx), c.inner, query)
 	if err != nil {
 		return nil, err
-	}
-	is, ok := s.(innerStmt)
-	if !ok {
-		_ = s.Close()
-		return nil, errors.New("store: the SQLite driver's statement lacks a context method")
 	}
 	return &writerStmt{c: c, inner: is}, nil
 }
