@@ -246,6 +246,48 @@ func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppe
 	return AppendResult{Stream: p.stream, Version: cur.Int64 + int64(n), Checkpoint: Checkpoint{Position: last}}, nil
 }
 
+// appendAlone appends p, one event to a stream expected at an exact
+// version of at least 1, in one autocommitted statement on conn, the
+// writer: the statement inserts the event only if the stream's last
+// version is the expected one, so there is no BEGIN, no separate read and
+// no COMMIT statement. The stream exists when the expectation holds, so
+// its row needs no writing.
+func (s *Store) appendAlone(ctx context.Context, conn *sql.Conn, p *preparedAppend) ([]AppendResult, error) {
+	var meta any
+	if p.meta[0] != "" {
+		meta = p.meta[0]
+	}
+	v := int64(p.expected)
+	r, err := conn.ExecContext(ctx, sqliteAppendAtVersion, p.ids[0], p.stream, v, p.types[0], p.schemas[0], p.data[0], meta,
+		s.timeArg(s.stamp()))
+	if err != nil {
+		return nil, s.appendError(p, err)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: append to %q: %w", p.stream, err)
+	}
+	if n == 0 {
+		var actual int64
+		if err := conn.QueryRowContext(ctx, s.q.streamVersion, p.stream).Scan(&actual); err != nil {
+			return nil, errors.Join(&ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: -1},
+				fmt.Errorf("eventstore: read version of %q: %w", p.stream, err))
+		}
+		return nil, &ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: actual}
+	}
+	pos, err := r.LastInsertId()
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: append to %q: %w", p.stream, err)
+	}
+	return []AppendResult{{Stream: p.stream, Version: v + 1, Checkpoint: Checkpoint{Position: pos}}}, nil
+}
+
+// sqliteAppendAtVersion inserts one event as version $3 + 1 of stream $2
+// if the stream's last version is $3.
+const sqliteAppendAtVersion = `INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
+SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8
+WHERE (SELECT MAX(version) FROM eventstore_events WHERE stream_id = $2) = $3`
+
 // sqliteStatements returns, bound to tx, the statements of a SQLite
 // append: the stream's head version, the creation of its row, and the
 // event INSERT; the store's prepared statements when they are ready,

@@ -234,6 +234,16 @@ func TestFailedAppendLeavesNothing(t *testing.T) {
 		if _, err := s.Append(ctx, "c", eventstore.Any, twice...); !errors.Is(err, eventstore.ErrDuplicateEvent) {
 			t.Errorf("Append with one id twice: err = %v, want ErrDuplicateEvent", err)
 		}
+		// One event at an exact version (on SQLite a single statement)
+		// with a stored id fails and leaves the stream as it was.
+		again := ev("A", 2)
+		again.ID = taken
+		if _, err := s.Append(ctx, "a", eventstore.Exact(1), again); !errors.Is(err, eventstore.ErrDuplicateEvent) {
+			t.Errorf("Append of one event with a stored id: err = %v, want ErrDuplicateEvent", err)
+		}
+		if v := version(t, s, "a"); v != 1 {
+			t.Errorf("stream a at version %d after a failed append, want 1", v)
+		}
 		// The stream is usable afterwards.
 		if r, err := s.Append(ctx, "b", eventstore.NoStream, evs("B", 1, 3)...); err != nil || r.Version != 3 {
 			t.Errorf("Append after the failure: %+v, %v", r, err)

@@ -168,6 +168,14 @@ func (g *groupCommitter) step(wait context.Context) (bool, error) {
 	// The requests' contexts do not govern the shared transaction: a taken
 	// request is written whatever happens to its caller.
 	ctx := context.Background()
+	if r := g.takeLone(); r != nil {
+		r.results, r.err = g.s.appendAlone(ctx, conn, r.appends[0])
+		if r.err == nil {
+			g.s.Notify()
+		}
+		finish([]*groupRequest{r}, nil)
+		return true, nil
+	}
 	tx, err := conn.BeginTx(ctx, nil)
 	batch := g.take()
 	switch {
@@ -179,6 +187,24 @@ func (g *groupCommitter) step(wait context.Context) (bool, error) {
 		g.write(ctx, tx, batch)
 	}
 	return true, nil
+}
+
+// takeLone takes the queue's only request when it appends one event to a
+// stream at an exact version of at least 1, which appendAlone writes in
+// one statement; nil otherwise.
+func (g *groupCommitter) takeLone() *groupRequest {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.queue) != 1 {
+		return nil
+	}
+	r := g.queue[0]
+	if len(r.appends) != 1 || len(r.appends[0].ids) != 1 || r.appends[0].expected < 1 ||
+		!r.state.CompareAndSwap(requestQueued, requestTaken) {
+		return nil
+	}
+	g.queue = g.queue[:0]
+	return r
 }
 
 // take removes from the queue the requests it can write in one
