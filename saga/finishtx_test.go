@@ -86,11 +86,21 @@ func TestFinishTxCommitsWithTheTerminalStatus(t *testing.T) {
 				t.Fatalf("%s: outcome %q in %d rows, want %q in one: failed attempts must leave nothing", c.id, status, rows, c.status)
 			}
 			mu.Lock()
-			got, ends := attempts[c.id], ended[c.id]
+			got := attempts[c.id]
 			mu.Unlock()
 			if got != c.attempts {
 				t.Errorf("%s: FinishTx ran %d times, want %d", c.id, got, c.attempts)
 			}
+			// Ended runs after the end is durable, perhaps after Wait
+			// returned.
+			eventually(t, c.id+": Ended called", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(ended[c.id]) > 0
+			})
+			mu.Lock()
+			ends := ended[c.id]
+			mu.Unlock()
 			if len(ends) != 1 || string(ends[0].Status) != c.status {
 				t.Errorf("%s: Ended calls %v, want one with %s", c.id, ends, c.status)
 			}

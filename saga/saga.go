@@ -162,9 +162,10 @@ type Definition[T any] struct {
 	// Finish. Set at most one of Finish and FinishTx.
 	FinishTx func(ctx context.Context, tx *sql.Tx, sagaID string, data *T, r Result) error
 	// Ended runs once the terminal status is durable, in the process that
-	// recorded it, for example to wake what reads what FinishTx wrote (an
-	// outbox relay, subscriptions). It is not run again after a crash:
-	// use it for hints, not for effects. nil means nothing.
+	// recorded it (perhaps after Wait returned), for example to wake what
+	// reads what FinishTx wrote (an outbox relay, subscriptions). It is
+	// not run again after a crash: use it for hints, not for effects. nil
+	// means nothing.
 	Ended func(ctx context.Context, sagaID string, data *T, r Result)
 }
 
