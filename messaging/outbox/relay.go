@@ -419,7 +419,8 @@ func (r *Relay) cycleSQLite(ctx context.Context) (published int, full bool, err 
 	if err := ctx.Err(); err != nil {
 		return 0, false, fmt.Errorf("outbox: relay cycle: %w", err) // cancelled before the point of no return
 	}
-	// From here the cycle completes, so that what it publishes is marked.
+	// From here the cycle completes, so that it knows what it published
+	// (and marks it, now or within markDelay).
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout+markTimeout)
 	defer cancel()
 	full = len(rows) == r.cfg.BatchSize
