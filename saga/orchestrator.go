@@ -466,13 +466,15 @@ func (o *Orchestrator) adopt(ctx context.Context, names []string, now time.Time,
 	if free <= 0 {
 		return
 	}
-	args := []any{o.owner, now.Add(-o.pollInterval).UnixNano()}
+	// Those executing here are at most Concurrency: reading that many
+	// more than free finds every saga to adopt, up to free.
+	args := []any{o.owner, now.Add(-o.pollInterval).UnixNano(), o.concurrency + free}
 	for _, n := range names {
 		args = append(args, n)
 	}
 	rows, err := o.db.Reader().QueryContext(ctx, `SELECT id FROM trellis_sagas
 WHERE status IN ('running', 'compensating') AND owner = $1 AND created_ns < $2
-AND name IN (`+placeholders(3, len(names))+`)`, args...)
+AND name IN (`+placeholders(4, len(names))+`) LIMIT $3`, args...)
 	if err != nil {
 		o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
 		return
@@ -480,12 +482,12 @@ AND name IN (`+placeholders(3, len(names))+`)`, args...)
 	var ids []string
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		if err = rows.Scan(&id); err != nil {
 			break
 		}
 		ids = append(ids, id)
 	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+	if err := errors.Join(err, rows.Err(), rows.Close()); err != nil {
 		o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
 		return
 	}
