@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log"
@@ -102,4 +103,81 @@ func Example() {
 	// charge action failed
 	// charge compensation succeeded
 	// reserve compensation succeeded
+}
+
+// FinishTx records a saga's outcome in the orchestrator's own database,
+// in the transaction that ends the saga: the order's status and the
+// saga's cannot disagree, and it takes one durable write.
+func ExampleDefinition_finishTx() {
+	dir, err := os.MkdirTemp("", "saga-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{URL: "sqlite:" + filepath.Join(dir, "order.db")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	if _, err := db.Writer().ExecContext(ctx, `CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT NOT NULL)`); err != nil {
+		log.Fatal(err)
+	}
+
+	o, err := saga.New(db, saga.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	type Order struct {
+		ID string `json:"id"`
+	}
+	err = saga.Register(o, saga.Definition[Order]{
+		Name: "place-order",
+		Steps: []saga.Step[Order]{{
+			Name: "reserve",
+			Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				return nil // call the inventory service with sc.IdempotencyKey
+			},
+		}},
+		FinishTx: func(ctx context.Context, tx *sql.Tx, id string, ord *Order, r saga.Result) error {
+			_, err := tx.ExecContext(ctx, "UPDATE orders SET status = $1 WHERE id = $2", string(r.Status), ord.ID)
+			return err
+		},
+		Ended: func(ctx context.Context, id string, ord *Order, r saga.Result) {
+			// Wake what reads the orders table: an outbox relay, say.
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	// The order and its saga are created in one transaction.
+	err = db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO orders (id, status) VALUES ('order-1', 'pending')"); err != nil {
+			return err
+		}
+		return o.Start(ctx, tx, "place-order", "order-1", Order{ID: "order-1"})
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	o.Kick("order-1")
+	info, err := o.Wait(ctx, "order-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var status string
+	if err := db.Reader().QueryRowContext(ctx, "SELECT status FROM orders WHERE id = 'order-1'").Scan(&status); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("saga", info.Status, "order", status)
+	// Output:
+	// saga completed order completed
 }
