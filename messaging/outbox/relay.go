@@ -66,9 +66,8 @@ type RelayConfig struct {
 	// sent; 0 means DefaultBatchSize, and it is capped at MaxBatchSize.
 	BatchSize int
 	// PollInterval is how long the relay sleeps when the outbox is empty,
-	// unless Notify wakes it; 0 means DefaultPollInterval. On PostgreSQL
-	// it is also how often a standby relay checks whether it can take
-	// over.
+	// unless Notify wakes it; 0 means DefaultPollInterval. It is also
+	// how often a standby relay checks whether it can take over.
 	PollInterval time.Duration
 	// PublishTimeout bounds the publication of one cycle's messages; 0
 	// means DefaultPublishTimeout.
