@@ -23,8 +23,9 @@ var (
 	// ErrTooLarge reports a message larger than the broker accepts; it is
 	// refused by Add, since the relay could never publish it.
 	ErrTooLarge = errors.New("outbox: message too large")
-	// ErrStandby reports, from Flush, that another relay holds the
-	// PostgreSQL lock and is publishing this database's messages.
+	// ErrStandby reports, from Flush, that another relay holds the relay
+	// lock (PostgreSQL's advisory lock, SQLite's lock file) and is
+	// publishing this database's messages.
 	ErrStandby = errors.New("outbox: another relay is active")
 	// ErrRunning reports a second Run of the same relay.
 	ErrRunning = errors.New("outbox: relay already running")

@@ -276,7 +276,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // Flush publishes everything pending now and returns how many messages it
 // published. It fails with ErrStandby when another relay holds the
-// PostgreSQL lock. It serves tests, tools and a graceful stop; a service
+// relay lock. It serves tests, tools and a graceful stop; a service
 // runs Run.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	if !r.running.Load() {
