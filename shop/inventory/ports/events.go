@@ -12,6 +12,7 @@ import (
 	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/eventing"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 )
@@ -33,27 +34,15 @@ var OrderEventSubjects = []string{
 // acknowledged untouched: there the orchestrator calls the HTTP API.
 func Reactions(a *app.Reservations, in *inbox.Inbox, ob *outbox.Outbox, consumer string, log *slog.Logger) messaging.Handler {
 	r := &reactions{app: a, log: log}
-	ended := choreographed(func(e contract.OrderEnded) string { return e.Flow },
-		choreography.React(in, ob, consumer, r.release))
+	ended := eventing.Choreographed(eventing.EndedFlow, choreography.React(in, ob, consumer, r.release))
 	return choreography.Route(map[string]messaging.Handler{
-		contract.SubjectOrderPlaced: messaging.Typed(choreographed(func(p contract.OrderPlaced) string { return p.Flow },
+		contract.SubjectOrderPlaced: messaging.Typed(eventing.Choreographed(func(p contract.OrderPlaced) string { return p.Flow },
 			choreography.React(in, ob, consumer, r.reserve))),
-		contract.SubjectOrderConfirmed: messaging.Typed(choreographed(func(e contract.OrderEnded) string { return e.Flow },
+		contract.SubjectOrderConfirmed: messaging.Typed(eventing.Choreographed(eventing.EndedFlow,
 			choreography.React(in, ob, consumer, r.commit))),
 		contract.SubjectOrderRejected:  messaging.Typed(ended),
 		contract.SubjectOrderCancelled: messaging.Typed(ended),
 	})
-}
-
-// choreographed passes on only the events of choreographed orders; the
-// others are acknowledged without touching the database.
-func choreographed[T any](flow func(T) string, h messaging.HandlerFunc[T]) messaging.HandlerFunc[T] {
-	return func(ctx context.Context, msg messaging.Message[T]) error {
-		if flow(msg.Payload) != contract.FlowChoreography {
-			return nil
-		}
-		return h(ctx, msg)
-	}
 }
 
 type reactions struct {

@@ -78,21 +78,9 @@ func (e *Events) Cancel(ctx context.Context, tx *sql.Tx, msg messaging.Message[c
 	return nil
 }
 
-// choreographed passes on only the order events of the choreographed
-// flow; the orchestrator makes its own calls for the others.
-func choreographed(h messaging.HandlerFunc[contract.OrderEnded]) messaging.HandlerFunc[contract.OrderEnded] {
-	return func(ctx context.Context, msg messaging.Message[contract.OrderEnded]) error {
-		if msg.Payload.Flow != contract.FlowChoreography {
-			return nil
-		}
-		return h(ctx, msg)
-	}
-}
-
 // Consumers returns the consumers of the reactions: payment.succeeded on
 // the PAYMENT stream; order.rejected and order.cancelled on ORDER.
 func (e *Events) Consumers() []eventing.Consumer {
-	cancel := messaging.Typed(choreographed(choreography.React(e.in, e.ob, Durable, e.Cancel)))
 	return []eventing.Consumer{
 		{
 			Config: messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: Durable,
@@ -101,13 +89,6 @@ func (e *Events) Consumers() []eventing.Consumer {
 				contract.SubjectPaymentSucceeded: messaging.Typed(choreography.React(e.in, e.ob, Durable, e.Schedule)),
 			}),
 		},
-		{
-			Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: Durable,
-				FilterSubjects: []string{contract.SubjectOrderRejected, contract.SubjectOrderCancelled}, Concurrency: Concurrency},
-			Handler: choreography.Route(map[string]messaging.Handler{
-				contract.SubjectOrderRejected:  cancel,
-				contract.SubjectOrderCancelled: cancel,
-			}),
-		},
+		eventing.OrderEnded(Durable, Concurrency, choreography.React(e.in, e.ob, Durable, e.Cancel)),
 	}
 }
