@@ -83,3 +83,33 @@ func IsStatus(err error, status int) bool {
 	var d *problem.Details
 	return errors.As(err, &d) && d.Status == status
 }
+
+// Get reads the resource at path into a T; found is false when the
+// service answers 404.
+func Get[T any](ctx context.Context, c Client, path string) (v T, found bool, err error) {
+	err = c.Do(ctx, http.MethodGet, path, "", nil, &v)
+	if IsStatus(err, http.StatusNotFound) {
+		var zero T
+		return zero, false, nil
+	}
+	if err != nil {
+		var zero T
+		return zero, false, err
+	}
+	return v, true, nil
+}
+
+// List reads the items of the list at path ({"items": [...]}); none is an
+// empty slice, never nil.
+func List[T any](ctx context.Context, c Client, path string) ([]T, error) {
+	var list struct {
+		Items []T `json:"items"`
+	}
+	if err := c.Do(ctx, http.MethodGet, path, "", nil, &list); err != nil {
+		return nil, err
+	}
+	if list.Items == nil {
+		list.Items = []T{}
+	}
+	return list.Items, nil
+}

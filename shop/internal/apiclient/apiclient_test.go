@@ -39,6 +39,18 @@ func server(t *testing.T) apiclient.Client {
 	mux.HandleFunc("GET /missing", func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, problem.New(http.StatusNotFound, "no item"))
 	})
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(item{ID: r.PathValue("id")})
+	})
+	mux.HandleFunc("GET /lists/{n}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.PathValue("n") == "0" {
+			_, _ = w.Write([]byte(`{"items":null}`))
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string][]item{"items": {{ID: "a"}, {ID: "b"}}})
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return apiclient.New(srv.Client(), srv.URL+"/")
@@ -61,5 +73,25 @@ func TestDo(t *testing.T) {
 	err = c.Do(ctx, http.MethodGet, "/missing", "", nil, &got)
 	if !apiclient.IsStatus(err, http.StatusNotFound) || errors.Is(err, contract.ErrRefused) {
 		t.Fatalf("404: %v", err)
+	}
+}
+
+func TestGetAndList(t *testing.T) {
+	c := server(t)
+	ctx := context.Background()
+	if got, found, err := apiclient.Get[item](ctx, c, "/items/i-7"); err != nil || !found || got.ID != "i-7" {
+		t.Fatalf("Get /items/i-7: %+v, %v, %v", got, found, err)
+	}
+	if got, found, err := apiclient.Get[item](ctx, c, "/missing"); err != nil || found || got != (item{}) {
+		t.Fatalf("Get of a 404: %+v, %v, %v; want not found and no error", got, found, err)
+	}
+	if _, _, err := apiclient.Get[item](ctx, c, "/refused"); err == nil {
+		t.Fatal("Get of a path that is not there for GET: no error")
+	}
+	if items, err := apiclient.List[item](ctx, c, "/lists/2"); err != nil || len(items) != 2 || items[1].ID != "b" {
+		t.Fatalf("List: %+v, %v", items, err)
+	}
+	if items, err := apiclient.List[item](ctx, c, "/lists/0"); err != nil || items == nil || len(items) != 0 {
+		t.Fatalf("List of none: %#v, %v; want an empty slice", items, err)
 	}
 }

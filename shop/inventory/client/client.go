@@ -83,22 +83,14 @@ func (c *Client) Release(ctx context.Context, reservationID string) (Reservation
 }
 
 // Reservation returns the reservation; found is false if there is none.
-func (c *Client) Reservation(ctx context.Context, reservationID string) (res Reservation, found bool, err error) {
-	err = c.do(ctx, http.MethodGet, "/v1/reservations/"+url.PathEscape(reservationID), "", nil, &res)
-	if apiclient.IsStatus(err, http.StatusNotFound) {
-		return Reservation{}, false, nil
-	}
-	return res, err == nil, err
+func (c *Client) Reservation(ctx context.Context, reservationID string) (Reservation, bool, error) {
+	return get[Reservation](ctx, c, "/v1/reservations/"+url.PathEscape(reservationID))
 }
 
 // Stock returns the stock of sku; found is false if inventory has no
 // record of it.
-func (c *Client) Stock(ctx context.Context, sku string) (st Stock, found bool, err error) {
-	err = c.do(ctx, http.MethodGet, "/v1/stock/"+url.PathEscape(sku), "", nil, &st)
-	if apiclient.IsStatus(err, http.StatusNotFound) {
-		return Stock{}, false, nil
-	}
-	return st, err == nil, err
+func (c *Client) Stock(ctx context.Context, sku string) (Stock, bool, error) {
+	return get[Stock](ctx, c, "/v1/stock/"+url.PathEscape(sku))
 }
 
 type setStock struct {
@@ -115,6 +107,15 @@ func (c *Client) SetStock(ctx context.Context, sku string, onHand int64) (Stock,
 }
 
 // do sends one request (see apiclient.Client.Do); its errors name it.
+// get reads the resource at path; found is false when there is none.
+func get[T any](ctx context.Context, c *Client, path string) (T, bool, error) {
+	v, found, err := apiclient.Get[T](ctx, c.api, path)
+	if err != nil {
+		return v, false, fmt.Errorf("inventory: %s %s: %w", http.MethodGet, path, err)
+	}
+	return v, found, nil
+}
+
 func (c *Client) do(ctx context.Context, method, path, idempotencyKey string, in, out any) error {
 	if err := c.api.Do(ctx, method, path, idempotencyKey, in, out); err != nil {
 		return fmt.Errorf("inventory: %s %s: %w", method, path, err)

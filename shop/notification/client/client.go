@@ -40,14 +40,9 @@ func New(c *http.Client, base string) *Client {
 // (*problem.Details, with errors.As).
 func (c *Client) ByCustomer(ctx context.Context, customerID string) ([]Notification, error) {
 	path := "/v1/notifications?customer_id=" + url.QueryEscape(customerID)
-	var list struct {
-		Items []Notification `json:"items"`
-	}
-	if err := c.api.Do(ctx, http.MethodGet, path, "", nil, &list); err != nil {
+	items, err := apiclient.List[Notification](ctx, c.api, path)
+	if err != nil {
 		return nil, fmt.Errorf("notification: GET %s: %w", path, err)
 	}
-	if list.Items == nil {
-		list.Items = []Notification{}
-	}
-	return list.Items, nil
+	return items, nil
 }

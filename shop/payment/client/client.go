@@ -80,27 +80,19 @@ func (c *Client) Refund(ctx context.Context, paymentID string) (Payment, error) 
 }
 
 // Payment returns the payment id; found is false if there is none.
-func (c *Client) Payment(ctx context.Context, id string) (p Payment, found bool, err error) {
-	err = c.api.Do(ctx, http.MethodGet, "/v1/payments/"+url.PathEscape(id), "", nil, &p)
-	if apiclient.IsStatus(err, http.StatusNotFound) {
-		return Payment{}, false, nil
-	}
+func (c *Client) Payment(ctx context.Context, id string) (Payment, bool, error) {
+	p, found, err := apiclient.Get[Payment](ctx, c.api, "/v1/payments/"+url.PathEscape(id))
 	if err != nil {
 		return Payment{}, false, fmt.Errorf("payment: get %s: %w", id, err)
 	}
-	return p, true, nil
+	return p, found, nil
 }
 
 // ByOrder returns the payments of an order, oldest first.
 func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Payment, error) {
-	var list struct {
-		Items []Payment `json:"items"`
-	}
-	if err := c.api.Do(ctx, http.MethodGet, "/v1/payments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
+	items, err := apiclient.List[Payment](ctx, c.api, "/v1/payments?order_id="+url.QueryEscape(orderID))
+	if err != nil {
 		return nil, fmt.Errorf("payment: payments of order %s: %w", orderID, err)
 	}
-	if list.Items == nil {
-		list.Items = []Payment{}
-	}
-	return list.Items, nil
+	return items, nil
 }

@@ -76,27 +76,19 @@ func (c *Client) Ship(ctx context.Context, shipmentID string) (Shipment, error) 
 }
 
 // Shipment returns the shipment id; found is false if there is none.
-func (c *Client) Shipment(ctx context.Context, id string) (s Shipment, found bool, err error) {
-	err = c.api.Do(ctx, http.MethodGet, "/v1/shipments/"+url.PathEscape(id), "", nil, &s)
-	if apiclient.IsStatus(err, http.StatusNotFound) {
-		return Shipment{}, false, nil
-	}
+func (c *Client) Shipment(ctx context.Context, id string) (Shipment, bool, error) {
+	s, found, err := apiclient.Get[Shipment](ctx, c.api, "/v1/shipments/"+url.PathEscape(id))
 	if err != nil {
 		return Shipment{}, false, fmt.Errorf("shipping: get %s: %w", id, err)
 	}
-	return s, true, nil
+	return s, found, nil
 }
 
 // ByOrder returns the shipments of an order (at most one).
 func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Shipment, error) {
-	var list struct {
-		Items []Shipment `json:"items"`
-	}
-	if err := c.api.Do(ctx, http.MethodGet, "/v1/shipments?order_id="+url.QueryEscape(orderID), "", nil, &list); err != nil {
+	items, err := apiclient.List[Shipment](ctx, c.api, "/v1/shipments?order_id="+url.QueryEscape(orderID))
+	if err != nil {
 		return nil, fmt.Errorf("shipping: shipments of order %s: %w", orderID, err)
 	}
-	if list.Items == nil {
-		list.Items = []Shipment{}
-	}
-	return list.Items, nil
+	return items, nil
 }
