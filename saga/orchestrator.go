@@ -166,23 +166,7 @@ func (o *Orchestrator) Owner() string { return o.owner }
 // Setup creates the saga tables if they do not exist. It is idempotent and
 // safe to run from several replicas at once.
 func (o *Orchestrator) Setup(ctx context.Context) error {
-	err := o.db.InTx(ctx, func(tx *sql.Tx) error {
-		if o.db.Dialect() == store.Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
-				return err
-			}
-		}
-		for stmt := range strings.SplitSeq(Schema(o.db.Dialect()), ";") {
-			if strings.TrimSpace(stmt) == "" {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := o.db.ApplySchema(ctx, setupLockKey, Schema(o.db.Dialect())); err != nil {
 		return fmt.Errorf("saga: setup: %w", err)
 	}
 	return nil

@@ -424,6 +424,33 @@ func (db *DB) inOwnTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	return nil
 }
 
+// ApplySchema runs schema, statements separated by semicolons that are
+// each idempotent (CREATE TABLE IF NOT EXISTS and the like), in one
+// transaction. On PostgreSQL the transaction first takes the advisory
+// lock lockKey, so that replicas starting together apply it one at a
+// time; on SQLite the single writer serialises them. It is how a
+// package that brings its own tables (an outbox, a saga log) sets them up
+// outside the service's migrations. A statement may not contain a
+// semicolon of its own (in a string or a trigger body).
+func (db *DB) ApplySchema(ctx context.Context, lockKey int64, schema string) error {
+	return db.InTx(ctx, func(tx *sql.Tx) error {
+		if db.dialect == Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey); err != nil {
+				return fmt.Errorf("store: schema lock: %w", err)
+			}
+		}
+		for stmt := range strings.SplitSeq(schema, ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // TxStats counts the work of InTx on a SQLite DB since it was opened.
 type TxStats struct {
 	// Calls counts the functions InTx ran (whatever their outcome).

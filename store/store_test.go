@@ -667,3 +667,36 @@ func BenchmarkInsert(b *testing.B) {
 		}
 	}
 }
+
+// ApplySchema is idempotent, safe from replicas starting together, and all
+// or nothing.
+func TestApplySchema(t *testing.T) {
+	forEach(t, func(t *testing.T, tg target) {
+		db := open(t, tg.config(t, baseMigrations))
+		ctx := ctxT(t)
+		const schema = `CREATE TABLE IF NOT EXISTS extra (id INTEGER PRIMARY KEY);
+CREATE INDEX IF NOT EXISTS extra_id ON extra (id);`
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() { errs <- db.ApplySchema(ctx, 42, schema) })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("ApplySchema from several replicas: %v", err)
+			}
+		}
+		if _, err := db.Writer().ExecContext(ctx, "INSERT INTO extra (id) VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		err := db.ApplySchema(ctx, 42, `CREATE TABLE IF NOT EXISTS half (id INTEGER); CREATE TABLE broken (`)
+		if err == nil {
+			t.Fatal("ApplySchema with a broken statement succeeded")
+		}
+		if _, err := db.Writer().ExecContext(ctx, "SELECT 1 FROM half"); err == nil {
+			t.Fatal("the statement before the broken one was kept")
+		}
+	})
+}

@@ -238,29 +238,10 @@ func New(db *store.DB, participants []Participant, opt Options) (*Coordinator, e
 // Setup creates the coordinator's log table if it does not exist. It is
 // idempotent and safe to run from several replicas at once.
 func (c *Coordinator) Setup(ctx context.Context) error {
-	if err := execSchema(ctx, c.db, Schema(c.db.Dialect()), setupLockKey); err != nil {
+	if err := c.db.ApplySchema(ctx, setupLockKey, Schema(c.db.Dialect())); err != nil {
 		return fmt.Errorf("twopc: setup coordinator log: %w", err)
 	}
 	return nil
-}
-
-func execSchema(ctx context.Context, db *store.DB, schema string, lockKey int64) error {
-	return db.InTx(ctx, func(tx *sql.Tx) error {
-		if db.Dialect() == store.Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey); err != nil {
-				return err
-			}
-		}
-		for stmt := range strings.SplitSeq(schema, ";") {
-			if strings.TrimSpace(stmt) == "" {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // Participants returns the names of the coordinator's participants, sorted.

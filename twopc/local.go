@@ -80,7 +80,7 @@ func NewLocalParticipant(ctx context.Context, name string, db *store.DB, hooks L
 	if db == nil || hooks.Prepare == nil || hooks.Commit == nil || hooks.Abort == nil {
 		return nil, fmt.Errorf("%w: local participant %s needs a database and the Prepare, Commit and Abort hooks", ErrInvalidConfig, name)
 	}
-	if err := execSchema(ctx, db, LocalSchema(db.Dialect()), localSetupLockKey); err != nil {
+	if err := db.ApplySchema(ctx, localSetupLockKey, LocalSchema(db.Dialect())); err != nil {
 		return nil, fmt.Errorf("twopc: setup participant %s: %w", name, err)
 	}
 	return &LocalParticipant{name: name, db: db, hooks: hooks}, nil

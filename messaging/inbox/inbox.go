@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,23 +55,7 @@ func Schema(d store.Dialect) string {
 // Setup creates the inbox table if it does not exist. It is idempotent and
 // safe to run from several replicas at once.
 func Setup(ctx context.Context, db *store.DB) error {
-	err := db.InTx(ctx, func(tx *sql.Tx) error {
-		if db.Dialect() == store.Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
-				return err
-			}
-		}
-		for stmt := range strings.SplitSeq(Schema(db.Dialect()), ";") {
-			if strings.TrimSpace(stmt) == "" {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.ApplySchema(ctx, setupLockKey, Schema(db.Dialect())); err != nil {
 		return fmt.Errorf("inbox: setup: %w", err)
 	}
 	return nil

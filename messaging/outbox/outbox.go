@@ -92,27 +92,7 @@ func Schema(d store.Dialect) string {
 // is idempotent and safe to run from several replicas at once. Call it at
 // start, after store.Open.
 func Setup(ctx context.Context, db *store.DB) error {
-	return setupSchema(ctx, db, Schema(db.Dialect()))
-}
-
-func setupSchema(ctx context.Context, db *store.DB, schema string) error {
-	err := db.InTx(ctx, func(tx *sql.Tx) error {
-		if db.Dialect() == store.Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
-				return err
-			}
-		}
-		for stmt := range strings.SplitSeq(schema, ";") {
-			if strings.TrimSpace(stmt) == "" {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.ApplySchema(ctx, setupLockKey, Schema(db.Dialect())); err != nil {
 		return fmt.Errorf("outbox: setup: %w", err)
 	}
 	return nil
