@@ -204,14 +204,15 @@ func (op *logOp) finished() bool {
 // failed reports whether a finished op failed or found the lease lost.
 func (op *logOp) failed() bool { return op.err != nil || (op.prog != nil && op.prog.lost) }
 
-// progress is a saga's new state and at most one history record. The
+// progress is a saga's new state and its history records since the last
+// one (several after a group of concurrent steps). The
 // writes of the sagas in a batch go into one statement on PostgreSQL,
 // where every statement costs a round trip.
 type progress struct {
 	id, status, stepName, data, reason, failedStep string
 	step                                           int
 	lease, updated                                 int64
-	hist                                           *stepRow
+	hist                                           []stepRow
 	lost                                           bool // set by the write: the owner is no longer this process
 	// inherited is set when the write was not made because the saga's
 	// previous write failed; err is that write's error.
@@ -378,13 +379,23 @@ func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progr
 		lost[p.id] = n == 0
 	}
 	for _, p := range progs {
-		if p.lost = lost[p.id]; p.lost || p.hist == nil {
+		if p.lost = lost[p.id]; p.lost {
 			continue
 		}
-		h := p.hist
+		if err := w.history(ctx, tx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// history inserts p's history records in order.
+func (w *logWriter) history(ctx context.Context, tx *sql.Tx, p *progress) error {
+	for i := range p.hist {
+		h := &p.hist[i]
 		if _, err := w.st.exec(ctx, tx, sqlHistory, p.id, h.step, h.phase, h.status, h.attempts, h.err,
 			h.started.UnixNano(), h.ended.UnixNano()); err != nil {
-			return err
+			return fmt.Errorf("saga: record step %s: %w", h.step, err)
 		}
 	}
 	return nil
@@ -403,13 +414,7 @@ func (w *logWriter) endTx(ctx context.Context, tx *sql.Tx, p *progress) error {
 	} else if n == 0 {
 		return ErrLeaseLost
 	}
-	if h := p.hist; h != nil {
-		if _, err := w.st.exec(ctx, tx, sqlHistory, p.id, h.step, h.phase, h.status, h.attempts, h.err,
-			h.started.UnixNano(), h.ended.UnixNano()); err != nil {
-			return fmt.Errorf("saga: record step %s: %w", h.step, err)
-		}
-	}
-	return nil
+	return w.history(ctx, tx, p)
 }
 
 // multiChunk bounds the sagas of one multi-row statement.
@@ -464,24 +469,30 @@ WHERE s.id = v.id AND s.owner = $1 AND s.status IN ('running', 'compensating') R
 	}
 	// The history, in the records' order: the identity column numbers
 	// the rows of a multi-row INSERT in the order of its VALUES.
-	var hist []*progress
+	type record struct {
+		id string
+		h  *stepRow
+	}
+	var hist []record
 	for _, p := range progs {
-		if p.lost = !owned[p.id]; !p.lost && p.hist != nil {
-			hist = append(hist, p)
+		if p.lost = !owned[p.id]; !p.lost {
+			for i := range p.hist {
+				hist = append(hist, record{p.id, &p.hist[i]})
+			}
 		}
 	}
 	for start := 0; start < len(hist); start += multiChunk {
 		chunk := hist[start:min(start+multiChunk, len(hist))]
 		q.Reset()
 		args := make([]any, 0, 8*len(chunk))
-		for i, p := range chunk {
+		for i, rec := range chunk {
 			if i > 0 {
 				q.WriteString(", ")
 			}
 			n := 8*i + 1
 			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n, n+1, n+2, n+3, n+4, n+5, n+6, n+7)
-			h := p.hist
-			args = append(args, p.id, h.step, h.phase, h.status, h.attempts, h.err, h.started.UnixNano(), h.ended.UnixNano())
+			h := rec.h
+			args = append(args, rec.id, h.step, h.phase, h.status, h.attempts, h.err, h.started.UnixNano(), h.ended.UnixNano())
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO trellis_saga_steps (saga_id, step, phase, status, attempts, error, started_ns, ended_ns) VALUES "+q.String(), args...); err != nil {
 			return err

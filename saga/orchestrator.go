@@ -607,8 +607,8 @@ func (x *execution) pastDeadline() bool {
 	return x.row.deadline != 0 && x.o.clock.Now().UnixNano() >= x.row.deadline
 }
 
-// save records the saga's current state, its data and at most one history
-// record, extending the lease. With wait, or when the state is terminal,
+// save records the saga's current state, its data and the history records
+// hist, extending the lease. With wait, or when the state is terminal,
 // Options.SyncSteps is set, or the lease is not known to be held for a
 // while yet, it returns once the record is durable; otherwise it queues the
 // record and returns at once (after checking that the records queued
@@ -642,9 +642,7 @@ func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepR
 	}
 	p := &progress{id: r.id, status: string(r.status), step: r.step, stepName: x.def.stepName(r.step), data: string(raw),
 		reason: r.reason, failedStep: r.failedStep, lease: lease, updated: now.UnixNano()}
-	if len(hist) > 0 {
-		p.hist = &hist[0]
-	}
+	p.hist = hist
 	x.pending = o.w.queueProgress(p, x.pending)
 	if !wait {
 		return true

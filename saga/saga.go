@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/trellis-go/trellis/resilience"
@@ -115,6 +116,18 @@ type Step[T any] struct {
 	// Timeout bounds each attempt (of the action or the compensation); 0
 	// means Definition.StepTimeout.
 	Timeout time.Duration
+	// Concurrent runs this step's action at the same time as the step
+	// before it: a step and the Concurrent steps that follow it form a
+	// group whose actions run together, and the saga goes on once all of
+	// them succeeded. The group is recorded as one transition: after a
+	// crash all its actions run again (they are idempotent). When one
+	// fails, the others still running are cancelled, and compensation
+	// starts from the group's last step, so every step of the group is
+	// compensated, in reverse order, whether its action finished or not.
+	// The actions of a group share the saga's data: each may write only
+	// fields that no other action of its group reads or writes. The first
+	// step cannot be Concurrent.
+	Concurrent bool
 	// Retry configures the action's attempts; zero fields mean 3
 	// attempts with full jitter from 50 ms up to 1 s. Its Clock defaults
 	// to the Orchestrator's.
@@ -132,7 +145,8 @@ type Result struct {
 type Definition[T any] struct {
 	// Name identifies the definition; sagas are started by this name.
 	Name string
-	// Steps run in order; at least one.
+	// Steps run in order (a group of Concurrent steps together); at least
+	// one.
 	Steps []Step[T]
 	// Timeout bounds the whole saga, measured from its start; the deadline
 	// is stored with the saga, so it survives restarts. 0 means none. A
@@ -184,7 +198,8 @@ const (
 // executed. Every process that runs sagas of a definition must register it
 // (before Run, so that sagas in flight are resumed at once). It fails with
 // ErrInvalidDefinition for an empty name, no steps, an empty, duplicate or
-// action-less step, or a name already registered.
+// action-less step, a Concurrent first step, or a name already
+// registered.
 func Register[T any](o *Orchestrator, def Definition[T]) error {
 	if o == nil {
 		return fmt.Errorf("%w: nil Orchestrator", ErrInvalidConfig)
@@ -218,6 +233,8 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 			return fmt.Errorf("%w: saga %q: step name %q is used twice", ErrInvalidDefinition, def.Name, s.Name)
 		case s.Action == nil:
 			return fmt.Errorf("%w: saga %q: step %q has no Action", ErrInvalidDefinition, def.Name, s.Name)
+		case s.Concurrent && i == 0:
+			return fmt.Errorf("%w: saga %q: the first step %q cannot be Concurrent", ErrInvalidDefinition, def.Name, s.Name)
 		}
 		seen[s.Name] = true
 		rc := s.Retry
@@ -389,28 +406,17 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				}
 				return
 			}
-			i := r.step
-			s := &steps[i]
-			started := o.clock.Now()
-			var attempts int
-			var err error
-			if x.pastDeadline() {
-				err = errors.New(timedOut)
-			} else {
-				attempts, err = d.action(ctx, x, i, &data)
-			}
+			g, e := r.step, d.groupEnd(r.step)
+			hist, failed, err := d.actions(ctx, x, g, e, &data)
 			if ctx.Err() != nil {
-				return // shutdown is not failure: the step runs again on resume
+				return // shutdown is not failure: the steps run again on resume
 			}
-			h := stepRow{step: s.Name, phase: phaseAction, attempts: attempts, started: started, ended: o.clock.Now()}
-			o.m.stepDone(r.name, s.Name, phaseAction, h.ended.Sub(started))
 			if err == nil {
-				h.status = stepSucceeded
-				r.step++
+				r.step = e
 				if r.step == len(steps) && d.def.FinishTx != nil {
-					// The last action's record commits with FinishTx.
+					// The last actions' records commit with FinishTx.
 					if x.settle(ctx, true) {
-						d.end(ctx, x, &data, Result{Status: Completed}, &h)
+						d.end(ctx, x, &data, Result{Status: Completed}, hist)
 					}
 					return
 				}
@@ -418,16 +424,18 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 					r.status = Completed
 				}
 			} else {
-				h.status, h.err = stepFailed, err.Error()
 				reason := err.Error()
 				if x.pastDeadline() {
 					reason = timedOut
 				}
-				r.status, r.reason, r.failedStep = Compensating, reason, s.Name
-				o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err)
+				// Compensation starts from the group's last step: any of the
+				// group may have taken effect.
+				r.status, r.reason, r.failedStep, r.step = Compensating, reason, steps[failed].Name, e-1
+				o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", steps[failed].Name,
+					"attempts", hist[failed-g].attempts, "error", err)
 			}
 			// A failure switches to compensating: wait for it (see above).
-			if !x.save(ctx, &data, err != nil, h) {
+			if !x.save(ctx, &data, err != nil, hist...) {
 				return
 			}
 			if r.status.Terminal() {
@@ -483,6 +491,78 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 			return
 		}
 	}
+}
+
+// groupEnd returns the index after the last step of the group that starts
+// at step g: g and the steps after it that are Concurrent.
+func (d *definition[T]) groupEnd(g int) int {
+	e := g + 1
+	for e < len(d.def.Steps) && d.def.Steps[e].Concurrent {
+		e++
+	}
+	return e
+}
+
+// actions runs the actions of steps g to e-1, at the same time when there
+// are several, and returns their history records in step order. When some
+// fail, it returns the index and error of the one that failed first; the
+// others still running are stopped (their context is cancelled) and
+// recorded as stopped by it, or as what they did if they finished anyway.
+// Past the deadline, no action runs and the group fails timed out.
+func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, data *T) ([]stepRow, int, error) {
+	o, steps := d.o, d.def.Steps
+	hist := make([]stepRow, e-g)
+	errs := make([]error, e-g)
+	run := func(ctx context.Context, k int) {
+		started := o.clock.Now()
+		attempts, err := d.action(ctx, x, k, data)
+		h := stepRow{step: steps[k].Name, phase: phaseAction, attempts: attempts, started: started, ended: o.clock.Now(), status: stepSucceeded}
+		if err != nil {
+			h.status, h.err = stepFailed, err.Error()
+		}
+		o.m.stepDone(x.row.name, h.step, phaseAction, h.ended.Sub(started))
+		hist[k-g], errs[k-g] = h, err
+	}
+	switch {
+	case x.pastDeadline():
+		now := o.clock.Now()
+		for k := g; k < e; k++ {
+			hist[k-g] = stepRow{step: steps[k].Name, phase: phaseAction, status: stepFailed, err: timedOut, started: now, ended: now}
+		}
+		return hist, g, errors.New(timedOut)
+	case e-g == 1:
+		run(ctx, g)
+		return hist, g, errs[0]
+	}
+	gctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	first := -1
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for k := g; k < e; k++ {
+		wg.Go(func() {
+			run(gctx, k)
+			if errs[k-g] != nil {
+				mu.Lock()
+				if first < 0 {
+					first = k
+					stop(fmt.Errorf("stopped: step %q failed", steps[k].Name))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if first < 0 {
+		return hist, 0, nil
+	}
+	cause := context.Cause(gctx)
+	for k := g; k < e; k++ {
+		if k != first && errs[k-g] != nil && errors.Is(errs[k-g], context.Canceled) {
+			hist[k-g].err = cause.Error()
+		}
+	}
+	return hist, first, errs[first-g]
 }
 
 // action runs step i's action under its retry policy, each attempt bounded
@@ -543,10 +623,10 @@ func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Res
 }
 
 // end runs FinishTx and records the terminal status res.Status, with the
-// history record h when not nil, in one transaction, retrying with backoff
+// history records h, in one transaction, retrying with backoff
 // until it commits; it reports false when the saga must stop executing
 // here (ctx ended, or the lease was lost: then nothing was written).
-func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Result, h *stepRow) bool {
+func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Result, h []stepRow) bool {
 	o, r := d.o, &x.row
 	raw, err := json.Marshal(data)
 	if err != nil {
