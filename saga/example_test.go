@@ -3,6 +3,7 @@ package saga_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -180,4 +181,73 @@ func ExampleDefinition_finishTx() {
 	fmt.Println("saga", info.Status, "order", status)
 	// Output:
 	// saga completed order completed
+}
+
+// Reserving stock and charging the card do not depend on each other:
+// marked Concurrent, charge runs at the same time as reserve, and ship
+// starts once both succeeded. Each action writes its own field of the
+// shared data.
+func ExampleStep_concurrent() {
+	dir, err := os.MkdirTemp("", "saga-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{URL: "sqlite:" + filepath.Join(dir, "order.db")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+
+	o, err := saga.New(db, saga.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	type Order struct {
+		ID          string `json:"id"`
+		Reservation string `json:"reservation"`
+		PaymentID   string `json:"payment_id"`
+	}
+	err = saga.Register(o, saga.Definition[Order]{
+		Name: "place-order",
+		Steps: []saga.Step[Order]{
+			{Name: "reserve", Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				ord.Reservation = "res-" + ord.ID
+				return nil
+			}},
+			{Name: "charge", Concurrent: true, Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				ord.PaymentID = "pay-" + ord.ID
+				return nil
+			}},
+			{Name: "ship", Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				return nil // both fields are set here
+			}},
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	if err := o.StartNow(ctx, "place-order", "order-1", Order{ID: "order-1"}); err != nil {
+		log.Fatal(err)
+	}
+	info, err := o.Wait(ctx, "order-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var ord Order
+	if err := json.Unmarshal(info.Data, &ord); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.Status, ord.Reservation, ord.PaymentID, len(info.Steps), "records")
+	// Output:
+	// completed res-order-1 pay-order-1 3 records
 }
