@@ -96,10 +96,11 @@ func refusal(what string, err error) error {
 }
 
 // PlaceOrderDefinition is the orchestrated place-order saga: reserve the
-// stock, charge the card, schedule the shipment, turn the reservation
-// into a sale, then confirm the order. A refusal, an exhausted retry or
-// the deadline compensates in reverse order (cancel the shipment, refund,
-// release the stock) and rejects the order with the reason.
+// stock and charge the card at the same time, then schedule the shipment
+// and turn the reservation into a sale at the same time, then confirm the
+// order. A refusal, an exhausted retry or the deadline compensates in
+// reverse order (cancel the shipment, refund, release the stock) and
+// rejects the order with the reason.
 func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderData] {
 	cfg = cfg.withDefaults()
 	return saga.Definition[PlaceOrderData]{
@@ -118,7 +119,10 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Retry: stepRetry,
 			},
 			{
-				Name: "charge",
+				// Charged while the stock is reserved: a missing item costs
+				// a refund, and a placed order one step less.
+				Name:       "charge",
+				Concurrent: true,
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
 					id, err := a.Payments.Charge(ctx, contract.ChargeKey(d.OrderID), d.OrderID, d.TotalCents, d.PaymentToken)
 					if err != nil {
@@ -152,8 +156,10 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 			},
 			{
 				// Releasing a committed reservation puts the units back, so the
-				// first step's compensation also undoes this one.
-				Name: "commit-stock",
+				// first step's compensation also undoes this one. It runs
+				// while the shipment is scheduled.
+				Name:       "commit-stock",
+				Concurrent: true,
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
 					return refusal("stock released", a.Inventory.Commit(ctx, contract.ReservationID(d.OrderID)))
 				},
