@@ -539,19 +539,23 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 	first := -1
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for k := g; k < e; k++ {
-		wg.Go(func() {
-			run(gctx, k)
-			if errs[k-g] != nil {
-				mu.Lock()
-				if first < 0 {
-					first = k
-					stop(fmt.Errorf("stopped: step %q failed", steps[k].Name))
-				}
-				mu.Unlock()
+	member := func(k int) {
+		run(gctx, k)
+		if errs[k-g] != nil {
+			mu.Lock()
+			if first < 0 {
+				first = k
+				stop(fmt.Errorf("stopped: step %q failed", steps[k].Name))
 			}
-		})
+			mu.Unlock()
+		}
 	}
+	// The first action runs on this goroutine, whose stack has already
+	// grown to what a step needs; the others on goroutines of their own.
+	for k := g + 1; k < e; k++ {
+		wg.Go(func() { member(k) })
+	}
+	member(g)
 	wg.Wait()
 	if first < 0 {
 		return hist, 0, nil
