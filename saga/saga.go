@@ -390,11 +390,13 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 			if r.step >= len(steps) {
 				// Every action succeeded; Finish was pending.
 				res := Result{Status: Completed}
-				if !x.settle(ctx, true) {
+				if d.def.FinishTx != nil {
+					if held := x.takeDeferred(nil); x.settle(ctx, true) {
+						d.end(ctx, x, &data, res, held)
+					}
 					return
 				}
-				if d.def.FinishTx != nil {
-					d.end(ctx, x, &data, res, nil)
+				if !x.settle(ctx, true) {
 					return
 				}
 				if !d.finish(ctx, x, &data, res) {
@@ -407,16 +409,20 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 				return
 			}
 			g, e := r.step, d.groupEnd(r.step)
-			hist, failed, err := d.actions(ctx, x, g, e, &data)
+			var hist []stepRow
+			var failed int
+			var err error
+			x.holdWhile(func() { hist, failed, err = d.actions(ctx, x, g, e, &data) })
 			if ctx.Err() != nil {
 				return // shutdown is not failure: the steps run again on resume
 			}
 			if err == nil {
 				r.step = e
 				if r.step == len(steps) && d.def.FinishTx != nil {
-					// The last actions' records commit with FinishTx.
-					if x.settle(ctx, true) {
-						d.end(ctx, x, &data, Result{Status: Completed}, hist)
+					// The last actions' records (and one held back) commit
+					// with FinishTx.
+					if h := x.takeDeferred(hist); x.settle(ctx, true) {
+						d.end(ctx, x, &data, Result{Status: Completed}, h)
 					}
 					return
 				}
@@ -449,12 +455,14 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 			}
 			if j < 0 {
 				res := Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}
-				if !x.settle(ctx, true) {
+				if d.def.FinishTx != nil {
+					if held := x.takeDeferred(nil); x.settle(ctx, true) {
+						r.step = -1
+						d.end(ctx, x, &data, res, held)
+					}
 					return
 				}
-				if d.def.FinishTx != nil {
-					r.step = -1
-					d.end(ctx, x, &data, res, nil)
+				if !x.settle(ctx, true) {
 					return
 				}
 				if !d.finish(ctx, x, &data, res) {
@@ -469,7 +477,9 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 			r.step = j
 			s := &steps[j]
 			started := o.clock.Now()
-			attempts, err := d.compensate(ctx, x, j, &data)
+			var attempts int
+			var err error
+			x.holdWhile(func() { attempts, err = d.compensate(ctx, x, j, &data) })
 			if ctx.Err() != nil {
 				return
 			}
