@@ -165,7 +165,7 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 		Payments:  inProcessPayments{payapp.New(payadapters.NewRepository(payDB), payDB, nil)},
 		Shipping:  inProcessShipping{shipapp.New(shipadapters.NewRepository(shipDB), shipDB, nil)},
 	}
-	o, err := saga.New(ordDB, saga.Options{Concurrency: 1024})
+	o, err := saga.New(ordDB, saga.Options{Concurrency: 1024, RecordDelay: ordapp.SagaRecordDelay})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -248,7 +248,7 @@ func Register(h *service.Host, cfg Config) error {
 // interrupted) as a host worker. Cancellation is orchestrated in either
 // flow.
 func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config) error {
-	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry()})
+	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry(), RecordDelay: app.SagaRecordDelay})
 	if err != nil {
 		return fmt.Errorf("order: sagas: %w", err)
 	}

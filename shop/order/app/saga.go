@@ -62,6 +62,13 @@ type CancelOrderData struct {
 	Reason  string `json:"reason"`
 }
 
+// SagaRecordDelay is the orchestrator's Options.RecordDelay in the order
+// service: a place-order saga's steps take milliseconds, so the record of
+// its first group rides with its end and the saga writes the order
+// database twice (placed, then confirmed with the saga's end) instead of
+// three times. A step that hangs is visible in the log after 100 ms.
+const SagaRecordDelay = 100 * time.Millisecond
+
 // SagaConfig tunes the sagas.
 type SagaConfig struct {
 	Timeout     time.Duration // whole place-order saga; 0 means 30 s
