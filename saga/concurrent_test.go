@@ -221,14 +221,7 @@ func TestConcurrentGroupResumesAfterCrash(t *testing.T) {
 		_ = db1.Close() // crash: nothing more reaches the database
 		o1.stop(t)
 
-		resumed := groupSaga(svc, nil)
-		for i := range resumed.Steps {
-			inner := resumed.Steps[i].Action
-			resumed.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
-				seen.add(sc, o)
-				return inner(ctx, sc, o)
-			}
-		}
+		resumed := seen.record(groupSaga(svc, nil))
 		o2 := newOrchestrator(t, open(), saga.Options{Owner: "A", PollInterval: 20 * time.Millisecond},
 			func(o *saga.Orchestrator) error { return saga.Register(o, resumed) })
 		info := wait(t, o2.Orchestrator, id)

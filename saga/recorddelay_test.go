@@ -136,14 +136,7 @@ func TestRecordDelayBoundsTheLagBehindASlowStep(t *testing.T) {
 				_ = db1.Close() // crash: nothing more reaches the database
 				o1.stop(t)
 
-				def := orderSaga("order", svc, nil)
-				for i := range def.Steps {
-					inner := def.Steps[i].Action
-					def.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
-						seen.add(sc, o)
-						return inner(ctx, sc, o)
-					}
-				}
+				def := seen.record(orderSaga("order", svc, nil))
 				o2 := newOrchestrator(t, open(), saga.Options{Owner: "A", PollInterval: 20 * time.Millisecond},
 					func(o *saga.Orchestrator) error { return saga.Register(o, def) })
 				info = wait(t, o2.Orchestrator, id)

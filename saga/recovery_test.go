@@ -66,6 +66,19 @@ func (k *keyLog) add(sc saga.StepContext, o *order) {
 	k.data[sc.Step] = append(k.data[sc.Step], *o)
 }
 
+// record returns def with every action recording its key and data in k
+// before it runs.
+func (k *keyLog) record(def saga.Definition[order]) saga.Definition[order] {
+	for i := range def.Steps {
+		inner := def.Steps[i].Action
+		def.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
+			k.add(sc, o)
+			return inner(ctx, sc, o)
+		}
+	}
+	return def
+}
+
 func (k *keyLog) get(step string) ([]string, []order) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -127,14 +140,7 @@ func TestResumesAfterCrash(t *testing.T) {
 					case "crash, other owner after the lease":
 						clock.Advance(31 * time.Second)
 					}
-					def := orderSaga("order", svc, nil)
-					for i := range def.Steps {
-						inner := def.Steps[i].Action
-						def.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
-							seen.add(sc, o)
-							return inner(ctx, sc, o)
-						}
-					}
+					def := seen.record(orderSaga("order", svc, nil))
 					o2 := newOrchestrator(t, db2, saga.Options{Clock: clock, Owner: owner, PollInterval: 20 * time.Millisecond},
 						func(o *saga.Orchestrator) error { return saga.Register(o, def) })
 					info = wait(t, o2.Orchestrator, id)
@@ -444,14 +450,7 @@ func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
 					if owner == "B" {
 						clock.Advance(31 * time.Second)
 					}
-					def2 := orderSaga("order", svc, nil)
-					for i := range def2.Steps {
-						inner := def2.Steps[i].Action
-						def2.Steps[i].Action = func(ctx context.Context, sc saga.StepContext, o *order) error {
-							seen.add(sc, o)
-							return inner(ctx, sc, o)
-						}
-					}
+					def2 := seen.record(orderSaga("order", svc, nil))
 					o2 := newOrchestrator(t, open(), saga.Options{Clock: clock, Owner: owner, PollInterval: 20 * time.Millisecond},
 						func(o *saga.Orchestrator) error { return saga.Register(o, def2) })
 					info = wait(t, o2.Orchestrator, id)
