@@ -531,22 +531,30 @@ func newStmts(pool *sql.DB, hot ...string) *stmts {
 
 // prepare prepares the hot statements not prepared yet. It must not run
 // inside a transaction of the pool: on SQLite the writer has one
-// connection.
+// connection. It waits for a connection without holding s.mu, which a
+// transaction holding the writer may need (get) before it can let go.
 func (s *stmts) prepare(ctx context.Context) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.m) == len(s.hot) {
-		return
-	}
+	var missing []string
 	for _, q := range s.hot {
-		if s.m[q] != nil {
-			continue
+		if s.m[q] == nil {
+			missing = append(missing, q)
 		}
+	}
+	s.mu.Unlock()
+	for _, q := range missing {
 		st, err := s.pool.PrepareContext(ctx, q)
 		if err != nil {
 			return
 		}
-		s.m[q] = st
+		s.mu.Lock()
+		if s.m[q] == nil {
+			s.m[q], st = st, nil
+		}
+		s.mu.Unlock()
+		if st != nil {
+			_ = st.Close() // prepared meanwhile by another caller
+		}
 	}
 }
 
