@@ -363,11 +363,13 @@ func (ps *preparedStatements) controlStmt(query string) *sql.Stmt {
 // prepareStatements prepares the SQLite append statements if they are not
 // yet. It must not run inside a transaction of the writer: preparing needs
 // its single connection. Setup and the group committer (before it begins a
-// transaction) call it.
+// transaction) call it. It waits for the writer without holding stmtMu,
+// which a transaction holding the writer needs before it can let go.
 func (s *Store) prepareStatements(ctx context.Context) error {
 	s.stmtMu.Lock()
-	defer s.stmtMu.Unlock()
-	if s.stmts != nil || s.dialect != store.SQLite {
+	ready := s.stmts != nil
+	s.stmtMu.Unlock()
+	if ready || s.dialect != store.SQLite {
 		return nil
 	}
 	ps := &preparedStatements{control: map[string]*sql.Stmt{}}
@@ -390,7 +392,14 @@ func (s *Store) prepareStatements(ctx context.Context) error {
 			return err
 		}
 	}
-	s.stmts = ps
+	s.stmtMu.Lock()
+	if s.stmts == nil {
+		s.stmts, ps = ps, nil
+	}
+	s.stmtMu.Unlock()
+	if ps != nil {
+		ps.close() // prepared meanwhile by another caller
+	}
 	return nil
 }
 
