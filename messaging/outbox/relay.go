@@ -545,7 +545,9 @@ FROM trellis_outbox WHERE sent_at_ns IS NULL AND position > $1 ORDER BY position
 		return nil, fmt.Errorf("outbox: read pending messages: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
-	out := make([]pending, 0, r.cfg.BatchSize)
+	// A cycle usually finds a few messages: room for BatchSize of them
+	// up front cost tens of kilobytes of garbage per cycle.
+	out := make([]pending, 0, min(r.cfg.BatchSize, 16))
 	for rows.Next() {
 		var (
 			p      pending
