@@ -163,7 +163,6 @@ type stepRow struct {
 type logWriter struct {
 	db       *store.DB
 	owner    string
-	st       *stmts
 	maxBatch int
 	observe  func(n int, d time.Duration)
 	// gate, when set (by tests, to inject a slow or failing log), runs
@@ -277,7 +276,6 @@ func (w *logWriter) flush(batch []*logOp) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), logTimeout)
 	defer cancel()
-	w.st.prepare(ctx)
 	start := time.Now()
 	err := w.db.InTx(ctx, func(tx *sql.Tx) error { return w.apply(ctx, tx, batch) })
 	if err != nil && len(batch) > 1 {
@@ -367,7 +365,7 @@ func latest(progs []*progress) []*progress {
 func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progress) error {
 	lost := make(map[string]bool, len(progs))
 	for _, p := range latest(progs) {
-		res, err := w.st.exec(ctx, tx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
+		res, err := tx.ExecContext(ctx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
 			p.lease, p.updated, p.id, w.owner)
 		if err != nil {
 			return err
@@ -393,7 +391,7 @@ func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progr
 func (w *logWriter) history(ctx context.Context, tx *sql.Tx, p *progress) error {
 	for i := range p.hist {
 		h := &p.hist[i]
-		if _, err := w.st.exec(ctx, tx, sqlHistory, p.id, h.step, h.phase, h.status, h.attempts, h.err,
+		if _, err := tx.ExecContext(ctx, sqlHistory, p.id, h.step, h.phase, h.status, h.attempts, h.err,
 			h.started.UnixNano(), h.ended.UnixNano()); err != nil {
 			return fmt.Errorf("saga: record step %s: %w", h.step, err)
 		}
@@ -404,7 +402,7 @@ func (w *logWriter) history(ctx context.Context, tx *sql.Tx, p *progress) error 
 // endTx writes p, a terminal state, in tx, a transaction of the caller:
 // ErrLeaseLost when this orchestrator no longer owns the saga.
 func (w *logWriter) endTx(ctx context.Context, tx *sql.Tx, p *progress) error {
-	res, err := w.st.exec(ctx, tx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
+	res, err := tx.ExecContext(ctx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
 		int64(0), p.updated, p.id, w.owner)
 	if err != nil {
 		return fmt.Errorf("saga: record %s: %w", p.status, err)
@@ -511,76 +509,4 @@ func placeholders(from, n int) string {
 		fmt.Fprintf(&b, "$%d", from+i)
 	}
 	return b.String()
-}
-
-// stmts keeps prepared statements of a pool, so that the hot statements
-// are parsed once rather than in every transaction (on SQLite parsing is a
-// large part of a small statement's cost). A statement not prepared (the
-// tables do not exist yet, say) runs unprepared.
-type stmts struct {
-	pool *sql.DB
-	hot  []string
-
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
-}
-
-func newStmts(pool *sql.DB, hot ...string) *stmts {
-	return &stmts{pool: pool, hot: hot, m: make(map[string]*sql.Stmt)}
-}
-
-// prepare prepares the hot statements not prepared yet. It must not run
-// inside a transaction of the pool: on SQLite the writer has one
-// connection. It waits for a connection without holding s.mu, which a
-// transaction holding the writer may need (get) before it can let go.
-func (s *stmts) prepare(ctx context.Context) {
-	s.mu.Lock()
-	var missing []string
-	for _, q := range s.hot {
-		if s.m[q] == nil {
-			missing = append(missing, q)
-		}
-	}
-	s.mu.Unlock()
-	for _, q := range missing {
-		st, err := s.pool.PrepareContext(ctx, q)
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.m[q] == nil {
-			s.m[q], st = st, nil
-		}
-		s.mu.Unlock()
-		if st != nil {
-			_ = st.Close() // prepared meanwhile by another caller
-		}
-	}
-}
-
-func (s *stmts) get(q string) *sql.Stmt {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m[q]
-}
-
-func (s *stmts) exec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
-	if st := s.get(q); st != nil {
-		return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
-	}
-	return tx.ExecContext(ctx, q, args...)
-}
-
-func (s *stmts) queryRow(ctx context.Context, tx *sql.Tx, q string, args ...any) *sql.Row {
-	if st := s.get(q); st != nil {
-		return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
-	}
-	return tx.QueryRowContext(ctx, q, args...)
-}
-
-func (s *stmts) query(ctx context.Context, tx *sql.Tx, q string, args ...any) (*sql.Rows, error) {
-	if st := s.get(q); st != nil {
-		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
-	}
-	return tx.QueryContext(ctx, q, args...)
 }

@@ -92,7 +92,6 @@ type Orchestrator struct {
 	recordDelay  time.Duration
 	m            *metrics
 	w            *logWriter
-	rd           *stmts // the reader's prepared statements
 	sem          chan struct{}
 	wg           sync.WaitGroup
 
@@ -170,9 +169,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		}
 		o.m = m
 	}
-	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch,
-		st: newStmts(db.Writer(), sqlInsert, sqlClaim, sqlProgress, sqlHistory)}
-	o.rd = newStmts(db.Reader(), sqlGet, sqlGetSteps)
+	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch}
 	return o, nil
 }
 
@@ -271,7 +268,7 @@ func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) 
 		leaseUntil: now.Add(o.lease).UnixNano()}
 	var inserted bool
 	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
-		res, err := o.w.st.exec(ctx, tx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, row.leaseUntil, row.created)
+		res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, row.leaseUntil, row.created)
 		if err != nil {
 			return err
 		}
@@ -512,7 +509,7 @@ func (o *Orchestrator) claim(id string) (*sagaRow, error) {
 	var row *sagaRow
 	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
 		row = nil
-		r, err := scanRow(o.w.st.queryRow(ctx, tx, sqlClaim, o.owner, until, id, now.UnixNano()))
+		r, err := scanRow(tx.QueryRowContext(ctx, sqlClaim, o.owner, until, id, now.UnixNano()))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -917,7 +914,6 @@ const (
 
 // Get returns saga id with its data and history, or ErrNotFound.
 func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
-	o.rd.prepare(ctx)
 	tx, err := o.db.Reader().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return Info{}, fmt.Errorf("saga: get %q: %w", id, err)
@@ -926,7 +922,7 @@ func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
 	var info Info
 	var deadline int64
 	var data []byte
-	info.Summary, err = scanSummary(o.rd.queryRow(ctx, tx, sqlGet, id), &deadline, &data)
+	info.Summary, err = scanSummary(tx.QueryRowContext(ctx, sqlGet, id), &deadline, &data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
@@ -938,7 +934,7 @@ func (o *Orchestrator) Get(ctx context.Context, id string) (Info, error) {
 		d := time.Unix(0, deadline).UTC()
 		info.Deadline = &d
 	}
-	rows, err := o.rd.query(ctx, tx, sqlGetSteps, id)
+	rows, err := tx.QueryContext(ctx, sqlGetSteps, id)
 	if err != nil {
 		return Info{}, fmt.Errorf("saga: get %q history: %w", id, err)
 	}
