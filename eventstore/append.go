@@ -200,15 +200,11 @@ func (s *Store) appendOnePostgres(ctx context.Context, q querier, p *preparedApp
 }
 
 func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppend, now any) (AppendResult, error) {
-	head, create, insert, err := s.sqliteStatements(ctx, tx)
-	if err != nil {
-		return AppendResult{}, err
-	}
 	// The single writer holds the database from here to the commit: the
 	// stream's version read now is still its version when the events are
 	// written.
 	var cur sql.NullInt64
-	if err := head.QueryRowContext(ctx, p.stream).Scan(&cur); err != nil {
+	if err := tx.QueryRowContext(ctx, sqliteStreamHead, p.stream).Scan(&cur); err != nil {
 		return AppendResult{}, s.appendError(p, err)
 	}
 	switch exp := p.expected; {
@@ -217,11 +213,12 @@ func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppe
 		return AppendResult{}, &ConcurrencyError{Stream: p.stream, Expected: exp, Actual: cur.Int64}
 	}
 	if !cur.Valid {
-		if _, err := create.ExecContext(ctx, p.stream, now); err != nil {
+		if _, err := tx.ExecContext(ctx, sqliteCreateStream, p.stream, now); err != nil {
 			return AppendResult{}, s.appendError(p, err)
 		}
 	}
-	// One prepared single-row INSERT per event: SQLite runs in process, so
+	// One single-row INSERT per event (the connection keeps it prepared):
+	// SQLite runs in process, so
 	// there is no round trip to save, and with modernc.org/sqlite a
 	// multi-row INSERT costs more per row (measured), let alone preparing
 	// one per batch size.
@@ -233,7 +230,7 @@ func (s *Store) appendOneSQLite(ctx context.Context, tx *sql.Tx, p *preparedAppe
 		if p.meta[i] != "" {
 			meta = p.meta[i]
 		}
-		r, err := insert.ExecContext(ctx, p.ids[i], p.stream, first+int64(i), p.types[i], p.schemas[i], p.data[i], meta, now)
+		r, err := tx.ExecContext(ctx, sqliteInsertEvent, p.ids[i], p.stream, first+int64(i), p.types[i], p.schemas[i], p.data[i], meta, now)
 		if err != nil {
 			return AppendResult{}, s.appendError(p, err)
 		}
@@ -288,26 +285,6 @@ const sqliteAppendAtVersion = `INSERT INTO eventstore_events (event_id, stream_i
 SELECT $1, $2, $3 + 1, $4, $5, $6, $7, $8
 WHERE (SELECT MAX(version) FROM eventstore_events WHERE stream_id = $2) = $3`
 
-// sqliteStatements returns, bound to tx, the statements of a SQLite
-// append: the stream's head version, the creation of its row, and the
-// event INSERT; the store's prepared statements when they are ready,
-// statements prepared for tx alone otherwise.
-func (s *Store) sqliteStatements(ctx context.Context, tx *sql.Tx) (head, create, insert *sql.Stmt, err error) {
-	s.stmtMu.Lock()
-	ps := s.stmts
-	s.stmtMu.Unlock()
-	if ps != nil {
-		return tx.StmtContext(ctx, ps.head), tx.StmtContext(ctx, ps.create), tx.StmtContext(ctx, ps.insert), nil
-	}
-	stmts := make([]*sql.Stmt, 3)
-	for i, q := range []string{sqliteStreamHead, sqliteCreateStream, sqliteInsertEvent} {
-		if stmts[i], err = tx.PrepareContext(ctx, q); err != nil {
-			return nil, nil, nil, fmt.Errorf("eventstore: prepare: %w", err)
-		}
-	}
-	return stmts[0], stmts[1], stmts[2], nil
-}
-
 // The SQLite append's statements besides the event INSERT: the stream's
 // last version (NULL for a stream without events), read through the
 // (stream_id, version) index, and the row of a new stream.
@@ -320,99 +297,12 @@ const (
 const sqliteInsertEvent = `INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 
-// preparedStatements are the SQLite statements of every append, prepared
-// once on the writer connection.
-type preparedStatements struct {
-	head, create, insert *sql.Stmt
-	// control[q] is the prepared SAVEPOINT, RELEASE or ROLLBACK TO of
-	// savepointSQL, which the group committer runs around each request.
-	control map[string]*sql.Stmt
-}
-
-// savepointSQL are the savepoint statements of a group-committed batch.
-var savepointSQL = []string{sqlSavepoint, sqlRelease, sqlRollbackTo}
-
+// The savepoint statements of a group-committed batch.
 const (
 	sqlSavepoint  = "SAVEPOINT eventstore_append"
 	sqlRelease    = "RELEASE eventstore_append"
 	sqlRollbackTo = "ROLLBACK TO eventstore_append"
 )
-
-// execControl runs query, one of savepointSQL, in tx: prepared once when
-// the store's statements are ready.
-func (s *Store) execControl(ctx context.Context, tx *sql.Tx, query string) error {
-	s.stmtMu.Lock()
-	ps := s.stmts
-	s.stmtMu.Unlock()
-	var err error
-	if st := ps.controlStmt(query); st != nil {
-		_, err = tx.StmtContext(ctx, st).ExecContext(ctx)
-	} else {
-		_, err = tx.ExecContext(ctx, query)
-	}
-	return err
-}
-
-func (ps *preparedStatements) controlStmt(query string) *sql.Stmt {
-	if ps == nil {
-		return nil
-	}
-	return ps.control[query]
-}
-
-// prepareStatements prepares the SQLite append statements if they are not
-// yet. It must not run inside a transaction of the writer: preparing needs
-// its single connection. Setup and the group committer (before it begins a
-// transaction) call it. It waits for the writer without holding stmtMu,
-// which a transaction holding the writer needs before it can let go.
-func (s *Store) prepareStatements(ctx context.Context) error {
-	s.stmtMu.Lock()
-	ready := s.stmts != nil
-	s.stmtMu.Unlock()
-	if ready || s.dialect != store.SQLite {
-		return nil
-	}
-	ps := &preparedStatements{control: map[string]*sql.Stmt{}}
-	prepare := func(q string) (*sql.Stmt, error) {
-		st, err := s.db.Writer().PrepareContext(ctx, q)
-		if err != nil {
-			ps.close()
-			return nil, fmt.Errorf("eventstore: prepare: %w", err)
-		}
-		return st, nil
-	}
-	var err error
-	for st, q := range map[**sql.Stmt]string{&ps.head: sqliteStreamHead, &ps.create: sqliteCreateStream, &ps.insert: sqliteInsertEvent} {
-		if *st, err = prepare(q); err != nil {
-			return err
-		}
-	}
-	for _, q := range savepointSQL {
-		if ps.control[q], err = prepare(q); err != nil {
-			return err
-		}
-	}
-	s.stmtMu.Lock()
-	if s.stmts == nil {
-		s.stmts, ps = ps, nil
-	}
-	s.stmtMu.Unlock()
-	if ps != nil {
-		ps.close() // prepared meanwhile by another caller
-	}
-	return nil
-}
-
-func (ps *preparedStatements) close() {
-	for _, st := range []*sql.Stmt{ps.head, ps.create, ps.insert} {
-		if st != nil {
-			_ = st.Close()
-		}
-	}
-	for _, st := range ps.control {
-		_ = st.Close()
-	}
-}
 
 // conflict builds the *ConcurrencyError of p, reading the stream's actual
 // version through q.

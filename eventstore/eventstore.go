@@ -228,9 +228,6 @@ type Store struct {
 	appended broadcast       // signalled after every commit this process knows of
 	group    *groupCommitter // SQLite only
 
-	stmtMu sync.Mutex
-	stmts  *preparedStatements // SQLite only, once prepared
-
 	closeMu sync.RWMutex
 	closed  bool
 }
@@ -281,12 +278,6 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	if s.group != nil {
 		s.group.close()
-	}
-	s.stmtMu.Lock()
-	defer s.stmtMu.Unlock()
-	if s.stmts != nil {
-		s.stmts.close()
-		s.stmts = nil
 	}
 	return nil
 }

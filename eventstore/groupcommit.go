@@ -150,12 +150,6 @@ func (g *groupCommitter) step(wait context.Context) (bool, error) {
 	}
 	g.mu.Unlock()
 
-	// Preparing needs the writer connection, so it comes before taking it.
-	// Should it fail, the appends prepare their statements in the
-	// transaction instead.
-	if err := g.s.prepareStatements(wait); err != nil && wait.Err() != nil {
-		return true, wait.Err()
-	}
 	conn, err := g.s.db.Writer().Conn(wait)
 	if err != nil {
 		if wait.Err() != nil {
@@ -236,7 +230,7 @@ func (g *groupCommitter) write(ctx context.Context, tx *sql.Tx, batch []*groupRe
 	written := 0
 	for _, r := range batch {
 		if savepoints {
-			if err := s.execControl(ctx, tx, sqlSavepoint); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlSavepoint); err != nil {
 				abort(tx, batch, fmt.Errorf("eventstore: savepoint: %w", err))
 				return
 			}
@@ -247,7 +241,7 @@ func (g *groupCommitter) write(ctx context.Context, tx *sql.Tx, batch []*groupRe
 			if !savepoints {
 				break
 			}
-			if err := s.execControl(ctx, tx, sqlRollbackTo); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlRollbackTo); err != nil {
 				abort(tx, batch, errors.Join(r.err, fmt.Errorf("eventstore: rollback to savepoint: %w", err)))
 				return
 			}
@@ -255,7 +249,7 @@ func (g *groupCommitter) write(ctx context.Context, tx *sql.Tx, batch []*groupRe
 			written++
 		}
 		if savepoints {
-			if err := s.execControl(ctx, tx, sqlRelease); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlRelease); err != nil {
 				abort(tx, batch, fmt.Errorf("eventstore: release savepoint: %w", err))
 				return
 			}

@@ -127,7 +127,7 @@ func (s *Store) Setup(ctx context.Context) error {
 			return err
 		}
 		if done {
-			return s.prepareStatements(ctx)
+			return nil
 		}
 	}
 }
