@@ -69,4 +69,11 @@
 // comes (the process died after the commit, or the caller forgot Kick) is
 // picked up by that orchestrator's next poll once it is a poll interval
 // old, or, if the process died, by another replica when the lease expires.
+//
+// # Retention
+//
+// Run deletes the sagas that ended Completed or Compensated more than
+// Options.Retention ago (7 days by default), with their history; see
+// [Orchestrator.Purge]. CompensationFailed sagas stay until an operator
+// retries them.
 package saga

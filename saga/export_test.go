@@ -4,3 +4,7 @@ package saga
 // so that a test can hold the log (a stalled disk) while the sagas go on,
 // and then crash with records queued but not durable. Set it before Run.
 func SetLogGate(o *Orchestrator, gate func()) { o.w.gate = gate }
+
+// SetPurgeChunk sets how many sagas one purge transaction deletes, so that
+// a test covers several chunks with a few sagas.
+func SetPurgeChunk(o *Orchestrator, n int) { o.purgeChunk = n }

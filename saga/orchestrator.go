@@ -66,6 +66,11 @@ type Options struct {
 	// is longer, no other guarantee changes. Ignored with SyncSteps; 0
 	// means off.
 	RecordDelay time.Duration
+	// Retention is how long the log keeps a saga after it ended Completed
+	// or Compensated: Run deletes older ones, with their history, every
+	// minute (see Purge). 0 means DefaultRetention (7 days); a negative
+	// value keeps every saga.
+	Retention time.Duration
 }
 
 // Defaults of Options.
@@ -90,6 +95,8 @@ type Orchestrator struct {
 	concurrency  int
 	syncSteps    bool
 	recordDelay  time.Duration
+	retention    time.Duration
+	purgeChunk   int
 	m            *metrics
 	w            *logWriter
 	sem          chan struct{}
@@ -132,6 +139,8 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		concurrency:  opts.Concurrency,
 		syncSteps:    opts.SyncSteps,
 		recordDelay:  opts.RecordDelay,
+		retention:    opts.Retention,
+		purgeChunk:   defaultPurgeChunk,
 		defs:         make(map[string]runner),
 		queued:       make(map[string]struct{}),
 		active:       make(map[string]*activeSaga),
@@ -157,6 +166,9 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 	}
 	if o.concurrency <= 0 {
 		o.concurrency = defaultConcurrency
+	}
+	if o.retention == 0 {
+		o.retention = DefaultRetention
 	}
 	if o.syncSteps {
 		o.recordDelay = 0
@@ -339,12 +351,14 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		o.renewLoop(ctx)
 	}()
 	o.poll(ctx, true)
+	nextPurge := o.purgeDue(ctx, time.Time{})
 	t := time.NewTicker(o.pollInterval)
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
 			o.poll(ctx, false)
+			nextPurge = o.purgeDue(ctx, nextPurge)
 		}
 	}
 	t.Stop()

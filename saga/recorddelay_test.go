@@ -42,10 +42,10 @@ func TestRecordDelayFoldsQuickStepsIntoFewerCommits(t *testing.T) {
 		}
 		// The fake clock never moves and polls are an hour apart: no record
 		// is flushed by its timer, no lease renewal or poll writes while
-		// the sagas run, once Run's first poll is done.
+		// the sagas run, once Run's first poll is done; no purge either.
 		clock := resiliencetest.NewClock(time.Now())
 		db := open()
-		o, err := saga.New(db, saga.Options{Clock: clock, RecordDelay: time.Hour, PollInterval: time.Hour})
+		o, err := saga.New(db, saga.Options{Clock: clock, RecordDelay: time.Hour, PollInterval: time.Hour, Retention: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -114,6 +114,11 @@ type Options struct {
 	// Clock tells time and runs the timers of the prepare timeout and of
 	// Run; nil means the system clock.
 	Clock resilience.Clock
+	// Retention is how long the log keeps a transaction after every
+	// participant acknowledged its decision: Run deletes older records
+	// every minute (see Purge). Zero means DefaultRetention (7 days); a
+	// negative value keeps every record.
+	Retention time.Duration
 	// AfterDecision, when set, runs after the decision is recorded and
 	// before it is sent to any participant. It exists to inject faults: an
 	// error stops Execute there, as a coordinator crash would, and Execute
@@ -154,6 +159,7 @@ const (
     ended_at_ns   INTEGER
 );
 CREATE INDEX IF NOT EXISTS trellis_twopc_log_open ON trellis_twopc_log (decided_at_ns) WHERE ended_at_ns IS NULL;
+CREATE INDEX IF NOT EXISTS trellis_twopc_log_ended ON trellis_twopc_log (ended_at_ns) WHERE ended_at_ns IS NOT NULL;
 `
 	schemaPostgres = `CREATE TABLE IF NOT EXISTS trellis_twopc_log (
     tx_id         TEXT   PRIMARY KEY,
@@ -165,6 +171,7 @@ CREATE INDEX IF NOT EXISTS trellis_twopc_log_open ON trellis_twopc_log (decided_
     ended_at_ns   BIGINT
 );
 CREATE INDEX IF NOT EXISTS trellis_twopc_log_open ON trellis_twopc_log (decided_at_ns) WHERE ended_at_ns IS NULL;
+CREATE INDEX IF NOT EXISTS trellis_twopc_log_ended ON trellis_twopc_log (ended_at_ns) WHERE ended_at_ns IS NOT NULL;
 `
 )
 
@@ -218,6 +225,9 @@ func New(db *store.DB, participants []Participant, opt Options) (*Coordinator, e
 	}
 	if c.opt.DeliveryAttempts == 0 {
 		c.opt.DeliveryAttempts = 3
+	}
+	if c.opt.Retention == 0 {
+		c.opt.Retention = DefaultRetention
 	}
 	c.clock = opt.Clock
 	if c.clock == nil {
@@ -652,12 +662,21 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if last := c.recovered.Load(); last != 0 {
 		wait = c.opt.RecoverInterval - c.clock.Now().Sub(time.Unix(0, last))
 	}
+	var nextPurge time.Time
 	for {
 		if wait <= 0 {
 			if err := c.Recover(ctx); err != nil && ctx.Err() == nil {
 				c.log.WarnContext(ctx, "twopc: recovery incomplete, will retry", "err", err)
 			}
 			wait = c.opt.RecoverInterval
+		}
+		if now := c.clock.Now(); c.opt.Retention > 0 && !now.Before(nextPurge) {
+			if n, err := c.Purge(ctx); err != nil && ctx.Err() == nil {
+				c.log.WarnContext(ctx, "twopc: purge failed", "err", err)
+			} else if n > 0 {
+				c.log.DebugContext(ctx, "twopc: purged ended transactions", "count", n)
+			}
+			nextPurge = now.Add(purgeInterval)
 		}
 		t := c.clock.NewTimer(wait)
 		select {

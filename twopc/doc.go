@@ -43,7 +43,9 @@
 // [Participant.InDoubt] transactions: commit when a commit record exists,
 // abort (by presumed abort) when none exists and the transaction was
 // prepared more than PrepareTimeout ago. Commit and Abort are idempotent,
-// so delivering twice is harmless.
+// so delivering twice is harmless. Run also deletes the records of
+// transactions every participant acknowledged more than Options.Retention
+// ago (7 days by default); see [Coordinator.Purge].
 //
 // # Participants
 //

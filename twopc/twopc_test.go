@@ -431,8 +431,78 @@ func TestRunRecoversInBackground(t *testing.T) {
 	}
 	e.expect(0, "alice", 0)
 	e.expect(1, "bob", 10)
+	// Past the retention, a later round purges the ended record.
+	clock.Advance(twopc.DefaultRetention + time.Minute)
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := c.Get(t.Context(), "tx-run"); errors.Is(err, twopc.ErrNotFound) {
+			break
+		}
+		select {
+		case <-deadline.C:
+			t.Fatal("Run never purged the ended transaction")
+		case <-tick.C:
+		}
+	}
 	cancel()
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Purge deletes the records of transactions every participant
+// acknowledged more than Retention ago; an unacknowledged one stays until
+// recovery ends it and its own retention passes. A purged transaction
+// reads as aborted, as presumed abort says.
+func TestPurgeDeletesOnlyAcknowledgedPastRetention(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		e.setBalance(0, "alice", 100)
+		e.setBalance(1, "bob", 0)
+		clock := resiliencetest.NewClock(time.Now())
+		c := e.coordinator(twopc.Options{Clock: clock, Retention: time.Hour})
+		if out, err := c.Execute(ctx, "tx-done", transfer("alice", "bob", 10)); err != nil || !out.Committed() {
+			t.Fatalf("execute: %+v %v", out, err)
+		}
+		crashing := e.coordinator(twopc.Options{Clock: clock, AfterDecision: func(context.Context, string, twopc.Status) error { return errCrash }})
+		if _, err := crashing.Execute(ctx, "tx-open", transfer("alice", "bob", 20)); !errors.Is(err, errCrash) {
+			t.Fatalf("execute: %v", err)
+		}
+		if n, err := c.Purge(ctx); err != nil || n != 0 {
+			t.Fatalf("Purge within the retention: %d %v", n, err)
+		}
+		clock.Advance(2 * time.Hour)
+		if n, err := c.Purge(ctx); err != nil || n != 1 {
+			t.Fatalf("Purge: %d %v, want 1 (tx-done)", n, err)
+		}
+		if _, err := c.Get(ctx, "tx-done"); !errors.Is(err, twopc.ErrNotFound) {
+			t.Fatalf("Get of a purged transaction: %v", err)
+		}
+		if d, err := c.Decision(ctx, "tx-done"); err != nil || d != twopc.Aborted {
+			t.Fatalf("Decision of a purged transaction: %v %v, want presumed aborted", d, err)
+		}
+		if rec, err := c.Get(ctx, "tx-open"); err != nil || rec.Status != twopc.Committed || rec.Ended() {
+			t.Fatalf("unacknowledged record after Purge: %+v %v", rec, err)
+		}
+		if err := c.Recover(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.expect(0, "alice", 70)
+		e.expect(1, "bob", 30)
+		if n, err := c.Purge(ctx); err != nil || n != 0 {
+			t.Fatalf("Purge right after recovery ended tx-open: %d %v", n, err)
+		}
+		clock.Advance(2 * time.Hour)
+		keep := e.coordinator(twopc.Options{Clock: clock, Retention: -1})
+		if n, err := keep.Purge(ctx); err != nil || n != 0 {
+			t.Fatalf("Purge with a negative Retention: %d %v", n, err)
+		}
+		// tx-open, and the abort that Decision recorded for tx-done.
+		if n, err := c.Purge(ctx); err != nil || n != 2 {
+			t.Fatalf("Purge after tx-open's retention: %d %v, want 2", n, err)
+		}
+	})
 }
