@@ -398,7 +398,7 @@ func (o *Orchestrator) renewLoop(ctx context.Context) {
 			_, err := tx.ExecContext(ctx, sqlRenew, until, o.owner)
 			return err
 		})
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			o.log.ErrorContext(ctx, "saga: renew leases", "error", err)
 		}
 	}
@@ -458,7 +458,9 @@ RETURNING ` + rowColumns
 		return rows.Err()
 	})
 	if err != nil {
-		o.log.ErrorContext(ctx, "saga: poll for due sagas", "error", err)
+		if ctx.Err() == nil { // not a shutdown
+			o.log.ErrorContext(ctx, "saga: poll for due sagas", "error", err)
+		}
 		return
 	}
 	for i := range claimed {
@@ -487,7 +489,9 @@ func (o *Orchestrator) adopt(ctx context.Context, names []string, now time.Time,
 WHERE status IN ('running', 'compensating') AND owner = $1 AND created_ns < $2
 AND name IN (`+placeholders(4, len(names))+`) LIMIT $3`, args...)
 	if err != nil {
-		o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
+		if ctx.Err() == nil { // not a shutdown
+			o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
+		}
 		return
 	}
 	var ids []string
@@ -499,7 +503,9 @@ AND name IN (`+placeholders(4, len(names))+`) LIMIT $3`, args...)
 		ids = append(ids, id)
 	}
 	if err := errors.Join(err, rows.Err(), rows.Close()); err != nil {
-		o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
+		if ctx.Err() == nil {
+			o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
+		}
 		return
 	}
 	o.mu.Lock()
@@ -794,7 +800,9 @@ func (o *Orchestrator) refreshFailed(ctx context.Context) {
 	}
 	counts, err := o.failedCounts(ctx)
 	if err != nil {
-		o.log.WarnContext(ctx, "saga: count compensation_failed sagas", "error", err)
+		if ctx.Err() == nil {
+			o.log.WarnContext(ctx, "saga: count compensation_failed sagas", "error", err)
+		}
 		return
 	}
 	o.m.setFailed(counts)

@@ -3,9 +3,14 @@ package saga_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellis-go/trellis/internal/syncbuf"
 	"github.com/trellis-go/trellis/resilience/resiliencetest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
@@ -135,5 +140,31 @@ func TestRunPurgesAndNegativeRetentionKeeps(t *testing.T) {
 			_, err := o.Get(ctx, "o1")
 			return errors.Is(err, saga.ErrNotFound)
 		})
+	})
+}
+
+// Stopping Run is not an error: a poll, purge or lease renewal cut short
+// by the cancelled context logs nothing at warning or error level.
+func TestStoppingRunLogsNoErrors(t *testing.T) {
+	backends(t, func(t *testing.T, open func() *store.DB) {
+		var logs syncbuf.Buffer
+		log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		db := open()
+		svc := newService()
+		for i := range 20 {
+			// Polls every millisecond, so that cancelling catches one in
+			// flight.
+			o := newOrchestrator(t, db, saga.Options{Logger: log, PollInterval: time.Millisecond, Lease: 30 * time.Millisecond,
+				Registerer: prometheus.NewRegistry()}, purgeSagas(svc))
+			id := fmt.Sprintf("o%d", i)
+			if err := o.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
+				t.Fatal(err)
+			}
+			wait(t, o.Orchestrator, id)
+			o.stop(t)
+		}
+		if s := logs.String(); s != "" {
+			t.Fatalf("stopping Run logged:\n%s", s)
+		}
 	})
 }
