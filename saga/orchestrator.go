@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellis-go/trellis/internal/workers"
 	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/store"
 )
@@ -80,6 +81,9 @@ const (
 	defaultLease        = 30 * time.Second
 	maxBatch            = 512
 	releaseTimeout      = 5 * time.Second
+	// workerIdle is how long an idle worker goroutine waits for the next
+	// saga or action before it exits.
+	workerIdle = 10 * time.Second
 )
 
 // Orchestrator executes sagas and keeps their log. It is safe for
@@ -101,6 +105,9 @@ type Orchestrator struct {
 	w            *logWriter
 	sem          chan struct{}
 	wg           sync.WaitGroup
+	// workers run the executions and the concurrent actions: goroutines
+	// that keep the stacks SQLite's calls grew.
+	workers *workers.Pool
 
 	mu      sync.Mutex
 	defs    map[string]runner
@@ -146,6 +153,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		active:       make(map[string]*activeSaga),
 		later:        make(map[string]struct{}),
 		waiters:      make(map[string]*waiter),
+		workers:      workers.New(workerIdle),
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
@@ -322,7 +330,8 @@ func (o *Orchestrator) dispatchLocked(id string, claimed *sagaRow) {
 	}
 	o.active[id] = &activeSaga{}
 	o.wg.Add(1)
-	go o.execute(o.runCtx, id, claimed)
+	ctx := o.runCtx
+	o.workers.Go(func() { o.execute(ctx, id, claimed) })
 }
 
 // Run resumes every saga in flight (from its last durable record: a step

@@ -560,10 +560,15 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 			mu.Unlock()
 		}
 	}
-	// The first action runs on this goroutine, whose stack has already
-	// grown to what a step needs; the others on goroutines of their own.
+	// The first action runs on this goroutine, the others on the
+	// orchestrator's workers: goroutines whose stacks have already grown
+	// to what a step needs.
 	for k := g + 1; k < e; k++ {
-		wg.Go(func() { member(k) })
+		wg.Add(1)
+		o.workers.Go(func() {
+			defer wg.Done()
+			member(k)
+		})
 	}
 	member(g)
 	wg.Wait()

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/trellis-go/trellis/internal/workers"
 )
 
 // maxGroup bounds the functions run in one grouped transaction.
@@ -48,6 +51,9 @@ type groupCommitter struct {
 	active bool // the coordinator is running
 	closed bool
 	wg     sync.WaitGroup
+	// workers runs the coordinator: a goroutine that keeps the stack
+	// SQLite's calls grew, instead of a fresh one per group.
+	workers *workers.Pool
 
 	calls   atomic.Uint64 // functions run
 	commits atomic.Uint64 // transactions committed
@@ -85,7 +91,9 @@ const (
 	fnSkipped             // not started: the context ended
 )
 
-func newGroupCommitter(db *DB) *groupCommitter { return &groupCommitter{db: db} }
+func newGroupCommitter(db *DB) *groupCommitter {
+	return &groupCommitter{db: db, workers: workers.New(10 * time.Second)}
+}
 
 // do runs fn in a grouped transaction.
 func (g *groupCommitter) do(ctx context.Context, fn func(*sql.Tx) error) error {
@@ -116,7 +124,7 @@ func (g *groupCommitter) do(ctx context.Context, fn func(*sql.Tx) error) error {
 	if !g.active {
 		g.active = true
 		g.wg.Add(1)
-		go g.run()
+		g.workers.Go(g.run)
 	}
 	g.mu.Unlock()
 
