@@ -32,7 +32,8 @@
 // trellis_inbox(consumer, message_id, processed_at_ns) with primary key
 // (consumer, message_id). [Setup] creates it idempotently; [Schema] gives
 // the statements for a migration. [Inbox.Purge] forgets old records: keep
-// them longer than any message can come again.
+// them longer than any message can come again. [Inbox.Run] purges every
+// minute, with a retention such as [DefaultRetention] (7 days).
 //
 // # Group commit
 //

@@ -354,6 +354,38 @@ SELECT consumer, message_id FROM trellis_inbox WHERE processed_at_ns < $1 LIMIT 
 	}
 }
 
+// DefaultRetention is how long a service should remember processed
+// messages: far longer than a delivery is retried (the consumer's ack wait
+// times its deliveries) or a message republished (an outbox relay's
+// outage plus the stream's duplicate window).
+const DefaultRetention = 7 * 24 * time.Hour
+
+// purgeInterval is how often Run purges.
+const purgeInterval = time.Minute
+
+// Run purges the records of messages processed more than retention ago
+// (by the inbox's clock, Config.Now), at once and then every minute, until
+// ctx ends, and returns nil then. A failed purge is retried a minute later.
+// Run fails at once, with ErrInvalidConfig, only for a retention that is
+// not positive.
+func (in *Inbox) Run(ctx context.Context, retention time.Duration) error {
+	if retention <= 0 {
+		return fmt.Errorf("%w: retention %v (want a positive duration)", ErrInvalidConfig, retention)
+	}
+	t := time.NewTicker(purgeInterval)
+	defer t.Stop()
+	for {
+		// A failure is not fatal: the next round deletes what this one
+		// could not, and the records only take room meanwhile.
+		_, _ = in.Purge(ctx, in.now().Add(-retention))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 // EffectFunc is the effect of a message whose payload is a T, applied in
 // tx.
 type EffectFunc[T any] func(ctx context.Context, tx *sql.Tx, msg messaging.Message[T]) error

@@ -217,6 +217,56 @@ func TestPurgeForgetsOldMessages(t *testing.T) {
 	})
 }
 
+// Run purges at once what is older than the retention, by the inbox's
+// clock, keeps the rest, and returns nil when its context ends.
+func TestRunPurgesPastRetention(t *testing.T) {
+	testenv.Dialects(t, func(t *testing.T, db *store.DB) {
+		ctx := testenv.Context(t)
+		if err := inbox.Setup(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		var now atomic.Int64
+		now.Store(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+		in := inbox.New(db, inbox.Config{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+		noop := func(*sql.Tx) error { return nil }
+		if _, err := in.Handle(ctx, "c", "old", noop); err != nil {
+			t.Fatal(err)
+		}
+		now.Add(int64(6 * 24 * time.Hour))
+		if _, err := in.Handle(ctx, "c", "recent", noop); err != nil {
+			t.Fatal(err)
+		}
+		now.Add(int64(2 * 24 * time.Hour)) // old is 8 days old, recent 2
+		if err := in.Run(ctx, 0); !errors.Is(err, inbox.ErrInvalidConfig) {
+			t.Fatalf("Run with no retention: %v, want ErrInvalidConfig", err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- in.Run(rctx, inbox.DefaultRetention) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			seen, err := in.Processed(ctx, "c", "old")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !seen {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("Run did not purge a record past the retention")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		if seen, err := in.Processed(ctx, "c", "recent"); err != nil || !seen {
+			t.Fatalf("Processed(recent) = %v, %v after Run; want kept", seen, err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run returned %v after its context ended", err)
+		}
+	})
+}
+
 // TestGroupCommitIsolatesEachMessage holds the SQLite writer so that
 // concurrent Handle calls pile up into one group, then lets them commit:
 // a failing effect and a panicking one undo only themselves.

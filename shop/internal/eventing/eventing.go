@@ -116,6 +116,7 @@ func Start(ctx context.Context, h *service.Host, cfg Config) (*Eventing, error) 
 			return nil, fmt.Errorf("%s: inbox: %w", name, err)
 		}
 		e.Inbox = inbox.New(h.DB(), inbox.Config{})
+		h.Go("inbox-purge", func(ctx context.Context) error { return e.Inbox.Run(ctx, inbox.DefaultRetention) })
 	}
 	return e, nil
 }
