@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -556,6 +557,7 @@ func BenchmarkPublishJS(b *testing.B) {
 	br := benchBroker(b)
 	ctx := context.Background()
 	payload := bytes.Repeat([]byte("x"), 128)
+	cpu0 := processCPU(b)
 	b.ResetTimer()
 	for range b.N {
 		if _, err := br.PublishJS(ctx, "bench.sync", payload); err != nil {
@@ -563,6 +565,17 @@ func BenchmarkPublishJS(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-us/msg")
+}
+
+// processCPU returns the CPU time (user and system) the process has used:
+// with the server in process, what a message costs client and server.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkPublishJSAsync publishes 128-byte messages without waiting for
