@@ -35,20 +35,10 @@ func (c *Coordinator) Purge(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	cutoff := c.clock.Now().Add(-c.opt.Retention).UnixNano()
-	var total int64
-	for {
-		res, err := c.db.Writer().ExecContext(ctx, `DELETE FROM trellis_twopc_log WHERE tx_id IN (
-SELECT tx_id FROM trellis_twopc_log WHERE ended_at_ns IS NOT NULL AND ended_at_ns < $1 LIMIT $2)`, cutoff, purgeChunk)
-		if err != nil {
-			return total, fmt.Errorf("twopc: purge ended transactions: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("twopc: purge ended transactions: %w", err)
-		}
-		total += n
-		if n < purgeChunk {
-			return total, nil
-		}
+	n, err := c.db.DeleteChunked(ctx, `DELETE FROM trellis_twopc_log WHERE tx_id IN (
+SELECT tx_id FROM trellis_twopc_log WHERE ended_at_ns IS NOT NULL AND ended_at_ns < $1 LIMIT $2)`, purgeChunk, cutoff)
+	if err != nil {
+		return n, fmt.Errorf("twopc: purge ended transactions: %w", err)
 	}
+	return n, nil
 }

@@ -336,22 +336,12 @@ const purgeChunk = 1000
 // stream's retention, or at least the outbox relay's longest outage plus
 // the duplicate window.
 func (in *Inbox) Purge(ctx context.Context, before time.Time) (int64, error) {
-	var total int64
-	for {
-		res, err := in.db.Writer().ExecContext(ctx, `DELETE FROM trellis_inbox WHERE (consumer, message_id) IN (
-SELECT consumer, message_id FROM trellis_inbox WHERE processed_at_ns < $1 LIMIT $2)`, before.UnixNano(), purgeChunk)
-		if err != nil {
-			return total, fmt.Errorf("inbox: purge: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("inbox: purge: %w", err)
-		}
-		total += n
-		if n < purgeChunk {
-			return total, nil
-		}
+	n, err := in.db.DeleteChunked(ctx, `DELETE FROM trellis_inbox WHERE (consumer, message_id) IN (
+SELECT consumer, message_id FROM trellis_inbox WHERE processed_at_ns < $1 LIMIT $2)`, purgeChunk, before.UnixNano())
+	if err != nil {
+		return n, fmt.Errorf("inbox: purge: %w", err)
 	}
+	return n, nil
 }
 
 // DefaultRetention is how long a service should remember processed

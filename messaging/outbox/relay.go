@@ -597,20 +597,10 @@ func (r *Relay) Purge(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	cutoff := r.cfg.Now().Add(-r.cfg.Retention).UnixNano()
-	var total int64
-	for {
-		res, err := r.db.Writer().ExecContext(ctx, `DELETE FROM trellis_outbox WHERE position IN (
-SELECT position FROM trellis_outbox WHERE sent_at_ns IS NOT NULL AND sent_at_ns < $1 LIMIT $2)`, cutoff, purgeChunk)
-		if err != nil {
-			return total, fmt.Errorf("outbox: purge sent messages: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, fmt.Errorf("outbox: purge sent messages: %w", err)
-		}
-		total += n
-		if n < purgeChunk {
-			return total, nil
-		}
+	n, err := r.db.DeleteChunked(ctx, `DELETE FROM trellis_outbox WHERE position IN (
+SELECT position FROM trellis_outbox WHERE sent_at_ns IS NOT NULL AND sent_at_ns < $1 LIMIT $2)`, purgeChunk, cutoff)
+	if err != nil {
+		return n, fmt.Errorf("outbox: purge sent messages: %w", err)
 	}
+	return n, nil
 }
