@@ -25,15 +25,25 @@ import (
 // that it did.
 const DuplicateWindow = 10 * time.Minute
 
+// StreamMaxAge is how long the shop's streams keep a message. The event
+// stores hold the history; the streams are a transport, and a consumer
+// down for longer than this misses what expired. It equals the inbox's
+// retention (inbox.DefaultRetention, which the services run), so a message
+// that is still in a stream to be delivered or replayed is still
+// remembered by every inbox that processed it: its effect cannot happen
+// twice.
+const StreamMaxAge = inbox.DefaultRetention
+
 // stopTimeout bounds the wait for in-flight messages when a host stops.
 const stopTimeout = 15 * time.Second
 
 // Stream is the configuration every shop service gives the shop's stream
 // name (a contract.Stream*): its subjects are the lower-case name
-// followed by ".>", e.g. ORDER holds "order.>", and duplicates within
-// DuplicateWindow are dropped.
+// followed by ".>", e.g. ORDER holds "order.>", duplicates within
+// DuplicateWindow are dropped, and messages are kept for StreamMaxAge.
 func Stream(name string) messaging.StreamConfig {
-	return messaging.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}, Duplicates: DuplicateWindow}
+	return messaging.StreamConfig{Name: name, Subjects: []string{strings.ToLower(name) + ".>"}, Duplicates: DuplicateWindow,
+		MaxAge: StreamMaxAge}
 }
 
 // Config says what a service needs of the shop's events.
@@ -116,6 +126,7 @@ func Start(ctx context.Context, h *service.Host, cfg Config) (*Eventing, error) 
 			return nil, fmt.Errorf("%s: inbox: %w", name, err)
 		}
 		e.Inbox = inbox.New(h.DB(), inbox.Config{})
+		// Not shorter than StreamMaxAge: see there.
 		h.Go("inbox-purge", func(ctx context.Context) error { return e.Inbox.Run(ctx, inbox.DefaultRetention) })
 	}
 	return e, nil

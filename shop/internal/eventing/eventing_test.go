@@ -61,8 +61,12 @@ func TestStart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stream %s: %v", name, err)
 		}
-		if name != messaging.DefaultDeadLetterStream && st.CachedInfo().Config.Duplicates != eventing.DuplicateWindow {
-			t.Fatalf("stream %s: %+v", name, st.CachedInfo().Config)
+		c := st.CachedInfo().Config
+		if name != messaging.DefaultDeadLetterStream && (c.Duplicates != eventing.DuplicateWindow || c.MaxAge != eventing.StreamMaxAge) {
+			t.Fatalf("stream %s: %+v", name, c)
+		}
+		if name == messaging.DefaultDeadLetterStream && c.MaxAge != 0 {
+			t.Fatalf("dead letters expire after %v; they must wait for an operator", c.MaxAge)
 		}
 	}
 
