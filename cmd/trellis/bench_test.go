@@ -20,22 +20,29 @@ import (
 // BenchmarkUp starts the shop with `trellis up` on a fresh data dir (so each
 // run creates, migrates and seeds every database), waits until every process
 // is ready, and stops it with SIGINT. It reports the time from exec to all
-// ready and the resident memory of the supervisor, its embedded NATS server
-// and all services together, read from /proc once ready.
+// ready and the memory of the supervisor, its embedded NATS server and all
+// services together, read from /proc once ready: MB-pss-total, the sum of
+// each process's proportional set size (a page shared by n processes, such
+// as the binary's code, counts 1/n in each: the memory the shop occupies),
+// and MB-rss-total, the sum of resident set sizes, which counts every
+// shared page once per process.
 func BenchmarkUp(b *testing.B) {
-	if _, err := os.Stat("/proc/self/status"); err != nil {
-		b.Skip("needs /proc to read resident memory")
+	if _, err := os.Stat("/proc/self/smaps_rollup"); err != nil {
+		b.Skip("needs /proc/PID/smaps_rollup to read memory")
 	}
 	var ready time.Duration
-	var rss int64
+	var rss, pss int64
 	for b.Loop() {
 		sh := startShop(b)
 		ready += sh.readyAfter
-		total := rssKiB(b, sh.cmd.Process.Pid)
+		pids := []int{sh.cmd.Process.Pid}
 		for _, p := range sh.processes(b) {
-			total += rssKiB(b, p.PID)
+			pids = append(pids, p.PID)
 		}
-		rss += total
+		for _, pid := range pids {
+			rss += procKiB(b, pid, "status", "VmRSS:")
+			pss += procKiB(b, pid, "smaps_rollup", "Pss:")
+		}
 		if err := sh.cmd.Process.Signal(syscall.SIGINT); err != nil {
 			b.Fatal(err)
 		}
@@ -45,17 +52,18 @@ func BenchmarkUp(b *testing.B) {
 		sh.waited <- nil
 	}
 	b.ReportMetric(float64(ready.Milliseconds())/float64(b.N), "ms-to-ready")
+	b.ReportMetric(float64(pss)/1024/float64(b.N), "MB-pss-total")
 	b.ReportMetric(float64(rss)/1024/float64(b.N), "MB-rss-total")
 }
 
-// rssKiB reads VmRSS of pid.
-func rssKiB(b *testing.B, pid int) int64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+// procKiB reads the field (e.g. "VmRSS:") of /proc/pid/file, in KiB.
+func procKiB(b *testing.B, pid int, file, field string) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + file)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
 				b.Fatal(err)
@@ -63,7 +71,7 @@ func rssKiB(b *testing.B, pid int) int64 {
 			return n
 		}
 	}
-	b.Fatalf("no VmRSS for pid %d", pid)
+	b.Fatalf("no %s in /proc/%d/%s", field, pid, file)
 	return 0
 }
 
