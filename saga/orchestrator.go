@@ -116,7 +116,11 @@ type Orchestrator struct {
 	queued  map[string]struct{}    // kicked while Run was not running
 	active  map[string]*activeSaga // executing here
 	later   map[string]struct{}    // stopped by a log error; kicked at the next poll
-	waiters map[string]*waiter
+	// finishedSincePoll holds the sagas whose execution here ended since
+	// the current poll began: the rows that poll claimed for them may be
+	// older than what the execution wrote.
+	finishedSincePoll map[string]struct{}
+	waiters           map[string]*waiter
 }
 
 // activeSaga is a saga executing in this process.
@@ -137,23 +141,24 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		return nil, fmt.Errorf("%w: New needs a database", ErrInvalidConfig)
 	}
 	o := &Orchestrator{
-		db:           db,
-		log:          opts.Logger,
-		clock:        opts.Clock,
-		owner:        opts.Owner,
-		lease:        opts.Lease,
-		pollInterval: opts.PollInterval,
-		concurrency:  opts.Concurrency,
-		syncSteps:    opts.SyncSteps,
-		recordDelay:  opts.RecordDelay,
-		retention:    opts.Retention,
-		purgeChunk:   defaultPurgeChunk,
-		defs:         make(map[string]runner),
-		queued:       make(map[string]struct{}),
-		active:       make(map[string]*activeSaga),
-		later:        make(map[string]struct{}),
-		waiters:      make(map[string]*waiter),
-		workers:      workers.New(workerIdle),
+		db:                db,
+		log:               opts.Logger,
+		clock:             opts.Clock,
+		owner:             opts.Owner,
+		lease:             opts.Lease,
+		pollInterval:      opts.PollInterval,
+		concurrency:       opts.Concurrency,
+		syncSteps:         opts.SyncSteps,
+		recordDelay:       opts.RecordDelay,
+		retention:         opts.Retention,
+		purgeChunk:        defaultPurgeChunk,
+		defs:              make(map[string]runner),
+		queued:            make(map[string]struct{}),
+		active:            make(map[string]*activeSaga),
+		later:             make(map[string]struct{}),
+		finishedSincePoll: make(map[string]struct{}),
+		waiters:           make(map[string]*waiter),
+		workers:           workers.New(workerIdle),
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
@@ -303,7 +308,7 @@ func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) 
 		return fmt.Errorf("%w: %q", ErrDuplicate, id)
 	}
 	o.m.started(name)
-	o.dispatch(id, &row)
+	o.dispatchClaimed(&row)
 	return nil
 }
 
@@ -317,6 +322,23 @@ func (o *Orchestrator) dispatch(id string, claimed *sagaRow) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dispatchLocked(id, claimed)
+}
+
+// dispatchClaimed executes r from a row already read: one the current
+// poll claimed, or one StartNow inserted. If the saga's execution here
+// ended since the poll began, the row may predate that execution's last
+// records (the poll claimed the saga while it executed), and going on from
+// it would run finished steps again; such a saga is dispatched without
+// the row, so that its execution reads it again and finds it ended, or
+// where it stopped.
+func (o *Orchestrator) dispatchClaimed(r *sagaRow) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, stale := o.finishedSincePoll[r.id]; stale {
+		o.dispatchLocked(r.id, nil)
+		return
+	}
+	o.dispatchLocked(r.id, r)
 }
 
 func (o *Orchestrator) dispatchLocked(id string, claimed *sagaRow) {
@@ -418,6 +440,7 @@ func (o *Orchestrator) renewLoop(ctx context.Context) {
 // stopped by a log error.
 func (o *Orchestrator) poll(ctx context.Context, mine bool) {
 	o.mu.Lock()
+	clear(o.finishedSincePoll)
 	names := make([]string, 0, len(o.defs))
 	for n := range o.defs {
 		names = append(names, n)
@@ -474,7 +497,7 @@ RETURNING ` + rowColumns
 	}
 	for i := range claimed {
 		o.log.DebugContext(ctx, "saga: claimed", "saga", claimed[i].name, "id", claimed[i].id)
-		o.dispatch(claimed[i].id, &claimed[i])
+		o.dispatchClaimed(&claimed[i])
 	}
 	o.adopt(ctx, names, now, free-len(claimed))
 }
@@ -613,6 +636,7 @@ func (o *Orchestrator) finished(id string) {
 	defer o.mu.Unlock()
 	a := o.active[id]
 	delete(o.active, id)
+	o.finishedSincePoll[id] = struct{}{}
 	// Waiters skip reading a saga executing here; whatever happened, let
 	// them look again.
 	if w := o.waiters[id]; w != nil {

@@ -144,7 +144,10 @@ func TestRunPurgesAndNegativeRetentionKeeps(t *testing.T) {
 }
 
 // Stopping Run is not an error: a poll, purge or lease renewal cut short
-// by the cancelled context logs nothing at warning or error level.
+// by the cancelled context logs nothing at warning or error level. And a
+// saga started as Run begins, which Run's first poll claims while the
+// saga's own execution runs, is executed once: no step runs again from
+// the row the poll read, and nothing is refused as a lost lease.
 func TestStoppingRunLogsNoErrors(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		var logs syncbuf.Buffer
@@ -165,6 +168,13 @@ func TestStoppingRunLogsNoErrors(t *testing.T) {
 		}
 		if s := logs.String(); s != "" {
 			t.Fatalf("stopping Run logged:\n%s", s)
+		}
+		for i := range 20 {
+			for _, step := range []string{"reserve", "pay", "notify", "ship"} {
+				if n := svc.count(fmt.Sprintf("action:o%d:%s", i, step)); n != 1 {
+					t.Errorf("o%d: %s ran %d times, want once", i, step, n)
+				}
+			}
 		}
 	})
 }
