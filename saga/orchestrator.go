@@ -81,9 +81,6 @@ const (
 	defaultLease        = 30 * time.Second
 	maxBatch            = 512
 	releaseTimeout      = 5 * time.Second
-	// workerIdle is how long an idle worker goroutine waits for the next
-	// saga or action before it exits.
-	workerIdle = 10 * time.Second
 )
 
 // Orchestrator executes sagas and keeps their log. It is safe for
@@ -158,7 +155,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		later:             make(map[string]struct{}),
 		finishedSincePoll: make(map[string]struct{}),
 		waiters:           make(map[string]*waiter),
-		workers:           workers.New(workerIdle),
+		workers:           workers.New(workers.DefaultIdle),
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/trellis-go/trellis/internal/workers"
 )
@@ -92,7 +91,7 @@ const (
 )
 
 func newGroupCommitter(db *DB) *groupCommitter {
-	return &groupCommitter{db: db, workers: workers.New(10 * time.Second)}
+	return &groupCommitter{db: db, workers: workers.New(workers.DefaultIdle)}
 }
 
 // do runs fn in a grouped transaction.

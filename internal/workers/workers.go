@@ -24,6 +24,10 @@ type Pool struct {
 	exited  atomic.Int64 // workers exited, for tests
 }
 
+// DefaultIdle is how long the workers of Trellis's pools wait for the
+// next function before they exit.
+const DefaultIdle = 10 * time.Second
+
 // New returns a pool whose workers exit after idle without work.
 func New(idle time.Duration) *Pool {
 	return &Pool{jobs: make(chan func()), idle: idle}
