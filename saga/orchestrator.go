@@ -426,8 +426,8 @@ func (o *Orchestrator) renewLoop(ctx context.Context) {
 			_, err := tx.ExecContext(ctx, sqlRenew, until, o.owner)
 			return err
 		})
-		if err != nil && ctx.Err() == nil {
-			o.log.ErrorContext(ctx, "saga: renew leases", "error", err)
+		if err != nil {
+			o.backgroundError(ctx, slog.LevelError, "saga: renew leases", err)
 		}
 	}
 }
@@ -487,9 +487,7 @@ RETURNING ` + rowColumns
 		return rows.Err()
 	})
 	if err != nil {
-		if ctx.Err() == nil { // not a shutdown
-			o.log.ErrorContext(ctx, "saga: poll for due sagas", "error", err)
-		}
+		o.backgroundError(ctx, slog.LevelError, "saga: poll for due sagas", err)
 		return
 	}
 	for i := range claimed {
@@ -514,27 +512,9 @@ func (o *Orchestrator) adopt(ctx context.Context, names []string, now time.Time,
 	for _, n := range names {
 		args = append(args, n)
 	}
-	rows, err := o.db.Reader().QueryContext(ctx, `SELECT id FROM trellis_sagas
-WHERE status IN ('running', 'compensating') AND owner = $1 AND created_ns < $2
-AND name IN (`+placeholders(4, len(names))+`) LIMIT $3`, args...)
+	ids, err := o.ownIDs(ctx, args, len(names))
 	if err != nil {
-		if ctx.Err() == nil { // not a shutdown
-			o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
-		}
-		return
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err = rows.Scan(&id); err != nil {
-			break
-		}
-		ids = append(ids, id)
-	}
-	if err := errors.Join(err, rows.Err(), rows.Close()); err != nil {
-		if ctx.Err() == nil {
-			o.log.ErrorContext(ctx, "saga: poll for sagas to adopt", "error", err)
-		}
+		o.backgroundError(ctx, slog.LevelError, "saga: poll for sagas to adopt", err)
 		return
 	}
 	o.mu.Lock()
@@ -547,6 +527,35 @@ AND name IN (`+placeholders(4, len(names))+`) LIMIT $3`, args...)
 			o.dispatchLocked(id, nil)
 			free--
 		}
+	}
+}
+
+// ownIDs reads the ids of adopt's query: the sagas of the registered
+// definitions (nNames of them, from args[3]) this orchestrator holds.
+func (o *Orchestrator) ownIDs(ctx context.Context, args []any, nNames int) ([]string, error) {
+	rows, err := o.db.Reader().QueryContext(ctx, `SELECT id FROM trellis_sagas
+WHERE status IN ('running', 'compensating') AND owner = $1 AND created_ns < $2
+AND name IN (`+placeholders(4, nNames)+`) LIMIT $3`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// backgroundError logs err, met by Run's background work, at level,
+// unless ctx has ended: a query cut short by a stop is not a failure.
+func (o *Orchestrator) backgroundError(ctx context.Context, level slog.Level, msg string, err error) {
+	if ctx.Err() == nil {
+		o.log.Log(ctx, level, msg, "error", err)
 	}
 }
 
@@ -830,9 +839,7 @@ func (o *Orchestrator) refreshFailed(ctx context.Context) {
 	}
 	counts, err := o.failedCounts(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
-			o.log.WarnContext(ctx, "saga: count compensation_failed sagas", "error", err)
-		}
+		o.backgroundError(ctx, slog.LevelWarn, "saga: count compensation_failed sagas", err)
 		return
 	}
 	o.m.setFailed(counts)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/trellis-go/trellis/store"
@@ -100,8 +101,8 @@ func (o *Orchestrator) purgeDue(ctx context.Context, next time.Time) time.Time {
 	}
 	n, err := o.Purge(ctx)
 	switch {
-	case err != nil && ctx.Err() == nil:
-		o.log.WarnContext(ctx, "saga: purge failed", "error", err)
+	case err != nil:
+		o.backgroundError(ctx, slog.LevelWarn, "saga: purge failed", err)
 	case n > 0:
 		o.log.DebugContext(ctx, "saga: purged ended sagas", "count", n)
 	}
