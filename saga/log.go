@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,8 +14,10 @@ import (
 
 // The tables of the saga log. Times are Unix nanoseconds (deadline_ns 0:
 // no deadline), so one set of statements serves both dialects. step is the
-// index of the step whose action (running) or compensation (compensating)
-// is next, step_name its name.
+// index of the step whose action (running, retrying, aborting) or
+// compensation (compensating) is next, step_name its name. The index of
+// the sagas in flight replaces trellis_sagas_active, whose statuses were
+// fewer.
 const (
 	schemaSQLite = `CREATE TABLE IF NOT EXISTS trellis_sagas (
     id             TEXT    PRIMARY KEY,
@@ -31,7 +34,8 @@ const (
     created_ns     INTEGER NOT NULL,
     updated_ns     INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS trellis_sagas_active ON trellis_sagas (lease_until_ns) WHERE status IN ('running', 'compensating');
+DROP INDEX IF EXISTS trellis_sagas_active;
+CREATE INDEX IF NOT EXISTS trellis_sagas_live ON trellis_sagas (lease_until_ns) WHERE status IN ('running', 'retrying', 'aborting', 'compensating');
 CREATE INDEX IF NOT EXISTS trellis_sagas_created ON trellis_sagas (created_ns);
 CREATE INDEX IF NOT EXISTS trellis_sagas_status ON trellis_sagas (status, created_ns);
 CREATE TABLE IF NOT EXISTS trellis_saga_steps (
@@ -62,7 +66,8 @@ CREATE INDEX IF NOT EXISTS trellis_saga_steps_saga ON trellis_saga_steps (saga_i
     created_ns     BIGINT  NOT NULL,
     updated_ns     BIGINT  NOT NULL
 );
-CREATE INDEX IF NOT EXISTS trellis_sagas_active ON trellis_sagas (lease_until_ns) WHERE status IN ('running', 'compensating');
+DROP INDEX IF EXISTS trellis_sagas_active;
+CREATE INDEX IF NOT EXISTS trellis_sagas_live ON trellis_sagas (lease_until_ns) WHERE status IN ('running', 'retrying', 'aborting', 'compensating');
 CREATE INDEX IF NOT EXISTS trellis_sagas_created ON trellis_sagas (created_ns);
 CREATE INDEX IF NOT EXISTS trellis_sagas_status ON trellis_sagas (status, created_ns);
 CREATE TABLE IF NOT EXISTS trellis_saga_steps (
@@ -94,24 +99,31 @@ func Schema(d store.Dialect) string {
 	return schemaSQLite
 }
 
-// SQL shared by the orchestrator.
+// activeStatuses are the statuses of a saga in flight, as the partial
+// index of the sagas in flight lists them (a query must name them the same
+// way to use it).
+const activeStatuses = "('running', 'retrying', 'aborting', 'compensating')"
+
+// SQL shared by the orchestrator. A progress write is refused once the
+// saga is aborting, unless it is the write that acknowledges the abort
+// ($11 = 'aborting'): the executing orchestrator finds out that way.
 const (
 	sqlInsert = `INSERT INTO trellis_sagas (id, name, status, step, step_name, data, reason, failed_step, deadline_ns, owner, lease_until_ns, created_ns, updated_ns)
 VALUES ($1, $2, 'running', 0, $3, $4, '', '', $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING`
 	rowColumns = `id, name, status, step, data, reason, failed_step, deadline_ns, created_ns`
 	sqlClaim   = `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2
-WHERE id = $3 AND status IN ('running', 'compensating') AND (owner = $1 OR lease_until_ns < $4)
+WHERE id = $3 AND status IN ` + activeStatuses + ` AND (owner = $1 OR lease_until_ns < $4)
 RETURNING ` + rowColumns
 	sqlHeld = `SELECT ` + rowColumns + `, owner, lease_until_ns FROM trellis_sagas
-WHERE id = $1 AND status IN ('running', 'compensating')`
+WHERE id = $1 AND status IN ` + activeStatuses
 	sqlProgress = `UPDATE trellis_sagas SET status = $1, step = $2, step_name = $3, data = $4, reason = $5, failed_step = $6, lease_until_ns = $7, updated_ns = $8
-WHERE id = $9 AND owner = $10 AND status IN ('running', 'compensating')`
+WHERE id = $9 AND owner = $10 AND (status IN ('running', 'retrying', 'compensating') OR status = $11)`
 	sqlHistory = `INSERT INTO trellis_saga_steps (saga_id, step, phase, status, attempts, error, started_ns, ended_ns)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 	sqlRenew = `UPDATE trellis_sagas SET lease_until_ns = $1
-WHERE owner = $2 AND status IN ('running', 'compensating')`
+WHERE owner = $2 AND status IN ` + activeStatuses
 	sqlRelease = `UPDATE trellis_sagas SET lease_until_ns = 0
-WHERE owner = $1 AND status IN ('running', 'compensating')`
+WHERE owner = $1 AND status IN ` + activeStatuses
 )
 
 // The phases and outcomes of a history record.
@@ -134,6 +146,9 @@ type sagaRow struct {
 	// leaseUntil is the lease this process took with the claim (Unix ns);
 	// not a column of rowColumns.
 	leaseUntil int64
+	// fresh marks a saga started by this incarnation and never executed:
+	// nothing past its log can have run.
+	fresh bool
 }
 
 func scanRow(sc interface{ Scan(...any) error }, extra ...any) (sagaRow, error) {
@@ -168,6 +183,8 @@ type logWriter struct {
 	// gate, when set (by tests, to inject a slow or failing log), runs
 	// before each batch is committed.
 	gate func()
+	// crash is the orchestrator's crashPoint.
+	crash func(point string)
 
 	mu    sync.Mutex
 	queue []*logOp
@@ -185,8 +202,11 @@ type logOp struct {
 	// made and fails the same way: the records of a saga are durable in
 	// order and without gaps.
 	prev *logOp
-	err  error
-	done chan struct{}
+	// renewal marks a lease renewal: a crash around it is no different
+	// from one around the writes before and after it.
+	renewal bool
+	err     error
+	done    chan struct{}
 }
 
 // finished reports whether op has been committed or has failed; then its
@@ -212,7 +232,10 @@ type progress struct {
 	step                                           int
 	lease, updated                                 int64
 	hist                                           []stepRow
-	lost                                           bool // set by the write: the owner is no longer this process
+	// ack marks the write that acknowledges an abort (aborting to
+	// compensating); any other write to an aborting saga is refused.
+	ack  bool
+	lost bool // set by the write: not made (another owner, or aborted)
 	// inherited is set when the write was not made because the saga's
 	// previous write failed; err is that write's error.
 	inherited bool
@@ -227,6 +250,14 @@ const logTimeout = 30 * time.Second
 // transaction committed (nil) or failed.
 func (w *logWriter) do(fn func(ctx context.Context, tx *sql.Tx) error) error {
 	op := &logOp{fn: fn, done: make(chan struct{})}
+	w.enqueue(op)
+	<-op.done
+	return op.err
+}
+
+// renew is do for a lease renewal.
+func (w *logWriter) renew(fn func(ctx context.Context, tx *sql.Tx) error) error {
+	op := &logOp{fn: fn, renewal: true, done: make(chan struct{})}
 	w.enqueue(op)
 	<-op.done
 	return op.err
@@ -276,8 +307,21 @@ func (w *logWriter) flush(batch []*logOp) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), logTimeout)
 	defer cancel()
+	crash := w.crash
+	if !slices.ContainsFunc(batch, func(op *logOp) bool { return !op.renewal }) {
+		crash = func(string) {}
+	}
 	start := time.Now()
-	err := w.db.InTx(ctx, func(tx *sql.Tx) error { return w.apply(ctx, tx, batch) })
+	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := w.apply(ctx, tx, batch); err != nil {
+			return err
+		}
+		crash("log written")
+		return nil
+	})
+	if err == nil {
+		crash("log committed")
+	}
 	if err != nil && len(batch) > 1 {
 		// One bad write must not fail the others: commit each alone, in
 		// order, so that a write whose predecessor failed now is not made.
@@ -366,7 +410,7 @@ func (w *logWriter) progressEach(ctx context.Context, tx *sql.Tx, progs []*progr
 	lost := make(map[string]bool, len(progs))
 	for _, p := range latest(progs) {
 		res, err := tx.ExecContext(ctx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
-			p.lease, p.updated, p.id, w.owner)
+			p.lease, p.updated, p.id, w.owner, p.ackStatus())
 		if err != nil {
 			return err
 		}
@@ -399,11 +443,19 @@ func (w *logWriter) history(ctx context.Context, tx *sql.Tx, p *progress) error 
 	return nil
 }
 
+// ackStatus is $11 of sqlProgress.
+func (p *progress) ackStatus() string {
+	if p.ack {
+		return string(Aborting)
+	}
+	return ""
+}
+
 // endTx writes p, a terminal state, in tx, a transaction of the caller:
 // ErrLeaseLost when this orchestrator no longer owns the saga.
 func (w *logWriter) endTx(ctx context.Context, tx *sql.Tx, p *progress) error {
 	res, err := tx.ExecContext(ctx, sqlProgress, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep,
-		int64(0), p.updated, p.id, w.owner)
+		int64(0), p.updated, p.id, w.owner, p.ackStatus())
 	if err != nil {
 		return fmt.Errorf("saga: record %s: %w", p.status, err)
 	}
@@ -433,19 +485,19 @@ func (w *logWriter) progressMulti(ctx context.Context, tx *sql.Tx, progs []*prog
 		q.Reset()
 		q.WriteString(`UPDATE trellis_sagas AS s SET status = v.status, step = v.step, step_name = v.step_name, data = v.data,
 reason = v.reason, failed_step = v.failed_step, lease_until_ns = v.lease, updated_ns = v.updated FROM (VALUES `)
-		args := make([]any, 0, 9*len(chunk)+1)
+		args := make([]any, 0, 10*len(chunk)+1)
 		args = append(args, w.owner)
 		for i, p := range chunk {
 			if i > 0 {
 				q.WriteString(", ")
 			}
-			n := 9*i + 2
-			fmt.Fprintf(&q, "($%d::text, $%d::text, $%d::integer, $%d::text, $%d::text, $%d::text, $%d::text, $%d::bigint, $%d::bigint)",
-				n, n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
-			args = append(args, p.id, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep, p.lease, p.updated)
+			n := 10*i + 2
+			fmt.Fprintf(&q, "($%d::text, $%d::text, $%d::integer, $%d::text, $%d::text, $%d::text, $%d::text, $%d::bigint, $%d::bigint, $%d::text)",
+				n, n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
+			args = append(args, p.id, p.status, p.step, p.stepName, p.data, p.reason, p.failedStep, p.lease, p.updated, p.ackStatus())
 		}
-		q.WriteString(`) AS v (id, status, step, step_name, data, reason, failed_step, lease, updated)
-WHERE s.id = v.id AND s.owner = $1 AND s.status IN ('running', 'compensating') RETURNING s.id`)
+		q.WriteString(`) AS v (id, status, step, step_name, data, reason, failed_step, lease, updated, ack)
+WHERE s.id = v.id AND s.owner = $1 AND (s.status IN ('running', 'retrying', 'compensating') OR s.status = v.ack) RETURNING s.id`)
 		rows, err := tx.QueryContext(ctx, q.String(), args...)
 		if err != nil {
 			return err

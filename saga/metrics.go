@@ -19,6 +19,9 @@ type metrics struct {
 	inFlightGauge     *prometheus.GaugeVec
 	compFailedTotal   *prometheus.CounterVec
 	compFailedGauge   *prometheus.GaugeVec
+	retryingGauge     *prometheus.GaugeVec
+	retryingOldest    *prometheus.GaugeVec
+	abortedTotal      *prometheus.CounterVec
 	batchSize         prometheus.Histogram
 	batchDuration     prometheus.Histogram
 	mu                sync.Mutex
@@ -57,6 +60,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "trellis_saga_compensation_failed",
 			Help: "Sagas currently compensation_failed in the log, by saga definition; alert when above zero.",
 		}, []string{"saga"}),
+		retryingGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "trellis_saga_retrying",
+			Help: "Sagas past their commit point whose step keeps failing and is retried until it succeeds, by saga definition; alert when above zero for long.",
+		}, []string{"saga"}),
+		retryingOldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "trellis_saga_retrying_oldest_seconds",
+			Help: "Age (since its start) of the oldest retrying saga, by saga definition; 0 when none.",
+		}, []string{"saga"}),
+		abortedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_saga_aborted_total",
+			Help: "Sagas that Abort stopped before their commit point, by saga definition.",
+		}, []string{"saga"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "trellis_saga_log_batch_size",
 			Help:    "Records per group-committed transaction of the saga log.",
@@ -69,7 +84,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.startedTotal, m.endedTotal, m.duration, m.stepDuration,
-		m.inFlightGauge, m.compFailedTotal, m.compFailedGauge, m.batchSize, m.batchDuration} {
+		m.inFlightGauge, m.compFailedTotal, m.compFailedGauge, m.retryingGauge, m.retryingOldest, m.abortedTotal,
+		m.batchSize, m.batchDuration} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -112,22 +128,44 @@ func (m *metrics) compensationFailed(saga string) {
 	}
 }
 
-// setFailed publishes the counts of compensation_failed sagas; names no
-// longer counted go back to zero.
-func (m *metrics) setFailed(counts map[string]int) {
+func (m *metrics) aborted(saga string) {
+	if m != nil {
+		m.abortedTotal.WithLabelValues(saga).Inc()
+	}
+}
+
+// attention is what the log holds, for one definition, that an operator
+// should look at.
+type attention struct {
+	failed         int // compensation_failed
+	retrying       int
+	oldestRetrying time.Time // the start of the oldest retrying saga
+}
+
+// setAttention publishes the gauges of compensation_failed and retrying
+// sagas; names no longer counted go back to zero.
+func (m *metrics) setAttention(g map[string]attention, now time.Time) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for name := range m.failedNamesBefore {
-		if _, ok := counts[name]; !ok {
+		if _, ok := g[name]; !ok {
 			m.compFailedGauge.WithLabelValues(name).Set(0)
+			m.retryingGauge.WithLabelValues(name).Set(0)
+			m.retryingOldest.WithLabelValues(name).Set(0)
 		}
 	}
-	m.failedNamesBefore = make(map[string]bool, len(counts))
-	for name, n := range counts {
-		m.compFailedGauge.WithLabelValues(name).Set(float64(n))
+	m.failedNamesBefore = make(map[string]bool, len(g))
+	for name, a := range g {
+		m.compFailedGauge.WithLabelValues(name).Set(float64(a.failed))
+		m.retryingGauge.WithLabelValues(name).Set(float64(a.retrying))
+		age := 0.0
+		if a.retrying > 0 {
+			age = max(0, now.Sub(a.oldestRetrying).Seconds())
+		}
+		m.retryingOldest.WithLabelValues(name).Set(age)
 		m.failedNamesBefore[name] = true
 	}
 }

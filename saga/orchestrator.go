@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,11 +40,24 @@ type Options struct {
 	// 0 means 1 s.
 	PollInterval time.Duration
 	// Lease is how long a running saga stays owned by this process without
-	// renewal; it is renewed every Lease/3. 0 means 30 s.
+	// renewal; it is renewed every Lease/3. 0 means 3 s. When a process
+	// dies and does not come back, another replica resumes its sagas once
+	// their leases expired, at its next poll: within Lease + PollInterval
+	// (4 s by default). Keep that well below the sagas' Timeout, or a
+	// crash eats their deadline; a shorter lease costs one renewal write
+	// per process every Lease/3 and makes a process paused for longer
+	// than Lease lose its sagas (fenced: it writes nothing stale).
 	Lease time.Duration
-	// Owner identifies this process in the log; "" means a random id. A
-	// stable id (a pod name) lets a restarted process resume its own sagas
-	// without waiting for their leases to expire.
+	// Owner is this process's stable identity, such as "order-0" or a pod
+	// name; "" means a random one. The log records Owner with a random
+	// incarnation id, and a process that starts with an Owner reclaims at
+	// once the sagas its previous incarnations held, without waiting for
+	// their leases to expire. Owner must be unique among live processes:
+	// if two run with one Owner, the one started last takes the sagas
+	// over and the other's writes to them are refused (no saga is
+	// recorded twice, but a step in flight in the older process may run a
+	// second time at once: steps are idempotent). At most 128 characters,
+	// without '/'.
 	Owner string
 	// SyncSteps makes every record durable before the saga proceeds: each
 	// step waits for the commit of the previous step's completion. By
@@ -78,7 +92,7 @@ type Options struct {
 const (
 	defaultConcurrency  = 256
 	defaultPollInterval = time.Second
-	defaultLease        = 30 * time.Second
+	defaultLease        = 3 * time.Second
 	maxBatch            = 512
 	releaseTimeout      = 5 * time.Second
 )
@@ -90,7 +104,8 @@ type Orchestrator struct {
 	db           *store.DB
 	log          *slog.Logger
 	clock        resilience.Clock
-	owner        string
+	identity     string // Options.Owner, or a random id
+	owner        string // what the owner column records: identity/incarnation
 	lease        time.Duration
 	pollInterval time.Duration
 	concurrency  int
@@ -105,6 +120,9 @@ type Orchestrator struct {
 	// workers run the executions and the concurrent actions: goroutines
 	// that keep the stacks SQLite's calls grew.
 	workers *workers.Pool
+	// hook, set by tests, is called at each point where a crash matters
+	// (see crashPoint).
+	hook func(point string)
 
 	mu      sync.Mutex
 	defs    map[string]runner
@@ -117,13 +135,20 @@ type Orchestrator struct {
 	// the current poll began: the rows that poll claimed for them may be
 	// older than what the execution wrote.
 	finishedSincePoll map[string]struct{}
-	waiters           map[string]*waiter
+	// interrupted holds the sagas whose execution here stopped before
+	// their end (a log error, a shutdown of Run): a later execution here
+	// cannot know how far that one got without a durable record.
+	interrupted map[string]struct{}
+	waiters     map[string]*waiter
 }
 
 // activeSaga is a saga executing in this process.
 type activeSaga struct {
 	again bool // kicked again meanwhile: execute once more when done
 	ended bool // its terminal status is durable
+	// abort is set by an Abort made in this process, so that the execution
+	// looks at the log before its next step.
+	abort atomic.Bool
 }
 
 type waiter struct {
@@ -154,6 +179,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		active:            make(map[string]*activeSaga),
 		later:             make(map[string]struct{}),
 		finishedSincePoll: make(map[string]struct{}),
+		interrupted:       make(map[string]struct{}),
 		waiters:           make(map[string]*waiter),
 		workers:           workers.New(workers.DefaultIdle),
 	}
@@ -163,11 +189,14 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 	if o.clock == nil {
 		o.clock = resilience.SystemClock()
 	}
-	if o.owner == "" {
-		var b [8]byte
-		_, _ = crand.Read(b[:])
-		o.owner = hex.EncodeToString(b[:])
+	if len(o.owner) > 128 || strings.Contains(o.owner, "/") {
+		return nil, fmt.Errorf("%w: Owner %q must be at most 128 characters, without '/'", ErrInvalidConfig, o.owner)
 	}
+	o.identity = o.owner
+	if o.identity == "" {
+		o.identity = randomID()
+	}
+	o.owner = o.identity + "/" + randomID()
 	if o.lease <= 0 {
 		o.lease = defaultLease
 	}
@@ -191,12 +220,20 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		}
 		o.m = m
 	}
-	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch}
+	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch, crash: o.crashPoint}
 	return o, nil
 }
 
-// Owner returns the id this orchestrator writes in the owner column.
+// Owner returns what this orchestrator writes in the owner column: its
+// identity (Options.Owner, or a random one), '/', and a random id of this
+// incarnation.
 func (o *Orchestrator) Owner() string { return o.owner }
+
+func randomID() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
 
 // Setup creates the saga tables if they do not exist. It is idempotent and
 // safe to run from several replicas at once.
@@ -287,7 +324,7 @@ func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) 
 	}
 	now := o.clock.Now()
 	row := sagaRow{id: id, name: name, status: Running, data: raw, deadline: deadline(r, now), created: now.UnixNano(),
-		leaseUntil: now.Add(o.lease).UnixNano()}
+		leaseUntil: now.Add(o.lease).UnixNano(), fresh: true}
 	var inserted bool
 	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, row.leaseUntil, row.created)
@@ -422,7 +459,7 @@ func (o *Orchestrator) renewLoop(ctx context.Context) {
 			continue
 		}
 		until := o.clock.Now().Add(o.lease).UnixNano()
-		err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		err := o.w.renew(func(ctx context.Context, tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, sqlRenew, until, o.owner)
 			return err
 		})
@@ -432,9 +469,9 @@ func (o *Orchestrator) renewLoop(ctx context.Context) {
 	}
 }
 
-// poll claims due sagas (leases expired; with mine, also those this owner
-// held before a restart) up to the free concurrency, and re-kicks those
-// stopped by a log error.
+// poll claims due sagas (leases expired; with mine, also those that the
+// earlier incarnations of this identity held, whatever their leases) up to
+// the free concurrency, and re-kicks those stopped by a log error.
 func (o *Orchestrator) poll(ctx context.Context, mine bool) {
 	o.mu.Lock()
 	clear(o.finishedSincePoll)
@@ -449,25 +486,27 @@ func (o *Orchestrator) poll(ctx context.Context, mine bool) {
 		o.dispatchLocked(id, nil)
 	}
 	o.mu.Unlock()
-	o.refreshFailed(ctx)
+	o.refreshGauges(ctx)
 	if len(names) == 0 || free <= 0 {
 		return
 	}
 	now := o.clock.Now()
-	due := "lease_until_ns < $3"
-	if mine {
-		due = "(lease_until_ns < $3 OR owner = $1)"
-	}
-	q := `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2 WHERE id IN (
-SELECT id FROM trellis_sagas WHERE status IN ('running', 'compensating') AND ` + due + `
-AND name IN (` + placeholders(4, len(names)) + `) ORDER BY lease_until_ns LIMIT ` + fmt.Sprint(free) + `)
-AND status IN ('running', 'compensating') AND ` + due + `
-RETURNING ` + rowColumns
 	until := now.Add(o.lease).UnixNano()
 	args := []any{o.owner, until, now.UnixNano()}
+	due := "lease_until_ns < $3"
+	if mine {
+		// The rows of an earlier incarnation: owner starts with identity/.
+		due = "(lease_until_ns < $3 OR (substr(owner, 1, length($4)) = $4 AND owner <> $1))"
+		args = append(args, o.identity+"/")
+	}
 	for _, n := range names {
 		args = append(args, n)
 	}
+	q := `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2 WHERE id IN (
+SELECT id FROM trellis_sagas WHERE status IN ` + activeStatuses + ` AND ` + due + `
+AND name IN (` + placeholders(len(args)-len(names)+1, len(names)) + `) ORDER BY lease_until_ns LIMIT ` + fmt.Sprint(free) + `)
+AND status IN ` + activeStatuses + ` AND ` + due + `
+RETURNING ` + rowColumns
 	var claimed []sagaRow
 	err := o.w.do(func(ctx context.Context, tx *sql.Tx) error {
 		claimed = claimed[:0]
@@ -534,7 +573,7 @@ func (o *Orchestrator) adopt(ctx context.Context, names []string, now time.Time,
 // definitions (nNames of them, from args[3]) this orchestrator holds.
 func (o *Orchestrator) ownIDs(ctx context.Context, args []any, nNames int) ([]string, error) {
 	rows, err := o.db.Reader().QueryContext(ctx, `SELECT id FROM trellis_sagas
-WHERE status IN ('running', 'compensating') AND owner = $1 AND created_ns < $2
+WHERE status IN `+activeStatuses+` AND owner = $1 AND created_ns < $2
 AND name IN (`+placeholders(4, nNames)+`) LIMIT $3`, args...)
 	if err != nil {
 		return nil, err
@@ -592,6 +631,12 @@ func (o *Orchestrator) held(ctx context.Context, id string) *sagaRow {
 		return nil
 	}
 	r.leaseUntil = until
+	// Held by this incarnation: started here, and executed here before
+	// only if an execution was interrupted.
+	o.mu.Lock()
+	_, interrupted := o.interrupted[id]
+	o.mu.Unlock()
+	r.fresh = !interrupted
 	return &r
 }
 
@@ -617,6 +662,9 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 			return
 		}
 		if row == nil {
+			o.mu.Lock()
+			delete(o.interrupted, id) // ended, or another orchestrator's now
+			o.mu.Unlock()
 			return
 		}
 	}
@@ -627,12 +675,23 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 	}
 	o.m.inFlight(row.name, 1)
 	defer o.m.inFlight(row.name, -1)
-	x := &execution{o: o, def: r, row: *row, leaseUntil: row.leaseUntil}
+	o.mu.Lock()
+	a := o.active[id]
+	o.mu.Unlock()
+	x := &execution{o: o, def: r, a: a, row: *row, leaseUntil: row.leaseUntil, resumed: !row.fresh, ranUpTo: -1}
+	if row.status != Compensating {
+		x.ranUpTo = row.step - 1
+	}
 	r.run(ctx, x)
 	// Stopped (shutdown, lost lease, log error) with records still
 	// queued: let them commit or fail before another execution of the
 	// saga can start here.
 	x.settle(ctx, true)
+	if !x.row.status.Terminal() && !x.leaseLost {
+		o.mu.Lock()
+		o.interrupted[id] = struct{}{}
+		o.mu.Unlock()
+	}
 }
 
 // finished forgets that id executes here, and restarts it if it was
@@ -660,15 +719,39 @@ func (o *Orchestrator) retryLater(id string) {
 	o.mu.Unlock()
 }
 
+// crashPoint calls the test hook, if any, at a point where a crash
+// matters: around each action and compensation and each log commit.
+func (o *Orchestrator) crashPoint(point string) {
+	if o.hook != nil {
+		o.hook(point)
+	}
+}
+
 // execution is one saga claimed and running in this process.
 type execution struct {
 	o   *Orchestrator
 	def runner
+	a   *activeSaga // nil when executed without dispatch (never, but safe)
 	row sagaRow
+	// resumed is set unless the saga was started by this incarnation and
+	// never executed before: then an earlier execution may have run steps
+	// past its last durable record, and a compensation must start from
+	// every step that may have run (see compensateFrom).
+	resumed bool
+	// ranUpTo is the last step whose action may have run: those recorded
+	// done before this execution, and those it started.
+	ranUpTo int
 	// pending is the last record queued without waiting (nil: none, or
 	// known durable); the log writer commits a saga's records in order,
 	// so once it is durable so are the earlier ones.
 	pending *logOp
+	// queued are the records queued since the last one known durable,
+	// oldest first: if the saga turns out aborted, the history of those
+	// refused goes into the record that acknowledges the abort.
+	queued []*logOp
+	// lost is the history of records refused because the saga was
+	// aborted, to be written with the acknowledgement.
+	lost []stepRow
 	// deferred is the last record held back by Options.RecordDelay (nil:
 	// none): not queued yet, it goes out with the next record, the end, or
 	// when the step running meanwhile outlasts the delay (holdWhile).
@@ -677,10 +760,38 @@ type execution struct {
 	// lease (Unix ns): the lease written by its claim or by its latest
 	// record known durable.
 	leaseUntil int64
+	// leaseLost is set when a write found the saga owned by another
+	// orchestrator.
+	leaseLost bool
+	// ackAbort makes the next save the acknowledgement of an abort.
+	ackAbort bool
+	// notes carries the first "retrying" of a forward step from the
+	// action's goroutine to holdWhile's, which records it (nil outside a
+	// forward group); noted makes it the first.
+	notes chan retryNote
+	noted atomic.Bool
+}
+
+// retryNote is a forward step that keeps failing.
+type retryNote struct {
+	step int
+	err  error
 }
 
 func (x *execution) pastDeadline() bool {
 	return x.row.deadline != 0 && x.o.clock.Now().UnixNano() >= x.row.deadline
+}
+
+// compensateFrom returns the step from which compensation starts, last
+// being the last step known to have run in this execution. A resumed
+// execution cannot know how far an earlier one got past the log, so it
+// starts from the last step before the commit point: nothing from there
+// on runs before the commit point is durable, and the log would say so.
+func (x *execution) compensateFrom(last int) int {
+	if x.resumed {
+		last = max(last, x.def.commitIndex()-1)
+	}
+	return last
 }
 
 // save records the saga's current state, its data and the history records
@@ -689,11 +800,13 @@ func (x *execution) pastDeadline() bool {
 // while yet, it returns once the record is durable; otherwise it queues the
 // record and returns at once (after checking that the records queued
 // before did not fail). It reports false when the saga must stop executing
-// here: the lease was lost, or a write failed (then the saga is retried at
-// the next poll, from its last durable record).
+// here: the lease was lost, a write failed (then the saga is retried at
+// the next poll, from its last durable record), or the saga was aborted.
 func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepRow) bool {
 	o, r := x.o, &x.row
-	if !x.settle(ctx, false) {
+	ack := x.ackAbort
+	x.ackAbort = false
+	if !ack && !x.settle(ctx, false) {
 		return false
 	}
 	raw, err := json.Marshal(data)
@@ -717,7 +830,7 @@ func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepR
 		wait = true
 	}
 	p := &progress{id: r.id, status: string(r.status), step: r.step, stepName: x.def.stepName(r.step), data: string(raw),
-		reason: r.reason, failedStep: r.failedStep, lease: lease, updated: now.UnixNano()}
+		reason: r.reason, failedStep: r.failedStep, lease: lease, updated: now.UnixNano(), ack: ack}
 	// A record held back is superseded by this one, which carries its
 	// history.
 	p.hist = x.takeDeferred(hist)
@@ -725,7 +838,7 @@ func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepR
 		x.deferred = p
 		return true
 	}
-	x.pending = o.w.queueProgress(p, x.pending)
+	x.queue(p)
 	if !wait {
 		return true
 	}
@@ -738,10 +851,18 @@ func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepR
 	return true
 }
 
+// queue queues p after the saga's earlier records.
+func (x *execution) queue(p *progress) {
+	x.pending = x.o.w.queueProgress(p, x.pending)
+	x.queued = append(x.queued, x.pending)
+}
+
 // settle checks the outcome of the records queued so far. With wait it
 // first queues the record held back, if any, then waits until they are
 // committed or failed; otherwise it looks only if they already are. It
-// reports false when the saga must stop executing here (see save).
+// reports false when the saga must stop executing here (see save); when
+// the records were refused because the saga was aborted, x.row.status is
+// then Aborting.
 func (x *execution) settle(ctx context.Context, wait bool) bool {
 	if wait {
 		x.queueDeferred()
@@ -755,7 +876,8 @@ func (x *execution) settle(ctx context.Context, wait bool) bool {
 	} else if !op.finished() {
 		return true
 	}
-	x.pending = nil
+	queued := x.queued
+	x.pending, x.queued = nil, nil
 	o, r := x.o, &x.row
 	switch {
 	case op.err != nil:
@@ -763,11 +885,72 @@ func (x *execution) settle(ctx context.Context, wait bool) bool {
 		o.retryLater(r.id)
 		return false
 	case op.prog.lost:
-		o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", ErrLeaseLost)
+		if x.abortedNow(ctx) {
+			for _, q := range queued {
+				if q.prog.lost {
+					x.lost = append(x.lost, q.prog.hist...)
+				}
+			}
+			return false
+		}
+		if x.leaseLost {
+			o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", ErrLeaseLost)
+		}
 		return false
 	}
 	x.leaseUntil = max(x.leaseUntil, op.prog.lease)
 	return true
+}
+
+// abortedNow reads the saga's row after a write was refused, and reports
+// whether the reason is an Abort (the saga is aborting and still this
+// orchestrator's): then it sets x.row.status to Aborting and the reason to
+// Abort's. Otherwise the lease was lost.
+func (x *execution) abortedNow(ctx context.Context) bool {
+	r := &x.row
+	var status, owner, reason string
+	err := x.o.db.Reader().QueryRowContext(ctx, "SELECT status, owner, reason FROM trellis_sagas WHERE id = $1", r.id).
+		Scan(&status, &owner, &reason)
+	if err != nil || Status(status) != Aborting || owner != x.o.owner {
+		if err != nil && ctx.Err() == nil && !errors.Is(err, sql.ErrNoRows) {
+			x.o.log.ErrorContext(ctx, "saga: read the log after a refused write; retrying at the next poll", "saga", r.name, "id", r.id, "error", err)
+			x.o.retryLater(r.id)
+			return false
+		}
+		x.leaseLost = true
+		return false
+	}
+	r.status, r.reason = Aborting, reason
+	return true
+}
+
+// checkAbortFlag, when an Abort made in this process flagged the saga,
+// waits for the records queued and reads the log: if the saga is aborting
+// it sets x.row.status to Aborting. It reports false when the saga must
+// stop executing here.
+func (x *execution) checkAbortFlag(ctx context.Context) bool {
+	if x.a == nil || !x.a.abort.Swap(false) || x.row.status == Compensating || x.row.status == Aborting {
+		return true
+	}
+	if !x.settle(ctx, true) {
+		return x.row.status == Aborting // run goes on to compensate
+	}
+	if x.abortedNow(ctx) {
+		return true
+	}
+	if x.leaseLost {
+		x.o.log.WarnContext(ctx, "saga: stopped here", "saga", x.row.name, "id", x.row.id, "error", ErrLeaseLost)
+		return false
+	}
+	return ctx.Err() == nil
+}
+
+// takeLost returns the history of the records an abort refused, and
+// forgets it.
+func (x *execution) takeLost() []stepRow {
+	h := x.lost
+	x.lost = nil
+	return h
 }
 
 // takeDeferred returns the history of the record held back, if any,
@@ -785,33 +968,75 @@ func (x *execution) takeDeferred(hist []stepRow) []stepRow {
 // queueDeferred queues the record held back, if any.
 func (x *execution) queueDeferred() {
 	if x.deferred != nil {
-		x.pending = x.o.w.queueProgress(x.deferred, x.pending)
+		x.queue(x.deferred)
 		x.deferred = nil
 	}
 }
 
 // holdWhile runs fn, a step's action or compensation, which must not touch
 // x's records. A record held back is queued if fn is still running after
-// Options.RecordDelay, so the log lags a slow step by at most that.
-func (x *execution) holdWhile(fn func()) {
-	if x.deferred == nil {
+// Options.RecordDelay, so the log lags a slow step by at most that. With
+// forward (the group is past the commit point), the first time one of its
+// actions keeps failing, the saga is recorded as retrying.
+func (x *execution) holdWhile(forward bool, fn func()) {
+	if x.deferred == nil && !forward {
 		fn()
 		return
 	}
-	t := x.o.clock.NewTimer(x.o.recordDelay)
+	var timer <-chan time.Time
+	if x.deferred != nil {
+		t := x.o.clock.NewTimer(x.o.recordDelay)
+		defer t.Stop()
+		timer = t.C()
+	}
+	if forward {
+		x.notes = make(chan retryNote, 1)
+		x.noted.Store(false)
+	}
 	stop, flushed := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(flushed)
-		select {
-		case <-t.C():
-			x.queueDeferred()
-		case <-stop:
-			t.Stop()
+		for {
+			select {
+			case <-timer:
+				x.queueDeferred()
+				timer = nil
+			case n := <-x.notes:
+				x.recordRetrying(n)
+			case <-stop:
+				return
+			}
 		}
 	}()
 	fn()
 	close(stop)
 	<-flushed // x's records are this goroutine's again
+	x.notes = nil
+}
+
+// retrying reports that forward step i failed its attempt and is retried:
+// a warn log now and then, and, the first time in this group, a record of
+// the saga as retrying (by holdWhile's goroutine). It may be called from
+// any of the group's goroutines.
+func (x *execution) retrying(ctx context.Context, i, attempts int, err error) {
+	if attempts&(attempts-1) == 0 || !x.noted.Load() { // the first time, then at powers of two
+		x.o.log.WarnContext(ctx, "saga: a step past the commit point keeps failing; retrying it until it succeeds",
+			"saga", x.row.name, "id", x.row.id, "step", x.def.stepName(i), "attempts", attempts, "error", err)
+	}
+	if x.notes != nil && !x.noted.Swap(true) {
+		x.notes <- retryNote{step: i, err: err}
+	}
+}
+
+// recordRetrying queues the record of the saga as retrying; its data is
+// the last recorded, since the group's actions may be writing it.
+func (x *execution) recordRetrying(n retryNote) {
+	r := &x.row
+	now := x.o.clock.Now()
+	p := &progress{id: r.id, status: string(Retrying), step: r.step, stepName: x.def.stepName(r.step), data: string(r.data),
+		reason: fmt.Sprintf("%s: %v", x.def.stepName(n.step), n.err), lease: now.Add(x.o.lease).UnixNano(), updated: now.UnixNano()}
+	p.hist = x.takeDeferred(nil)
+	x.queue(p)
 }
 
 // ended accounts for a saga whose terminal status is durable.
@@ -819,7 +1044,7 @@ func (o *Orchestrator) ended(ctx context.Context, r *sagaRow, now time.Time) {
 	o.m.ended(r.name, r.status, now.Sub(time.Unix(0, r.created)))
 	if r.status == CompensationFailed {
 		o.m.compensationFailed(r.name)
-		o.refreshFailed(ctx)
+		o.refreshGauges(ctx)
 	}
 	o.mu.Lock()
 	if a := o.active[r.id]; a != nil {
@@ -832,46 +1057,57 @@ func (o *Orchestrator) ended(ctx context.Context, r *sagaRow, now time.Time) {
 	o.mu.Unlock()
 }
 
-// refreshFailed sets the gauge of compensation_failed sagas from the log.
-func (o *Orchestrator) refreshFailed(ctx context.Context) {
+// refreshGauges sets the gauges of the sagas that need an operator's eye
+// (compensation_failed, retrying) from the log, which all replicas share.
+func (o *Orchestrator) refreshGauges(ctx context.Context) {
 	if o.m == nil {
 		return
 	}
-	counts, err := o.failedCounts(ctx)
+	g, err := o.attention(ctx)
 	if err != nil {
-		o.backgroundError(ctx, slog.LevelWarn, "saga: count compensation_failed sagas", err)
+		o.backgroundError(ctx, slog.LevelWarn, "saga: count compensation_failed and retrying sagas", err)
 		return
 	}
-	o.m.setFailed(counts)
+	o.m.setAttention(g, o.clock.Now())
 }
 
-func (o *Orchestrator) failedCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := o.db.Reader().QueryContext(ctx,
-		"SELECT name, COUNT(*) FROM trellis_sagas WHERE status = 'compensation_failed' GROUP BY name")
+// attention counts, by definition, the sagas compensation_failed and
+// those retrying, with the start of the oldest retrying one.
+func (o *Orchestrator) attention(ctx context.Context) (map[string]attention, error) {
+	rows, err := o.db.Reader().QueryContext(ctx, `SELECT name, status, COUNT(*), MIN(created_ns) FROM trellis_sagas
+WHERE status IN ('compensation_failed', 'retrying') GROUP BY name, status`)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = rows.Close() }()
-	counts := make(map[string]int)
+	out := make(map[string]attention)
 	for rows.Next() {
-		var name string
+		var name, status string
 		var n int
-		if err := rows.Scan(&name, &n); err != nil {
+		var oldest int64
+		if err := rows.Scan(&name, &status, &n, &oldest); err != nil {
 			return nil, err
 		}
-		counts[name] = n
+		a := out[name]
+		if Status(status) == CompensationFailed {
+			a.failed = n
+		} else {
+			a.retrying, a.oldestRetrying = n, time.Unix(0, oldest)
+		}
+		out[name] = a
 	}
-	return counts, rows.Err()
+	return out, rows.Err()
 }
 
 // Check reports whether the saga log can be read. Sagas needing an
-// operator are not a health failure; they show in the metrics.
+// operator (compensation_failed, retrying) are not a health failure; they
+// show in the metrics.
 func (o *Orchestrator) Check(ctx context.Context) error {
-	counts, err := o.failedCounts(ctx)
+	g, err := o.attention(ctx)
 	if err != nil {
 		return fmt.Errorf("saga: check: read the log: %w", err)
 	}
-	o.m.setFailed(counts)
+	o.m.setAttention(g, o.clock.Now())
 	return nil
 }
 
@@ -906,9 +1142,77 @@ WHERE id = $2 AND status = 'compensation_failed'`, o.clock.Now().UnixNano(), id)
 		return fmt.Errorf("%w: saga %q is %s", ErrNotRetryable, id, status)
 	}
 	o.log.InfoContext(ctx, "saga: compensation retried by request", "id", id)
-	o.refreshFailed(ctx)
+	o.refreshGauges(ctx)
 	o.Kick(id)
 	return nil
+}
+
+// Abort asks saga id to stop and compensate, for a reason (a cancellation
+// by the customer, say) that its Result will carry with Aborted set. It
+// succeeds only while the saga runs before its commit point (its pivot,
+// or its first retriable step): the commit point is recorded before that
+// step runs, and Abort and that record exclude each other in the log, so
+// either the saga compensates or it goes forward to its end. The
+// orchestrator executing the saga, here or in another replica, sees the
+// abort at its next write at the latest, before its next step where the
+// write is waited for (the commit point always is), and compensates every
+// step that may have run. Abort returns nil once the abort is recorded, or
+// if the saga was already aborting; ErrNotAbortable (with the saga's
+// status) if it is past its commit point, compensating or ended;
+// ErrNotFound or ErrUnknownSaga otherwise. The definition must be
+// registered here.
+func (o *Orchestrator) Abort(ctx context.Context, id, reason string) error {
+	if reason == "" {
+		reason = "aborted"
+	}
+	var name string
+	err := o.db.Reader().QueryRowContext(ctx, "SELECT name FROM trellis_sagas WHERE id = $1", id).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return fmt.Errorf("saga: abort %q: %w", id, err)
+	}
+	r := o.runner(name)
+	if r == nil {
+		return fmt.Errorf("%w: %q (saga %q)", ErrUnknownSaga, name, id)
+	}
+	var aborted bool
+	var status string
+	var step int
+	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE trellis_sagas SET status = 'aborting', reason = $2, updated_ns = $3
+WHERE id = $1 AND status = 'running' AND step < $4`, id, reason, o.clock.Now().UnixNano(), r.commitIndex())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if aborted = n == 1; err != nil || aborted {
+			return err
+		}
+		return tx.QueryRowContext(ctx, "SELECT status, step FROM trellis_sagas WHERE id = $1", id).Scan(&status, &step)
+	})
+	if err != nil {
+		return fmt.Errorf("saga: abort %q: %w", id, err)
+	}
+	switch {
+	case aborted:
+		o.log.InfoContext(ctx, "saga: abort requested", "saga", name, "id", id, "reason", reason)
+		o.mu.Lock()
+		if a := o.active[id]; a != nil {
+			a.abort.Store(true) // executing here: look before the next step
+			o.mu.Unlock()
+			return nil
+		}
+		o.mu.Unlock()
+		o.Kick(id) // ours and idle: compensate now
+		return nil
+	case Status(status) == Aborting:
+		return nil
+	case Status(status) == Running || Status(status) == Retrying:
+		return fmt.Errorf("%w: saga %q is past its commit point (step %q): it goes forward to its end", ErrNotAbortable, id, r.stepName(step))
+	}
+	return fmt.Errorf("%w: saga %q is %s", ErrNotAbortable, id, status)
 }
 
 // Filter selects sagas for List.

@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -19,8 +20,16 @@ type Status string
 const (
 	// Running: the actions are executing, in order.
 	Running Status = "running"
-	// Compensating: a step failed; its compensation and those of the
-	// earlier steps are executing, in reverse order.
+	// Retrying: the saga is past its commit point (its pivot) and can only
+	// go forward, but a step keeps failing: it is retried with backoff
+	// until it succeeds, whatever the deadline. Reason holds its last
+	// error. An operator should look at why.
+	Retrying Status = "retrying"
+	// Aborting: Abort asked the saga to stop before its commit point; the
+	// orchestrator that executes it switches it to Compensating.
+	Aborting Status = "aborting"
+	// Compensating: a step failed, the deadline passed, or the saga was
+	// aborted; the compensations are executing, in reverse order.
 	Compensating Status = "compensating"
 	// Completed: every action succeeded. Terminal.
 	Completed Status = "completed"
@@ -38,7 +47,9 @@ func (s Status) Terminal() bool {
 	return s == Completed || s == Compensated || s == CompensationFailed
 }
 
-func (s Status) active() bool { return s == Running || s == Compensating }
+func (s Status) active() bool {
+	return s == Running || s == Retrying || s == Aborting || s == Compensating
+}
 
 // Errors returned by this package, to be tested with [errors.Is].
 var (
@@ -60,6 +71,9 @@ var (
 	// ErrLeaseLost reports a write refused because another orchestrator
 	// took over the saga (its lease had expired).
 	ErrLeaseLost = errors.New("saga: lease lost to another orchestrator")
+	// ErrNotAbortable reports an Abort of a saga that is past its commit
+	// point (it only goes forward now), already compensating, or ended.
+	ErrNotAbortable = errors.New("saga: not abortable")
 )
 
 // timedOut is the Reason of a saga compensated because its deadline passed.
@@ -97,6 +111,45 @@ type StepContext struct {
 	Attempt int
 }
 
+// Kind says what a step can do when the saga has to stop, after Hector
+// Garcia-Molina and Kenneth Salem's sagas: a saga is a run of
+// compensatable steps, then at most one pivot, then retriable steps.
+type Kind int
+
+// The kinds of step.
+const (
+	// Compensatable (the default) steps can be undone: when the saga
+	// fails, times out or is aborted before its pivot, their
+	// compensations run in reverse order.
+	Compensatable Kind = iota
+	// Pivot is the saga's point of no return: once it succeeded the saga
+	// only goes forward. Before the pivot starts, the saga records that it
+	// is about to (one durable write), and from then on neither the deadline
+	// nor Abort can stop it: the pivot is retried until it succeeds or
+	// fails permanently (a Permanent error), which compensates it (when it
+	// has a Compensate) and the steps before it. Concurrent steps may join
+	// the pivot's group; they run and are retried with it.
+	Pivot
+	// Retriable steps follow the pivot (or, without a pivot, the
+	// compensatable steps) and are retried with capped, full-jitter
+	// backoff until they succeed: neither the deadline nor an attempt
+	// limit makes them give up, and they have no compensation. A saga
+	// whose forward step keeps failing shows as Retrying.
+	Retriable
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Compensatable:
+		return "compensatable"
+	case Pivot:
+		return "pivot"
+	case Retriable:
+		return "retriable"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
 // Step is one local transaction of a saga and its compensation.
 type Step[T any] struct {
 	// Name identifies the step within its saga; it is part of the
@@ -130,15 +183,21 @@ type Step[T any] struct {
 	Concurrent bool
 	// Retry configures the action's attempts; zero fields mean 3
 	// attempts with full jitter from 50 ms up to 1 s. Its Clock defaults
-	// to the Orchestrator's.
+	// to the Orchestrator's. The actions of the pivot's group and of
+	// retriable steps go on after MaxAttempts, with the same capped
+	// backoff, until they succeed.
 	Retry resilience.RetryConfig[struct{}]
+	// Kind is Compensatable (the default), Pivot or Retriable; see Kind.
+	Kind Kind
 }
 
 // Result is how a saga ended, as given to Definition.Finish.
 type Result struct {
 	Status     Status // Completed or Compensated
-	FailedStep string // "" when Completed
-	Reason     string // the error that started compensation, or "saga timed out"
+	FailedStep string // "" when Completed or aborted
+	Reason     string // the error that started compensation, "saga timed out", or Abort's reason
+	// Aborted reports a saga compensated because Abort asked for it.
+	Aborted bool
 }
 
 // Definition describes a kind of saga; its data is a T, saved as JSON.
@@ -148,10 +207,12 @@ type Definition[T any] struct {
 	// Steps run in order (a group of Concurrent steps together); at least
 	// one.
 	Steps []Step[T]
-	// Timeout bounds the whole saga, measured from its start; the deadline
-	// is stored with the saga, so it survives restarts. 0 means none. A
-	// saga past its deadline fails its current step and compensates with
-	// reason "saga timed out"; compensation itself is not bounded by it.
+	// Timeout bounds the saga before its commit point (the pivot, or the
+	// first retriable step), measured from its start; the deadline is
+	// stored with the saga, so it survives restarts. 0 means none. A saga
+	// past its deadline before its commit point fails its current step
+	// and compensates with reason "saga timed out". Neither compensation
+	// nor the steps from the commit point on are bounded by it.
 	Timeout time.Duration
 	// StepTimeout is the default per-attempt timeout; 0 means 10 s.
 	StepTimeout time.Duration
@@ -198,8 +259,10 @@ const (
 // executed. Every process that runs sagas of a definition must register it
 // (before Run, so that sagas in flight are resumed at once). It fails with
 // ErrInvalidDefinition for an empty name, no steps, an empty, duplicate or
-// action-less step, a Concurrent first step, or a name already
-// registered.
+// action-less step, a Concurrent first step, a name already registered,
+// or kinds out of order: compensatable steps, then at most one pivot
+// (with the Concurrent steps of its group), then retriable steps, which
+// have no Compensate and share a group only with retriable steps.
 func Register[T any](o *Orchestrator, def Definition[T]) error {
 	if o == nil {
 		return fmt.Errorf("%w: nil Orchestrator", ErrInvalidConfig)
@@ -237,6 +300,9 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 			return fmt.Errorf("%w: saga %q: the first step %q cannot be Concurrent", ErrInvalidDefinition, def.Name, s.Name)
 		}
 		seen[s.Name] = true
+		if s.Kind < Compensatable || s.Kind > Retriable {
+			return fmt.Errorf("%w: saga %q: step %q has an unknown Kind %d", ErrInvalidDefinition, def.Name, s.Name, int(s.Kind))
+		}
 		rc := s.Retry
 		if rc.MaxAttempts <= 0 {
 			rc.MaxAttempts = defaultActionAttempts
@@ -262,6 +328,11 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		}
 		d.retries[i] = resilience.NewRetry(rc)
 	}
+	commit, err := commitPoint(def)
+	if err != nil {
+		return err
+	}
+	d.commit = commit
 	d.compRetry = resilience.NewRetry(resilience.RetryConfig[struct{}]{
 		MaxAttempts: d.def.CompensationAttempts,
 		BaseDelay:   compensationBaseDelay,
@@ -273,6 +344,59 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		RetryAfter: breakerRetryAfter,
 	})
 	return o.register(def.Name, d)
+}
+
+// commitPoint checks the order of def's step kinds and returns the index
+// of its commit point: the first step of the pivot's group, or else of
+// the first retriable step, or else len(def.Steps). The steps before it
+// are compensatable; from it on the saga only goes forward.
+func commitPoint[T any](def Definition[T]) (int, error) {
+	steps := def.Steps
+	bad := func(format string, args ...any) (int, error) {
+		return 0, fmt.Errorf("%w: saga %q: "+format, append([]any{ErrInvalidDefinition, def.Name}, args...)...)
+	}
+	groupOf := make([]int, len(steps)) // the index of each step's group's first step
+	for i := range steps {
+		groupOf[i] = i
+		if steps[i].Concurrent && i > 0 {
+			groupOf[i] = groupOf[i-1]
+		}
+	}
+	commit := len(steps)
+	pivot := -1
+	for i, s := range steps {
+		switch s.Kind {
+		case Pivot:
+			if pivot >= 0 {
+				return bad("steps %q and %q are both Pivot; a saga has at most one", steps[pivot].Name, s.Name)
+			}
+			if commit < len(steps) {
+				return bad("pivot %q comes after retriable step %q", s.Name, steps[commit].Name)
+			}
+			pivot, commit = i, groupOf[i]
+		case Retriable:
+			if s.Compensate != nil {
+				return bad("retriable step %q has a Compensate; a retriable step is never undone", s.Name)
+			}
+			if commit == len(steps) {
+				commit = groupOf[i]
+			}
+		}
+	}
+	pivotEnd := commit // the index after the pivot's group
+	if pivot >= 0 {
+		for pivotEnd = pivot + 1; pivotEnd < len(steps) && steps[pivotEnd].Concurrent; pivotEnd++ {
+		}
+	}
+	for i, s := range steps {
+		switch {
+		case s.Kind == Retriable && i < pivotEnd:
+			return bad("retriable step %q is in the pivot's group or before it", s.Name)
+		case s.Kind == Compensatable && i >= pivotEnd:
+			return bad("compensatable step %q comes after the commit point (the pivot or the first retriable step); make it Retriable", s.Name)
+		}
+	}
+	return commit, nil
 }
 
 // notNow carries a circuit breaker's rejection through a step's retries.
@@ -314,6 +438,8 @@ type runner interface {
 	sagaTimeout() time.Duration
 	// stepName returns the name of step i, "" when out of range.
 	stepName(i int) string
+	// commitIndex returns the index of the commit point (see commitPoint).
+	commitIndex() int
 	// run executes the claimed saga x until it ends, stops, or ctx ends.
 	run(ctx context.Context, x *execution)
 }
@@ -323,6 +449,8 @@ type definition[T any] struct {
 	o         *Orchestrator
 	retries   []*resilience.Retry[struct{}]
 	compRetry *resilience.Retry[struct{}]
+	// commit is the index of the commit point (see commitPoint).
+	commit int
 }
 
 func (d *definition[T]) check(data []byte) error {
@@ -334,6 +462,8 @@ func (d *definition[T]) check(data []byte) error {
 }
 
 func (d *definition[T]) sagaTimeout() time.Duration { return d.def.Timeout }
+
+func (d *definition[T]) commitIndex() int { return d.commit }
 
 func (d *definition[T]) stepName(i int) string {
 	if i < 0 || i >= len(d.def.Steps) {
@@ -352,9 +482,14 @@ func (d *definition[T]) timeout(s *Step[T]) time.Duration {
 // run is the saga's state machine. Every transition is recorded (x.save)
 // before the next one starts. The completion records of actions and
 // compensations are committed in the background while the saga goes on
-// (unless Options.SyncSteps); the switch to compensating, the state before
-// Finish and the terminal status are waited for:
+// (unless Options.SyncSteps); the commit point, the switch to
+// compensating, the state before Finish and the terminal status are
+// waited for:
 //
+//   - the commit point (the saga is about to run its pivot, or its first
+//     retriable step) must be durable before that step runs: a resumed
+//     saga then knows whether anything past it may have run, and Abort
+//     cannot slip in after it;
 //   - compensating must be durable before the first compensation runs:
 //     otherwise a crash could leave the log saying "running" after
 //     compensations ran, and the resumed saga would go forward, re-running
@@ -378,129 +513,154 @@ func (d *definition[T]) run(ctx context.Context, x *execution) {
 		o.log.ErrorContext(ctx, "saga: cannot decode the saga's data; leaving it", "saga", r.name, "id", r.id, "error", err)
 		return
 	}
-	steps := d.def.Steps
 	for ctx.Err() == nil {
-		// A record queued earlier that failed (or found the lease lost)
-		// stops the saga before its next step.
-		if !x.settle(ctx, false) {
-			return
+		if d.transition(ctx, x, &data) {
+			continue
 		}
-		switch r.status {
-		case Running:
-			if r.step >= len(steps) {
-				// Every action succeeded; Finish was pending.
-				res := Result{Status: Completed}
-				if d.def.FinishTx != nil {
-					if held := x.takeDeferred(nil); x.settle(ctx, true) {
-						d.end(ctx, x, &data, res, held)
-					}
-					return
-				}
-				if !x.settle(ctx, true) {
-					return
-				}
-				if !d.finish(ctx, x, &data, res) {
-					return
-				}
-				r.status = Completed
-				if x.save(ctx, &data, true) {
-					d.ended(ctx, x, &data, res)
-				}
-				return
-			}
-			g, e := r.step, d.groupEnd(r.step)
-			var hist []stepRow
-			var failed int
-			var err error
-			x.holdWhile(func() { hist, failed, err = d.actions(ctx, x, g, e, &data) })
-			if ctx.Err() != nil {
-				return // shutdown is not failure: the steps run again on resume
-			}
-			if err == nil {
-				r.step = e
-				if r.step == len(steps) && d.def.FinishTx != nil {
-					// The last actions' records (and one held back) commit
-					// with FinishTx.
-					if h := x.takeDeferred(hist); x.settle(ctx, true) {
-						d.end(ctx, x, &data, Result{Status: Completed}, h)
-					}
-					return
-				}
-				if r.step == len(steps) && d.def.Finish == nil {
-					r.status = Completed
-				}
-			} else {
-				reason := err.Error()
-				if x.pastDeadline() {
-					reason = timedOut
-				}
-				// Compensation starts from the group's last step: any of the
-				// group may have taken effect.
-				r.status, r.reason, r.failedStep, r.step = Compensating, reason, steps[failed].Name, e-1
-				o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", steps[failed].Name,
-					"attempts", hist[failed-g].attempts, "error", err)
-			}
-			// A failure switches to compensating: wait for it (see above).
-			if !x.save(ctx, &data, err != nil, hist...) {
-				return
-			}
-			if r.status.Terminal() {
-				d.ended(ctx, x, &data, Result{Status: Completed})
-				return
-			}
-		case Compensating:
-			j := min(r.step, len(steps)-1)
-			for j >= 0 && steps[j].Compensate == nil {
-				j--
-			}
-			if j < 0 {
-				res := Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason}
-				if d.def.FinishTx != nil {
-					if held := x.takeDeferred(nil); x.settle(ctx, true) {
-						r.step = -1
-						d.end(ctx, x, &data, res, held)
-					}
-					return
-				}
-				if !x.settle(ctx, true) {
-					return
-				}
-				if !d.finish(ctx, x, &data, res) {
-					return
-				}
-				r.status, r.step = Compensated, -1
-				if x.save(ctx, &data, true) {
-					d.ended(ctx, x, &data, res)
-				}
-				return
-			}
-			r.step = j
-			s := &steps[j]
-			started := o.clock.Now()
-			var attempts int
-			var err error
-			x.holdWhile(func() { attempts, err = d.compensate(ctx, x, j, &data) })
-			if ctx.Err() != nil {
-				return
-			}
-			h := stepRow{step: s.Name, phase: phaseCompensation, attempts: attempts, started: started, ended: o.clock.Now()}
-			o.m.stepDone(r.name, s.Name, phaseCompensation, h.ended.Sub(started))
-			if err == nil {
-				h.status = stepSucceeded
-				r.step = j - 1
-			} else {
-				h.status, h.err = stepFailed, err.Error()
-				r.status = CompensationFailed
-				o.log.ErrorContext(ctx, "saga: compensation failed; the saga needs an operator (Retry)",
-					"saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err, "reason", r.reason)
-			}
-			if !x.save(ctx, &data, false, h) || r.status.Terminal() {
-				return
-			}
-		default:
-			return
+		// A write found the saga aborted: compensate (next transition).
+		if ctx.Err() == nil && r.status == Aborting {
+			continue
 		}
+		return
 	}
+}
+
+// transition makes the saga's next move and reports whether the saga goes
+// on executing here. It reports false when the saga ended, stopped here
+// (lost lease, log error, shutdown), or was found aborted (then r.status
+// is Aborting and run calls it again).
+func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) bool {
+	o := d.o
+	r := &x.row
+	steps := d.def.Steps
+	// A record queued earlier that failed (or found the lease lost, or the
+	// saga aborted) stops the saga before its next step; so does an Abort
+	// made in this process.
+	if !x.settle(ctx, false) || !x.checkAbortFlag(ctx) {
+		return false
+	}
+	switch r.status {
+	case Running, Retrying:
+		if r.step >= len(steps) {
+			// Every action succeeded; Finish was pending.
+			res := Result{Status: Completed}
+			if d.def.FinishTx != nil {
+				if held := x.takeDeferred(nil); x.settle(ctx, true) {
+					d.end(ctx, x, data, res, held)
+				}
+				return false
+			}
+			if !x.settle(ctx, true) {
+				return false
+			}
+			if !d.finish(ctx, x, data, res) {
+				return false
+			}
+			r.status = Completed
+			if x.save(ctx, data, true) {
+				d.ended(ctx, x, data, res)
+			}
+			return false
+		}
+		g, e := r.step, d.groupEnd(r.step)
+		var hist []stepRow
+		var failed int
+		var err error
+		x.ranUpTo = max(x.ranUpTo, e-1)
+		x.holdWhile(g >= d.commit, func() { hist, failed, err = d.actions(ctx, x, g, e, data) })
+		if ctx.Err() != nil {
+			return false // shutdown is not failure: the steps run again on resume
+		}
+		if err == nil {
+			r.step, r.status = e, Running
+			if r.step == len(steps) && d.def.FinishTx != nil {
+				// The last actions' records (and one held back) commit
+				// with FinishTx.
+				if h := x.takeDeferred(hist); x.settle(ctx, true) {
+					d.end(ctx, x, data, Result{Status: Completed}, h)
+				}
+				return false
+			}
+			if r.step == len(steps) && d.def.Finish == nil {
+				r.status = Completed
+			}
+		} else {
+			reason := err.Error()
+			if g < d.commit && x.pastDeadline() {
+				reason = timedOut
+			}
+			r.status, r.reason, r.failedStep, r.step = Compensating, reason, steps[failed].Name, x.compensateFrom(e-1)
+			o.log.WarnContext(ctx, "saga: step failed; compensating", "saga", r.name, "id", r.id, "step", steps[failed].Name,
+				"attempts", hist[failed-g].attempts, "error", err)
+		}
+		// A failure switches to compensating, and the commit point must be
+		// durable before the step there runs: wait for them (see run).
+		if !x.save(ctx, data, err != nil || r.step == d.commit, hist...) {
+			return false
+		}
+		if r.status.Terminal() {
+			d.ended(ctx, x, data, Result{Status: Completed})
+			return false
+		}
+		return true
+	case Aborting:
+		// Abort is refused from the commit point on, so only compensatable
+		// steps can have run.
+		r.status, r.failedStep, r.step = Compensating, "", x.compensateFrom(x.ranUpTo)
+		o.log.InfoContext(ctx, "saga: aborted; compensating", "saga", r.name, "id", r.id, "reason", r.reason)
+		o.m.aborted(r.name)
+		x.ackAbort = true
+		return x.save(ctx, data, true, x.takeLost()...)
+	case Compensating:
+		j := min(r.step, len(steps)-1)
+		for j >= 0 && steps[j].Compensate == nil {
+			j--
+		}
+		if j < 0 {
+			// An aborted saga is the one compensated without a failed step.
+			res := Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason, Aborted: r.failedStep == ""}
+			if d.def.FinishTx != nil {
+				if held := x.takeDeferred(nil); x.settle(ctx, true) {
+					r.step = -1
+					d.end(ctx, x, data, res, held)
+				}
+				return false
+			}
+			if !x.settle(ctx, true) {
+				return false
+			}
+			if !d.finish(ctx, x, data, res) {
+				return false
+			}
+			r.status, r.step = Compensated, -1
+			if x.save(ctx, data, true) {
+				d.ended(ctx, x, data, res)
+			}
+			return false
+		}
+		r.step = j
+		s := &steps[j]
+		started := o.clock.Now()
+		var attempts int
+		var err error
+		x.holdWhile(false, func() { attempts, err = d.compensate(ctx, x, j, data) })
+		if ctx.Err() != nil {
+			return false
+		}
+		h := stepRow{step: s.Name, phase: phaseCompensation, attempts: attempts, started: started, ended: o.clock.Now()}
+		o.m.stepDone(r.name, s.Name, phaseCompensation, h.ended.Sub(started))
+		if err == nil {
+			h.status = stepSucceeded
+			r.step = j - 1
+		} else {
+			h.status, h.err = stepFailed, err.Error()
+			r.status = CompensationFailed
+			o.log.ErrorContext(ctx, "saga: compensation failed; the saga needs an operator (Retry)",
+				"saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err, "reason", r.reason)
+		}
+		return x.save(ctx, data, false, h) && !r.status.Terminal()
+	}
+	return false
 }
 
 // groupEnd returns the index after the last step of the group that starts
@@ -518,7 +678,8 @@ func (d *definition[T]) groupEnd(g int) int {
 // fail, it returns the index and error of the one that failed first; the
 // others still running are stopped (their context is cancelled) and
 // recorded as stopped by it, or as what they did if they finished anyway.
-// Past the deadline, no action runs and the group fails timed out.
+// Past the deadline, before the commit point, no action runs and the group
+// fails timed out.
 func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, data *T) ([]stepRow, int, error) {
 	o, steps := d.o, d.def.Steps
 	hist := make([]stepRow, e-g)
@@ -534,7 +695,7 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 		hist[k-g], errs[k-g] = h, err
 	}
 	switch {
-	case x.pastDeadline():
+	case g < d.commit && x.pastDeadline():
 		now := o.clock.Now()
 		for k := g; k < e; k++ {
 			hist[k-g] = stepRow{step: steps[k].Name, phase: phaseAction, status: stepFailed, err: timedOut, started: now, ended: now}
@@ -585,24 +746,59 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 }
 
 // action runs step i's action under its retry policy, each attempt bounded
-// by the step timeout and all of them by the saga's deadline. It returns
-// the attempts made.
+// by the step timeout. Before the commit point, all the attempts are
+// bounded by the saga's deadline. From the commit point on, the action
+// goes on after the policy's last attempt, with the same capped backoff,
+// until it succeeds; in the pivot's group a Permanent error still fails
+// it. It returns the attempts made.
 func (d *definition[T]) action(ctx context.Context, x *execution, i int, data *T) (int, error) {
 	s := &d.def.Steps[i]
-	if x.row.deadline != 0 {
+	if x.row.deadline != 0 && i < d.commit {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Unix(0, x.row.deadline).Sub(d.o.clock.Now()))
 		defer cancel()
 	}
 	sc := StepContext{SagaID: x.row.id, Step: s.Name, IdempotencyKey: x.row.id + ":" + s.Name}
 	timeout := d.timeout(s)
-	_, err := d.retries[i].Execute(ctx, func(ctx context.Context) (struct{}, error) {
+	attempt := func(ctx context.Context) error {
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return struct{}{}, deferBreaker(protect(func() error { return s.Action(ctx, sc, data) }))
-	})
-	return sc.Attempt, err
+		d.o.crashPoint("action " + s.Name)
+		err := deferBreaker(protect(func() error { return s.Action(ctx, sc, data) }))
+		d.o.crashPoint("action " + s.Name + " returned")
+		return err
+	}
+	_, err := d.retries[i].Execute(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, attempt(ctx) })
+	if err == nil || i < d.commit {
+		return sc.Attempt, err
+	}
+	// From the commit point on the saga only goes forward.
+	rc := d.def.Steps[i].Retry
+	base, ceiling := cmp.Or(rc.BaseDelay, defaultActionBaseDelay), cmp.Or(rc.MaxDelay, defaultActionMaxDelay)
+	for n := 0; ; n++ {
+		if ctx.Err() != nil {
+			return sc.Attempt, err
+		}
+		if IsPermanent(err) {
+			if s.Kind != Retriable {
+				return sc.Attempt, err // the pivot's group: a refusal compensates
+			}
+			d.o.log.ErrorContext(ctx, "saga: a retriable step failed permanently; retrying it anyway (it must succeed in the end)",
+				"saga", x.row.name, "id", x.row.id, "step", s.Name, "attempts", sc.Attempt, "error", err)
+		}
+		x.retrying(ctx, i, sc.Attempt, err)
+		wait := backoff(n, base, ceiling)
+		if after, ok := breakerRetryAfter(struct{}{}, err); ok {
+			wait = max(wait, after)
+		}
+		if !d.o.pause(ctx, wait) {
+			return sc.Attempt, err
+		}
+		if err = attempt(ctx); err == nil {
+			return sc.Attempt, nil
+		}
+	}
 }
 
 // compensate runs step j's compensation up to CompensationAttempts times.
@@ -614,7 +810,10 @@ func (d *definition[T]) compensate(ctx context.Context, x *execution, j int, dat
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return struct{}{}, deferBreaker(protect(func() error { return s.Compensate(ctx, sc, data) }))
+		d.o.crashPoint("compensate " + s.Name)
+		err := deferBreaker(protect(func() error { return s.Compensate(ctx, sc, data) }))
+		d.o.crashPoint("compensate " + s.Name + " returned")
+		return struct{}{}, err
 	})
 	return sc.Attempt, err
 }
@@ -642,9 +841,10 @@ func (d *definition[T]) finish(ctx context.Context, x *execution, data *T, r Res
 }
 
 // end runs FinishTx and records the terminal status res.Status, with the
-// history records h, in one transaction, retrying with backoff
-// until it commits; it reports false when the saga must stop executing
-// here (ctx ended, or the lease was lost: then nothing was written).
+// history records h, in one transaction, retrying with backoff until it
+// commits; it reports false when the saga must stop executing here (ctx
+// ended, or the lease was lost: then nothing was written) or was found
+// aborted (then x.row.status is Aborting).
 func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Result, h []stepRow) bool {
 	o, r := d.o, &x.row
 	raw, err := json.Marshal(data)
@@ -658,16 +858,27 @@ func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Resu
 			if err := protect(func() error { return d.def.FinishTx(ctx, tx, r.id, data, res) }); err != nil {
 				return err
 			}
-			return o.w.endTx(ctx, tx, &progress{id: r.id, status: string(res.Status), step: r.step, stepName: d.stepName(r.step),
+			err := o.w.endTx(ctx, tx, &progress{id: r.id, status: string(res.Status), step: r.step, stepName: d.stepName(r.step),
 				data: string(raw), reason: r.reason, failedStep: r.failedStep, updated: now.UnixNano(), hist: h})
+			if err == nil {
+				o.crashPoint("end " + string(res.Status) + " written")
+			}
+			return err
 		})
 		switch {
 		case err == nil:
+			o.crashPoint("end " + string(res.Status) + " committed")
 			r.status, r.data = res.Status, raw
 			o.ended(ctx, r, now)
 			d.ended(ctx, x, data, res)
 			return true
 		case errors.Is(err, ErrLeaseLost):
+			if res.Status == Completed && x.abortedNow(ctx) {
+				// Refused because an Abort came first: compensate, with
+				// the history of the last actions.
+				x.lost = append(x.lost, h...)
+				return false
+			}
 			o.log.WarnContext(ctx, "saga: stopped here", "saga", r.name, "id", r.id, "error", err)
 			return false
 		case ctx.Err() != nil:
