@@ -20,6 +20,9 @@ import (
 const (
 	DefaultAckWait       = 30 * time.Second
 	DefaultMaxDeliveries = 5
+	// Unlimited, as ConsumerConfig.MaxDeliveries, retries a failing
+	// message without limit: only a poison message is dead-lettered.
+	Unlimited = -1
 	// deadLetterTimeout bounds the publication of a dead letter.
 	deadLetterTimeout = 10 * time.Second
 	// maxDeadErrorLen caps the error text carried in a header.
@@ -28,6 +31,18 @@ const (
 	// iterator ended unexpectedly (consumer deleted, connection closed and
 	// reopened) is set up again.
 	resubscribeWait = time.Second
+)
+
+// Reasons a message is dead-lettered, as logged.
+const (
+	// ReasonPermanent: the handler's error wraps ErrPermanent, or the
+	// message could not be decoded.
+	ReasonPermanent = "permanent"
+	// ReasonPanic: the handler panicked on a consumer without a delivery
+	// limit.
+	ReasonPanic = "panic"
+	// ReasonMaxDeliveries: delivery number MaxDeliveries failed.
+	ReasonMaxDeliveries = "max_deliveries"
 )
 
 // ConsumerConfig configures a durable JetStream consumer.
@@ -52,6 +67,19 @@ type ConsumerConfig struct {
 	// MaxDeliveries is the number of attempts: when delivery number
 	// MaxDeliveries fails, the message is dead-lettered. 0 means
 	// DefaultMaxDeliveries.
+	//
+	// Unlimited (or any negative value) retries a failing message for as
+	// long as it fails, with the Backoff delay: for events that must be
+	// handled, where giving up after a few transient failures (a database
+	// busy, a service restarting) would lose an effect for good. Only a
+	// poison message is then dead-lettered, at its first failure: an error
+	// wrapping ErrPermanent, a payload or envelope that does not decode,
+	// and a handler panic (*PanicError). A panic is poison here because it
+	// is a bug in the handler, not trouble around it: redelivering the
+	// message runs the same code on the same data, so without a limit it
+	// would fail forever, out of sight, and with MaxAckPending 1 hold up
+	// every message behind it. In the dead-letter stream it waits, with
+	// its error, for the fix and a replay.
 	MaxDeliveries int
 	// Backoff is the delay before a failed message is redelivered; nil
 	// means ExponentialBackoff(DefaultBackoffInitial, DefaultBackoffMax).
@@ -71,7 +99,8 @@ type ConsumerConfig struct {
 	// is acknowledged, the original is not terminated but retried.
 	DeadLetterSubject string
 	// OnDeadLetter, if set, is called after a message was dead-lettered,
-	// with the error that did it.
+	// with the error that did it. The consumer itself logs each dead
+	// letter at Error.
 	OnDeadLetter func(ctx context.Context, d *Delivery, err error)
 }
 
@@ -88,11 +117,13 @@ func Subscribe[T any](ctx context.Context, c *Client, cfg ConsumerConfig, h Hand
 //
 // A message whose handler returns nil is acknowledged. One whose handler
 // fails is negatively acknowledged with the Backoff delay, and redelivered;
-// when the attempt that failed was number MaxDeliveries, or the error
-// wraps ErrPermanent, the message is published to the dead-letter subject
-// with its data, its headers and the Trellis-Dead-* headers (the last
-// error among them), and once the dead-letter stream has acknowledged it,
-// the original is terminated so that it is not delivered again.
+// when Delivery.GivesUp says so (the attempt that failed was number
+// MaxDeliveries, the error wraps ErrPermanent, or the consumer retries
+// without limit and the handler panicked), the message is published to
+// the dead-letter subject with its data, its headers and the
+// Trellis-Dead-* headers (the last error among them), and once the
+// dead-letter stream has acknowledged it, the original is terminated so
+// that it is not delivered again.
 func (c *Client) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) (*Subscription, error) {
 	if h == nil {
 		return nil, fmt.Errorf("%w: nil handler", ErrInvalidConfig)
@@ -106,7 +137,10 @@ func (c *Client) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) (*S
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = DefaultAckWait
 	}
-	if cfg.MaxDeliveries <= 0 {
+	switch {
+	case cfg.MaxDeliveries < 0:
+		cfg.MaxDeliveries = Unlimited
+	case cfg.MaxDeliveries == 0:
 		cfg.MaxDeliveries = DefaultMaxDeliveries
 	}
 	if cfg.Backoff == nil {
@@ -352,25 +386,26 @@ func (s *Subscription) keepInProgress(msg jetstream.Msg) (stop func()) {
 // settle acknowledges, redelivers or dead-letters the message after its
 // handler returned err.
 func (s *Subscription) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err error) {
-	switch {
-	case err == nil:
+	if err == nil {
 		if aerr := msg.Ack(); aerr != nil {
 			// The message comes back after AckWait; an inbox absorbs it.
 			s.log.Warn("messaging: ack failed", "id", d.ID, "seq", d.StreamSequence, "err", aerr)
 		}
-	case isPermanent(err) || d.LastAttempt():
-		s.deadLetter(ctx, msg, d, err)
-	default:
-		if nerr := msg.NakWithDelay(s.cfg.Backoff(int(d.NumDelivered))); nerr != nil {
-			s.log.Warn("messaging: nak failed; redelivery after the ack wait", "id", d.ID, "seq", d.StreamSequence, "err", nerr)
-		}
+		return
+	}
+	if reason := deadLetterReason(d, err); reason != "" {
+		s.deadLetter(ctx, msg, d, err, reason)
+		return
+	}
+	if nerr := msg.NakWithDelay(s.cfg.Backoff(int(d.NumDelivered))); nerr != nil {
+		s.log.Warn("messaging: nak failed; redelivery after the ack wait", "id", d.ID, "seq", d.StreamSequence, "err", nerr)
 	}
 }
 
 // deadLetter copies the message with its last error to the dead-letter
 // subject and, once that is stored, terminates the original. If the copy
 // cannot be stored the original is redelivered later, to try again.
-func (s *Subscription) deadLetter(ctx context.Context, msg jetstream.Msg, d *Delivery, cause error) {
+func (s *Subscription) deadLetter(ctx context.Context, msg jetstream.Msg, d *Delivery, cause error, reason string) {
 	dl := DeadLetter(msg.Headers(), msg.Data(), d, cause, s.c.now())
 	dl.Subject = s.cfg.DeadLetterSubject
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
@@ -389,7 +424,8 @@ func (s *Subscription) deadLetter(ctx context.Context, msg jetstream.Msg, d *Del
 		s.log.Warn("messaging: term after dead-lettering failed", "id", d.ID, "err", err)
 	}
 	s.log.Error("messaging: message dead-lettered", "id", d.ID, "type", d.Type, "subject", d.Subject,
-		"seq", d.StreamSequence, "deliveries", d.NumDelivered, "dead_letter_subject", s.cfg.DeadLetterSubject, "err", cause)
+		"seq", d.StreamSequence, "deliveries", d.NumDelivered, "reason", reason,
+		"dead_letter_subject", s.cfg.DeadLetterSubject, "err", cause)
 	if s.cfg.OnDeadLetter != nil {
 		s.cfg.OnDeadLetter(ctx, d, cause)
 	}

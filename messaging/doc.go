@@ -76,6 +76,22 @@
 // failures set MaxAckPending to 1. With Concurrency above 1 there is no
 // order.
 //
+// # Events that must be handled
+//
+// A cap on deliveries suits messages that may be dropped after a while.
+// An event whose effect must happen (a refund for a rejected order, a
+// reservation for a placed one) must not be parked after a few transient
+// failures, a database busy or a service restarting: set MaxDeliveries
+// to [Unlimited]. The consumer then retries a failing message for as long
+// as it fails, with the same capped, jittered backoff, and dead-letters
+// only a poison message, at its first failure: an error wrapping
+// [ErrPermanent], a payload or envelope that does not decode, and a
+// handler panic ([PanicError]; a bug that redelivery cannot fix). A
+// handler must therefore return [Permanent] only for what can never
+// succeed, and a plain error for trouble that may pass. With MaxAckPending
+// 1, a message that keeps failing holds up those behind it until it
+// succeeds: that is the price of strict order.
+//
 // # Middleware
 //
 // A [Handler] sees a [Delivery]: envelope, headers, stream, sequence and

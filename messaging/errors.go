@@ -44,7 +44,10 @@ func (e *permanentError) Error() string { return e.err.Error() }
 // Unwrap exposes both the cause and ErrPermanent to errors.Is and As.
 func (e *permanentError) Unwrap() []error { return []error{e.err, ErrPermanent} }
 
-// PanicError is the error a handler's panic is turned into.
+// PanicError is the error a handler's panic is turned into. A consumer
+// with a delivery limit retries it like any failure; one without a limit
+// ([Unlimited]) dead-letters the message at once, since retrying a bug
+// cannot fix it (see [ConsumerConfig.MaxDeliveries]).
 type PanicError struct {
 	Value any    // what the handler panicked with
 	Stack []byte // the goroutine's stack at the panic

@@ -62,6 +62,59 @@ func Example() {
 	// Output: order.placed from order: order o-42, 1999 cents
 }
 
+type rejectedEvent struct {
+	OrderID string `json:"order_id"`
+}
+
+// A refund must happen, however long the payment database is unavailable:
+// the consumer retries without limit, and would dead-letter only a poison
+// message.
+func ExampleConsumerConfig_unlimited() {
+	dir, err := os.MkdirTemp("", "messaging-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := broker.Open(ctx, broker.Config{DataDir: dir, Name: "example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	payments, err := messaging.New(b, messaging.Config{Source: "payment"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.EnsureStream(ctx, payments.JetStream(), messaging.StreamConfig{Name: "ORDERS", Subjects: []string{"order.>"}}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.EnsureDeadLetterStream(ctx, payments.JetStream()); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.Publish(ctx, payments, "order.rejected", "order.rejected", rejectedEvent{OrderID: "o-42"}); err != nil {
+		log.Fatal(err)
+	}
+
+	refunded := make(chan string, 1)
+	sub, err := messaging.Subscribe(ctx, payments, messaging.ConsumerConfig{
+		Stream: "ORDERS", Durable: "payment", MaxDeliveries: messaging.Unlimited,
+		Backoff: messaging.ExponentialBackoff(time.Millisecond, 10*time.Millisecond),
+	}, func(_ context.Context, m messaging.Message[rejectedEvent]) error {
+		if m.Delivery.NumDelivered <= 2*messaging.DefaultMaxDeliveries {
+			return errors.New("database is locked") // transient: retried
+		}
+		refunded <- fmt.Sprintf("refunded %s at delivery %d", m.Payload.OrderID, m.Delivery.NumDelivered)
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = sub.Stop(ctx) }()
+	fmt.Println(<-refunded)
+	// Output: refunded o-42 at delivery 11
+}
+
 type stockQuery struct {
 	SKU string `json:"sku"`
 }

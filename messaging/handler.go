@@ -3,6 +3,7 @@ package messaging
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -28,19 +29,49 @@ type Delivery struct {
 	// this one included: 1 on the first attempt. 1 for a request.
 	NumDelivered uint64
 	// MaxDeliveries is the consumer's limit: a failure of delivery number
-	// MaxDeliveries dead-letters the message. 0 for a request.
+	// MaxDeliveries dead-letters the message. [Unlimited] for a consumer
+	// that retries without limit; 0 for a request.
 	MaxDeliveries int
 }
 
 // LastAttempt reports whether a failure of this delivery dead-letters the
-// message instead of retrying it.
+// message instead of retrying it, whatever the error: it is delivery
+// number MaxDeliveries of a consumer with a limit. Never true on a
+// consumer without one.
 func (d *Delivery) LastAttempt() bool {
 	return d.MaxDeliveries > 0 && d.NumDelivered >= uint64(d.MaxDeliveries)
 }
 
+// GivesUp reports whether a handler failing this delivery with err has
+// the message dead-lettered rather than redelivered: err wraps
+// [ErrPermanent] (payloads that do not decode among them), or err is a
+// [*PanicError] on a consumer without a delivery limit (see [Unlimited]),
+// or this is the last attempt. It is false for a nil err.
+func (d *Delivery) GivesUp(err error) bool {
+	return deadLetterReason(d, err) != ""
+}
+
+// deadLetterReason returns why a failure of d with err dead-letters the
+// message, one of the Reason* labels, or "" if it is redelivered.
+func deadLetterReason(d *Delivery, err error) string {
+	var pe *PanicError
+	switch {
+	case err == nil:
+		return ""
+	case isPermanent(err):
+		return ReasonPermanent
+	case d.MaxDeliveries < 0 && errors.As(err, &pe):
+		return ReasonPanic
+	case d.LastAttempt():
+		return ReasonMaxDeliveries
+	}
+	return ""
+}
+
 // Handler handles one delivery. A nil error acknowledges the message; an
-// error has it redelivered later, or dead-lettered after the last attempt
-// or at once when it wraps [ErrPermanent].
+// error has it redelivered later, or dead-lettered when [Delivery.GivesUp]
+// says so: at once when it wraps [ErrPermanent], after the last attempt
+// on a consumer with a delivery limit.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // Middleware wraps a handler, like HTTP middleware: logging, metrics,

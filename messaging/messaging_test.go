@@ -753,16 +753,21 @@ func TestLoggingMiddleware(t *testing.T) {
 	mw := messaging.Logging(slog.New(rec))
 	fail := errors.New("nope")
 	h := messaging.Chain(func(_ context.Context, d *messaging.Delivery) error {
-		if d.ID == "ok" {
+		switch d.ID {
+		case "ok":
 			return nil
+		case "panic":
+			panic("nil map")
 		}
 		return fail
-	}, mw)
+	}, mw, messaging.Recovery())
 	ctx := context.Background()
 	for _, d := range []*messaging.Delivery{
 		{Envelope: messaging.Envelope{ID: "ok"}, NumDelivered: 1, MaxDeliveries: 3},
 		{Envelope: messaging.Envelope{ID: "retry"}, NumDelivered: 1, MaxDeliveries: 3},
 		{Envelope: messaging.Envelope{ID: "last"}, NumDelivered: 3, MaxDeliveries: 3},
+		{Envelope: messaging.Envelope{ID: "unlimited"}, NumDelivered: 100, MaxDeliveries: messaging.Unlimited},
+		{Envelope: messaging.Envelope{ID: "panic"}, NumDelivered: 1, MaxDeliveries: messaging.Unlimited},
 	} {
 		_ = h(ctx, d)
 	}
@@ -772,8 +777,11 @@ func TestLoggingMiddleware(t *testing.T) {
 	for _, r := range rec.records {
 		levels = append(levels, r.Level)
 	}
-	if fmt.Sprint(levels) != fmt.Sprint([]slog.Level{slog.LevelDebug, slog.LevelWarn, slog.LevelError}) {
-		t.Fatalf("levels %v, want DEBUG WARN ERROR", levels)
+	// Without a delivery limit a failure is retried however often it
+	// happened, and a panic is given up on at once.
+	want := []slog.Level{slog.LevelDebug, slog.LevelWarn, slog.LevelError, slog.LevelWarn, slog.LevelError}
+	if fmt.Sprint(levels) != fmt.Sprint(want) {
+		t.Fatalf("levels %v, want %v", levels, want)
 	}
 }
 

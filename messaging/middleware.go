@@ -13,11 +13,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Recovery turns a panic of the handler into a *PanicError, a failure like
-// any other: the message is redelivered, then dead-lettered. Place it
-// inside logging and metrics so that they count the panic. Consumers and
-// responders also recover outside all middleware, so a panic never stops
-// the process.
+// Recovery turns a panic of the handler into a *PanicError: on a consumer
+// with a delivery limit a failure like any other, redelivered and then
+// dead-lettered; on a consumer without one (see [Unlimited]) a poison
+// message, dead-lettered at once. Place it inside logging and metrics so
+// that they count the panic. Consumers and responders also recover outside
+// all middleware, so a panic never stops the process.
 func Recovery() Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) (err error) {
@@ -32,8 +33,8 @@ func Recovery() Middleware {
 }
 
 // Logging logs every delivery's outcome: success at Debug, a failure that
-// will be retried at Warn, a failure of the last attempt (or a permanent
-// one) at Error. Each record names the consumer, message id, type, subject,
+// will be retried at Warn, a failure that dead-letters the message (see
+// [Delivery.GivesUp]) at Error. Each record names the consumer, message id, type, subject,
 // attempt and duration; with a tracing slog handler it also carries the
 // trace id of ctx.
 func Logging(log *slog.Logger) Middleware {
@@ -52,7 +53,7 @@ func Logging(log *slog.Logger) Middleware {
 			switch {
 			case err == nil:
 				log.LogAttrs(ctx, slog.LevelDebug, "messaging: handled", attrs...)
-			case d.LastAttempt() || isPermanent(err):
+			case d.GivesUp(err):
 				log.LogAttrs(ctx, slog.LevelError, "messaging: handler failed, giving up", append(attrs, slog.Any("err", err))...)
 			default:
 				log.LogAttrs(ctx, slog.LevelWarn, "messaging: handler failed, will retry", append(attrs, slog.Any("err", err))...)
