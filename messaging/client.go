@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/trellis-go/trellis/broker"
@@ -35,6 +36,11 @@ type Config struct {
 	// RequestTimeout bounds a request whose context has no deadline; 0
 	// means DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// Registerer receives the consumers' metrics,
+	// messaging_redeliveries_total{stream,consumer} and
+	// messaging_dead_letters_total{stream,consumer,reason}; nil means no
+	// metrics. Clients of one registry share the metrics.
+	Registerer prometheus.Registerer
 }
 
 // Client publishes, subscribes, requests and replies for one service over
@@ -46,6 +52,7 @@ type Client struct {
 	log     *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
+	metrics *metrics // nil without Config.Registerer
 }
 
 // New returns a client for the service cfg.Source on b.
@@ -68,6 +75,13 @@ func New(b *broker.Broker, cfg Config) (*Client, error) {
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultRequestTimeout
+	}
+	if cfg.Registerer != nil {
+		m, err := newMetrics(cfg.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		c.metrics = m
 	}
 	return c, nil
 }

@@ -23,6 +23,10 @@ const (
 	// Unlimited, as ConsumerConfig.MaxDeliveries, retries a failing
 	// message without limit: only a poison message is dead-lettered.
 	Unlimited = -1
+	// keepsFailingFrom is the first failed delivery logged as a message
+	// that keeps failing; later ones are logged at twice the count of the
+	// previous one.
+	keepsFailingFrom = 4
 	// deadLetterTimeout bounds the publication of a dead letter.
 	deadLetterTimeout = 10 * time.Second
 	// maxDeadErrorLen caps the error text carried in a header.
@@ -33,7 +37,8 @@ const (
 	resubscribeWait = time.Second
 )
 
-// Reasons a message is dead-lettered, as logged.
+// Reasons a message is dead-lettered, as logged and as the values of the
+// reason label of messaging_dead_letters_total.
 const (
 	// ReasonPermanent: the handler's error wraps ErrPermanent, or the
 	// message could not be decoded.
@@ -79,7 +84,9 @@ type ConsumerConfig struct {
 	// message runs the same code on the same data, so without a limit it
 	// would fail forever, out of sight, and with MaxAckPending 1 hold up
 	// every message behind it. In the dead-letter stream it waits, with
-	// its error, for the fix and a replay.
+	// its error, for the fix and a replay. A message that keeps failing is
+	// logged at Warn with its last error at deliveries 4, 8, 16, ... and
+	// counted by messaging_redeliveries_total (see Config.Registerer).
 	MaxDeliveries int
 	// Backoff is the delay before a failed message is redelivered; nil
 	// means ExponentialBackoff(DefaultBackoffInitial, DefaultBackoffMax).
@@ -100,7 +107,7 @@ type ConsumerConfig struct {
 	DeadLetterSubject string
 	// OnDeadLetter, if set, is called after a message was dead-lettered,
 	// with the error that did it. The consumer itself logs each dead
-	// letter at Error.
+	// letter at Error and counts it in messaging_dead_letters_total.
 	OnDeadLetter func(ctx context.Context, d *Delivery, err error)
 }
 
@@ -179,6 +186,7 @@ func (c *Client) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) (*S
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		log:     c.log.With("stream", cfg.Stream, "consumer", cfg.Durable),
+		metrics: c.metrics.forConsumer(cfg.Stream, cfg.Durable),
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	if err := s.subscribe(ctx); err != nil {
@@ -208,6 +216,7 @@ type Subscription struct {
 	jcfg    jetstream.ConsumerConfig
 	handler Handler
 	log     *slog.Logger
+	metrics consumerMetrics
 
 	mu   sync.Mutex
 	cons jetstream.Consumer
@@ -335,6 +344,9 @@ func (s *Subscription) handle(msg jetstream.Msg) {
 		NumDelivered:   md.NumDelivered,
 		MaxDeliveries:  s.cfg.MaxDeliveries,
 	}
+	if d.NumDelivered > 1 {
+		s.metrics.redelivered()
+	}
 	ctx := s.c.extract(s.baseCtx, hdr)
 	h := s.handler
 	if derr != nil {
@@ -397,9 +409,26 @@ func (s *Subscription) settle(ctx context.Context, msg jetstream.Msg, d *Deliver
 		s.deadLetter(ctx, msg, d, err, reason)
 		return
 	}
-	if nerr := msg.NakWithDelay(s.cfg.Backoff(int(d.NumDelivered))); nerr != nil {
+	delay := s.cfg.Backoff(int(d.NumDelivered))
+	if keepsFailing(d.NumDelivered) {
+		// Whatever the middleware logs, a message that has failed this
+		// often is worth a look: before it is dead-lettered or, on a
+		// consumer without a limit, instead.
+		s.log.Warn("messaging: message keeps failing; will retry", "id", d.ID, "type", d.Type, "subject", d.Subject,
+			"seq", d.StreamSequence, "deliveries", d.NumDelivered, "max_deliveries", d.MaxDeliveries,
+			"retry_in", delay, "err", err)
+	}
+	if nerr := msg.NakWithDelay(delay); nerr != nil {
 		s.log.Warn("messaging: nak failed; redelivery after the ack wait", "id", d.ID, "seq", d.StreamSequence, "err", nerr)
 	}
+}
+
+// keepsFailing reports whether failed delivery number n is one to log as
+// a message that keeps failing: keepsFailingFrom and each doubling of it,
+// so a message failing for a week (a retry a minute) logs a dozen lines,
+// not ten thousand.
+func keepsFailing(n uint64) bool {
+	return n >= keepsFailingFrom && n%keepsFailingFrom == 0 && (n/keepsFailingFrom)&(n/keepsFailingFrom-1) == 0
 }
 
 // deadLetter copies the message with its last error to the dead-letter
@@ -423,6 +452,7 @@ func (s *Subscription) deadLetter(ctx context.Context, msg jetstream.Msg, d *Del
 		// letter is de-duplicated (same id).
 		s.log.Warn("messaging: term after dead-lettering failed", "id", d.ID, "err", err)
 	}
+	s.metrics.deadLettered(reason)
 	s.log.Error("messaging: message dead-lettered", "id", d.ID, "type", d.Type, "subject", d.Subject,
 		"seq", d.StreamSequence, "deliveries", d.NumDelivered, "reason", reason,
 		"dead_letter_subject", s.cfg.DeadLetterSubject, "err", cause)

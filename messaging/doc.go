@@ -92,14 +92,31 @@
 // 1, a message that keeps failing holds up those behind it until it
 // succeeds: that is the price of strict order.
 //
+// # Alerts
+//
+// Every dead letter is logged at Error. With [Config.Registerer] set, the
+// consumers also count, by stream and durable consumer (names from the
+// configuration, never from a message, so the series stay few):
+//
+//	messaging_dead_letters_total{stream,consumer,reason}  reason: permanent, panic, max_deliveries
+//	messaging_redeliveries_total{stream,consumer}         deliveries number 2 and later
+//
+// The series start at zero when a consumer starts, so an alert on
+// increase(messaging_dead_letters_total[5m]) > 0 fires on the first dead
+// letter. A message that keeps failing is visible before it is
+// dead-lettered, or instead, on a consumer without a limit: the
+// redeliveries counter grows, and the consumer logs it at Warn with its
+// last error at deliveries 4, 8, 16 and so on.
+//
 // # Middleware
 //
 // A [Handler] sees a [Delivery]: envelope, headers, stream, sequence and
 // delivery count. [Middleware] wraps handlers like HTTP middleware;
 // [Chain] composes them, the first outermost. [Logging] (slog), [Tracing]
 // (a consumer span per delivery from an OpenTelemetry TracerProvider),
-// [Recovery] (panics become failures) are here; Prometheus metrics are in
-// package prommetrics, to keep the Prometheus client out of this package.
+// [Recovery] (panics become failures) are here; handler metrics by message
+// type (handled, failed, duration) are in package prommetrics. The
+// consumer's own redelivery and dead-letter counters are above (Alerts).
 // Whatever the middleware, the handler's context carries the producer's
 // trace context as its remote parent.
 //

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/messaging"
 )
@@ -68,7 +70,7 @@ type rejectedEvent struct {
 
 // A refund must happen, however long the payment database is unavailable:
 // the consumer retries without limit, and would dead-letter only a poison
-// message.
+// message (and count it on the registry).
 func ExampleConsumerConfig_unlimited() {
 	dir, err := os.MkdirTemp("", "messaging-example")
 	if err != nil {
@@ -82,7 +84,7 @@ func ExampleConsumerConfig_unlimited() {
 		log.Fatal(err)
 	}
 	defer func() { _ = b.Close() }()
-	payments, err := messaging.New(b, messaging.Config{Source: "payment"})
+	payments, err := messaging.New(b, messaging.Config{Source: "payment", Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -4,19 +4,75 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/internal/testenv"
 )
 
+// meteredClient returns a client on c's broker whose consumers count on
+// reg and log to logs.
+func meteredClient(t *testing.T, c *messaging.Client, reg prometheus.Registerer, logs *recordingHandler) *messaging.Client {
+	t.Helper()
+	mc, err := messaging.New(c.Broker(), messaging.Config{Source: "orders", Registerer: reg, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mc
+}
+
+// find returns the levels of the records logged with msg, and the value
+// of attr in each.
+func (h *recordingHandler) find(msg, attr string) (levels []slog.Level, values []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.records {
+		if r.Message != msg {
+			continue
+		}
+		levels = append(levels, r.Level)
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == attr {
+				values = append(values, a.Value.String())
+			}
+			return true
+		})
+	}
+	return levels, values
+}
+
+// atLeast returns the messages of the records logged at level or above.
+func (h *recordingHandler) atLeast(level slog.Level) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.records {
+		if r.Level >= level {
+			out = append(out, r.Message)
+		}
+	}
+	return out
+}
+
 // A consumer without a delivery limit retries a message that fails for
 // far more deliveries than DefaultMaxDeliveries until its handler
-// succeeds: handled once, never dead-lettered.
+// succeeds: handled once, never dead-lettered, its redeliveries counted
+// and logged at growing intervals.
 func TestUnlimitedRetriesTransientFailuresUntilHandled(t *testing.T) {
-	ctx, c := setup(t)
+	ctx, plain := setup(t)
+	reg := prometheus.NewRegistry()
+	logs := &recordingHandler{}
+	c := meteredClient(t, plain, reg, logs)
+	// A second client on the same registry shares the metrics.
+	meteredClient(t, plain, reg, &recordingHandler{})
+
 	if _, err := messaging.Publish(ctx, c, "order.rejected", "order.rejected", orderPlaced{OrderID: "o-1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -66,13 +122,42 @@ func TestUnlimitedRetriesTransientFailuresUntilHandled(t *testing.T) {
 		t.Fatalf("dead-letter stream holds %d messages", len(dead))
 	}
 
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(fmt.Sprintf(`
+# HELP messaging_dead_letters_total Messages a consumer gave up on and copied to the dead-letter subject, by stream, durable consumer and reason (permanent, panic, max_deliveries). Alert when it increases.
+# TYPE messaging_dead_letters_total counter
+messaging_dead_letters_total{consumer="payment",reason="max_deliveries",stream="ORDERS"} 0
+messaging_dead_letters_total{consumer="payment",reason="panic",stream="ORDERS"} 0
+messaging_dead_letters_total{consumer="payment",reason="permanent",stream="ORDERS"} 0
+# HELP messaging_redeliveries_total Messages delivered again to a consumer (delivery number 2 or more): after a failure, an expired ack wait or a restart. By stream and durable consumer.
+# TYPE messaging_redeliveries_total counter
+messaging_redeliveries_total{consumer="payment",stream="ORDERS"} %d
+`, failures)), "messaging_dead_letters_total", "messaging_redeliveries_total"); err != nil {
+		t.Fatal(err)
+	}
+
+	levels, at := logs.find("messaging: message keeps failing; will retry", "deliveries")
+	if fmt.Sprint(at) != "[4 8 16]" {
+		t.Fatalf("'keeps failing' logged at deliveries %v, want [4 8 16]", at)
+	}
+	for _, l := range levels {
+		if l != slog.LevelWarn {
+			t.Fatalf("'keeps failing' logged at %v, want WARN", l)
+		}
+	}
+	if errs := logs.atLeast(slog.LevelError); len(errs) != 0 {
+		t.Fatalf("error records %v for a message that was handled in the end", errs)
+	}
 }
 
 // Without a delivery limit a poison message is dead-lettered at its first
 // failure: an error marked Permanent, a payload or an envelope that does
-// not decode, a handler panic.
+// not decode, a handler panic. Each is logged at Error and counted.
 func TestUnlimitedDeadLettersPoisonAtOnce(t *testing.T) {
-	ctx, c := setup(t)
+	ctx, plain := setup(t)
+	reg := prometheus.NewRegistry()
+	logs := &recordingHandler{}
+	c := meteredClient(t, plain, reg, logs)
+
 	for _, id := range []string{"permanent", "panic", "undecodable", "fine"} {
 		var payload any = orderPlaced{OrderID: id}
 		if id == "undecodable" {
@@ -143,6 +228,30 @@ func TestUnlimitedDeadLettersPoisonAtOnce(t *testing.T) {
 	}
 	mu.Unlock()
 
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP messaging_dead_letters_total Messages a consumer gave up on and copied to the dead-letter subject, by stream, durable consumer and reason (permanent, panic, max_deliveries). Alert when it increases.
+# TYPE messaging_dead_letters_total counter
+messaging_dead_letters_total{consumer="billing",reason="max_deliveries",stream="ORDERS"} 0
+messaging_dead_letters_total{consumer="billing",reason="panic",stream="ORDERS"} 1
+messaging_dead_letters_total{consumer="billing",reason="permanent",stream="ORDERS"} 3
+# HELP messaging_redeliveries_total Messages delivered again to a consumer (delivery number 2 or more): after a failure, an expired ack wait or a restart. By stream and durable consumer.
+# TYPE messaging_redeliveries_total counter
+messaging_redeliveries_total{consumer="billing",stream="ORDERS"} 0
+`), "messaging_dead_letters_total", "messaging_redeliveries_total"); err != nil {
+		t.Fatal(err)
+	}
+	levels, reasons := logs.find("messaging: message dead-lettered", "reason")
+	if len(levels) != 4 {
+		t.Fatalf("%d dead-letter records, want 4", len(levels))
+	}
+	for _, l := range levels {
+		if l != slog.LevelError {
+			t.Fatalf("dead letter logged at %v, want ERROR", l)
+		}
+	}
+	if n := strings.Count(fmt.Sprint(reasons), messaging.ReasonPermanent); n != 3 {
+		t.Fatalf("dead letters' reasons %v, want permanent three times and panic once", reasons)
+	}
 }
 
 func TestGivesUp(t *testing.T) {
