@@ -382,9 +382,15 @@ type EffectFunc[T any] func(ctx context.Context, tx *sql.Tx, msg messaging.Messa
 
 // Handler turns effect into a message handler that applies it at most once
 // per message id for consumer: a duplicate is acknowledged without
-// running it.
+// running it. A message without an id is a permanent failure
+// (messaging.Permanent): no delivery of it can be told from another, and
+// retrying cannot give it one.
 func Handler[T any](in *Inbox, consumer string, effect EffectFunc[T]) messaging.HandlerFunc[T] {
 	return func(ctx context.Context, msg messaging.Message[T]) error {
+		if msg.ID == "" {
+			return messaging.Permanent(fmt.Errorf("%w: inbox: %s message on %s has no id (Trellis-Id or Nats-Msg-Id)",
+				messaging.ErrInvalidMessage, msg.Type, msg.Subject))
+		}
 		_, err := in.Handle(ctx, consumer, msg.ID, func(tx *sql.Tx) error {
 			return effect(ctx, tx, msg)
 		})

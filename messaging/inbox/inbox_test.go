@@ -95,6 +95,26 @@ func TestHandleAppliesEachMessageOnce(t *testing.T) {
 	})
 }
 
+// A message without an id cannot be recorded; the handler says so with a
+// permanent failure, so that a consumer that retries without limit
+// dead-letters it instead of retrying it forever.
+func TestHandlerRefusesMessageWithoutID(t *testing.T) {
+	db := testenv.SQLite(t)
+	ctx, in := setup(t, db)
+	ran := false
+	h := inbox.Handler(in, "shipping", func(context.Context, *sql.Tx, messaging.Message[string]) error {
+		ran = true
+		return nil
+	})
+	err := h(ctx, messaging.Message[string]{Envelope: messaging.Envelope{Type: "order.placed", Subject: "order.placed"}})
+	if !errors.Is(err, messaging.ErrPermanent) || !errors.Is(err, messaging.ErrInvalidMessage) || ran {
+		t.Fatalf("message without an id: %v (effect ran: %v); want a permanent ErrInvalidMessage", err, ran)
+	}
+	if err := h(ctx, messaging.Message[string]{Envelope: messaging.Envelope{ID: "m-1"}}); err != nil || !ran {
+		t.Fatalf("message with an id: %v (effect ran: %v)", err, ran)
+	}
+}
+
 func TestConcurrentDuplicatesHaveOneEffect(t *testing.T) {
 	testenv.Dialects(t, func(t *testing.T, db *store.DB) {
 		ctx, in := setup(t, db)
