@@ -14,6 +14,7 @@ package choreography
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/trellis-go/trellis/messaging"
@@ -34,13 +35,23 @@ type Emitter struct {
 // Emit adds one event: its type is its subject, its correlation id the
 // cause's and its causation id the cause's id. It is published if and
 // only if the reaction's transaction commits.
+//
+// An event that cannot be built or stored as a message (a payload that
+// does not encode, an invalid subject, more than the broker accepts) is a
+// permanent failure (messaging.Permanent): handling the same message again
+// builds the same event. Anything else, such as a busy database, is a
+// plain error, to be retried.
 func (e *Emitter) Emit(subject string, payload any) error {
 	env, err := messaging.NewEnvelope(subject, subject, payload, messaging.CausedBy(e.cause))
 	if err != nil {
-		return fmt.Errorf("choreography: emit %s: %w", subject, err)
+		return messaging.Permanent(fmt.Errorf("choreography: emit %s: %w", subject, err))
 	}
 	if err := e.ob.Add(e.ctx, e.tx, env); err != nil {
-		return fmt.Errorf("choreography: emit %s: %w", subject, err)
+		err = fmt.Errorf("choreography: emit %s: %w", subject, err)
+		if errors.Is(err, messaging.ErrInvalidMessage) || errors.Is(err, outbox.ErrTooLarge) {
+			return messaging.Permanent(err)
+		}
+		return err
 	}
 	e.n++
 	return nil
