@@ -5,6 +5,14 @@
 // the choreographed saga or listens to another's events starts here; its
 // composition root keeps only what is its own (which streams, which
 // reactions).
+//
+// The shop's events must be handled: a refund for a rejected order, a
+// reservation for a placed one. So every consumer started here retries a
+// failing message without limit (messaging.Unlimited) unless its
+// configuration sets a limit, and only a poison message (a permanent
+// error, a payload that does not decode, a panic) is dead-lettered. Its
+// redeliveries and dead letters are counted on the host's registry and
+// served at /metrics.
 package eventing
 
 import (
@@ -87,7 +95,8 @@ func Start(ctx context.Context, h *service.Host, cfg Config) (*Eventing, error) 
 	if h.DB() == nil || h.Broker() == nil {
 		return nil, fmt.Errorf("%s: the host needs a database and a broker", name)
 	}
-	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: name, Propagator: h.Propagator(), Logger: h.Logger()})
+	msgs, err := messaging.New(h.Broker(), messaging.Config{Source: name, Propagator: h.Propagator(), Logger: h.Logger(),
+		Registerer: h.Registry()})
 	if err != nil {
 		return nil, fmt.Errorf("%s: messaging: %w", name, err)
 	}
@@ -149,6 +158,13 @@ func (e *Eventing) Middleware() []messaging.Middleware {
 // host serves, each with Middleware unless its Config has its own, and
 // stop with it, letting in-flight messages finish. If one cannot start,
 // the others are stopped and the worker is started again after a backoff.
+//
+// A consumer whose Config leaves MaxDeliveries at 0 retries without limit
+// (messaging.Unlimited): a transient failure, however long, never parks
+// an event the shop's guarantees depend on. Only a handler's
+// messaging.Permanent error, a payload that does not decode or a panic
+// dead-letters a message; a Config with a positive MaxDeliveries keeps
+// its limit.
 func (e *Eventing) Consume(name string, consumers ...Consumer) {
 	e.host.Go(name, func(ctx context.Context) error {
 		var subs []*messaging.Subscription
@@ -164,6 +180,9 @@ func (e *Eventing) Consume(name string, consumers ...Consumer) {
 		for _, c := range consumers {
 			if c.Config.Middleware == nil {
 				c.Config.Middleware = e.Middleware()
+			}
+			if c.Config.MaxDeliveries == 0 {
+				c.Config.MaxDeliveries = messaging.Unlimited
 			}
 			s, err := e.Client.Consume(ctx, c.Config, c.Handler)
 			if err != nil {

@@ -3,6 +3,11 @@ package eventing_test
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -114,6 +119,110 @@ func TestStart(t *testing.T) {
 	defer mu.Unlock()
 	if handled["o-1"] != 1 {
 		t.Fatalf("o-1 handled %d times, want 1", handled["o-1"])
+	}
+}
+
+// The shop's consumers retry without limit unless they set one: an event
+// that fails for many more deliveries than messaging.DefaultMaxDeliveries
+// is handled in the end and never dead-lettered, a consumer with its own
+// limit keeps it, and both are counted on the host's /metrics.
+func TestConsumersRetryWithoutLimit(t *testing.T) {
+	cfg := service.Defaults("payment")
+	cfg.DataDir = t.TempDir()
+	const failures = 2 * messaging.DefaultMaxDeliveries
+	var mu sync.Mutex
+	limits := map[string]int{}
+	deliveries := map[string]int{}
+	handled := 0
+	fast := func(int) time.Duration { return time.Millisecond }
+	var ev *eventing.Eventing
+	s := servicetest.Start(t, cfg, service.Options{Broker: true, Migrations: fstest.MapFS{}}, func(h *service.Host) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var err error
+		ev, err = eventing.Start(ctx, h, eventing.Config{Service: "payment",
+			Reads: []messaging.StreamConfig{eventing.Stream(contract.StreamOrder)}})
+		if err != nil {
+			return err
+		}
+		record := func(durable string, d *messaging.Delivery) int {
+			mu.Lock()
+			defer mu.Unlock()
+			limits[durable] = d.MaxDeliveries
+			deliveries[durable]++
+			return deliveries[durable]
+		}
+		ev.Consume("test-consumers",
+			eventing.Consumer{
+				Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "refunds", Backoff: fast},
+				Handler: func(_ context.Context, d *messaging.Delivery) error {
+					if record("refunds", d) <= failures {
+						return errors.New("database is locked")
+					}
+					mu.Lock()
+					handled++
+					mu.Unlock()
+					return nil
+				},
+			},
+			eventing.Consumer{
+				Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "capped", MaxDeliveries: 2, Backoff: fast},
+				Handler: func(_ context.Context, d *messaging.Delivery) error {
+					record("capped", d)
+					return errors.New("database is locked")
+				},
+			})
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := ev.Client.JetStream()
+	if _, err := messaging.Publish(ctx, ev.Client, contract.SubjectOrderRejected, contract.SubjectOrderRejected,
+		contract.OrderEnded{OrderID: "o-1", Flow: contract.FlowChoreography}); err != nil {
+		t.Fatal(err)
+	}
+	for _, durable := range []string{"refunds", "capped"} {
+		wait(t, durable+" to settle the event", func() bool {
+			c, err := js.Consumer(ctx, contract.StreamOrder, durable)
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(ctx)
+			return err == nil && info.AckFloor.Stream >= 1 && info.NumAckPending == 0
+		})
+	}
+	mu.Lock()
+	if limits["refunds"] != messaging.Unlimited || limits["capped"] != 2 {
+		t.Errorf("delivery limits %v; want refunds Unlimited (%d), capped 2", limits, messaging.Unlimited)
+	}
+	if handled != 1 || deliveries["refunds"] != failures+1 || deliveries["capped"] != 2 {
+		t.Errorf("refunds handled %d times, deliveries %v; want once after %d failures, capped given up after 2",
+			handled, deliveries, failures)
+	}
+	mu.Unlock()
+
+	want := []string{
+		fmt.Sprintf(`messaging_redeliveries_total{consumer="refunds",stream="ORDER"} %d`, failures),
+		`messaging_dead_letters_total{consumer="refunds",reason="max_deliveries",stream="ORDER"} 0`,
+		`messaging_dead_letters_total{consumer="refunds",reason="panic",stream="ORDER"} 0`,
+		`messaging_dead_letters_total{consumer="refunds",reason="permanent",stream="ORDER"} 0`,
+		`messaging_dead_letters_total{consumer="capped",reason="max_deliveries",stream="ORDER"} 1`,
+	}
+	var metrics string
+	wait(t, "the metrics to count the dead letter", func() bool {
+		resp, err := http.Get(s.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		metrics = string(body)
+		return err == nil && strings.Contains(metrics, want[len(want)-1])
+	})
+	for _, line := range want {
+		if !strings.Contains(metrics, line) {
+			t.Errorf("/metrics lacks %s", line)
+		}
 	}
 }
 
