@@ -208,4 +208,17 @@ func testChoreography(t *testing.T, c *choreo) {
 	if err := c.inv.Host.DB().Reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM trellis_outbox`).Scan(&n); err != nil || n != 4 {
 		t.Fatalf("outbox holds %d events, want 4 (%v)", n, err)
 	}
+	if dead := c.DeadLetters(t, contract.StreamOrder, inventory.ChoreographyConsumer); len(dead) != 0 {
+		t.Fatalf("dead letters %+v; a transient failure must be retried, not parked", dead)
+	}
+
+	// An ended order whose id cannot name a reservation can never be
+	// released: it is dead-lettered at its first delivery, not retried
+	// for ever.
+	bad, seq := c.Publish(t, contract.SubjectOrderRejected, "bad id", ended("bad id", contract.FlowChoreography, ""))
+	c.waitHandled(t, seq)
+	dead := c.DeadLetters(t, contract.StreamOrder, inventory.ChoreographyConsumer)
+	if len(dead) != 1 || dead[0].ID != bad.ID || dead[0].Deliveries != "1" || !strings.Contains(dead[0].Error, "reservation_id") {
+		t.Fatalf("dead letters %+v; want %s once, after one delivery, with the reason", dead, bad.ID)
+	}
 }

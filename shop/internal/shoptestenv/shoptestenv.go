@@ -7,6 +7,7 @@ package shoptestenv
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -148,6 +149,46 @@ func (b *Bus) EventsCausedBy(t testing.TB, stream, causeID string) []Event {
 		}
 	}
 	return out
+}
+
+// DeadLetters returns what the durable consumer on stream dead-lettered,
+// in the order it did, as stored in the dead-letter stream (none if that
+// does not exist yet), with the delivery that gave up on each.
+func (b *Bus) DeadLetters(t testing.TB, stream, durable string) []DeadLetter {
+	t.Helper()
+	ctx := context.Background()
+	st, err := b.JetStream().Stream(ctx, messaging.DefaultDeadLetterStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := messaging.DefaultDeadLetterPrefix + "." + stream + "." + durable
+	var out []DeadLetter
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject == subject {
+			out = append(out, DeadLetter{ID: m.Header.Get(messaging.HeaderID), Subject: m.Header.Get(messaging.HeaderDeadSubject),
+				Error: m.Header.Get(messaging.HeaderDeadError), Deliveries: m.Header.Get(messaging.HeaderDeadDeliveries)})
+		}
+	}
+	return out
+}
+
+// DeadLetter is one message a consumer gave up on.
+type DeadLetter struct {
+	// ID is the message's envelope id, Subject its original subject.
+	ID, Subject string
+	// Error is the last error; Deliveries counts the deliveries made.
+	Error, Deliveries string
 }
 
 // Eventually waits until cond holds, failing the test after Timeout. It

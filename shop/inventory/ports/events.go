@@ -84,6 +84,12 @@ func (r *reactions) commit(ctx context.Context, tx *sql.Tx, msg messaging.Messag
 
 func (r *reactions) release(ctx context.Context, tx *sql.Tx, msg messaging.Message[contract.OrderEnded], _ *choreography.Emitter) error {
 	_, err := r.app.ReleaseTx(ctx, tx, contract.ReservationID(msg.Payload.OrderID))
+	var invalid *domain.ValidationError
+	if errors.As(err, &invalid) {
+		// An order id that cannot name a reservation names one on no
+		// delivery: an operator must look.
+		return messaging.Permanent(fmt.Errorf("release reservation of ended order %q: %w", msg.Payload.OrderID, err))
+	}
 	return err
 }
 
