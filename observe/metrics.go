@@ -25,8 +25,9 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 
 // HTTPMetrics are the RED metrics of an HTTP server: requests by route,
 // method and status, their latency, and the requests in flight by route.
-// Routes are the patterns they were registered with, never raw paths, so the
-// number of series stays bounded.
+// Every label is bounded whatever the requests: routes are the patterns they
+// were registered with, never raw paths; a method outside the standard ones
+// counts as "other"; a status outside 100 to 599 as "other".
 type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -69,12 +70,16 @@ func (m *HTTPMetrics) Wrap(route string, next http.Handler) http.Handler {
 	})
 }
 
-// Observe records one served request.
+// Observe records one served request. route must come from the server's
+// configuration; method and status are bounded here.
 func (m *HTTPMetrics) Observe(route, method string, status int, d time.Duration) {
-	code := statusLabel(status)
-	m.requests.WithLabelValues(route, method, code).Inc()
-	m.duration.WithLabelValues(route, method, code).Observe(d.Seconds())
+	code, verb := statusLabel(status), methodLabel(method)
+	m.requests.WithLabelValues(route, verb, code).Inc()
+	m.duration.WithLabelValues(route, verb, code).Observe(d.Seconds())
 }
+
+// otherLabel stands for a method or status outside the bounded set.
+const otherLabel = "other"
 
 var statusLabels = func() (s [600]string) {
 	for i := range s {
@@ -83,11 +88,24 @@ var statusLabels = func() (s [600]string) {
 	return s
 }()
 
+// statusLabel is code as a label, or "other" outside 100 to 599: a handler
+// (a proxy copying a backend's answer) may write any code up to 999.
 func statusLabel(code int) string {
-	if code >= 0 && code < len(statusLabels) {
+	if code >= 100 && code < len(statusLabels) {
 		return statusLabels[code]
 	}
-	return strconv.Itoa(code)
+	return otherLabel
+}
+
+// methodLabel is method as a label if it is a standard one, else "other":
+// a client may send any token as a method.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return otherLabel
 }
 
 // StatusWriter records the status code a handler wrote. It keeps

@@ -88,3 +88,29 @@ func TestTraceContextPropagatesToLogsAndCalls(t *testing.T) {
 		t.Fatalf("no log line with trace id %s:\n%s", traceID, r.logs.String())
 	}
 }
+
+// No label of the request metrics takes an unbounded value from a request
+// or a handler: an unknown method and a status beyond 599 count as "other".
+func TestMetricLabelsAreBounded(t *testing.T) {
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.Handle("GET /v1/odd", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(777) }))
+	})
+	for _, method := range []string{"BREW", "PROPFIND", "X-42"} {
+		send(t, method, r.url+"/v1/anything", "", "")
+	}
+	send(t, "GET", r.url+"/v1/odd", "", "")
+	_, body := send(t, "GET", r.url+"/metrics", "", "")
+	for _, want := range []string{
+		`http_server_requests_total{method="other",route="unmatched",status="404"} 3`,
+		`http_server_requests_total{method="GET",route="GET /v1/odd",status="other"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, unbounded := range []string{`method="BREW"`, `method="X-42"`, `status="777"`} {
+		if strings.Contains(body, unbounded) {
+			t.Errorf("metrics carry %s", unbounded)
+		}
+	}
+}
