@@ -12,7 +12,9 @@ import (
 // TraceHandler wraps next, which serves route, in a server span: the W3C
 // trace context of the request is its parent, and the span's context is in
 // the request's context for logs and outgoing calls. It records the route,
-// method and status and marks 5xx responses as errors.
+// method and status and marks 5xx responses as errors; a request whose
+// client went away is recorded with StatusClientClosedRequest and is not an
+// error of this server (see StatusWriter.Outcome).
 //
 // It does the span work only: request metrics are HTTPMetrics' job. That
 // keeps it several times cheaper per request than a general-purpose
@@ -27,7 +29,7 @@ func TraceHandler(tp trace.TracerProvider, prop propagation.TextMapPropagator, r
 		defer span.End()
 		sw := WrapStatus(w)
 		next.ServeHTTP(sw, r.WithContext(ctx))
-		status := sw.Status()
+		status := sw.Outcome(r)
 		span.SetAttributes(attribute.Int("http.response.status_code", status))
 		if status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(status))

@@ -1,6 +1,8 @@
 package observe
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,7 +29,10 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 // method and status, their latency, and the requests in flight by route.
 // Every label is bounded whatever the requests: routes are the patterns they
 // were registered with, never raw paths; a method outside the standard ones
-// counts as "other"; a status outside 100 to 599 as "other".
+// counts as "other"; a status outside 100 to 599 as "other". A request whose
+// client went away before it was answered counts as
+// StatusClientClosedRequest (see StatusWriter.Outcome), not as the 5xx its
+// handler may have written.
 type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -64,7 +69,7 @@ func (m *HTTPMetrics) Wrap(route string, next http.Handler) http.Handler {
 		sw := WrapStatus(w)
 		defer func() {
 			inflight.Dec()
-			m.Observe(route, r.Method, sw.Status(), time.Since(start))
+			m.Observe(route, r.Method, sw.Outcome(r), time.Since(start))
 		}()
 		next.ServeHTTP(sw, r)
 	})
@@ -108,13 +113,29 @@ func methodLabel(method string) string {
 	return otherLabel
 }
 
+// StatusClientClosedRequest is the status recorded, in logs and metrics,
+// for a request whose client went away before it was answered: nginx's 499
+// "client closed request". It is not a server error; the caller gave up (a
+// saga cancelling a call it no longer needs, a user closing the page) and
+// nobody reads the answer.
+const StatusClientClosedRequest = 499
+
+// ClientGone reports whether the client of r has gone away: its
+// connection closed or its HTTP/2 stream was reset, which cancels r's
+// context while the handler runs. A deadline that passed is not the
+// client going away.
+func ClientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
+}
+
 // StatusWriter records the status code a handler wrote. It keeps
 // http.Flusher and the other optional interfaces reachable through
 // http.ResponseController via Unwrap.
 type StatusWriter struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	status  int
+	wrote   bool
+	outcome int // what Outcome decided, 0 until it is asked
 }
 
 // WriteHeader records code and passes it on.
@@ -148,6 +169,23 @@ func (w *StatusWriter) Status() int {
 		return http.StatusOK
 	}
 	return w.status
+}
+
+// Outcome is the status to record for r, served through w, once its
+// handler has returned: StatusClientClosedRequest if the client went away
+// (ClientGone) and the handler wrote nothing or a 5xx, since that failure
+// follows from the caller giving up, not from a fault of the server;
+// otherwise Status. The first call decides: later ones return the same
+// answer, so the middleware stacked on one StatusWriter (logs, traces,
+// metrics) agree even if the client leaves between them.
+func (w *StatusWriter) Outcome(r *http.Request) int {
+	if w.outcome == 0 {
+		w.outcome = w.Status()
+		if (!w.wrote || w.status >= 500) && ClientGone(r) {
+			w.outcome = StatusClientClosedRequest
+		}
+	}
+	return w.outcome
 }
 
 // Unwrap returns the underlying writer for http.ResponseController.

@@ -16,6 +16,12 @@
 //	POST /-/faults    inject errors and latency into business routes (development mode or admin token)
 //	DELETE /-/faults  clear them
 //
+// A route's error becomes a problem document; a 5xx is logged at error
+// with the cause the client does not see. A request whose client went away
+// first (a caller that cancelled it) is not a server error: it is logged
+// below error level and counted with status 499, "client closed request"
+// (see observe.StatusClientClosedRequest).
+//
 // On stop the host turns readiness false, optionally waits ShutdownDelay so
 // load balancers notice, lets in-flight requests finish within
 // ShutdownGrace, and closes its broker connection and database.

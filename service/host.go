@@ -176,7 +176,9 @@ type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // Route registers a business route: traced, measured, logged, subject to
 // injected faults, protected from panics. pattern is a net/http ServeMux
-// pattern such as "GET /v1/products/{sku}".
+// pattern such as "GET /v1/products/{sku}". An error fn returns is written
+// as a problem document; once the client has gone away it is logged below
+// error level and recorded as a 499 instead (see writeError).
 func (h *Host) Route(pattern string, fn HandlerFunc) {
 	h.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := fn(w, r); err != nil {
@@ -202,7 +204,9 @@ func (h *Host) instrument(route string, next http.Handler, business bool) http.H
 		start := time.Now()
 		sw := observe.WrapStatus(w)
 		next.ServeHTTP(sw, r)
-		status := sw.Status()
+		// A client that went away makes a 499, below error level: see
+		// observe.StatusWriter.Outcome.
+		status := sw.Outcome(r)
 		level := slog.LevelDebug
 		switch {
 		case status >= 500:
@@ -238,10 +242,28 @@ func (h *Host) recoverer(next http.Handler) http.Handler {
 }
 
 // writeError sends err as a problem document, logging what the client does
-// not see.
+// not see. If the client has gone away, a failure that would be a 5xx is
+// what the client's leaving caused (a call or query cancelled with the
+// request's context), not a fault of the service: it is logged below error
+// level and recorded as observe.StatusClientClosedRequest.
 func (h *Host) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var d *problem.Details
-	if !errors.As(err, &d) {
+	isProblem := errors.As(err, &d)
+	if (!isProblem || d.Status >= 500) && observe.ClientGone(r) {
+		// Info when the error is the cancellation itself; Warn when
+		// something else failed after the client left, most likely because
+		// it left (a driver's own error for an interrupted query), but
+		// worth a look.
+		level := slog.LevelInfo
+		if !errors.Is(err, context.Canceled) {
+			level = slog.LevelWarn
+		}
+		h.log.LogAttrs(r.Context(), level, "client closed request", slog.String("path", r.URL.Path), slog.Any("error", err))
+		// Nobody reads it: the status is for the access log and metrics.
+		w.WriteHeader(observe.StatusClientClosedRequest)
+		return
+	}
+	if !isProblem {
 		h.log.ErrorContext(r.Context(), "request failed", slog.String("path", r.URL.Path), slog.Any("error", err))
 		d = problem.New(http.StatusInternalServerError, "internal error")
 	}
