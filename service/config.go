@@ -18,6 +18,14 @@ import (
 type Config struct {
 	Name          string        // service name: logs, metrics, traces, database file
 	Version       string        // reported in traces and logs
+	// Instance is this process's stable identity among the service's
+	// replicas, the same after a restart: "order-0" from `trellis up`, the
+	// pod name on Kubernetes (set TRELLIS_INSTANCE from metadata.name).
+	// Work a process leaves in flight (sagas) is resumed at once by the
+	// next process with its identity. "" means none: a restarted process
+	// then waits for its predecessor's leases to expire. Two live
+	// processes must never share one.
+	Instance string
 	Host          string        // interface to listen on
 	Port          int           // 0 picks a free port
 	DataDir       string        // where the SQLite files and the embedded broker live
@@ -55,6 +63,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "time in-flight requests get to finish on stop")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", c.ShutdownDelay, "time to stay up with readiness false before draining")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "this replica's stable identity, unique among live replicas (order-0, a pod name): a restart resumes its work in flight at once")
 	config.Bind(fs, "host", "TRELLIS_HOST")
 	config.Bind(fs, "port", "PORT")
 	config.Bind(fs, "data-dir", "TRELLIS_DATA_DIR")
@@ -65,6 +74,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	config.Bind(fs, "shutdown-grace", "TRELLIS_SHUTDOWN_GRACE")
 	config.Bind(fs, "shutdown-delay", "TRELLIS_SHUTDOWN_DELAY")
 	config.Bind(fs, "log-level", "TRELLIS_LOG_LEVEL")
+	config.Bind(fs, "instance", "TRELLIS_INSTANCE")
 }
 
 // Validate checks the values that parse but make no sense, naming the
@@ -95,6 +105,9 @@ func (c *Config) Validate(fs *pflag.FlagSet) error {
 	if c.DataDir == "" {
 		return invalid("data-dir", "", "must not be empty")
 	}
+	if !validInstance(c.Instance) {
+		return invalid("instance", c.Instance, "must be at most 128 letters, digits or - _ . :")
+	}
 	return nil
 }
 
@@ -102,4 +115,19 @@ func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	err := l.UnmarshalText([]byte(s))
 	return l, err
+}
+
+// validInstance reports whether s can name an instance: empty, or 1 to 128
+// letters, digits and - _ . : (a pod name, "order-0").
+func validInstance(s string) bool {
+	if len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == ':'
+		if !ok {
+			return false
+		}
+	}
+	return true
 }

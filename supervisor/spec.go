@@ -296,7 +296,7 @@ var (
 
 // reservedEnv reports whether the supervisor sets the variable itself.
 func reservedEnv(name string) bool {
-	return name == "PORT" || name == "TRELLIS_REPLICA" || name == "TRELLIS_PROCESS"
+	return name == "PORT" || name == "TRELLIS_REPLICA" || name == "TRELLIS_PROCESS" || name == "TRELLIS_INSTANCE"
 }
 
 // addYAMLError turns an error message of the yaml package into a SpecError.

@@ -278,6 +278,9 @@ func (s *Supervisor) newReplica(proc *process, i int, base map[string]string, p 
 	injected := []string{
 		"TRELLIS_REPLICA=" + strconv.Itoa(i),
 		"TRELLIS_PROCESS=" + ps.Name,
+		// A stable identity per replica, the same after a restart: a
+		// service resumes what its previous incarnation left in flight.
+		"TRELLIS_INSTANCE=" + ps.Name + "-" + strconv.Itoa(i),
 	}
 	if ps.Port != 0 {
 		injected = append(injected, "PORT="+strconv.Itoa(ps.Port+i))

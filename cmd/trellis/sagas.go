@@ -41,8 +41,11 @@ first, optionally only those in one status; or show one saga's steps with
 their times, attempts and errors. A choreographed order has no central log:
 its saga is shown as the events of its conversation, in order.
 
-A saga whose compensation kept failing ends compensation_failed and waits
-for an operator: --retry starts its compensation again.
+A saga past its pivot whose step keeps failing shows as retrying, with its
+last error as the reason: it is retried until it succeeds, and an operator
+should look at why. A saga whose compensation kept failing ends
+compensation_failed and waits for an operator: --retry starts its
+compensation again.
 
 It asks the order service's HTTP API (GET /v1/sagas, GET /v1/sagas/{id},
 POST /v1/sagas/{id}/retry).`,
@@ -98,7 +101,7 @@ POST /v1/sagas/{id}/retry).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&orderURL, "order-url", orderURL, "base URL of the order service")
-	f.StringVar(&status, "status", "", "only sagas in this status: running, compensating, completed, compensated, compensation_failed")
+	f.StringVar(&status, "status", "", "only sagas in this status: running, retrying, aborting, compensating, completed, compensated, compensation_failed")
 	f.StringVar(&name, "name", "", "only sagas of this kind: place-order or cancel-order")
 	f.IntVar(&limit, "limit", 50, "how many sagas to list (1 to 1000)")
 	f.BoolVar(&retry, "retry", false, "restart the compensation of a compensation_failed saga")

@@ -83,6 +83,7 @@ func Registry() *cqrs.Registry {
 	cqrs.Register[domain.ConfirmedEvent](r, domain.TypeConfirmed)
 	cqrs.Register[domain.RejectedEvent](r, domain.TypeRejected)
 	cqrs.Register[domain.CancelledEvent](r, domain.TypeCancelled)
+	cqrs.Register[domain.CancellationRequestedEvent](r, domain.TypeCancellationRequested)
 	return r
 }
 
@@ -248,7 +249,10 @@ func Register(h *service.Host, cfg Config) error {
 // interrupted) as a host worker. Cancellation is orchestrated in either
 // flow.
 func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config) error {
-	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry(), RecordDelay: app.SagaRecordDelay})
+	// The replica's stable identity: a restarted process resumes at once
+	// the sagas it left in flight.
+	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry(), RecordDelay: app.SagaRecordDelay,
+		Owner: h.Config().Instance})
 	if err != nil {
 		return fmt.Errorf("order: sagas: %w", err)
 	}

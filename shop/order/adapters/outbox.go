@@ -9,6 +9,7 @@ import (
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
 // SubjectPrefix starts the subjects of the order service's events:
@@ -28,17 +29,25 @@ func SubjectOf(eventType string) string {
 	return SubjectPrefix + strings.ToLower(strings.TrimPrefix(eventType, "Order"))
 }
 
-// AddEvents adds one message per event to the outbox within tx.
+// AddEvents adds one message per event to the outbox within tx, but for
+// the events internal to the order service (a cancellation requested),
+// which are not part of the shop's published language.
 func (o *EventOutbox) AddEvents(ctx context.Context, tx *sql.Tx, events []eventstore.EventData) error {
-	envs := make([]messaging.Envelope, len(events))
-	for i, e := range events {
+	envs := make([]messaging.Envelope, 0, len(events))
+	for _, e := range events {
+		if e.Type == domain.TypeCancellationRequested {
+			continue
+		}
 		subject := SubjectOf(e.Type)
 		env, err := messaging.NewEnvelope(subject, subject, e.Data,
 			messaging.WithID(e.ID.String()), messaging.WithCorrelationID(e.Metadata[eventstore.MetaCorrelationID]))
 		if err != nil {
 			return fmt.Errorf("announce %s: %w", e.Type, err)
 		}
-		envs[i] = env
+		envs = append(envs, env)
+	}
+	if len(envs) == 0 {
+		return nil
 	}
 	return o.ob.Add(ctx, tx, envs...)
 }

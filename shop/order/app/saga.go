@@ -108,6 +108,16 @@ func refusal(what string, err error) error {
 // order. A refusal, an exhausted retry or the deadline compensates in
 // reverse order (cancel the shipment, refund, release the stock) and
 // rejects the order with the reason.
+//
+// Scheduling the shipment is the pivot: the order is certain once a
+// parcel is booked for it. Until then the deadline and a cancellation
+// (Abort) can stop the saga, which then undoes what it did; from then on
+// it only goes forward: a shipping or inventory outage is waited out,
+// never turned into a rejection of an order that was paid for and
+// reserved. A shipment refused for good (the shipment was cancelled
+// first) still compensates. Turning the reservation into a sale runs
+// beside the pivot, in its group: it cannot be refused while the
+// reservation is held, and releasing the reservation undoes it.
 func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderData] {
 	cfg = cfg.withDefaults()
 	return saga.Definition[PlaceOrderData]{
@@ -148,6 +158,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 			},
 			{
 				Name: "schedule-shipment",
+				Kind: saga.Pivot,
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
 					id, err := a.Shipping.Schedule(ctx, d.OrderID, d.ShippingAddress)
 					if err != nil {
@@ -175,35 +186,55 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 		},
 		// The order is confirmed or rejected in the transaction that ends
 		// the saga: one durable write, and the order's status and the
-		// saga's can never disagree.
+		// saga's can never disagree. A pending order whose customer asked
+		// to cancel it ends cancelled once the saga undid what it did; one
+		// that got past the pivot is confirmed, and its cancellation saga
+		// starts in the same transaction.
 		FinishTx: func(ctx context.Context, tx *sql.Tx, _ string, d *PlaceOrderData, r saga.Result) error {
-			return a.changeTx(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
-				if r.Status == saga.Completed {
+			var cancelAfter string
+			err := a.changeTx(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
+				switch {
+				case r.Status == saga.Completed:
+					if o.CancelRequested {
+						cancelAfter = o.CancelReason
+					}
 					return o.Confirm(a.Now())
+				case o.CancelRequested:
+					return o.Cancel(o.CancelReason, domain.FlowOrchestrated, a.Now())
+				default:
+					return o.Reject(r.Reason, a.Now())
 				}
-				return o.Reject(r.Reason, a.Now())
 			})
+			if err != nil || cancelAfter == "" {
+				return err
+			}
+			return a.startCancel(ctx, tx, d.OrderID, cancelAfter)
 		},
-		Ended: func(context.Context, string, *PlaceOrderData, saga.Result) {
+		Ended: func(_ context.Context, _ string, d *PlaceOrderData, _ saga.Result) {
 			a.Orders.Store.Notify()
 			a.Outbox.Notify()
+			a.Sagas.Kick(CancelSagaID(d.OrderID)) // if one was started with the end
 		},
 	}
 }
 
 // CancelOrderDefinition is the orchestrated cancellation of a confirmed
-// order: cancel the shipment (refused once shipped, which ends the saga
-// with the order still confirmed), refund the payment, put the stock back,
-// then record the cancellation.
+// order. Cancelling the shipment is the pivot: refused once the parcel
+// has shipped, which ends the saga with the order still confirmed and
+// nothing changed. Once it is cancelled, the refund and the restock are
+// retriable: they run together and are retried until both are done,
+// however long their services are down, and only then is the order
+// recorded cancelled, in the transaction that ends the saga. The pivot is
+// the first step, so the saga has no deadline to miss.
 func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderData] {
 	cfg = cfg.withDefaults()
 	return saga.Definition[CancelOrderData]{
 		Name:        CancelOrderSaga,
-		Timeout:     cfg.Timeout,
 		StepTimeout: cfg.StepTimeout,
 		Steps: []saga.Step[CancelOrderData]{
 			{
 				Name: "cancel-shipment",
+				Kind: saga.Pivot,
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
 					return refusal("shipment cannot be cancelled", a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID)))
 				},
@@ -211,28 +242,45 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 			},
 			{
 				Name: "refund",
+				Kind: saga.Retriable,
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
 					return refusal("refund refused", a.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID))))
 				},
 				Retry: stepRetry,
 			},
 			{
-				Name: "restock",
+				Name:       "restock",
+				Kind:       saga.Retriable,
+				Concurrent: true,
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
 					return refusal("restock refused", a.Inventory.Release(ctx, contract.ReservationID(d.OrderID)))
 				},
 				Retry: stepRetry,
 			},
 		},
-		Finish: func(ctx context.Context, _ string, d *CancelOrderData, r saga.Result) error {
+		FinishTx: func(ctx context.Context, tx *sql.Tx, _ string, d *CancelOrderData, r saga.Result) error {
 			if r.Status != saga.Completed {
 				return nil // the order stays confirmed; the saga shows why
 			}
-			return a.change(ctx, d.OrderID, func(o *domain.Order) ([]any, error) {
+			return a.changeTx(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
 				return o.Cancel(d.Reason, domain.FlowOrchestrated, a.Now())
 			})
 		},
+		Ended: func(context.Context, string, *CancelOrderData, saga.Result) {
+			a.Orders.Store.Notify()
+			a.Outbox.Notify()
+		},
 	}
+}
+
+// startCancel records the cancel-order saga of a confirmed order within
+// tx; a cancellation already recorded is left as it is.
+func (a *App) startCancel(ctx context.Context, tx *sql.Tx, orderID, reason string) error {
+	err := a.Sagas.Start(ctx, tx, CancelOrderSaga, CancelSagaID(orderID), CancelOrderData{OrderID: orderID, Reason: reason})
+	if errors.Is(err, saga.ErrDuplicate) {
+		return nil
+	}
+	return err
 }
 
 // Confirm confirms a pending order; confirming a confirmed order does

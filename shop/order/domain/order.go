@@ -32,6 +32,12 @@ const (
 	TypeConfirmed = "OrderConfirmed"
 	TypeRejected  = "OrderRejected"
 	TypeCancelled = "OrderCancelled"
+	// TypeCancellationRequested is internal to the order service: the
+	// customer asked to cancel a pending order, which ends cancelled once
+	// its place-order saga has undone what it did, or, past the saga's
+	// pivot, once the cancellation of the confirmed order has run. It is
+	// not announced to other services.
+	TypeCancellationRequested = "OrderCancellationRequested"
 )
 
 // Errors of the order's rules.
@@ -79,8 +85,16 @@ type ConfirmedEvent Ended
 // RejectedEvent is the event of an order that could not be fulfilled.
 type RejectedEvent Ended
 
-// CancelledEvent is the event of a confirmed order called off.
+// CancelledEvent is the event of an order called off by its customer:
+// a confirmed one, or a pending one whose saga undid what it did.
 type CancelledEvent Ended
+
+// CancellationRequestedEvent records that the customer asked to cancel a
+// pending order.
+type CancellationRequestedEvent struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
 
 // Order is the aggregate's state, folded from its events.
 type Order struct {
@@ -93,6 +107,10 @@ type Order struct {
 	Flow            string
 	Status          Status
 	Reason          string
+	// CancelRequested is set while pending when the customer asked to
+	// cancel; CancelReason is their reason.
+	CancelRequested bool
+	CancelReason    string
 	PlacedAt        time.Time
 	UpdatedAt       time.Time
 	Version         int64 // number of events folded
@@ -114,6 +132,8 @@ func (o *Order) Apply(e any) error {
 		o.Status, o.Reason, o.UpdatedAt = Rejected, e.Reason, e.At
 	case CancelledEvent:
 		o.Status, o.Reason, o.UpdatedAt = Cancelled, e.Reason, e.At
+	case CancellationRequestedEvent:
+		o.CancelRequested, o.CancelReason, o.UpdatedAt = true, e.Reason, e.At
 	default:
 		return fmt.Errorf("order: unknown event %T", e)
 	}
@@ -245,14 +265,28 @@ func (o *Order) ended(reason string, at time.Time) Ended {
 	return Ended{OrderID: o.ID, CustomerID: o.CustomerID, TotalCents: o.TotalCents, Reason: reason, Flow: o.Flow, At: at.UTC()}
 }
 
-// Cancel decides the cancellation of a confirmed order. flow says who
-// undoes the order's effects: the orchestrator ("orchestrated") or the
-// services reacting to the event ("choreography").
+// RequestCancel records the customer's wish to cancel a pending order;
+// asking again changes nothing.
+func (o *Order) RequestCancel(reason string, at time.Time) ([]any, error) {
+	if o.Status != Pending {
+		return nil, fmt.Errorf("request the cancellation of a %s order: %w", o.Status, ErrTransition)
+	}
+	if o.CancelRequested {
+		return nil, nil
+	}
+	return []any{CancellationRequestedEvent{Reason: reason, At: at.UTC()}}, nil
+}
+
+// Cancel decides the cancellation of a confirmed order, or of a pending
+// one whose effects are undone (its saga compensated, or, choreographed,
+// the services undo their parts when they see the event). flow says who
+// undoes a confirmed order's effects: the orchestrator ("orchestrated")
+// or the services reacting to the event ("choreography").
 func (o *Order) Cancel(reason, flow string, at time.Time) ([]any, error) {
 	if o.Status == Cancelled {
 		return nil, nil
 	}
-	if o.Status != Confirmed {
+	if o.Status != Confirmed && o.Status != Pending {
 		return nil, fmt.Errorf("cancel a %s order: %w", o.Status, ErrTransition)
 	}
 	e := o.ended(reason, at)

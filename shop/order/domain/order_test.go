@@ -58,13 +58,46 @@ func TestTransitions(t *testing.T) {
 	}
 
 	p := placed(t)
-	if _, err := p.Cancel("x", domain.FlowOrchestrated, now); !errors.Is(err, domain.ErrTransition) {
-		t.Fatalf("cancel a pending order: %v", err)
-	}
 	ev, _ = p.Reject("card declined", now)
 	_ = p.Apply(ev[0])
 	if p.Status != domain.Rejected || p.Reason != "card declined" {
 		t.Fatalf("%+v", p)
+	}
+	for _, try := range []func() ([]any, error){
+		func() ([]any, error) { return p.Cancel("x", domain.FlowOrchestrated, now) },
+		func() ([]any, error) { return p.RequestCancel("x", now) },
+	} {
+		if _, err := try(); !errors.Is(err, domain.ErrTransition) {
+			t.Fatalf("cancel a rejected order: %v", err)
+		}
+	}
+}
+
+// A pending order's cancellation is requested once, stays pending, and
+// ends cancelled with the customer's reason.
+func TestCancelPending(t *testing.T) {
+	o := placed(t)
+	ev, err := o.RequestCancel("changed my mind", now)
+	if err != nil || len(ev) != 1 {
+		t.Fatal(ev, err)
+	}
+	_ = o.Apply(ev[0])
+	if o.Status != domain.Pending || !o.CancelRequested || o.CancelReason != "changed my mind" {
+		t.Fatalf("%+v", o)
+	}
+	if ev, err := o.RequestCancel("again", now); err != nil || len(ev) != 0 {
+		t.Fatal("requesting twice must be a no-op", ev, err)
+	}
+	ev, err = o.Cancel(o.CancelReason, domain.FlowOrchestrated, now)
+	if err != nil || len(ev) != 1 {
+		t.Fatal(ev, err)
+	}
+	_ = o.Apply(ev[0])
+	if o.Status != domain.Cancelled || o.Reason != "changed my mind" {
+		t.Fatalf("%+v", o)
+	}
+	if _, err := o.RequestCancel("late", now); !errors.Is(err, domain.ErrTransition) {
+		t.Fatalf("request the cancellation of a cancelled order: %v", err)
 	}
 }
 

@@ -34,13 +34,19 @@ func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 	}
 	sum, err := s.app.Cancel(r.Context(), id, body.Reason, cancelWait)
 	var refused *app.CancelRefusedError
+	var rejected *app.RejectedError
 	switch {
 	case errors.Is(err, domain.ErrNotFound):
 		return problem.New(http.StatusNotFound, "no order %q", id)
-	case errors.Is(err, domain.ErrTransition):
-		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %v (only a confirmed order can)", id, err)
+	case errors.As(err, &rejected):
+		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %s", id, rejected.Error())
 	case errors.As(err, &refused):
 		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %s", id, refused.Reason)
+	case errors.Is(err, app.ErrCancelRequested):
+		// Pending: it ends cancelled once its saga has undone what it did.
+		w.Header().Set("Location", "/v1/orders/"+id)
+		return service.WriteJSON(w, http.StatusAccepted, map[string]string{"order_id": id, "status": string(domain.Pending),
+			"cancellation": "requested"})
 	case errors.Is(err, app.ErrCancelRunning):
 		w.Header().Set("Location", "/v1/sagas/"+app.CancelSagaID(id))
 		return service.WriteJSON(w, http.StatusAccepted, map[string]string{"order_id": id, "status": string(domain.Confirmed),
@@ -59,9 +65,9 @@ func (s *HTTP) sagas(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := saga.Filter{Name: q.Get("name"), Status: saga.Status(q.Get("status")), Limit: 100}
 	switch f.Status {
-	case "", saga.Running, saga.Compensating, saga.Completed, saga.Compensated, saga.CompensationFailed:
+	case "", saga.Running, saga.Retrying, saga.Aborting, saga.Compensating, saga.Completed, saga.Compensated, saga.CompensationFailed:
 	default:
-		return problem.Invalid("status must be one of running, compensating, completed, compensated, compensation_failed",
+		return problem.Invalid("status must be one of running, retrying, aborting, compensating, completed, compensated, compensation_failed",
 			problem.FieldError{Field: "status", Reason: "unknown status"})
 	}
 	if v := q.Get("limit"); v != "" {
