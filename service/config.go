@@ -16,8 +16,8 @@ import (
 // Config is what a host needs from its environment. Every field has a flag
 // and an environment variable; see RegisterFlags.
 type Config struct {
-	Name          string        // service name: logs, metrics, traces, database file
-	Version       string        // reported in traces and logs
+	Name    string // service name: logs, metrics, traces, database file
+	Version string // reported in traces and logs
 	// Instance is this process's stable identity among the service's
 	// replicas, the same after a restart: "order-0" from `trellis up`, the
 	// pod name on Kubernetes (set TRELLIS_INSTANCE from metadata.name).
@@ -25,7 +25,7 @@ type Config struct {
 	// next process with its identity. "" means none: a restarted process
 	// then waits for its predecessor's leases to expire. Two live
 	// processes must never share one.
-	Instance string
+	Instance      string
 	Host          string        // interface to listen on
 	Port          int           // 0 picks a free port
 	DataDir       string        // where the SQLite files and the embedded broker live

@@ -27,7 +27,9 @@ func (e *CancelRefusedError) Error() string { return "order cannot be cancelled:
 // RejectedError: a rejected order has nothing to cancel.
 type RejectedError struct{ Reason string }
 
-func (e *RejectedError) Error() string { return "the order was rejected (" + e.Reason + "): there is nothing to cancel" }
+func (e *RejectedError) Error() string {
+	return "the order was rejected (" + e.Reason + "): there is nothing to cancel"
+}
 
 // CancelSagaID is the id of an order's cancel-order saga: one per order.
 func CancelSagaID(orderID string) string { return orderID + ":cancel" }
