@@ -16,16 +16,8 @@ import (
 // Config is what a host needs from its environment. Every field has a flag
 // and an environment variable; see RegisterFlags.
 type Config struct {
-	Name    string // service name: logs, metrics, traces, database file
-	Version string // reported in traces and logs
-	// Instance is this process's stable identity among the service's
-	// replicas, the same after a restart: "order-0" from `trellis up`, the
-	// pod name on Kubernetes (set TRELLIS_INSTANCE from metadata.name).
-	// Work a process leaves in flight (sagas) is resumed at once by the
-	// next process with its identity. "" means none: a restarted process
-	// then waits for its predecessor's leases to expire. Two live
-	// processes must never share one.
-	Instance      string
+	Name          string        // service name: logs, metrics, traces, database file
+	Version       string        // reported in traces and logs
 	Host          string        // interface to listen on
 	Port          int           // 0 picks a free port
 	DataDir       string        // where the SQLite files and the embedded broker live
@@ -36,6 +28,14 @@ type Config struct {
 	ShutdownGrace time.Duration // how long in-flight requests get to finish
 	ShutdownDelay time.Duration // how long to stay up unready before draining
 	LogLevel      string        // debug, info, warn, error
+	// Instance is this process's stable identity among the service's
+	// replicas, the same after a restart: "order-0" from `trellis up`, the
+	// pod name on Kubernetes (set TRELLIS_INSTANCE from metadata.name).
+	// Work a process leaves in flight (sagas) is resumed at once by the
+	// next process with its identity. "" means none: a restarted process
+	// then waits for its predecessor's leases to expire. Two live
+	// processes must never share one.
+	Instance string
 }
 
 // Defaults returns the configuration a service starts from before flags and
