@@ -85,10 +85,14 @@ func (c SagaConfig) withDefaults() SagaConfig {
 	return c
 }
 
-// stepRetry rides out a service's restart: five attempts over a few
-// seconds, bounded by the step's and the saga's timeouts. A refusal is
-// final (saga.Permanent) and never retried.
-var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 6, BaseDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second}
+// stepRetry rides out a service's restart, or a few: up to 15 attempts,
+// about 25 s of full-jitter backoff capped at 2 s, so that before the
+// pivot it is the saga's deadline (30 s by default), not a count, that
+// gives up on a service that does not come back (invariant 7: a crash of
+// one service does not by itself reject an order). From the pivot on the
+// same backoff goes on until the step succeeds. A refusal is final
+// (saga.Permanent) and never retried.
+var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 15, BaseDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second}
 
 // refusal turns a service's business refusal into a final step failure
 // with a reason an order can show; other errors stay transient.
