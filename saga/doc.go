@@ -30,6 +30,28 @@
 // compensation other transactions see the intermediate state. Use semantic
 // locks (a "pending" status) and countermeasures in the services.
 //
+// # Step kinds: compensatable, pivot, retriable
+//
+// A saga is a run of compensatable steps, then at most one pivot, then
+// retriable steps (Garcia-Molina and Salem; Richardson's Microservices
+// Patterns). The commit point is the pivot's group (or, without a pivot,
+// the first retriable step). Before it, a failure, the deadline or Abort
+// compensates. The orchestrator records the commit point durably before
+// the step there runs; from then on the saga only goes forward: the
+// deadline no longer applies, the pivot's group is retried until it
+// succeeds or fails permanently (which still compensates it and the steps
+// before), and retriable steps are retried with capped backoff until they
+// succeed. A saga whose forward step keeps failing has status Retrying,
+// shown in the log, in the trellis_saga_retrying gauges and in a warn log.
+//
+// # Abort
+//
+// Abort stops a saga before its commit point: it marks the saga aborting
+// in the log, which refuses the executing orchestrator's next write; that
+// orchestrator compensates and ends the saga Compensated with
+// Result.Aborted set. Abort and the commit-point record exclude each
+// other, so a saga either compensates or goes to its end.
+//
 // # Durability and throughput
 //
 // Every state change of a saga (start, each step's completion with the
@@ -53,6 +75,13 @@
 // SQLite, covers the progress of many sagas, so throughput is not bounded
 // by the disk's synchronous writes per second.
 //
+// A saga resumed after a crash continues from its last durable record, and
+// the steps after it run again. If it then compensates, it compensates
+// every step before its commit point, since an interrupted execution may
+// have run steps whose records never became durable: compensations must be
+// safe for a step that never ran. Only an execution that started the saga
+// itself knows exactly which steps ran.
+//
 // # Replicas
 //
 // Several orchestrators may share one database. A saga is executed by the
@@ -60,7 +89,11 @@
 // leases are renewed while the saga runs, and a write by an orchestrator
 // that lost the lease fails, which stops the saga in that process. An
 // orchestrator that dies leaves its sagas to be claimed by the others when
-// their leases expire. Lease times come from each process's clock, so the
+// their leases expire (3 s by default), at their next poll. One that
+// restarts with the same Options.Owner, a stable identity such as a pod
+// name, reclaims its sagas at once: the owner column records the identity
+// and a random incarnation, so the lease check stays a fence between two
+// live processes. Lease times come from each process's clock, so the
 // replicas' clocks must agree to well within the lease.
 //
 // Start records the saga with the starting orchestrator's lease, so that

@@ -9,7 +9,9 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -250,4 +252,143 @@ func ExampleStep_concurrent() {
 	fmt.Println(info.Status, ord.Reservation, ord.PaymentID, len(info.Steps), "records")
 	// Output:
 	// completed res-order-1 pay-order-1 3 records
+}
+
+// A cancellation saga with a pivot: cancelling the shipment is the point
+// of no return (refused once the parcel left, which leaves everything as
+// it was); once it succeeded, the refund is retriable: a payment service
+// that is down only delays it, whatever the saga's deadline.
+func ExampleKind() {
+	dir, err := os.MkdirTemp("", "saga-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{URL: "sqlite:" + filepath.Join(dir, "order.db")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+
+	o, err := saga.New(db, saga.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	type Cancel struct {
+		OrderID string `json:"order_id"`
+	}
+	paymentDown := 2 // the refund fails twice, then the service is back
+	err = saga.Register(o, saga.Definition[Cancel]{
+		Name: "cancel-order",
+		Steps: []saga.Step[Cancel]{
+			{Name: "cancel-shipment", Kind: saga.Pivot, Action: func(ctx context.Context, sc saga.StepContext, c *Cancel) error {
+				fmt.Println("shipment cancelled")
+				return nil
+			}},
+			{Name: "refund", Kind: saga.Retriable, Action: func(ctx context.Context, sc saga.StepContext, c *Cancel) error {
+				if paymentDown > 0 {
+					paymentDown--
+					return errors.New("payment service unavailable")
+				}
+				fmt.Println("refunded")
+				return nil
+			}, Retry: resilience.RetryConfig[struct{}]{MaxAttempts: 1, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}},
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	if err := o.StartNow(ctx, "cancel-order", "order-1:cancel", Cancel{OrderID: "order-1"}); err != nil {
+		log.Fatal(err)
+	}
+	info, err := o.Wait(ctx, "order-1:cancel")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.Status, "after", info.Steps[len(info.Steps)-1].Attempts, "refund attempts")
+	// Output:
+	// shipment cancelled
+	// refunded
+	// completed after 3 refund attempts
+}
+
+// Abort stops a saga before its pivot: it compensates what ran, and its
+// Finish sees Result.Aborted.
+func ExampleOrchestrator_Abort() {
+	dir, err := os.MkdirTemp("", "saga-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{URL: "sqlite:" + filepath.Join(dir, "order.db")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+
+	o, err := saga.New(db, saga.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	type Order struct {
+		ID string `json:"id"`
+	}
+	reserved := make(chan struct{})
+	aborted := make(chan struct{})
+	err = saga.Register(o, saga.Definition[Order]{
+		Name: "place-order",
+		Steps: []saga.Step[Order]{
+			{Name: "reserve", Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				close(reserved)
+				<-aborted // the customer cancels while the stock is being reserved
+				return nil
+			}, Compensate: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				fmt.Println("stock released")
+				return nil
+			}},
+			{Name: "ship", Kind: saga.Pivot, Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
+				fmt.Println("shipped") // never runs: the abort came first
+				return nil
+			}},
+		},
+		Finish: func(ctx context.Context, id string, ord *Order, r saga.Result) error {
+			fmt.Println(r.Status, "aborted:", r.Aborted, "reason:", r.Reason)
+			return nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	if err := o.StartNow(ctx, "place-order", "order-1", Order{ID: "order-1"}); err != nil {
+		log.Fatal(err)
+	}
+	<-reserved
+	if err := o.Abort(ctx, "order-1", "cancelled by the customer"); err != nil {
+		log.Fatal(err)
+	}
+	close(aborted)
+	if _, err := o.Wait(ctx, "order-1"); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// stock released
+	// compensated aborted: true reason: cancelled by the customer
 }

@@ -622,14 +622,20 @@ func (o *Orchestrator) claim(id string) (*sagaRow, error) {
 
 // held returns saga id when it is in flight and this orchestrator holds
 // its lease for at least half a lease more (Start records it so), read
-// without a write; nil otherwise, and then execute claims it.
-func (o *Orchestrator) held(ctx context.Context, id string) *sagaRow {
+// without a write; nil otherwise, and then execute claims it, unless
+// absent reports that the saga is not in flight at all (ended, or
+// unknown), which needs no claim.
+func (o *Orchestrator) held(ctx context.Context, id string) (r *sagaRow, absent bool) {
 	var owner string
 	var until int64
-	r, err := scanRow(o.db.Reader().QueryRowContext(ctx, sqlHeld, id), &owner, &until)
-	if err != nil || owner != o.owner || until-o.clock.Now().UnixNano() < int64(o.lease/2) {
-		return nil
+	row, err := scanRow(o.db.Reader().QueryRowContext(ctx, sqlHeld, id), &owner, &until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, true
 	}
+	if err != nil || owner != o.owner || until-o.clock.Now().UnixNano() < int64(o.lease/2) {
+		return nil, false
+	}
+	r = &row
 	r.leaseUntil = until
 	// Held by this incarnation: started here, and executed here before
 	// only if an execution was interrupted.
@@ -637,7 +643,7 @@ func (o *Orchestrator) held(ctx context.Context, id string) *sagaRow {
 	_, interrupted := o.interrupted[id]
 	o.mu.Unlock()
 	r.fresh = !interrupted
-	return &r
+	return r, false
 }
 
 // execute runs saga id in this process.
@@ -652,7 +658,13 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 	defer func() { <-o.sem }()
 	row := claimed
 	if row == nil {
-		row = o.held(ctx, id)
+		var absent bool
+		if row, absent = o.held(ctx, id); absent {
+			o.mu.Lock()
+			delete(o.interrupted, id)
+			o.mu.Unlock()
+			return // ended or unknown: a Kick of it costs no write
+		}
 	}
 	if row == nil {
 		var err error

@@ -54,6 +54,9 @@ type PlaceOrderData struct {
 	ShippingAddress string          `json:"shipping_address"`
 	PaymentID       string          `json:"payment_id,omitempty"`
 	ShipmentID      string          `json:"shipment_id,omitempty"`
+	// cancelStarted is set by FinishTx when it started the order's
+	// cancellation, for Ended to kick it.
+	cancelStarted bool
 }
 
 // CancelOrderData is the cancel-order saga's durable state.
@@ -212,12 +215,15 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 			if err != nil || cancelAfter == "" {
 				return err
 			}
+			d.cancelStarted = true
 			return a.startCancel(ctx, tx, d.OrderID, cancelAfter)
 		},
 		Ended: func(_ context.Context, _ string, d *PlaceOrderData, _ saga.Result) {
 			a.Orders.Store.Notify()
 			a.Outbox.Notify()
-			a.Sagas.Kick(CancelSagaID(d.OrderID)) // if one was started with the end
+			if d.cancelStarted {
+				a.Sagas.Kick(CancelSagaID(d.OrderID))
+			}
 		},
 	}
 }
