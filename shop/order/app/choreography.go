@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,22 +19,32 @@ import (
 
 // OnStockRefused rejects the order: inventory cannot hold its items.
 func (a *App) OnStockRefused(ctx context.Context, msg messaging.Message[contract.StockRefused]) error {
-	return a.Reject(ctx, msg.Payload.OrderID, "out of stock: "+msg.Payload.Reason)
+	return poison(a.Reject(ctx, msg.Payload.OrderID, "out of stock: "+msg.Payload.Reason))
 }
 
 // OnPaymentDeclined rejects the order: its total could not be charged.
 func (a *App) OnPaymentDeclined(ctx context.Context, msg messaging.Message[contract.PaymentDeclined]) error {
-	return a.Reject(ctx, msg.Payload.OrderID, "payment declined: "+msg.Payload.Reason)
+	return poison(a.Reject(ctx, msg.Payload.OrderID, "payment declined: "+msg.Payload.Reason))
 }
 
 // OnShipmentRefused rejects the order: its shipment cannot be scheduled.
 func (a *App) OnShipmentRefused(ctx context.Context, msg messaging.Message[contract.ShipmentRefused]) error {
-	return a.Reject(ctx, msg.Payload.OrderID, "shipment refused: "+msg.Payload.Reason)
+	return poison(a.Reject(ctx, msg.Payload.OrderID, "shipment refused: "+msg.Payload.Reason))
 }
 
 // OnShipmentScheduled confirms the order: stock held, paid, scheduled.
 func (a *App) OnShipmentScheduled(ctx context.Context, msg messaging.Message[contract.ShipmentScheduled]) error {
-	return a.Confirm(ctx, msg.Payload.OrderID)
+	return poison(a.Confirm(ctx, msg.Payload.OrderID))
+}
+
+// poison marks an answer about an order this service does not have as a
+// permanent failure: redelivering it cannot help (the consumers retry
+// every other failure without limit), so it is dead-lettered at once.
+func poison(err error) error {
+	if errors.Is(err, domain.ErrNotFound) {
+		return messaging.Permanent(err)
+	}
+	return err
 }
 
 // ReasonTimedOut is the reason of a choreographed order that did not end
