@@ -28,14 +28,19 @@ const transfersDDL = `CREATE TABLE IF NOT EXISTS inventory_transfers (
     created_at_ns   BIGINT NOT NULL
 )`
 
+// transfersLockKey is the pg_advisory_xact_lock key that serialises the
+// creation of the table across replicas on PostgreSQL, where concurrent
+// CREATE TABLE IF NOT EXISTS of one table race in the catalog.
+const transfersLockKey int64 = 0x74726c73696e7674 // "trlsinvt"
+
 // Transfers records transfer requests by idempotency key and their
 // outcome.
 type Transfers struct{ db *store.DB }
 
 // NewTransfers returns the transfer records of db, creating their table
-// if needed.
+// if needed; replicas may call it at once.
 func NewTransfers(ctx context.Context, db *store.DB) (*Transfers, error) {
-	if _, err := db.Writer().ExecContext(ctx, transfersDDL); err != nil {
+	if err := db.ApplySchema(ctx, transfersLockKey, transfersDDL); err != nil {
 		return nil, fmt.Errorf("create inventory_transfers: %w", err)
 	}
 	return &Transfers{db: db}, nil
