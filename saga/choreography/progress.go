@@ -49,9 +49,16 @@ type Progress struct{ db *store.DB }
 // NewProgress returns the view stored in db; call Setup once first.
 func NewProgress(db *store.DB) *Progress { return &Progress{db: db} }
 
-// Setup creates the progress table if it does not exist.
+// setupLockKey is the pg_advisory_xact_lock key that serialises Setup
+// across replicas on PostgreSQL, where concurrent CREATE TABLE IF NOT
+// EXISTS of one table race in the catalog. It differs from the other
+// packages' keys.
+const setupLockKey int64 = 0x74726c7363686f72 // "trlschor"
+
+// Setup creates the progress table if it does not exist. Replicas may run
+// it at once: on PostgreSQL it holds an advisory lock while it does.
 func (p *Progress) Setup(ctx context.Context) error {
-	if _, err := p.db.Writer().ExecContext(ctx, ProgressSchema(p.db.Dialect())); err != nil {
+	if err := p.db.ApplySchema(ctx, setupLockKey, ProgressSchema(p.db.Dialect())); err != nil {
 		return fmt.Errorf("choreography: create %s: %w", ProgressTable, err)
 	}
 	return nil
