@@ -12,7 +12,11 @@
 //     feeds every event to a Projection and stores its checkpoint in the
 //     same transaction as the read model's update, so a crash never applies
 //     an event twice or skips one. A read model can be rebuilt from scratch,
-//     and the Projector reports its lag.
+//     and the Projector reports its lag. Replicas may each run a Projector
+//     of the same projection on the same read database: a lease lets one
+//     project at a time, the others stand by and take over when it stops
+//     or stalls, and every projection transaction checks the lease's term,
+//     so a projector that lost it commits nothing.
 //
 // Read models are eventually consistent: a query right after a command may
 // not see it yet. Projector.WaitFor waits until a given append is
