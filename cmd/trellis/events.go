@@ -49,7 +49,7 @@ It opens the order service's write database read-only: the SQLite file
 		Short: "List the streams, newest id last",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withEvents(cmd, o, func(ctx context.Context, es *eventstore.Store) error {
+			return withEvents(cmd, &o, func(ctx context.Context, es *eventstore.Store) error {
 				list, err := es.ListStreams(ctx, eventstore.ListOptions{Limit: limit})
 				if err != nil {
 					return err
@@ -71,7 +71,7 @@ It opens the order service's write database read-only: the SQLite file
 		Short: "Show a stream's events with their data and metadata",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withEvents(cmd, o, func(ctx context.Context, es *eventstore.Store) error {
+			return withEvents(cmd, &o, func(ctx context.Context, es *eventstore.Store) error {
 				evs, err := es.ReadStream(ctx, args[0], from, limit)
 				if err != nil {
 					return err
@@ -93,7 +93,7 @@ It opens the order service's write database read-only: the SQLite file
 		Short: "Show an order's state, now or at a version or time",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withEvents(cmd, o, func(ctx context.Context, es *eventstore.Store) error {
+			return withEvents(cmd, &o, func(ctx context.Context, es *eventstore.Store) error {
 				orders := order.Aggregate(es)
 				var (
 					st  any
@@ -133,11 +133,9 @@ It opens the order service's write database read-only: the SQLite file
 	return cmd
 }
 
-// withEvents opens the order service's event store for reading.
-func withEvents(cmd *cobra.Command, o eventsOptions, fn func(context.Context, *eventstore.Store) error) error {
-	if err := config.Load(cmd.Flags(), os.LookupEnv); err != nil {
-		return err
-	}
+// withEvents opens the order service's event store for reading, as o says
+// once its flags and their environment variables are loaded.
+func withEvents(cmd *cobra.Command, o *eventsOptions, fn func(context.Context, *eventstore.Store) error) error {
 	url := o.databaseURL
 	if url == "" {
 		path := filepath.Join(o.dataDir, order.Name+".db")
@@ -145,7 +143,7 @@ func withEvents(cmd *cobra.Command, o eventsOptions, fn func(context.Context, *e
 			return usageError{fmt.Errorf("no order database at %s: run 'trellis up' first, or pass --data-dir or --database-url", path)}
 		}
 	} else if !strings.HasPrefix(url, "postgres") {
-		return &config.Error{Var: "--database-url", Flag: "database-url", Value: url, Reason: "must be a postgres:// URL (or empty for SQLite in the data dir)"}
+		return config.Invalid(cmd.Flags(), "database-url", url, "must be a postgres:// URL (or empty for SQLite in the data dir)")
 	}
 	ctx := cmd.Context()
 	db, err := store.Open(ctx, store.Config{Service: order.Name, URL: url, DataDir: o.dataDir, Migrations: order.Migrations()})

@@ -69,6 +69,13 @@ command's help); a flag given on the command line wins.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
+	// Every command's bound variables are loaded here, once its flags are
+	// parsed and before it runs, so that no command can forget to or load
+	// them into a copy of its options. 'service NAME' parses the flags of
+	// the service it runs itself, and loads them then (see runService).
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return loadEnv(cmd.Flags())
+	}
 	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newEventsCmd(), newSagasCmd(), newVersionCmd())
 	return root
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -22,9 +21,6 @@ func newPsCmd() *cobra.Command {
 restarts, URL and uptime, read from the supervisor's admin API.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := config.Load(cmd.Flags(), os.LookupEnv); err != nil {
-				return err
-			}
 			url := admin
 			if !strings.Contains(url, "://") {
 				url = "http://" + url

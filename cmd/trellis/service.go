@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trellis-go/trellis/config"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop"
 )
@@ -73,7 +71,9 @@ func runService(cmd *cobra.Command, def shop.Service, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	if err := config.Load(fs, os.LookupEnv); err != nil {
+	// The root's loadEnv saw none of these flags: cobra does not parse
+	// them (DisableFlagParsing), fs does, just above.
+	if err := loadEnv(fs); err != nil {
 		return err
 	}
 	if err := cfg.Validate(fs); err != nil {

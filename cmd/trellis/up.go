@@ -48,9 +48,6 @@ answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
 		Example: "  trellis up\n  trellis up -f shop/system.yaml --data-dir /tmp/shop",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := config.Load(cmd.Flags(), os.LookupEnv); err != nil {
-				return err
-			}
 			if o.childLogs != "file" && o.childLogs != "stdout" {
 				return config.Invalid(cmd.Flags(), "logs", o.childLogs, "must be file or stdout")
 			}
