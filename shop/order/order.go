@@ -203,7 +203,10 @@ func Register(h *service.Host, cfg Config) error {
 	h.OnClose(readDB.Close)
 	h.AddCheck("read-database", readDB.Check)
 	summaries := adapters.NewSummaries(readDB, Registry())
-	projector := cqrs.NewProjector(events, readDB, summaries, cqrs.ProjectorOptions{})
+	// One replica projects at a time (a lease in the read database); the
+	// replica's stable identity lets it take its lease back at once after
+	// a restart.
+	projector := cqrs.NewProjector(events, readDB, summaries, cqrs.ProjectorOptions{Owner: h.Config().Instance, Logger: h.Logger()})
 	if err := projector.Setup(ctx); err != nil {
 		return fmt.Errorf("order: %w", err)
 	}
