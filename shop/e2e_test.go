@@ -82,12 +82,14 @@ func tail(s string, n int) string {
 }
 
 // TestPlaceOrderInvariants places a few hundred concurrent orders against
-// limited stock, a quarter of them with a card that is declined, while the
-// payment service fails a fifth of its requests and is slow, and is
-// stopped and started again in the middle of the run. In both saga flows
-// every order must end, and the shop's invariants must hold: no oversell,
-// one payment and one shipment per confirmed order, nothing held or
-// charged for a rejected or cancelled one. Then a few confirmed orders are
+// limited stock, a quarter of them with a card that is declined and an
+// eighth cancelled by their customer within half a second of being
+// placed, while the payment service fails a fifth of its requests and is
+// slow, and is stopped and started again in the middle of the run. In both
+// saga flows every order must end, every accepted cancellation with the
+// order cancelled, and the shop's invariants must hold: no oversell, one
+// payment and one shipment per confirmed order, nothing held or charged
+// for a rejected or cancelled one. Then a few confirmed orders are
 // cancelled and the invariants are checked again.
 func TestPlaceOrderInvariants(t *testing.T) {
 	if testing.Short() {
@@ -126,7 +128,7 @@ func TestPlaceOrderInvariants(t *testing.T) {
 					t.Errorf("restart payment: %v", err)
 				}
 			}()
-			load := shoptest.Load{Orders: orders, Concurrency: 24, SKUs: []string{"KET-001", "POT-001", "SCL-001"}, DeclineEvery: 4,
+			load := shoptest.Load{Orders: orders, Concurrency: 24, SKUs: []string{"KET-001", "POT-001", "SCL-001"}, DeclineEvery: 4, CancelEvery: 8,
 				AfterPlaced: func() {
 					if placed.Add(1) == orders/3 {
 						close(restart)
@@ -145,6 +147,12 @@ func TestPlaceOrderInvariants(t *testing.T) {
 				}
 			}
 			t.Logf("statuses: %v; reasons: %v", count, reasons)
+			for _, p := range list {
+				if p.Cancelled && ended[p.OrderID].Status != "cancelled" {
+					t.Fatalf("order %s: cancellation accepted (%d %s), but it ended %s %q", p.OrderID, p.Cancel.Code,
+						p.Cancel.Cancellation, ended[p.OrderID].Status, ended[p.OrderID].Reason)
+				}
+			}
 			for _, o := range ended { // reasons are for customers: the service's words, no plumbing
 				if strings.Contains(o.Reason, "refused") || strings.Contains(o.Reason, "POST ") {
 					t.Fatalf("order %s: reason %q", o.OrderID, o.Reason)

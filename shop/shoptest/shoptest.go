@@ -1,8 +1,9 @@
 // Package shoptest drives a running shop through its public APIs and
 // checks the invariants of the shop's contract: no oversell, one payment
 // and one shipment per confirmed order, nothing held or charged for a
-// rejected or cancelled order, every order ended in bounded time. The
-// end-to-end tests of the in-process shop and of `trellis up` share it.
+// rejected or cancelled order, every order ended in bounded time, every
+// accepted cancellation completed. The end-to-end tests of the in-process
+// shop and of `trellis up` share it.
 package shoptest
 
 import (
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strings"
@@ -45,6 +47,36 @@ type Placed struct {
 	Key, OrderID, CustomerID, Token string
 	Items                           []contract.Item
 	At                              time.Time
+	// Cancelled is set when the load asked to cancel the order and the
+	// order service accepted (200 or 202): the order must end cancelled.
+	Cancelled bool
+	// Cancel is the answer that accepted the cancellation.
+	Cancel CancelAnswer
+}
+
+// CancelAnswer is an answer of POST /v1/orders/{id}/cancel: the order
+// (200), or word that its cancellation is under way (202).
+type CancelAnswer struct {
+	Code int `json:"-"`
+	Order
+	// Cancellation is "requested" for a pending order, "running" for a
+	// confirmed one whose cancel-order saga had not ended in time.
+	Cancellation string `json:"cancellation"`
+	SagaID       string `json:"saga_id"`
+}
+
+// Accepted reports whether a is one of the answers that accept a
+// cancellation: 200 with the cancelled order, 202 for a pending order
+// (cancellation requested) or a confirmed one (cancellation running).
+func (a CancelAnswer) Accepted() bool {
+	switch a.Code {
+	case http.StatusOK:
+		return a.Status == "cancelled"
+	case http.StatusAccepted:
+		return (a.Status == "pending" && a.Cancellation == "requested") ||
+			(a.Status == "confirmed" && a.Cancellation == "running")
+	}
+	return false
 }
 
 // Load describes the orders to place.
@@ -57,7 +89,22 @@ type Load struct {
 	DeclineEvery int
 	// AfterPlaced, when set, is called after each order is placed.
 	AfterPlaced func()
+	// CancelEvery: every CancelEvery-th order that pays with tok_ok is
+	// cancelled by its customer, at a random time within CancelWithin
+	// (500 ms when 0) of being placed. The cancellation must be accepted,
+	// unless the order was rejected first (out of stock).
+	CancelEvery  int
+	CancelWithin time.Duration
+	// Interval spreads the orders out: each starts no sooner than
+	// Interval after the one before (and waits for a free slot of
+	// Concurrency). 0 places them as fast as Concurrency allows.
+	Interval time.Duration
 }
+
+// placeRetryFor is how long the load keeps repeating a request that
+// failed for a transient reason (the order service down, its catalog
+// unreachable) before it counts as failed.
+const placeRetryFor = 45 * time.Second
 
 // Client is the HTTP client the checks use; a generous timeout, no retries
 // of its own.
@@ -102,69 +149,149 @@ func Do(ctx context.Context, method, url, key string, in, out any) (int, error) 
 	return resp.StatusCode, nil
 }
 
-// PlaceOrders places the load's orders concurrently. A request that fails
-// for a transient reason is repeated with the same Idempotency-Key, so an
-// order is placed once whatever happens to the requests.
+// PlaceOrders places the load's orders concurrently, and cancels those
+// the load says shortly after. A request that fails for a transient
+// reason (no answer, a 5xx) is repeated, with the same Idempotency-Key for
+// an order, so an order is placed once whatever happens to the requests;
+// it fails the test if a request is refused, or still fails after
+// placeRetryFor.
 func PlaceOrders(ctx context.Context, t testing.TB, u URLs, load Load) []Placed {
 	t.Helper()
 	if load.Concurrency <= 0 {
 		load.Concurrency = 32
+	}
+	if load.CancelWithin <= 0 {
+		load.CancelWithin = 500 * time.Millisecond
 	}
 	out := make([]Placed, load.Orders)
 	sem := make(chan struct{}, load.Concurrency)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs = append(errs, err)
+	}
+	began := time.Now()
 	for i := range load.Orders {
+		if load.Interval > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Until(began.Add(time.Duration(i) * load.Interval))): // the load's pace
+			}
+		}
 		p := Placed{Key: fmt.Sprintf("load-%d-%d", time.Now().UnixNano(), i), CustomerID: fmt.Sprintf("c-%d", i%25), Token: "tok_ok"}
 		if load.DeclineEvery > 0 && i%load.DeclineEvery == load.DeclineEvery-1 {
 			p.Token = "tok_decline"
 		}
+		cancel := load.CancelEvery > 0 && i%load.CancelEvery == load.CancelEvery/2 && p.Token == "tok_ok"
 		p.Items = []contract.Item{{SKU: load.SKUs[i%len(load.SKUs)], Qty: int64(1 + i%3)}}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
 			body := map[string]any{"customer_id": p.CustomerID, "items": p.Items, "payment_token": p.Token, "shipping_address": "1 Load Street"}
 			var res struct {
 				OrderID string `json:"order_id"`
 			}
-			var err error
-			for attempt := 0; attempt < 20; attempt++ {
-				var code int
-				code, err = Do(ctx, http.MethodPost, u.Order+"/v1/orders", p.Key, body, &res)
-				if err == nil || (code != 0 && code < 500) || ctx.Err() != nil {
-					break
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond): // backoff before repeating
-				}
+			err := repeat(ctx, func() (int, error) {
+				return Do(ctx, http.MethodPost, u.Order+"/v1/orders", p.Key, body, &res)
+			})
+			<-sem
+			if err != nil {
+				fail(err)
+				return
 			}
 			p.OrderID, p.At = res.OrderID, time.Now()
-			if err == nil && load.AfterPlaced != nil {
+			if load.AfterPlaced != nil {
 				load.AfterPlaced()
+			}
+			if cancel {
+				select {
+				case <-ctx.Done():
+				case <-time.After(rand.N(load.CancelWithin)): // the customer changes their mind
+				}
+				a, err := CancelAccepted(ctx, u, p.OrderID)
+				if a.Code == http.StatusConflict && rejected(ctx, u, p.OrderID) {
+					err = nil // nothing to cancel, when the load runs out of stock
+				}
+				if err != nil {
+					fail(err)
+					return
+				}
+				p.Cancelled, p.Cancel = a.Accepted(), a
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
 			out[i] = p
 		}()
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		t.Fatalf("%d of %d orders could not be placed; first: %v", len(errs), load.Orders, errs[0])
+		t.Fatalf("%d of %d orders could not be placed or cancelled; first: %v", len(errs), load.Orders, errs[0])
 	}
 	return out
 }
 
+// repeat calls do until it succeeds, fails for good (a 4xx), ctx ends or
+// placeRetryFor passes, with a growing pause between calls.
+func repeat(ctx context.Context, do func() (int, error)) error {
+	deadline := time.Now().Add(placeRetryFor)
+	for attempt := 1; ; attempt++ {
+		code, err := do()
+		if err == nil || (code != 0 && code < 500) || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, time.Second)): // backoff before repeating
+		}
+	}
+}
+
+// rejected reports whether order id is rejected.
+func rejected(ctx context.Context, u URLs, id string) bool {
+	var o Order
+	_, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o)
+	return err == nil && o.Status == "rejected"
+}
+
+// Cancel asks the order service once to cancel order id. It returns the
+// answer of a 200 or 202; another status is an error that carries the
+// problem's text, with the status in the answer's Code.
+func Cancel(ctx context.Context, u URLs, id string) (CancelAnswer, error) {
+	var a CancelAnswer
+	code, err := Do(ctx, http.MethodPost, u.Order+"/v1/orders/"+id+"/cancel", "", map[string]string{"reason": "changed my mind"}, &a)
+	a.Code = code
+	return a, err
+}
+
+// CancelAccepted asks to cancel order id, repeating the request while the
+// order service does not answer or answers 5xx, and returns the answer
+// once the cancellation is accepted; an error if it is refused.
+func CancelAccepted(ctx context.Context, u URLs, id string) (CancelAnswer, error) {
+	var a CancelAnswer
+	err := repeat(ctx, func() (int, error) {
+		var err error
+		a, err = Cancel(ctx, u, id)
+		return a.Code, err
+	})
+	if err != nil {
+		return a, fmt.Errorf("cancel order %s: %w", id, err)
+	}
+	if !a.Accepted() {
+		return a, fmt.Errorf("cancel order %s: answer %d %+v does not accept the cancellation", id, a.Code, a)
+	}
+	return a, nil
+}
+
 // WaitEnded waits until every placed order is confirmed, rejected or
 // cancelled, and returns them by id; it fails the test, listing the
-// orders still pending, when timeout passes first.
+// orders still pending, when timeout passes first. An order whose
+// cancellation was accepted has ended only once it is cancelled (a
+// pending order may be confirmed on its way there): an accepted
+// cancellation always completes (invariant 6).
 func WaitEnded(ctx context.Context, t testing.TB, u URLs, placed []Placed, timeout time.Duration) map[string]Order {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -176,7 +303,8 @@ func WaitEnded(ctx context.Context, t testing.TB, u URLs, placed []Placed, timeo
 				continue
 			}
 			var o Order
-			if _, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+p.OrderID, "", nil, &o); err == nil && o.Status != "pending" {
+			if _, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+p.OrderID, "", nil, &o); err == nil && o.Status != "pending" &&
+				(!p.Cancelled || o.Status != "confirmed") {
 				ended[p.OrderID] = o
 				continue
 			}
@@ -186,7 +314,7 @@ func WaitEnded(ctx context.Context, t testing.TB, u URLs, placed []Placed, timeo
 			return ended
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d orders still not ended after %s, e.g. %s", len(pending), timeout, pending[0])
+			t.Fatalf("%d orders still not ended after %s: %s", len(pending), timeout, strings.Join(pending[:min(len(pending), 10)], ", "))
 		}
 		select {
 		case <-ctx.Done():
@@ -325,4 +453,59 @@ func violations(ctx context.Context, u URLs, initial map[string]int64, orders ma
 		}
 	}
 	return bad
+}
+
+// CheckOutcomes asserts how each order ended when every sku has stock for
+// every order and no service stays down: an order whose cancellation was
+// accepted is cancelled (invariant 6); one paid with tok_decline and not
+// cancelled is rejected as declined; every other one is confirmed, so
+// neither a crash and restart of a service nor a slow or failing one
+// rejected it (invariant 7), and none timed out. It returns the ids of
+// the orders that ended otherwise, having reported them.
+func CheckOutcomes(t testing.TB, placed []Placed, ended map[string]Order) []string {
+	t.Helper()
+	var bad []string
+	for _, p := range placed {
+		o := ended[p.OrderID]
+		want := "confirmed"
+		switch {
+		case p.Cancelled:
+			want = "cancelled"
+		case p.Token == "tok_decline":
+			want = "rejected"
+		}
+		ok := o.Status == want
+		if want == "rejected" {
+			ok = ok && strings.HasPrefix(o.Reason, "payment declined")
+		}
+		if !ok {
+			t.Errorf("order %s (%s, cancelled %v, answer %d %q): %s %q, want %s", p.OrderID, p.Token, p.Cancelled,
+				p.Cancel.Code, p.Cancel.Cancellation, o.Status, o.Reason, want)
+			bad = append(bad, p.OrderID)
+		}
+	}
+	return bad
+}
+
+// Repeat sends every placed order's request again with its
+// Idempotency-Key, and every accepted cancellation again: each order
+// request must answer with the order it placed, each cancellation with
+// the cancelled order. Check afterwards shows that nothing changed.
+func Repeat(ctx context.Context, t testing.TB, u URLs, placed []Placed) {
+	t.Helper()
+	for _, p := range placed {
+		body := map[string]any{"customer_id": p.CustomerID, "items": p.Items, "payment_token": p.Token, "shipping_address": "1 Load Street"}
+		var res struct {
+			OrderID string `json:"order_id"`
+		}
+		if code, err := Do(ctx, http.MethodPost, u.Order+"/v1/orders", p.Key, body, &res); err != nil || code != http.StatusAccepted || res.OrderID != p.OrderID {
+			t.Fatalf("repeat of %s: %d order %q (want %q), %v", p.Key, code, res.OrderID, p.OrderID, err)
+		}
+		if !p.Cancelled {
+			continue
+		}
+		if a, err := Cancel(ctx, u, p.OrderID); err != nil || a.Code != http.StatusOK || a.Status != "cancelled" || a.OrderID != p.OrderID {
+			t.Fatalf("repeated cancellation of %s: %d %+v, %v", p.OrderID, a.Code, a, err)
+		}
+	}
 }
