@@ -92,10 +92,18 @@ func (c SagaConfig) withDefaults() SagaConfig {
 // about 25 s of full-jitter backoff capped at 2 s, so that before the
 // pivot it is the saga's deadline (30 s by default), not a count, that
 // gives up on a service that does not come back (invariant 7: a crash of
-// one service does not by itself reject an order). From the pivot on the
-// same backoff goes on until the step succeeds. A refusal is final
+// one service does not by itself reject an order). A refusal is final
 // (saga.Permanent) and never retried.
 var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 15, BaseDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second}
+
+// forwardRetry is the same backoff for the steps from a saga's pivot on,
+// which are retried until they succeed whatever their attempts: there the
+// attempts only say when the saga shows as retrying (in the log, `trellis
+// sagas` and trellis_saga_retrying). Three failed attempts, a second or
+// so, or as long as an open circuit breaker makes the step wait, are
+// enough for an operator to see it; fifteen would take about a minute
+// once the breaker opens.
+var forwardRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 3, BaseDelay: stepRetry.BaseDelay, MaxDelay: stepRetry.MaxDelay}
 
 // refusal turns a service's business refusal into a final step failure
 // with a reason an order can show; other errors stay transient.
@@ -177,7 +185,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
 					return a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID))
 				},
-				Retry: stepRetry,
+				Retry: forwardRetry,
 			},
 			{
 				// Releasing a committed reservation puts the units back, so the
@@ -188,7 +196,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
 					return refusal("stock released", a.Inventory.Commit(ctx, contract.ReservationID(d.OrderID)))
 				},
-				Retry: stepRetry,
+				Retry: forwardRetry,
 			},
 		},
 		// The order is confirmed or rejected in the transaction that ends
@@ -248,7 +256,7 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
 					return refusal("shipment cannot be cancelled", a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID)))
 				},
-				Retry: stepRetry,
+				Retry: forwardRetry,
 			},
 			{
 				Name: "refund",
@@ -256,7 +264,7 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
 					return refusal("refund refused", a.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID))))
 				},
-				Retry: stepRetry,
+				Retry: forwardRetry,
 			},
 			{
 				Name:       "restock",
@@ -265,7 +273,7 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
 					return refusal("restock refused", a.Inventory.Release(ctx, contract.ReservationID(d.OrderID)))
 				},
-				Retry: stepRetry,
+				Retry: forwardRetry,
 			},
 		},
 		FinishTx: func(ctx context.Context, tx *sql.Tx, _ string, d *CancelOrderData, r saga.Result) error {
