@@ -106,7 +106,10 @@ var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 15, BaseDelay: 100
 var forwardRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 3, BaseDelay: stepRetry.BaseDelay, MaxDelay: stepRetry.MaxDelay}
 
 // refusal turns a service's business refusal into a final step failure
-// with a reason an order can show; other errors stay transient.
+// with a reason an order can show. Other errors stay transient, in their
+// own words, which name the service and the call: "refund refused" on a
+// 503 or an open circuit breaker would tell an operator reading a
+// retrying saga's reason of a refusal that never happened.
 func refusal(what string, err error) error {
 	if err == nil {
 		return nil
@@ -114,7 +117,7 @@ func refusal(what string, err error) error {
 	if errors.Is(err, contract.ErrRefused) {
 		return saga.Permanent(fmt.Errorf("%s: %w", what, err))
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return err
 }
 
 // PlaceOrderDefinition is the orchestrated place-order saga: reserve the
