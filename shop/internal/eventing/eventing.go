@@ -45,6 +45,16 @@ const StreamMaxAge = inbox.DefaultRetention
 // stopTimeout bounds the wait for in-flight messages when a host stops.
 const stopTimeout = 15 * time.Second
 
+// AckWait is how long the broker waits for a consumer of the shop to
+// acknowledge a message before it delivers the message again. A message
+// in the hands of a process that crashed comes back only then, so it
+// bounds what a crash adds to a choreographed order; it must stay well
+// below the saga's deadline (30 s by default), or a crash and restart of
+// one service rejects the orders it was working on (invariant 7). A
+// handler that runs longer is not redelivered: the consumer tells the
+// broker it is still working every AckWait/3.
+const AckWait = 5 * time.Second
+
 // Stream is the configuration every shop service gives the shop's stream
 // name (a contract.Stream*): its subjects are the lower-case name
 // followed by ".>", e.g. ORDER holds "order.>", duplicates within
@@ -164,7 +174,7 @@ func (e *Eventing) Middleware() []messaging.Middleware {
 // an event the shop's guarantees depend on. Only a handler's
 // messaging.Permanent error, a payload that does not decode or a panic
 // dead-letters a message; a Config with a positive MaxDeliveries keeps
-// its limit.
+// its limit. One that leaves AckWait at 0 gets AckWait.
 func (e *Eventing) Consume(name string, consumers ...Consumer) {
 	e.host.Go(name, func(ctx context.Context) error {
 		var subs []*messaging.Subscription
@@ -183,6 +193,9 @@ func (e *Eventing) Consume(name string, consumers ...Consumer) {
 			}
 			if c.Config.MaxDeliveries == 0 {
 				c.Config.MaxDeliveries = messaging.Unlimited
+			}
+			if c.Config.AckWait == 0 {
+				c.Config.AckWait = AckWait
 			}
 			s, err := e.Client.Consume(ctx, c.Config, c.Handler)
 			if err != nil {
