@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
@@ -287,5 +292,71 @@ func TestUpChaosKillsEveryService(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUpKilledConsumersEventComesBackSoon freezes inventory (SIGSTOP) in
+// the choreographed flow, places an order, whose order.placed is then
+// delivered to the frozen process and never acknowledged, and kills it
+// (SIGKILL). The supervisor restarts inventory, and the event must reach
+// the new process soon: the order is confirmed well within its saga's
+// deadline (15 s here), not rejected with "saga timed out" because the
+// broker waited for the dead process's acknowledgement (invariant 7).
+func TestUpKilledConsumersEventComesBackSoon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: runs the whole shop")
+	}
+	sh := startShop(t, "ORDER_SAGA_FLOW=choreography", "ORDER_SAGA_TIMEOUT=15s")
+	u := sh.shopURLs()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	inv, err := sh.waitReady(ctx, "inventory", 0, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(inv.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	p := placeOrder(ctx, t, u, "frozen-consumer", "TEA-001", 1, "tok_ok")
+	// The event goes out to the pull requests the frozen process left
+	// open: the broker counts it delivered and waits for its ack.
+	nc, err := nats.Connect(strings.Replace(sh.urls["nats"], "http://", "nats://", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := js.Consumer(ctx, contract.StreamOrder, inventory.ChoreographyConsumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order.placed not delivered to inventory: %+v", info)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	if err := syscall.Kill(inv.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if _, err := sh.waitReady(ctx, "inventory", inv.PID, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	o := waitOrder(ctx, t, u, p.OrderID, 30*time.Second, func(o shoptest.Order) bool { return o.Status != "pending" })
+	t.Logf("order %s %s %s after inventory was killed", o.OrderID, o.Status, time.Since(killed).Round(time.Millisecond))
+	if o.Status != "confirmed" {
+		t.Fatalf("order %s: %s %q, want confirmed: a restart of inventory rejected it", o.OrderID, o.Status, o.Reason)
 	}
 }
