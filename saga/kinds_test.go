@@ -275,6 +275,47 @@ func TestAbort(t *testing.T) {
 			}
 		})
 
+		t.Run("stops a step retrying", func(t *testing.T) {
+			// charge fails transiently, and would be retried for hours:
+			// Abort stops its retries, and the saga compensates at once.
+			svc := newService()
+			var res results
+			var attempts atomic.Int64
+			failing := make(chan struct{}, 1)
+			def := kindSaga(svc, func(step string, _ int) error {
+				if step != "charge" {
+					return nil
+				}
+				if attempts.Add(1) == 2 {
+					failing <- struct{}{}
+				}
+				return errors.New("payment service unavailable")
+			})
+			def.Finish = res.finish
+			def.Steps[1].Retry.MaxAttempts = 1_000_000
+			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+			if err := o.StartNow(context.Background(), "kinds", "k6", order{ID: "k6"}); err != nil {
+				t.Fatal(err)
+			}
+			recv(t, failing, "charge retrying")
+			if err := o.Abort(context.Background(), "k6", "cancelled"); err != nil {
+				t.Fatal(err)
+			}
+			info := wait(t, o.Orchestrator, "k6")
+			if info.Status != saga.Compensated || !res.get("k6").Aborted {
+				t.Fatalf("ended %+v, result %+v", info.Summary, res.get("k6"))
+			}
+			var charge *saga.StepRecord
+			for i := range info.Steps {
+				if info.Steps[i].Step == "charge" && info.Steps[i].Phase == "action" {
+					charge = &info.Steps[i]
+				}
+			}
+			if charge == nil || charge.Error != "stopped: the saga was aborted" {
+				t.Fatalf("history %+v: want charge stopped by the abort", info.Steps)
+			}
+		})
+
 		t.Run("from another replica", func(t *testing.T) {
 			svc := newService()
 			var res results

@@ -149,6 +149,37 @@ type activeSaga struct {
 	// abort is set by an Abort made in this process, so that the execution
 	// looks at the log before its next step.
 	abort atomic.Bool
+	// stop, while a group of steps before the commit point runs, stops it
+	// (its actions' contexts are cancelled) for an Abort: their retries
+	// are pointless, the saga compensates them.
+	mu   sync.Mutex
+	stop context.CancelCauseFunc
+}
+
+// errAbortRequested is the cause of a group stopped by Abort.
+var errAbortRequested = errors.New("stopped: the saga was aborted")
+
+// stopping sets the function that stops the group running (nil: none),
+// and stops it at once if an Abort came first.
+func (a *activeSaga) stopping(stop context.CancelCauseFunc) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.stop = stop
+	a.mu.Unlock()
+	if stop != nil && a.abort.Load() {
+		stop(errAbortRequested)
+	}
+}
+
+// interrupt stops the group running, if any, for an Abort.
+func (a *activeSaga) interrupt() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stop != nil {
+		a.stop(errAbortRequested)
+	}
 }
 
 type waiter struct {
@@ -1027,16 +1058,23 @@ func (x *execution) holdWhile(forward bool, fn func()) {
 }
 
 // retrying reports that forward step i failed its attempt and is retried:
-// a warn log now and then, and, the first time in this group, a record of
-// the saga as retrying (by holdWhile's goroutine). It may be called from
-// any of the group's goroutines.
+// now and then (the first time in the group, then when attempts is a power
+// of two) a warn log and a record of the saga as retrying with the error,
+// written by holdWhile's goroutine. It may be called from any of the
+// group's goroutines.
 func (x *execution) retrying(ctx context.Context, i, attempts int, err error) {
-	if attempts&(attempts-1) == 0 || !x.noted.Load() { // the first time, then at powers of two
-		x.o.log.WarnContext(ctx, "saga: a step past the commit point keeps failing; retrying it until it succeeds",
-			"saga", x.row.name, "id", x.row.id, "step", x.def.stepName(i), "attempts", attempts, "error", err)
+	// The first time, then at powers of two: a warn log, and a record
+	// with the last error.
+	if first := !x.noted.Swap(true); !first && attempts&(attempts-1) != 0 {
+		return
 	}
-	if x.notes != nil && !x.noted.Swap(true) {
-		x.notes <- retryNote{step: i, err: err}
+	x.o.log.WarnContext(ctx, "saga: a step past the commit point keeps failing; retrying it until it succeeds",
+		"saga", x.row.name, "id", x.row.id, "step", x.def.stepName(i), "attempts", attempts, "error", err)
+	if x.notes != nil {
+		select {
+		case x.notes <- retryNote{step: i, err: err}:
+		default: // one is waiting to be recorded: the next one will carry a newer error
+		}
 	}
 }
 
@@ -1212,8 +1250,10 @@ WHERE id = $1 AND status = 'running' AND step < $4`, id, reason, o.clock.Now().U
 		o.log.InfoContext(ctx, "saga: abort requested", "saga", name, "id", id, "reason", reason)
 		o.mu.Lock()
 		if a := o.active[id]; a != nil {
-			a.abort.Store(true) // executing here: look before the next step
+			// Executing here: stop the step running, look at the log.
+			a.abort.Store(true)
 			o.mu.Unlock()
+			a.interrupt()
 			return nil
 		}
 		o.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -567,9 +568,29 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		var failed int
 		var err error
 		x.ranUpTo = max(x.ranUpTo, e-1)
-		x.holdWhile(g >= d.commit, func() { hist, failed, err = d.actions(ctx, x, g, e, data) })
+		// Before the commit point an Abort made here stops the group.
+		actx, stop := context.WithCancelCause(ctx)
+		if g < d.commit {
+			x.a.stopping(stop)
+		}
+		x.holdWhile(g >= d.commit, func() { hist, failed, err = d.actions(actx, x, g, e, data) })
+		x.a.stopping(nil)
+		aborted := errors.Is(context.Cause(actx), errAbortRequested)
+		stop(nil)
 		if ctx.Err() != nil {
 			return false // shutdown is not failure: the steps run again on resume
+		}
+		if aborted {
+			// The group's history goes with the acknowledgement of the
+			// abort, and compensation covers the whole group.
+			for k := range hist {
+				if hist[k].status == stepFailed && strings.Contains(hist[k].err, context.Canceled.Error()) {
+					hist[k].err = errAbortRequested.Error()
+				}
+			}
+			ok := x.checkAbortFlag(ctx) // the history of earlier records refused comes first
+			x.lost = append(x.lost, hist...)
+			return ok
 		}
 		if err == nil {
 			r.step, r.status = e, Running

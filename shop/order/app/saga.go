@@ -88,21 +88,22 @@ func (c SagaConfig) withDefaults() SagaConfig {
 	return c
 }
 
-// stepRetry rides out a service's restart, or a few: up to 15 attempts,
-// about 25 s of full-jitter backoff capped at 2 s, so that before the
-// pivot it is the saga's deadline (30 s by default), not a count, that
-// gives up on a service that does not come back (invariant 7: a crash of
-// one service does not by itself reject an order). A refusal is final
+// stepRetry rides out a service's restarts before the pivot: full-jitter
+// backoff capped at 2 s, with no attempt count worth the name, so that it
+// is the saga's deadline (30 s by default), which bounds every attempt
+// before the pivot, that gives up on a service that does not come back
+// (invariant 7: a crash of one service does not by itself reject an
+// order), and an Abort that stops the step. A refusal is final
 // (saga.Permanent) and never retried.
-var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 15, BaseDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second}
+var stepRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 1 << 20, BaseDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second}
 
 // forwardRetry is the same backoff for the steps from a saga's pivot on,
 // which are retried until they succeed whatever their attempts: there the
 // attempts only say when the saga shows as retrying (in the log, `trellis
 // sagas` and trellis_saga_retrying). Three failed attempts, a second or
 // so, or as long as an open circuit breaker makes the step wait, are
-// enough for an operator to see it; fifteen would take about a minute
-// once the breaker opens.
+// enough for an operator to see it; more would take minutes once the
+// breaker opens.
 var forwardRetry = resilience.RetryConfig[struct{}]{MaxAttempts: 3, BaseDelay: stepRetry.BaseDelay, MaxDelay: stepRetry.MaxDelay}
 
 // refusal turns a service's business refusal into a final step failure
