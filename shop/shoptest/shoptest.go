@@ -250,11 +250,23 @@ func repeat(ctx context.Context, do func() (int, error)) error {
 	}
 }
 
-// rejected reports whether order id is rejected.
+// rejected reports whether order id is rejected. The order service
+// answered that it is; its read model, which GET serves, may show it a
+// moment later, so this waits up to a few seconds for the order to show
+// as ended.
 func rejected(ctx context.Context, u URLs, id string) bool {
-	var o Order
-	_, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o)
-	return err == nil && o.Status == "rejected"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var o Order
+		_, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o)
+		if err == nil && o.Status != "pending" || time.Now().After(deadline) || ctx.Err() != nil {
+			return err == nil && o.Status == "rejected"
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond): // poll interval
+		}
+	}
 }
 
 // Cancel asks the order service once to cancel order id. It returns the
