@@ -148,21 +148,8 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.ApplySchema(ctx, 42, crashEffectsSchema); err != nil {
-		t.Fatal(err)
-	}
-	o, err := saga.New(db, saga.Options{Owner: "node-0", Lease: 200 * time.Millisecond, RecordDelay: delay})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var n atomic.Int64
-	saga.SetCrashHook(o, func(point string) {
-		if n.Add(1) == int64(crashAt) {
-			fmt.Printf("crash at %s\n", point)
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal is on its way
-		}
-	})
+	var o *saga.Orchestrator
 	var once sync.Once
 	onReserve := func() {}
 	if scenario == "aborted" {
@@ -174,15 +161,14 @@ func TestCrashChild(t *testing.T) {
 			})
 		}
 	}
-	if err := saga.Register(o, crashDefinition(db, scenario, onReserve)); err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- o.Run(rctx) }()
+	o, stop := runCrashOrchestrator(t, db, saga.Options{Owner: "node-0", Lease: 200 * time.Millisecond, RecordDelay: delay},
+		scenario, onReserve, func(point string) {
+			if n.Add(1) == int64(crashAt) {
+				fmt.Printf("crash at %s\n", point)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		})
 	if err := o.StartNow(ctx, "crash", "c1", order{ID: "c1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +178,37 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cancel()
-	<-done
+	stop()
 	fmt.Printf("ended %s after %d points\n", info.Status, n.Load())
+}
+
+// runCrashOrchestrator sets up the crash test's tables and an
+// orchestrator of the scenario's saga on db with hook as its crash hook
+// (nil: none), and runs it until stop is called.
+func runCrashOrchestrator(t *testing.T, db *store.DB, opts saga.Options, scenario string, onReserve func(),
+	hook func(point string)) (o *saga.Orchestrator, stop func()) {
+	t.Helper()
+	ctx := context.Background()
+	if err := db.ApplySchema(ctx, 42, crashEffectsSchema); err != nil {
+		t.Fatal(err)
+	}
+	o, err := saga.New(db, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hook != nil {
+		saga.SetCrashHook(o, hook)
+	}
+	if err := saga.Register(o, crashDefinition(db, scenario, onReserve)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- o.Run(rctx) }()
+	return o, func() { cancel(); <-done }
 }
 
 // envCrashAll runs every scenario with and without a record delay on
@@ -303,23 +317,9 @@ func crashAndResume(t *testing.T, kind, scenario string, delay time.Duration, at
 	if at%4 == 0 {
 		owner = "node-1"
 	}
-	o, err := saga.New(db, saga.Options{Owner: owner, Lease: 200 * time.Millisecond, PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.ApplySchema(ctx, 42, crashEffectsSchema); err != nil {
-		t.Fatal(err)
-	}
-	if err := saga.Register(o, crashDefinition(db, scenario, nil)); err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- o.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	o, stop := runCrashOrchestrator(t, db, saga.Options{Owner: owner, Lease: 200 * time.Millisecond, PollInterval: 20 * time.Millisecond},
+		scenario, nil, nil)
+	defer stop()
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer wcancel()
 	info, err := o.Wait(wctx, "c1")

@@ -544,24 +544,7 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 	case Running, Retrying:
 		if r.step >= len(steps) {
 			// Every action succeeded; Finish was pending.
-			res := Result{Status: Completed}
-			if d.def.FinishTx != nil {
-				if held := x.takeDeferred(nil); x.settle(ctx, true) {
-					d.end(ctx, x, data, res, held)
-				}
-				return false
-			}
-			if !x.settle(ctx, true) {
-				return false
-			}
-			if !d.finish(ctx, x, data, res) {
-				return false
-			}
-			r.status = Completed
-			if x.save(ctx, data, true) {
-				d.ended(ctx, x, data, res)
-			}
-			return false
+			return d.conclude(ctx, x, data, Result{Status: Completed})
 		}
 		g, e := r.step, d.groupEnd(r.step)
 		var hist []stepRow
@@ -639,25 +622,8 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		}
 		if j < 0 {
 			// An aborted saga is the one compensated without a failed step.
-			res := Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason, Aborted: r.failedStep == ""}
-			if d.def.FinishTx != nil {
-				if held := x.takeDeferred(nil); x.settle(ctx, true) {
-					r.step = -1
-					d.end(ctx, x, data, res, held)
-				}
-				return false
-			}
-			if !x.settle(ctx, true) {
-				return false
-			}
-			if !d.finish(ctx, x, data, res) {
-				return false
-			}
-			r.status, r.step = Compensated, -1
-			if x.save(ctx, data, true) {
-				d.ended(ctx, x, data, res)
-			}
-			return false
+			r.step = -1
+			return d.conclude(ctx, x, data, Result{Status: Compensated, FailedStep: r.failedStep, Reason: r.reason, Aborted: r.failedStep == ""})
 		}
 		r.step = j
 		s := &steps[j]
@@ -680,6 +646,28 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 				"saga", r.name, "id", r.id, "step", s.Name, "attempts", attempts, "error", err, "reason", r.reason)
 		}
 		return x.save(ctx, data, false, h) && !r.status.Terminal()
+	}
+	return false
+}
+
+// conclude ends the saga with res once its last action or compensation is
+// done: with FinishTx, which commits with the terminal status (and any
+// record held back), or with Finish, once every record is durable, then
+// the terminal status. It returns false: the saga stops executing here
+// whatever happened (ended, stopped, or found aborted, see run).
+func (d *definition[T]) conclude(ctx context.Context, x *execution, data *T, res Result) bool {
+	if d.def.FinishTx != nil {
+		if held := x.takeDeferred(nil); x.settle(ctx, true) {
+			d.end(ctx, x, data, res, held)
+		}
+		return false
+	}
+	if !x.settle(ctx, true) || !d.finish(ctx, x, data, res) {
+		return false
+	}
+	x.row.status = res.Status
+	if x.save(ctx, data, true) {
+		d.ended(ctx, x, data, res)
 	}
 	return false
 }
