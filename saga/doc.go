@@ -36,8 +36,10 @@
 // retriable steps (Garcia-Molina and Salem; Richardson's Microservices
 // Patterns). The commit point is the pivot's group (or, without a pivot,
 // the first retriable step). Before it, a failure, the deadline or Abort
-// compensates. The orchestrator records the commit point durably before
-// the step there runs; from then on the saga only goes forward: the
+// compensates. The orchestrator records the commit point durably, before
+// the step there runs unless that step is a pivot that can be undone
+// (then the record commits while the pivot's group runs, and before
+// anything after it); from then on the saga only goes forward: the
 // deadline no longer applies, the pivot's group is retried until it
 // succeeds or fails permanently (which still compensates it and the steps
 // before), and retriable steps are retried with capped backoff until they

@@ -832,7 +832,7 @@ func (x *execution) pastDeadline() bool {
 // on runs before the commit point is durable, and the log would say so.
 func (x *execution) compensateFrom(last int) int {
 	if x.resumed {
-		last = max(last, x.def.commitIndex()-1)
+		last = max(last, x.def.mayHaveRun())
 	}
 	return last
 }

@@ -123,13 +123,17 @@ const (
 	// fails, times out or is aborted before its pivot, their
 	// compensations run in reverse order.
 	Compensatable Kind = iota
-	// Pivot is the saga's point of no return: once it succeeded the saga
-	// only goes forward. Before the pivot starts, the saga records that it
-	// is about to (one durable write), and from then on neither the deadline
-	// nor Abort can stop it: the pivot is retried until it succeeds or
-	// fails permanently (a Permanent error), which compensates it (when it
-	// has a Compensate) and the steps before it. Concurrent steps may join
-	// the pivot's group; they run and are retried with it.
+	// Pivot is the saga's go/no-go step. The saga records its commit
+	// point as the pivot's group starts, and once that record is durable
+	// neither the deadline nor Abort can stop it: the group is retried
+	// until it succeeds or fails permanently (a Permanent error), which
+	// compensates it and the steps before it, and then the saga only goes
+	// forward. A pivot without Compensate cannot be undone, so it waits
+	// for that record before it runs. A pivot with one runs at once,
+	// while the record commits: until it is durable, a crash or an Abort
+	// compensates the pivot's group too; nothing after the group runs
+	// before it is. Concurrent steps may join the pivot's group; they run
+	// and are retried with it.
 	Pivot
 	// Retriable steps follow the pivot (or, without a pivot, the
 	// compensatable steps) and are retried with capped, full-jitter
@@ -329,11 +333,14 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		}
 		d.retries[i] = resilience.NewRetry(rc)
 	}
-	commit, err := commitPoint(def)
+	commit, pivotEnd, err := commitPoint(def)
 	if err != nil {
 		return err
 	}
-	d.commit = commit
+	d.commit, d.pivotEnd = commit, pivotEnd
+	// A pivot that can be undone runs without waiting for the record of
+	// the commit point (see Pivot).
+	d.optimistic = pivotEnd > commit && def.Steps[pivotOf(def, commit, pivotEnd)].Compensate != nil
 	d.compRetry = resilience.NewRetry(resilience.RetryConfig[struct{}]{
 		MaxAttempts: d.def.CompensationAttempts,
 		BaseDelay:   compensationBaseDelay,
@@ -349,12 +356,14 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 
 // commitPoint checks the order of def's step kinds and returns the index
 // of its commit point: the first step of the pivot's group, or else of
-// the first retriable step, or else len(def.Steps). The steps before it
-// are compensatable; from it on the saga only goes forward.
-func commitPoint[T any](def Definition[T]) (int, error) {
+// the first retriable step, or else len(def.Steps); and the index after
+// the pivot's group (the commit point itself without a pivot). The steps
+// before the commit point are compensatable; from it on the saga only
+// goes forward.
+func commitPoint[T any](def Definition[T]) (commit, pivotEnd int, err error) {
 	steps := def.Steps
-	bad := func(format string, args ...any) (int, error) {
-		return 0, fmt.Errorf("%w: saga %q: "+format, append([]any{ErrInvalidDefinition, def.Name}, args...)...)
+	bad := func(format string, args ...any) (int, int, error) {
+		return 0, 0, fmt.Errorf("%w: saga %q: "+format, append([]any{ErrInvalidDefinition, def.Name}, args...)...)
 	}
 	groupOf := make([]int, len(steps)) // the index of each step's group's first step
 	for i := range steps {
@@ -363,7 +372,7 @@ func commitPoint[T any](def Definition[T]) (int, error) {
 			groupOf[i] = groupOf[i-1]
 		}
 	}
-	commit := len(steps)
+	commit = len(steps)
 	pivot := -1
 	for i, s := range steps {
 		switch s.Kind {
@@ -384,7 +393,7 @@ func commitPoint[T any](def Definition[T]) (int, error) {
 			}
 		}
 	}
-	pivotEnd := commit // the index after the pivot's group
+	pivotEnd = commit
 	if pivot >= 0 {
 		for pivotEnd = pivot + 1; pivotEnd < len(steps) && steps[pivotEnd].Concurrent; pivotEnd++ {
 		}
@@ -397,7 +406,17 @@ func commitPoint[T any](def Definition[T]) (int, error) {
 			return bad("compensatable step %q comes after the commit point (the pivot or the first retriable step); make it Retriable", s.Name)
 		}
 	}
-	return commit, nil
+	return commit, pivotEnd, nil
+}
+
+// pivotOf returns the index of the pivot in its group [from, to).
+func pivotOf[T any](def Definition[T], from, to int) int {
+	for i := from; i < to; i++ {
+		if def.Steps[i].Kind == Pivot {
+			return i
+		}
+	}
+	return from
 }
 
 // notNow carries a circuit breaker's rejection through a step's retries.
@@ -441,6 +460,11 @@ type runner interface {
 	stepName(i int) string
 	// commitIndex returns the index of the commit point (see commitPoint).
 	commitIndex() int
+	// mayHaveRun returns the last step that may have run in a saga whose
+	// log says it has not reached its commit point: the last step before
+	// it, or, with a pivot that can be undone (which runs before its
+	// record is durable), the last step of the pivot's group.
+	mayHaveRun() int
 	// run executes the claimed saga x until it ends, stops, or ctx ends.
 	run(ctx context.Context, x *execution)
 }
@@ -450,8 +474,12 @@ type definition[T any] struct {
 	o         *Orchestrator
 	retries   []*resilience.Retry[struct{}]
 	compRetry *resilience.Retry[struct{}]
-	// commit is the index of the commit point (see commitPoint).
-	commit int
+	// commit is the index of the commit point (see commitPoint), pivotEnd
+	// the index after the pivot's group (commit without a pivot).
+	commit, pivotEnd int
+	// optimistic is set when the pivot has a compensation: its group runs
+	// while the record of the commit point commits.
+	optimistic bool
 }
 
 func (d *definition[T]) check(data []byte) error {
@@ -465,6 +493,13 @@ func (d *definition[T]) check(data []byte) error {
 func (d *definition[T]) sagaTimeout() time.Duration { return d.def.Timeout }
 
 func (d *definition[T]) commitIndex() int { return d.commit }
+
+func (d *definition[T]) mayHaveRun() int {
+	if d.optimistic {
+		return d.pivotEnd - 1
+	}
+	return d.commit - 1
+}
 
 func (d *definition[T]) stepName(i int) string {
 	if i < 0 || i >= len(d.def.Steps) {
@@ -551,9 +586,10 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		var failed int
 		var err error
 		x.ranUpTo = max(x.ranUpTo, e-1)
-		// Before the commit point an Abort made here stops the group.
+		// Before the commit point is durable an Abort made here stops the
+		// group (only then can an Abort succeed).
 		actx, stop := context.WithCancelCause(ctx)
-		if g < d.commit {
+		if g < d.commit || (d.optimistic && g == d.commit) {
 			x.a.stopping(stop)
 		}
 		x.holdWhile(g >= d.commit, func() { hist, failed, err = d.actions(actx, x, g, e, data) })
@@ -598,8 +634,11 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 				"attempts", hist[failed-g].attempts, "error", err)
 		}
 		// A failure switches to compensating, and the commit point must be
-		// durable before the step there runs: wait for them (see run).
-		if !x.save(ctx, data, err != nil || r.step == d.commit, hist...) {
+		// durable before the step there runs (a pivot that can be undone
+		// runs at once, but what follows its group waits): wait for them
+		// (see run).
+		wait := err != nil || (r.step == d.commit && !d.optimistic) || (d.optimistic && r.step == d.pivotEnd && r.step < len(steps))
+		if !x.save(ctx, data, wait, hist...) {
 			return false
 		}
 		if r.status.Terminal() {
