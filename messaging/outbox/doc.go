@@ -85,7 +85,9 @@
 // relay reports it at every attempt until the stream exists.
 //
 // One relay at a time: on PostgreSQL each cycle runs in a transaction that
-// first takes an advisory lock with pg_try_advisory_xact_lock; on SQLite a
+// first takes an advisory lock with pg_try_advisory_xact_lock, keyed by
+// the outbox table (the outboxes of other services, in other schemas of
+// the same database, have locks of their own); on SQLite a
 // cycle first takes an exclusive flock on a file next to the database
 // (its path plus [RelayLockSuffix]), which the system releases when the
 // process dies. A relay that does not get the lock stands by

@@ -565,6 +565,46 @@ func TestOneRelayAtATime(t *testing.T) {
 	})
 }
 
+// TestRelaysOfOtherOutboxesDoNotWait holds a relay between publishing and
+// marking sent, on PostgreSQL, and runs the relay of another outbox in
+// another schema of the same database, as another service sharing the
+// server would: it publishes meanwhile, since the relay lock is its
+// outbox's, not the database's.
+func TestRelaysOfOtherOutboxesDoNotWait(t *testing.T) {
+	first := newEnv(t, testenv.Open(t, testenv.PostgresURL(t)), messaging.StreamConfig{})
+	other := newEnvOn(t, testenv.Open(t, testenv.PostgresURL(t)), first.c)
+	first.placeOrders(t, "order.placed", 1, 5)
+	other.placeOrders(t, "order.placed", 101, 105)
+
+	a := first.relay(t, outbox.RelayConfig{})
+	inside, release := make(chan struct{}), make(chan struct{})
+	outbox.SetAfterPublish(a, func(context.Context, []string) error {
+		close(inside)
+		<-release
+		return nil
+	})
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := a.Flush(first.ctx)
+		aDone <- err
+	}()
+	defer func() {
+		close(release)
+		if err := <-aDone; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-inside:
+	case <-first.ctx.Done():
+		t.Fatal("first relay did not publish")
+	}
+	n, err := other.relay(t, outbox.RelayConfig{}).Flush(other.ctx)
+	if err != nil || n != 5 {
+		t.Fatalf("the other outbox's relay, while the first one held its lock: %d published, %v; want 5", n, err)
+	}
+}
+
 func TestRunWakesOnNotifyAndStops(t *testing.T) {
 	e := newEnv(t, testenv.SQLite(t), messaging.StreamConfig{})
 	r := e.relay(t, outbox.RelayConfig{PollInterval: time.Hour})

@@ -53,8 +53,16 @@ const (
 )
 
 // relayLockKey is the PostgreSQL advisory lock that makes one relay the
-// active one; it differs from the store's migration lock.
+// active one; it differs from the store's migration lock. An advisory lock
+// belongs to the whole database, which the outboxes of several services
+// may share, each in a schema of its own: sqlRelayLock combines the key
+// with the outbox table's oid, so that the relays of one outbox take
+// turns and those of another never wait for them.
 const relayLockKey int64 = 0x74726c736f757462 // "trlsoutb"
+
+// sqlRelayLock takes the relay lock of the outbox table that the
+// connection's search_path names.
+const sqlRelayLock = "SELECT pg_try_advisory_xact_lock($1 # '" + Table + "'::regclass::oid::bigint)"
 
 // JetStream error codes the relay reacts to.
 const (
@@ -90,8 +98,8 @@ type RelayConfig struct {
 }
 
 // Relay publishes the messages of an outbox to JetStream, in outbox order,
-// and marks them sent. Run one per service process; relays on one
-// database take turns under a lock: on PostgreSQL an advisory lock, on
+// and marks them sent. Run one per service process; relays of one outbox
+// take turns under a lock: on PostgreSQL an advisory lock of its table, on
 // SQLite a lock file next to the database.
 type Relay struct {
 	o    *Outbox
@@ -476,7 +484,7 @@ func (r *Relay) cyclePostgres(ctx context.Context) (published int, full bool, er
 	var pubErr error
 	txErr := r.db.InTx(txCtx, func(tx *sql.Tx) error {
 		var locked bool
-		if err := tx.QueryRowContext(txCtx, "SELECT pg_try_advisory_xact_lock($1)", relayLockKey).Scan(&locked); err != nil {
+		if err := tx.QueryRowContext(txCtx, sqlRelayLock, relayLockKey).Scan(&locked); err != nil {
 			return fmt.Errorf("outbox: relay lock: %w", err)
 		}
 		if !locked {
