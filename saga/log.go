@@ -3,11 +3,14 @@ package saga
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/trellis-go/trellis/store"
 )
@@ -179,7 +182,10 @@ type logWriter struct {
 	db       *store.DB
 	owner    string
 	maxBatch int
-	observe  func(n int, d time.Duration)
+	// idleTimeout is the lease in milliseconds: on PostgreSQL the server
+	// ends a log transaction left idle that long (see stallTimeout).
+	idleTimeout string
+	observe     func(n int, d time.Duration)
 	// gate, when set (by tests, to inject a slow or failing log), runs
 	// before each batch is committed.
 	gate func()
@@ -313,6 +319,9 @@ func (w *logWriter) flush(batch []*logOp) {
 	}
 	start := time.Now()
 	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := w.stallTimeout(ctx, tx); err != nil {
+			return err
+		}
 		if err := w.apply(ctx, tx, batch); err != nil {
 			return err
 		}
@@ -322,11 +331,19 @@ func (w *logWriter) flush(batch []*logOp) {
 	if err == nil {
 		crash("log committed")
 	}
-	if err != nil && len(batch) > 1 {
+	if err != nil && (len(batch) > 1 || cutOff(err)) {
 		// One bad write must not fail the others: commit each alone, in
 		// order, so that a write whose predecessor failed now is not made.
+		// A batch whose transaction the server ended because this process
+		// stalled in it committed nothing: its writes are made now (or
+		// refused, if another orchestrator took the sagas over meanwhile).
 		for _, op := range batch {
-			op.err = w.db.InTx(ctx, func(tx *sql.Tx) error { return w.apply(ctx, tx, []*logOp{op}) })
+			op.err = w.db.InTx(ctx, func(tx *sql.Tx) error {
+				if err := w.stallTimeout(ctx, tx); err != nil {
+					return err
+				}
+				return w.apply(ctx, tx, []*logOp{op})
+			})
 			op.inherit()
 			close(op.done)
 		}
@@ -341,6 +358,39 @@ func (w *logWriter) flush(batch []*logOp) {
 		close(op.done)
 	}
 }
+
+// stallTimeout makes the PostgreSQL server end tx, and so release the
+// rows it locked, if this process leaves it idle for a lease: a process
+// frozen in the middle of a log transaction (SIGSTOP, a VM paused, a long
+// GC) would otherwise keep every saga whose row it updated, however long
+// the stall, from another replica's claim, and the replica that takes
+// over must not depend on the frozen one waking up. Nothing of an ended
+// transaction is committed, so its writes can be made again (see flush),
+// and a process that stalls past its lease has lost it anyway. On SQLite,
+// where the writer holds the whole database, it does nothing.
+func (w *logWriter) stallTimeout(ctx context.Context, tx *sql.Tx) error {
+	if w.db.Dialect() != store.Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, sqlStallTimeout, w.idleTimeout)
+	return err
+}
+
+// sqlStallTimeout sets the idle timeout ($1, in milliseconds) of the
+// current transaction only.
+const sqlStallTimeout = `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`
+
+// cutOff reports whether err says that the PostgreSQL server ended the
+// transaction because this process left it idle past stallTimeout:
+// nothing of it was committed.
+func cutOff(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == idleInTransactionTimeout
+}
+
+// idleInTransactionTimeout is PostgreSQL's SQLSTATE for a session ended by
+// idle_in_transaction_session_timeout.
+const idleInTransactionTimeout = "25P03"
 
 // inherit gives op the error of the failed predecessor it was skipped for,
 // and lets go of the predecessor (a chain of finished writes is not kept

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,10 @@ type Options struct {
 	// (4 s by default). Keep that well below the sagas' Timeout, or a
 	// crash eats their deadline; a shorter lease costs one renewal write
 	// per process every Lease/3 and makes a process paused for longer
-	// than Lease lose its sagas (fenced: it writes nothing stale).
+	// than Lease lose its sagas (fenced: it writes nothing stale). On
+	// PostgreSQL a process paused in the middle of a transaction of the
+	// log has it ended by the server once it has been idle for Lease, so
+	// that the rows it locked do not keep its sagas from the others.
 	Lease time.Duration
 	// Owner is this process's stable identity, such as "order-0" or a pod
 	// name; "" means a random one. The log records Owner with a random
@@ -251,7 +255,8 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		}
 		o.m = m
 	}
-	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch, crash: o.crashPoint}
+	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch, crash: o.crashPoint,
+		idleTimeout: strconv.FormatInt(max(o.lease.Milliseconds(), 1), 10)}
 	return o, nil
 }
 
@@ -533,9 +538,19 @@ func (o *Orchestrator) poll(ctx context.Context, mine bool) {
 	for _, n := range names {
 		args = append(args, n)
 	}
+	// On PostgreSQL the claim passes over the rows another process is
+	// writing: that one is alive and renewing them, or it froze in the
+	// middle of a transaction, which the server ends after a lease (see
+	// stallTimeout), and the rows are claimed at the next poll. Waiting for
+	// them instead would hold this orchestrator's log writer, and so every
+	// saga it runs, for as long as the other process stalls.
+	skipLocked := ""
+	if o.db.Dialect() == store.Postgres {
+		skipLocked = " FOR UPDATE SKIP LOCKED"
+	}
 	q := `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2 WHERE id IN (
 SELECT id FROM trellis_sagas WHERE status IN ` + activeStatuses + ` AND ` + due + `
-AND name IN (` + placeholders(len(args)-len(names)+1, len(names)) + `) ORDER BY lease_until_ns LIMIT ` + fmt.Sprint(free) + `)
+AND name IN (` + placeholders(len(args)-len(names)+1, len(names)) + `) ORDER BY lease_until_ns LIMIT ` + fmt.Sprint(free) + skipLocked + `)
 AND status IN ` + activeStatuses + ` AND ` + due + `
 RETURNING ` + rowColumns
 	var claimed []sagaRow

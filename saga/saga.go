@@ -239,7 +239,9 @@ type Definition[T any] struct {
 	// saga's status can never disagree. The record of the last action
 	// goes into that transaction too. FinishTx must not commit or roll
 	// back tx; an error rolls everything back and FinishTx is retried like
-	// Finish. Set at most one of Finish and FinishTx.
+	// Finish. It must not wait on anything but tx: on PostgreSQL the
+	// server ends the transaction once it has been idle for the
+	// orchestrator's Lease. Set at most one of Finish and FinishTx.
 	FinishTx func(ctx context.Context, tx *sql.Tx, sagaID string, data *T, r Result) error
 	// Ended runs once the terminal status is durable, in the process that
 	// recorded it (perhaps after Wait returned), for example to wake what
@@ -903,6 +905,10 @@ func (d *definition[T]) end(ctx context.Context, x *execution, data *T, res Resu
 	for n := 0; ; n++ {
 		now := o.clock.Now()
 		err := o.db.InTx(ctx, func(tx *sql.Tx) error {
+			// The terminal record locks the saga's row, as the log's do.
+			if err := o.w.stallTimeout(ctx, tx); err != nil {
+				return err
+			}
 			if err := protect(func() error { return d.def.FinishTx(ctx, tx, r.id, data, res) }); err != nil {
 				return err
 			}
