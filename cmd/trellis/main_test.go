@@ -188,9 +188,17 @@ func startShop(t testing.TB, env ...string) *runningShop {
 		s = strings.ReplaceAll(s, "127.0.0.1:"+from, "127.0.0.1:"+to)
 		urls[p.name] = "http://127.0.0.1:" + to
 	}
+	return upShop(t, []byte(s), urls, env...)
+}
+
+// upShop runs `trellis up` on spec, whose listeners urls names by
+// process ("admin" for the admin API), and returns once every process is
+// ready. env is added to the environment of `trellis up`.
+func upShop(t testing.TB, spec []byte, urls map[string]string, env ...string) *runningShop {
+	t.Helper()
 	dir := t.TempDir()
 	specFile := filepath.Join(dir, "system.yaml")
-	if err := os.WriteFile(specFile, []byte(s), 0o644); err != nil {
+	if err := os.WriteFile(specFile, spec, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sh := &runningShop{
