@@ -70,7 +70,17 @@ func (h *Host) Ready(ctx context.Context) Readiness {
 
 func (h *Host) serveReady(w http.ResponseWriter, r *http.Request) {
 	res := h.Ready(r.Context())
-	if res.Status == "ready" {
+	ready := res.Status == "ready"
+	// Log the changes, not every probe: ready (info), and unready again
+	// with why (warn).
+	if was := h.ready.Swap(ready); was != ready {
+		if ready {
+			h.log.InfoContext(r.Context(), "ready")
+		} else {
+			h.log.WarnContext(r.Context(), "not ready", "checks", describeChecks(res.Checks))
+		}
+	}
+	if ready {
 		writeJSON(w, http.StatusOK, res)
 		return
 	}

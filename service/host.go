@@ -69,6 +69,7 @@ type Host struct {
 	serving  atomic.Bool
 	draining atomic.Bool
 	closed   atomic.Bool
+	ready    atomic.Bool // the last answer of /readyz
 }
 
 type namedCheck struct {
@@ -209,7 +210,9 @@ func (h *Host) instrument(route string, next http.Handler, business bool) http.H
 		status := sw.Outcome(r)
 		level := slog.LevelDebug
 		switch {
-		case status >= 500:
+		// An operational route's 503 is its answer (/readyz: not ready),
+		// logged when it changes (see serveReady), not a server error.
+		case status >= 500 && (business || status != http.StatusServiceUnavailable):
 			level = slog.LevelError
 		case business:
 			level = slog.LevelInfo

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -305,5 +306,39 @@ func TestWorkersRestartAndStop(t *testing.T) {
 	case <-stopped:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the worker was not stopped")
+	}
+}
+
+// An unready answer of /readyz is not a server error: the probes that get
+// it are logged below error level, and the host logs each change of its
+// readiness once, with why.
+func TestReadinessChangesAreLoggedOnce(t *testing.T) {
+	var failing atomic.Bool
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.AddCheck("catalog", func(context.Context) error {
+			if failing.Load() {
+				return errors.New("catalog unreachable")
+			}
+			return nil
+		})
+	})
+	get(t, r.url+"/readyz")
+	failing.Store(true)
+	for range 3 {
+		if resp, _ := get(t, r.url+"/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("readyz %d while a check fails", resp.StatusCode)
+		}
+	}
+	failing.Store(false)
+	get(t, r.url+"/readyz")
+	logs := r.logs.String()
+	if strings.Contains(logs, `"level":"ERROR"`) {
+		t.Fatalf("an unready answer was logged as an error:\n%s", logs)
+	}
+	if n := strings.Count(logs, `"msg":"not ready"`); n != 1 || !strings.Contains(logs, "catalog unreachable") {
+		t.Fatalf("%d 'not ready' records, want one naming the check:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, `"msg":"ready"`); n != 2 {
+		t.Fatalf("%d 'ready' records, want 2 (at start and after recovering):\n%s", n, logs)
 	}
 }
