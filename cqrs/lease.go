@@ -164,7 +164,7 @@ func (pr *Projector) tryAcquire(ctx context.Context) (l lease, cp eventstore.Che
 		if err != nil {
 			return fmt.Errorf("cqrs: acquire lease of %s: %w", pr.p.Name(), err)
 		}
-		if cp, err = pr.checkpointTx(ctx, tx); err != nil {
+		if cp, err = pr.readCheckpoint(ctx, tx); err != nil {
 			return err
 		}
 		ok = true
@@ -197,7 +197,7 @@ func (pr *Projector) confirm(ctx context.Context, tx *sql.Tx, l lease, now, unti
 	if err != nil {
 		return eventstore.Checkpoint{}, fmt.Errorf("cqrs: confirm lease of %s: %w", pr.p.Name(), err)
 	}
-	return pr.checkpointTx(ctx, tx)
+	return pr.readCheckpoint(ctx, tx)
 }
 
 // renew extends l in a transaction of its own and reports whether it is
@@ -288,16 +288,4 @@ func (pr *Projector) holds(ctx context.Context, l lease) (bool, error) {
 		return false, err
 	}
 	return ok && h.owner == l.owner && h.term == l.term, nil
-}
-
-func (pr *Projector) checkpointTx(ctx context.Context, tx *sql.Tx) (eventstore.Checkpoint, error) {
-	var text string
-	err := tx.QueryRowContext(ctx, sqlCheckpoint, pr.p.Name()).Scan(&text)
-	if errors.Is(err, sql.ErrNoRows) {
-		return eventstore.Checkpoint{}, nil
-	}
-	if err != nil {
-		return eventstore.Checkpoint{}, fmt.Errorf("cqrs: read checkpoint of %s: %w", pr.p.Name(), err)
-	}
-	return eventstore.ParseCheckpoint(text)
 }

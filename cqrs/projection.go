@@ -162,8 +162,16 @@ func (pr *Projector) Setup(ctx context.Context) error {
 // Checkpoint returns the checkpoint of the last event projected, the zero
 // Checkpoint if none was.
 func (pr *Projector) Checkpoint(ctx context.Context) (eventstore.Checkpoint, error) {
+	return pr.readCheckpoint(ctx, pr.db.Reader())
+}
+
+// readCheckpoint reads the stored checkpoint through q (the reader pool,
+// or a transaction).
+func (pr *Projector) readCheckpoint(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) (eventstore.Checkpoint, error) {
 	var text string
-	err := pr.db.Reader().QueryRowContext(ctx, sqlCheckpoint, pr.p.Name()).Scan(&text)
+	err := q.QueryRowContext(ctx, sqlCheckpoint, pr.p.Name()).Scan(&text)
 	if errors.Is(err, sql.ErrNoRows) {
 		return eventstore.Checkpoint{}, nil
 	}

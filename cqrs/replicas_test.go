@@ -562,33 +562,9 @@ func mustCheckpoint(t *testing.T, pr *cqrs.Projector) eventstore.Checkpoint {
 // PostgreSQL concurrent CREATE TABLE IF NOT EXISTS would otherwise race in
 // the catalog).
 func TestSetupFromManyReplicasAtOnce(t *testing.T) {
-	ctx := context.Background()
-	for round := range 10 {
-		url := pgtest.URL(t) // a fresh schema; skips without PostgreSQL
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		gate := make(chan struct{}) // opened once every replica is connected
-		for range 8 {
-			db, err := store.Open(ctx, store.Config{Service: "read", URL: url})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			pr := cqrs.NewProjector(nil, db, newExactlyOnce(), cqrs.ProjectorOptions{})
-			wg.Go(func() {
-				<-gate
-				errs <- pr.Setup(ctx)
-			})
-		}
-		close(gate)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
-	}
+	pgtest.SetupTogether(t, "read", 8, 10, func(ctx context.Context, db *store.DB) error {
+		return cqrs.NewProjector(nil, db, newExactlyOnce(), cqrs.ProjectorOptions{}).Setup(ctx)
+	})
 }
 
 // Rebuild takes the lease from whichever replica projects, while events

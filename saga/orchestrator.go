@@ -166,9 +166,6 @@ var errAbortRequested = errors.New("stopped: the saga was aborted")
 // stopping sets the function that stops the group running (nil: none),
 // and stops it at once if an Abort came first.
 func (a *activeSaga) stopping(stop context.CancelCauseFunc) {
-	if a == nil {
-		return
-	}
 	a.mu.Lock()
 	a.stop = stop
 	a.mu.Unlock()
@@ -420,10 +417,11 @@ func (o *Orchestrator) dispatchLocked(id string, claimed *sagaRow) {
 		a.again = true
 		return
 	}
-	o.active[id] = &activeSaga{}
+	a := &activeSaga{}
+	o.active[id] = a
 	o.wg.Add(1)
 	ctx := o.runCtx
-	o.workers.Go(func() { o.execute(ctx, id, claimed) })
+	o.workers.Go(func() { o.execute(ctx, id, claimed, a) })
 }
 
 // Run resumes every saga in flight (from its last durable record: a step
@@ -693,7 +691,7 @@ func (o *Orchestrator) held(ctx context.Context, id string) (r *sagaRow, absent 
 }
 
 // execute runs saga id in this process.
-func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow) {
+func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow, a *activeSaga) {
 	defer o.wg.Done()
 	defer o.finished(id)
 	select {
@@ -733,9 +731,6 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow)
 	}
 	o.m.inFlight(row.name, 1)
 	defer o.m.inFlight(row.name, -1)
-	o.mu.Lock()
-	a := o.active[id]
-	o.mu.Unlock()
 	x := &execution{o: o, def: r, a: a, row: *row, leaseUntil: row.leaseUntil, resumed: !row.fresh, ranUpTo: -1}
 	if row.status != Compensating {
 		x.ranUpTo = row.step - 1
@@ -789,7 +784,7 @@ func (o *Orchestrator) crashPoint(point string) {
 type execution struct {
 	o   *Orchestrator
 	def runner
-	a   *activeSaga // nil when executed without dispatch (never, but safe)
+	a   *activeSaga // the saga's entry in Orchestrator.active
 	row sagaRow
 	// resumed is set unless the saga was started by this incarnation and
 	// never executed before: then an earlier execution may have run steps
@@ -987,7 +982,7 @@ func (x *execution) abortedNow(ctx context.Context) bool {
 // it sets x.row.status to Aborting. It reports false when the saga must
 // stop executing here.
 func (x *execution) checkAbortFlag(ctx context.Context) bool {
-	if x.a == nil || !x.a.abort.Swap(false) || x.row.status == Compensating || x.row.status == Aborting {
+	if !x.a.abort.Swap(false) || x.row.status == Compensating || x.row.status == Aborting {
 		return true
 	}
 	if !x.settle(ctx, true) {

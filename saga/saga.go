@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -496,6 +495,23 @@ func (d *definition[T]) sagaTimeout() time.Duration { return d.def.Timeout }
 
 func (d *definition[T]) commitIndex() int { return d.commit }
 
+// waitsFor reports whether the record of the commit point must be durable
+// before step i runs: i is the commit point (unless the pivot there can be
+// undone, which runs at once), or the step after a pivot that can.
+func (d *definition[T]) waitsFor(i int) bool {
+	if d.optimistic {
+		return i == d.pivotEnd && i < len(d.def.Steps)
+	}
+	return i == d.commit
+}
+
+// abortable reports whether the group starting at step g runs before the
+// record of the commit point can be durable: only then can an Abort still
+// succeed, and stop it.
+func (d *definition[T]) abortable(g int) bool {
+	return g < d.commit || (d.optimistic && g == d.commit)
+}
+
 func (d *definition[T]) mayHaveRun() int {
 	if d.optimistic {
 		return d.pivotEnd - 1
@@ -591,7 +607,7 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		// Before the commit point is durable an Abort made here stops the
 		// group (only then can an Abort succeed).
 		actx, stop := context.WithCancelCause(ctx)
-		if g < d.commit || (d.optimistic && g == d.commit) {
+		if d.abortable(g) {
 			x.a.stopping(stop)
 		}
 		x.holdWhile(g >= d.commit, func() { hist, failed, err = d.actions(actx, x, g, e, data) })
@@ -604,11 +620,6 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		if aborted {
 			// The group's history goes with the acknowledgement of the
 			// abort, and compensation covers the whole group.
-			for k := range hist {
-				if hist[k].status == stepFailed && strings.Contains(hist[k].err, context.Canceled.Error()) {
-					hist[k].err = errAbortRequested.Error()
-				}
-			}
 			ok := x.checkAbortFlag(ctx) // the history of earlier records refused comes first
 			x.lost = append(x.lost, hist...)
 			return ok
@@ -636,11 +647,8 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 				"attempts", hist[failed-g].attempts, "error", err)
 		}
 		// A failure switches to compensating, and the commit point must be
-		// durable before the step there runs (a pivot that can be undone
-		// runs at once, but what follows its group waits): wait for them
-		// (see run).
-		wait := err != nil || (r.step == d.commit && !d.optimistic) || (d.optimistic && r.step == d.pivotEnd && r.step < len(steps))
-		if !x.save(ctx, data, wait, hist...) {
+		// durable before what depends on it runs: wait for them (see run).
+		if !x.save(ctx, data, err != nil || d.waitsFor(r.step), hist...) {
 			return false
 		}
 		if r.status.Terminal() {
@@ -740,6 +748,11 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 		h := stepRow{step: steps[k].Name, phase: phaseAction, attempts: attempts, started: started, ended: o.clock.Now(), status: stepSucceeded}
 		if err != nil {
 			h.status, h.err = stepFailed, err.Error()
+			// An action stopped from outside (its group failed, the saga
+			// was aborted) says why, not just "context canceled".
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && errors.Is(err, context.Canceled) {
+				h.err = cause.Error()
+			}
 		}
 		o.m.stepDone(x.row.name, h.step, phaseAction, h.ended.Sub(started))
 		hist[k-g], errs[k-g] = h, err
@@ -785,12 +798,6 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 	wg.Wait()
 	if first < 0 {
 		return hist, 0, nil
-	}
-	cause := context.Cause(gctx)
-	for k := g; k < e; k++ {
-		if k != first && errs[k-g] != nil && errors.Is(errs[k-g], context.Canceled) {
-			hist[k-g].err = cause.Error()
-		}
 	}
 	return hist, first, errs[first-g]
 }

@@ -11,10 +11,13 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/trellis-go/trellis/store"
 )
 
 // EnvURL names the variable holding the test server's URL.
@@ -91,4 +94,41 @@ func rollbackPrepared(t testing.TB, admin *sql.DB, schema string) {
 func Backends(t *testing.T, test func(t *testing.T, databaseURL string)) {
 	t.Run("sqlite", func(t *testing.T) { test(t, "") })
 	t.Run("postgres", func(t *testing.T) { test(t, URL(t)) })
+}
+
+// SetupTogether opens replicas handles (connection pools of their own, as
+// replicas of a service would) on a fresh schema and runs setup on all of
+// them at the same instant, rounds times over on new schemas; it fails the
+// test if any setup fails. On PostgreSQL concurrent CREATE TABLE IF NOT
+// EXISTS of one table race in the catalog, so this is what proves a
+// package's schema creation safe for replicas starting together. Without
+// EnvURL the test is skipped.
+func SetupTogether(t *testing.T, service string, replicas, rounds int, setup func(ctx context.Context, db *store.DB) error) {
+	t.Helper()
+	ctx := context.Background()
+	for round := range rounds {
+		url := URL(t) // a fresh schema; skips without PostgreSQL
+		var wg sync.WaitGroup
+		errs := make(chan error, replicas)
+		gate := make(chan struct{}) // opened once every replica is connected
+		for range replicas {
+			db, err := store.Open(ctx, store.Config{Service: service, URL: url})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			wg.Go(func() {
+				<-gate
+				errs <- setup(ctx, db)
+			})
+		}
+		close(gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
 }

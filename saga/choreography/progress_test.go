@@ -2,7 +2,6 @@ package choreography_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/trellis-go/trellis/internal/pgtest"
@@ -15,30 +14,7 @@ import (
 // every Setup succeeds (on PostgreSQL concurrent CREATE TABLE IF NOT
 // EXISTS would otherwise race in the catalog).
 func TestSetupFromManyReplicasAtOnce(t *testing.T) {
-	ctx := context.Background()
-	for round := range 10 {
-		url := pgtest.URL(t) // a fresh schema; skips without PostgreSQL
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		gate := make(chan struct{}) // opened once every replica is connected
-		for range 8 {
-			db, err := store.Open(ctx, store.Config{Service: "order", URL: url})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			wg.Go(func() {
-				<-gate
-				errs <- choreography.NewProgress(db).Setup(ctx)
-			})
-		}
-		close(gate)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
-	}
+	pgtest.SetupTogether(t, "order", 8, 10, func(ctx context.Context, db *store.DB) error {
+		return choreography.NewProgress(db).Setup(ctx)
+	})
 }

@@ -1,7 +1,6 @@
 package shoptest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -69,19 +68,7 @@ func (r Replicas) Do(ctx context.Context, first int, method, path, key string, i
 func (r Replicas) once(ctx context.Context, url, method, key string, body []byte, out any, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := client.Do(req)
+	resp, err := send(ctx, method, url, key, body)
 	if err != nil {
 		return 0, err
 	}
@@ -90,15 +77,7 @@ func (r Replicas) once(ctx context.Context, url, method, key string, body []byte
 	if err != nil {
 		return 0, err // cut short: try again
 	}
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %d %s: %w", method, url, resp.StatusCode, b, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, answer(method, url, resp.StatusCode, b, out)
 }
 
 // SpreadLoad is a load of orders placed over the replicas of the order

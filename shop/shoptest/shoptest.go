@@ -113,23 +113,14 @@ var client = &http.Client{Timeout: 30 * time.Second}
 // Do sends a JSON request and decodes a JSON answer into out (unless nil);
 // it returns the status code.
 func Do(ctx context.Context, method, url, key string, in, out any) (int, error) {
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
 			return 0, err
 		}
-		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := client.Do(req)
+	resp, err := send(ctx, method, url, key, body)
 	if err != nil {
 		return 0, err
 	}
@@ -138,15 +129,39 @@ func Do(ctx context.Context, method, url, key string, in, out any) (int, error) 
 	if err != nil {
 		return resp.StatusCode, err
 	}
-	if out != nil && resp.StatusCode < 300 {
+	return resp.StatusCode, answer(method, url, resp.StatusCode, b, out)
+}
+
+// send sends a JSON request body, with key as its Idempotency-Key unless
+// it is empty.
+func send(ctx context.Context, method, url, key string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	return client.Do(req)
+}
+
+// answer decodes a 2xx answer's body b into out (unless nil), and turns
+// any other answer into an error with its body.
+func answer(method, url string, code int, b []byte, out any) error {
+	if code >= 300 {
+		return fmt.Errorf("%s %s: %d %s", method, url, code, b)
+	}
+	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %d %s: %w", method, url, resp.StatusCode, b, err)
+			return fmt.Errorf("%s %s: %d %s: %w", method, url, code, b, err)
 		}
 	}
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, b)
-	}
-	return resp.StatusCode, nil
+	return nil
 }
 
 // PlaceOrders places the load's orders concurrently, and cancels those

@@ -2,7 +2,6 @@ package adapters_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 
 	"github.com/trellis-go/trellis/internal/pgtest"
@@ -15,31 +14,8 @@ import (
 // fresh schemas: every start succeeds (on PostgreSQL concurrent CREATE
 // TABLE IF NOT EXISTS would otherwise race in the catalog).
 func TestNewTransfersFromManyReplicasAtOnce(t *testing.T) {
-	ctx := context.Background()
-	for round := range 10 {
-		url := pgtest.URL(t) // a fresh schema; skips without PostgreSQL
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		gate := make(chan struct{}) // opened once every replica is connected
-		for range 8 {
-			db, err := store.Open(ctx, store.Config{Service: "inventory", URL: url})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			wg.Go(func() {
-				<-gate
-				_, err := adapters.NewTransfers(ctx, db)
-				errs <- err
-			})
-		}
-		close(gate)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
-	}
+	pgtest.SetupTogether(t, "inventory", 8, 10, func(ctx context.Context, db *store.DB) error {
+		_, err := adapters.NewTransfers(ctx, db)
+		return err
+	})
 }

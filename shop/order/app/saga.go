@@ -332,15 +332,11 @@ func (a *App) changeTx(ctx context.Context, tx *sql.Tx, orderID string, decide f
 // the order no longer allows is not an error: a late or repeated event
 // finds the order already ended.
 func (a *App) change(ctx context.Context, orderID string, decide func(*domain.Order) ([]any, error)) error {
-	_, _, err := a.Orders.Execute(ctx, orderID, a.decision(orderID, decide))
+	_, err := a.decide(ctx, orderID, decide)
 	if errors.Is(err, domain.ErrTransition) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	a.Outbox.Notify()
-	return nil
+	return err
 }
 
 // decision turns decide into the command of change and changeTx: the
