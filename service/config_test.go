@@ -70,3 +70,28 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TRELLIS_INSTANCE comes from the environment, and a saga orchestrator
+// records it in its log: Validate accepts only what the flag's help
+// promises (at most 128 letters, digits or - _ . :) and refuses anything
+// else with an error naming the setting, never a panic.
+func FuzzInstance(f *testing.F) {
+	for _, s := range []string{"", "order-0", "order/0", "pod.name:1", strings.Repeat("a", 129), "é", "a\x00b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, instance string) {
+		cfg := service.Defaults("order")
+		cfg.Instance = instance
+		err := cfg.Validate(nil)
+		valid := len(instance) <= 128
+		for _, r := range instance {
+			valid = valid && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:", r))
+		}
+		switch {
+		case valid && err != nil:
+			t.Fatalf("instance %q refused: %v", instance, err)
+		case !valid && (err == nil || !strings.Contains(err.Error(), "instance")):
+			t.Fatalf("instance %q: %v, want an error naming the instance", instance, err)
+		}
+	})
+}
