@@ -749,8 +749,12 @@ func (d *definition[T]) actions(ctx context.Context, x *execution, g, e int, dat
 		if err != nil {
 			h.status, h.err = stepFailed, err.Error()
 			// An action stopped from outside (its group failed, the saga
-			// was aborted) says why, not just "context canceled".
-			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) && errors.Is(err, context.Canceled) {
+			// was aborted) says why, not just "context canceled", nor the
+			// transient error of the attempt the stop cut short (which
+			// the retry policy would have retried): only a refusal of its
+			// own (Permanent) is what it failed of.
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) &&
+				(errors.Is(err, context.Canceled) || !IsPermanent(err)) {
 				h.err = cause.Error()
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,8 +165,8 @@ func (sh *runningShop) explain(t *testing.T, ids []string) {
 			sc := bufio.NewScanner(f)
 			sc.Buffer(make([]byte, 64<<10), 1<<20)
 			n := 0
-			for sc.Scan() && n < 30 {
-				if strings.Contains(sc.Text(), id) && !strings.Contains(sc.Text(), `"level":"INFO"`) {
+			for sc.Scan() && n < 40 {
+				if strings.Contains(sc.Text(), id) {
 					t.Logf("%s: %s", filepath.Base(name), sc.Text())
 					n++
 				}
@@ -176,9 +177,22 @@ func (sh *runningShop) explain(t *testing.T, ids []string) {
 }
 
 // suspects returns the orders that did not end as CheckOutcomes wants, by
-// their current state.
-func suspects(ctx context.Context, u shoptest.URLs, placed []shoptest.Placed) []string {
+// their current state, and those named by the invariants broken now.
+func suspects(u shoptest.URLs, placed []shoptest.Placed, initial map[string]int64, ended map[string]shoptest.Order) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	var ids []string
+	if ended != nil {
+		seen := map[string]bool{}
+		for _, v := range shoptest.Violations(ctx, u, initial, ended) {
+			for _, id := range orderIDs.FindAllString(v, -1) {
+				if !seen[id] {
+					seen[id] = true
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
 	for _, p := range placed {
 		if p.OrderID == "" {
 			continue
@@ -201,6 +215,9 @@ func suspects(ctx context.Context, u shoptest.URLs, placed []shoptest.Placed) []
 	}
 	return ids
 }
+
+// orderIDs finds order ids (UUIDs) in a message.
+var orderIDs = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
 // chaosVictims are the shop's services, killed in this order in every
 // round.
@@ -231,13 +248,14 @@ func TestUpChaosKillsEveryService(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 			defer cancel()
 			var list []shoptest.Placed
+			var ended map[string]shoptest.Order
+			initial := map[string]int64{}
 			t.Cleanup(func() {
 				if t.Failed() && list != nil {
-					sh.explain(t, suspects(ctx, u, list))
+					sh.explain(t, suspects(u, list, initial, ended))
 				}
 			})
 			skus := []string{"KET-001", "POT-001", "SCL-001", "TEA-001"}
-			initial := map[string]int64{}
 			for _, sku := range skus {
 				initial[sku] = 100_000
 				if _, err := shoptest.Do(ctx, http.MethodPut, u.Inventory+"/v1/stock/"+sku, "", map[string]int64{"on_hand": initial[sku]}, nil); err != nil {
@@ -268,7 +286,7 @@ func TestUpChaosKillsEveryService(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			ended := shoptest.WaitEnded(ctx, t, u, list, time.Minute)
+			ended = shoptest.WaitEnded(ctx, t, u, list, time.Minute)
 			t.Logf("every order ended %s after the first was placed", time.Since(start).Round(time.Millisecond))
 			count, answers := map[string]int{}, map[string]int{}
 			for _, p := range list {

@@ -360,7 +360,7 @@ func Check(ctx context.Context, t testing.TB, u URLs, initial map[string]int64, 
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		problems := violations(ctx, u, initial, orders)
+		problems := Violations(ctx, u, initial, orders)
 		if len(problems) == 0 {
 			return
 		}
@@ -379,7 +379,10 @@ func Check(ctx context.Context, t testing.TB, u URLs, initial map[string]int64, 
 	}
 }
 
-func violations(ctx context.Context, u URLs, initial map[string]int64, orders map[string]Order) []string {
+// Violations returns the invariants the shop's state breaks now, for the
+// orders given as they ended and the skus' initial stock; Check waits for
+// it to be empty.
+func Violations(ctx context.Context, u URLs, initial map[string]int64, orders map[string]Order) []string {
 	var bad []string
 	inv := invclient.New(client, u.Inventory)
 	pay := payclient.New(client, u.Payment)
