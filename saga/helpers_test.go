@@ -67,6 +67,12 @@ func (s *service) effect(key string) int {
 	return s.effects[key]
 }
 
+func (s *service) wasUndone(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.undone[key]
+}
+
 func (s *service) count(call string) int {
 	n := 0
 	for _, c := range s.Calls() {

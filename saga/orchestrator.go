@@ -740,7 +740,11 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow,
 	// queued: let them commit or fail before another execution of the
 	// saga can start here.
 	x.settle(ctx, true)
-	if !x.row.status.Terminal() && !x.leaseLost {
+	// An execution here that did not end the saga makes the next one a
+	// resumption: steps may have run past the log. Also when it stopped
+	// for a lost lease: the write refused may have been this
+	// orchestrator's own (an Abort, say), and the saga still its own.
+	if !x.row.status.Terminal() {
 		o.mu.Lock()
 		o.interrupted[id] = struct{}{}
 		o.mu.Unlock()

@@ -70,7 +70,13 @@
 // before it, as in a serial order; a function that fails or panics is
 // rolled back to its savepoint and only its caller sees the error or the
 // panic; a call returns nil only once its transaction is durably committed,
-// and a failed COMMIT fails every call that shared it.
+// and a failed COMMIT fails every call that shared it. A call whose
+// function failed also returns only once the shared transaction has
+// ended: its function may have failed because of what a call before it
+// wrote (a conditional write refused, a key found taken), and a caller
+// that then reads on the Reader to learn why must see that write, as it
+// would after a transaction of its own. (If the COMMIT fails, the write
+// it saw is undone with its group.)
 //
 // Two things follow from sharing a transaction. First, cancelling a
 // context must not interrupt a statement: SQLite rolls back the whole

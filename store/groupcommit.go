@@ -37,7 +37,11 @@ const (
 // waits; the coordinator then releases the savepoint, or rolls back to it
 // when the function failed, and gives the next call its turn. After the
 // last one it commits, and the callers whose functions succeeded return
-// the commit's outcome.
+// the commit's outcome. A caller whose function failed returns once the
+// transaction has ended too: what its function read there may have been
+// written by calls before it in the group, and must be committed (unless
+// the commit fails) by the time the caller acts on it, say by reading
+// again why its write was refused.
 //
 // A call whose context ends before its turn withdraws (it is skipped); one
 // whose context has ended by its turn is not started. Either way nothing
@@ -77,7 +81,8 @@ type txRequest struct {
 	// ran reports to the coordinator how fn ended.
 	ran chan fnOutcome
 	// done is closed when err, the outcome of a function that succeeded,
-	// is known.
+	// is known, and for a function that failed when the group's
+	// transaction has ended.
 	done chan struct{}
 	err  error
 }
@@ -145,7 +150,11 @@ func (g *groupCommitter) do(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 	if err := r.call(); err != nil {
 		// Rolled back to its savepoint, or with the whole transaction;
-		// either way none of it is committed.
+		// either way none of it is committed. What it read there, written
+		// by the calls before it in the group, is not committed yet
+		// either: wait for the group's transaction to end, so that a
+		// caller that looks again (a refused write reading why) sees it.
+		<-r.done
 		return err
 	}
 	<-r.done
@@ -295,7 +304,9 @@ func (g *groupCommitter) group() {
 	defer wc.grouped.Store(false) // before the connection goes back to the pool
 	t := &groupTx{conn: conn, wc: wc, tx: tx}
 	multi := len(batch) > 1
-	var ok []*txRequest // functions that succeeded
+	var ok []*txRequest     // functions that succeeded
+	var failed []*txRequest // and those that did not, told when the transaction ends
+	defer finish(&failed, nil)
 	for i, r := range batch {
 		if !r.state.CompareAndSwap(requestQueued, requestRunning) {
 			continue // withdrawn
@@ -317,8 +328,11 @@ func (g *groupCommitter) group() {
 		r.turn <- nil
 		outcome := <-r.ran
 		g.calls.Add(1)
-		if outcome == fnSucceeded {
+		switch outcome {
+		case fnSucceeded:
 			ok = append(ok, r)
+		case fnFailed:
+			failed = append(failed, r)
 		}
 		if !multi {
 			break
@@ -344,11 +358,11 @@ func (g *groupCommitter) group() {
 	if err := tx.Commit(); err != nil {
 		err = fmt.Errorf("store: commit: %w", err)
 		t.cleanUp(err)
-		finish(ok, err)
+		finish(&ok, err)
 		return
 	}
 	g.commits.Add(1)
-	finish(ok, nil)
+	finish(&ok, nil)
 }
 
 // groupTx is the transaction of a group.
@@ -386,12 +400,12 @@ func (t *groupTx) abort(ok []*txRequest, cause error) {
 	if !errors.Is(cause, ErrGroupAborted) {
 		cause = fmt.Errorf("%w: %w", ErrGroupAborted, cause)
 	}
-	finish(ok, cause)
+	finish(&ok, cause)
 }
 
 // finish gives the calls their outcome.
-func finish(rs []*txRequest, err error) {
-	for _, r := range rs {
+func finish(rs *[]*txRequest, err error) {
+	for _, r := range *rs {
 		r.err = err
 		close(r.done)
 	}

@@ -185,6 +185,52 @@ func TestInTxGroupedFailureRollsBackOnlyItsCall(t *testing.T) {
 	}
 }
 
+// A call whose function fails because of what an earlier call of its
+// group wrote (a write refused by a condition, say) returns once that
+// write is committed: reading again on the reader, as a refused writer
+// does to learn why, sees it. In each round call 1 inserts a row, call 2
+// finds it and fails, and right after call 2 returns the reader must see
+// the row.
+func TestInTxGroupedFailureReturnsAfterTheGroupCommits(t *testing.T) {
+	db := open(t, sqliteConfig(t, baseMigrations))
+	ctx := ctxT(t)
+	errTaken := errors.New("taken")
+	for round := 1; round < 50; round++ {
+		h := hold(t, db)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = db.InTx(ctx, func(tx *sql.Tx) error { return insertItem(ctx, tx, round) }) })
+		waitQueued(t, db, 1)
+		var visible bool
+		wg.Go(func() {
+			err := db.InTx(ctx, func(tx *sql.Tx) error {
+				var n int
+				if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM items WHERE id = $1", round).Scan(&n); err != nil {
+					return err
+				}
+				if n == 1 {
+					return errTaken
+				}
+				return nil
+			})
+			if !errors.Is(err, errTaken) {
+				t.Errorf("round %d: second call got %v, want it to see row %d and fail", round, err, round)
+				return
+			}
+			var n int
+			if err := db.Reader().QueryRowContext(ctx, "SELECT count(*) FROM items WHERE id = $1", round).Scan(&n); err != nil {
+				t.Error(err)
+			}
+			visible = n == 1
+		})
+		waitQueued(t, db, 2)
+		h.let(t)
+		wg.Wait()
+		if !visible {
+			t.Fatalf("round %d: the failed call returned before the write it saw was committed", round)
+		}
+	}
+}
+
 func TestInTxGroupedUniqueViolationFailsOnlyItsCall(t *testing.T) {
 	db := open(t, sqliteConfig(t, baseMigrations))
 	ctx := ctxT(t)
