@@ -89,28 +89,24 @@ func NewLocalParticipant(ctx context.Context, name string, db *store.DB, hooks L
 // Name returns the participant's name.
 func (p *LocalParticipant) Name() string { return p.name }
 
-// Prepare runs hooks.Prepare and writes the prepare record in one local
+// Prepare writes the prepare record and runs hooks.Prepare in one local
 // transaction. A transaction already prepared votes yes without running
-// the hook again.
+// the hook again; so does one prepared at the same moment by another call
+// (the record's insert waits for it, on PostgreSQL, and then finds it).
 func (p *LocalParticipant) Prepare(ctx context.Context, txID string, payload []byte) error {
 	if payload == nil {
 		payload = []byte{}
 	}
 	err := p.db.InTx(ctx, func(tx *sql.Tx) error {
-		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM trellis_twopc_prepared WHERE participant = $1 AND tx_id = $2`, p.name, txID).Scan(&one)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
+		res, err := tx.ExecContext(ctx, `INSERT INTO trellis_twopc_prepared (participant, tx_id, payload, prepared_at_ns) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (participant, tx_id) DO NOTHING`, p.name, txID, payload, time.Now().UnixNano())
+		if err != nil {
 			return err
 		}
-		if err := p.hooks.Prepare(ctx, tx, txID, payload); err != nil {
-			return err
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // already prepared
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO trellis_twopc_prepared (participant, tx_id, payload, prepared_at_ns) VALUES ($1, $2, $3, $4)`,
-			p.name, txID, payload, time.Now().UnixNano())
-		return err
+		return p.hooks.Prepare(ctx, tx, txID, payload)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: prepare %s: %w", p.name, txID, err)
@@ -118,13 +114,14 @@ func (p *LocalParticipant) Prepare(ctx context.Context, txID string, payload []b
 	return nil
 }
 
-// Commit runs hooks.Commit and deletes the prepare record in one local
-// transaction; without a record it does nothing.
+// Commit deletes the prepare record and runs hooks.Commit in one local
+// transaction; without a record it does nothing. Calls finishing the same
+// transaction at once run the hook once.
 func (p *LocalParticipant) Commit(ctx context.Context, txID string) error {
 	return p.finish(ctx, txID, "commit", p.hooks.Commit)
 }
 
-// Abort runs hooks.Abort and deletes the prepare record in one local
+// Abort deletes the prepare record and runs hooks.Abort in one local
 // transaction; without a record it does nothing.
 func (p *LocalParticipant) Abort(ctx context.Context, txID string) error {
 	return p.finish(ctx, txID, "abort", p.hooks.Abort)
@@ -132,19 +129,18 @@ func (p *LocalParticipant) Abort(ctx context.Context, txID string) error {
 
 func (p *LocalParticipant) finish(ctx context.Context, txID, what string, hook func(context.Context, *sql.Tx, string, []byte) error) error {
 	err := p.db.InTx(ctx, func(tx *sql.Tx) error {
+		// Delete first: of two calls finishing txID at once, the second
+		// waits for the first's row lock (PostgreSQL) or its transaction
+		// (SQLite) and then deletes nothing, so the hook runs once.
 		var payload []byte
-		err := tx.QueryRowContext(ctx, `SELECT payload FROM trellis_twopc_prepared WHERE participant = $1 AND tx_id = $2`, p.name, txID).Scan(&payload)
+		err := tx.QueryRowContext(ctx, `DELETE FROM trellis_twopc_prepared WHERE participant = $1 AND tx_id = $2 RETURNING payload`, p.name, txID).Scan(&payload)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil // already finished, or never prepared
 		}
 		if err != nil {
 			return err
 		}
-		if err := hook(ctx, tx, txID, payload); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM trellis_twopc_prepared WHERE participant = $1 AND tx_id = $2`, p.name, txID)
-		return err
+		return hook(ctx, tx, txID, payload)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %s %s: %w", p.name, what, txID, err)
