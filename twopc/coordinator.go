@@ -137,6 +137,10 @@ type Coordinator struct {
 	log          *slog.Logger
 	m            *metrics
 
+	// crash, set by tests, decides whether the coordinator dies at a
+	// point of the protocol (see crashAt).
+	crash func(point string) bool
+
 	mu       sync.Mutex
 	inFlight map[string]struct{}
 	// recovered is when the last Recover that finished everything ended
@@ -304,8 +308,16 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 		c.mu.Unlock()
 	}()
 
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if c.crashAt("begin", stop) {
+		return Outcome{}, errCrashed
+	}
 	start := c.clock.Now()
-	decision, reason, cause := c.prepare(ctx, txID, names, work)
+	decision, reason, cause := c.prepare(ctx, stop, txID, names, work)
+	if crashed(ctx) {
+		return Outcome{}, errCrashed
+	}
 
 	rec, err := c.decide(ctx, txID, decision, names, reason, start)
 	if err != nil {
@@ -315,6 +327,9 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 		c.log.WarnContext(ctx, "twopc: decision already recorded", "tx_id", txID, "wanted", decision, "recorded", rec.Status, "reason", rec.Reason)
 	}
 	c.m.observe(rec.Status, c.clock.Now().Sub(start))
+	if c.crashAt("decided", stop) {
+		return Outcome{}, errCrashed
+	}
 	if hook := c.opt.AfterDecision; hook != nil {
 		if err := hook(ctx, txID, rec.Status); err != nil {
 			return Outcome{}, err
@@ -323,10 +338,19 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 	// Deliver the recorded decision to every participant of this
 	// execution, not just the yes voters: one that timed out may have
 	// prepared after all.
-	pending := c.deliver(ctx, txID, rec.Status, names)
+	pending := c.deliver(ctx, stop, "", txID, rec.Status, names)
+	if crashed(ctx) {
+		return Outcome{}, errCrashed
+	}
 	if len(pending) == 0 {
+		if c.crashAt("acknowledged", stop) {
+			return Outcome{}, errCrashed
+		}
 		if err := c.markEnded(ctx, txID); err != nil {
 			c.log.WarnContext(ctx, "twopc: mark ended", "tx_id", txID, "err", err)
+		}
+		if c.crashAt("ended", stop) {
+			return Outcome{}, errCrashed
 		}
 	}
 	out := c.outcomeOf(rec)
@@ -337,30 +361,61 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 	return out, nil
 }
 
+// errCrashed is what Execute and Recover return when the test hook makes
+// the coordinator crash (see crashAt).
+var errCrashed = errors.New("twopc: coordinator crashed (test hook)")
+
+// crashAt asks the test hook, if any, whether the coordinator dies at
+// point. If it does, stop cancels everything the coordinator has under way
+// (prepares, deliveries), as the end of its process would, and crashAt
+// reports true: the caller then waits for the calls under way to return
+// and returns errCrashed, writing nothing more. The points are "begin",
+// "voted <participant>", "decided", "delivered <participant>",
+// "acknowledged" and "ended" in Execute, and in Recover "recover
+// delivered <participant>", "recover acknowledged", "recover presumed
+// abort" and "recover resolved <participant>".
+func (c *Coordinator) crashAt(point string, stop context.CancelCauseFunc) bool {
+	if c.crash == nil || !c.crash(point) {
+		return false
+	}
+	stop(errCrashed)
+	return true
+}
+
+// crashed reports whether ctx was ended by a crash of the test hook.
+func crashed(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errCrashed) }
+
 type vote struct {
 	name string
 	err  error
 }
 
-// prepare runs phase one and returns the decision it leads to.
-func (c *Coordinator) prepare(ctx context.Context, txID string, names []string, work map[string][]byte) (Status, string, error) {
+// prepare runs phase one and returns the decision it leads to. If the
+// test hook crashes the coordinator meanwhile, prepare waits for the
+// prepares under way to return (cancelled) and returns; ctx then says so.
+func (c *Coordinator) prepare(ctx context.Context, stop context.CancelCauseFunc, txID string, names []string, work map[string][]byte) (Status, string, error) {
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	timer := c.clock.NewTimer(c.opt.PrepareTimeout)
 	defer timer.Stop()
 
 	votes := make(chan vote, len(names))
+	var wg sync.WaitGroup
 	for _, name := range names {
-		go func() {
+		wg.Go(func() {
 			err := c.participants[name].Prepare(pctx, txID, work[name])
 			votes <- vote{name: name, err: err}
-		}()
+		})
 	}
 	voted := map[string]bool{}
 	for len(voted) < len(names) {
 		select {
 		case v := <-votes:
 			voted[v.name] = true
+			if c.crashAt("voted "+v.name, stop) {
+				wg.Wait()
+				return Aborted, "", errCrashed
+			}
 			if v.err != nil {
 				if errors.Is(context.Cause(pctx), ErrPrepareTimeout) {
 					return Aborted, timeoutReason(c.opt.PrepareTimeout, names, voted), ErrPrepareTimeout
@@ -428,8 +483,9 @@ func (c *Coordinator) decide(ctx context.Context, txID string, decision Status, 
 }
 
 // deliver sends decision to each participant, retrying a few times, and
-// returns those that did not acknowledge.
-func (c *Coordinator) deliver(ctx context.Context, txID string, decision Status, names []string) []string {
+// returns those that did not acknowledge. Its crash points are prefix +
+// "delivered <participant>".
+func (c *Coordinator) deliver(ctx context.Context, stop context.CancelCauseFunc, prefix, txID string, decision Status, names []string) []string {
 	var (
 		mu      sync.Mutex
 		pending []string
@@ -437,12 +493,17 @@ func (c *Coordinator) deliver(ctx context.Context, txID string, decision Status,
 	)
 	for _, name := range names {
 		wg.Go(func() {
-			if err := c.deliverOne(ctx, txID, decision, name); err != nil {
-				c.log.WarnContext(ctx, "twopc: decision not acknowledged", "tx_id", txID, "decision", decision, "participant", name, "err", err)
-				mu.Lock()
-				pending = append(pending, name)
-				mu.Unlock()
+			err := c.deliverOne(ctx, txID, decision, name)
+			if err == nil {
+				c.crashAt(prefix+"delivered "+name, stop)
+				return
 			}
+			if !crashed(ctx) {
+				c.log.WarnContext(ctx, "twopc: decision not acknowledged", "tx_id", txID, "decision", decision, "participant", name, "err", err)
+			}
+			mu.Lock()
+			pending = append(pending, name)
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
@@ -560,6 +621,8 @@ func (c *Coordinator) Recover(ctx context.Context) (err error) {
 			c.recovered.Store(c.clock.Now().UnixNano())
 		}
 	}()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var errs []error
 	open, err := c.openRecords(ctx)
 	if err != nil {
@@ -569,10 +632,16 @@ func (c *Coordinator) Recover(ctx context.Context) (err error) {
 		if c.executing(rec.TxID) {
 			continue
 		}
-		pending := c.deliver(ctx, rec.TxID, rec.Status, rec.Participants)
+		pending := c.deliver(ctx, stop, "recover ", rec.TxID, rec.Status, rec.Participants)
+		if crashed(ctx) {
+			return errCrashed
+		}
 		if len(pending) > 0 {
 			errs = append(errs, fmt.Errorf("twopc: transaction %s: %s not acknowledged by %s", rec.TxID, rec.Status, strings.Join(pending, ", ")))
 			continue
+		}
+		if c.crashAt("recover acknowledged", stop) {
+			return errCrashed
 		}
 		if err := c.markEnded(ctx, rec.TxID); err != nil {
 			errs = append(errs, err)
@@ -604,10 +673,15 @@ func (c *Coordinator) Recover(ctx context.Context) (err error) {
 			} else if status, err = c.Decision(ctx, d.TxID); err != nil {
 				errs = append(errs, err)
 				continue
+			} else if c.crashAt("recover presumed abort", stop) {
+				return errCrashed
 			}
 			if err := c.deliverOne(ctx, d.TxID, status, name); err != nil {
 				errs = append(errs, fmt.Errorf("twopc: transaction %s: %s in-doubt %s: %w", d.TxID, name, status, err))
 				continue
+			}
+			if c.crashAt("recover resolved "+name, stop) {
+				return errCrashed
 			}
 			c.m.countRecovered(status)
 			c.log.InfoContext(ctx, "twopc: in-doubt transaction resolved", "tx_id", d.TxID, "participant", name, "decision", status)

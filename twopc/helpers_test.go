@@ -102,13 +102,14 @@ func pgWork(ctx context.Context, q twopc.Querier, p []byte) error {
 
 // env is a coordinator's log and two participants' databases.
 type env struct {
-	t     testing.TB
-	kind  string // "local" or "postgres" participants
-	log   *store.DB
-	urls  [2]string
-	dbs   [2]*store.DB
-	names [2]string
-	wrap  [2]func(twopc.Participant) twopc.Participant
+	t      testing.TB
+	kind   string // "local" or "postgres" participants
+	logURL string
+	log    *store.DB
+	urls   [2]string
+	dbs    [2]*store.DB
+	names  [2]string
+	wrap   [2]func(twopc.Participant) twopc.Participant
 }
 
 // backends lists the setups every test runs on: local participants on
@@ -129,18 +130,19 @@ func newEnv(t testing.TB, backend string) *env {
 	case "sqlite":
 		e.kind = "local"
 		dir := t.TempDir()
-		e.log = open(t, "sqlite:"+filepath.Join(dir, "coordinator.db"))
+		e.logURL = "sqlite:" + filepath.Join(dir, "coordinator.db")
 		e.urls = [2]string{"sqlite:" + filepath.Join(dir, "east.db"), "sqlite:" + filepath.Join(dir, "west.db")}
 	case "postgres", "local-on-postgres":
 		e.kind = "postgres"
 		if backend == "local-on-postgres" {
 			e.kind = "local"
 		}
-		e.log = open(t, pgtest.URL(t))
+		e.logURL = pgtest.URL(t)
 		e.urls = [2]string{pgtest.URL(t), pgtest.URL(t)}
 	default:
 		t.Fatalf("unknown backend %s", backend)
 	}
+	e.log = open(t, e.logURL)
 	for i := range e.dbs {
 		e.dbs[i] = open(t, e.urls[i])
 		if _, err := e.dbs[i].Writer().ExecContext(context.Background(), accountsDDL); err != nil {
@@ -234,6 +236,20 @@ func (e *env) reopen(i int) {
 		e.t.Fatal(err)
 	}
 	e.dbs[i] = open(e.t, e.urls[i])
+}
+
+// kill closes the database handles of the coordinators and participants
+// built so far and opens new ones, as a process killed and started again
+// would: what was committed (and, on PostgreSQL, prepared) stays, nothing
+// else does.
+func (e *env) kill() {
+	e.t.Helper()
+	if err := e.log.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.log = open(e.t, e.logURL)
+	e.reopen(0)
+	e.reopen(1)
 }
 
 // setBalance gives account on participant i the balance.
