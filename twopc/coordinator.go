@@ -69,6 +69,11 @@ type Outcome struct {
 	// errors.Is and errors.As; nil otherwise, and nil for a decision read
 	// from the log.
 	Cause error
+	// Refusal is the no vote that aborted the transaction when the
+	// participant refused on purpose (its error implements [Refuser]).
+	// Unlike Cause it is recorded with the decision: a decision read from
+	// the log, by a repeated Execute after a crash, carries it too.
+	Refusal *Refusal
 }
 
 // Committed reports whether the transaction committed.
@@ -80,8 +85,11 @@ type Record struct {
 	Status       Status
 	Participants []string // empty for an abort recorded by Decision
 	Reason       string
-	StartedAt    time.Time
-	DecidedAt    time.Time
+	// Refusal is the participant's refusal that aborted the transaction,
+	// if it refused on purpose (see [Refuser]); nil otherwise.
+	Refusal   *Refusal
+	StartedAt time.Time
+	DecidedAt time.Time
 	// EndedAt is when every participant acknowledged the decision; zero
 	// while delivery is still owed.
 	EndedAt time.Time
@@ -158,6 +166,7 @@ const (
     status        TEXT    NOT NULL,
     participants  TEXT    NOT NULL DEFAULT '',
     reason        TEXT    NOT NULL DEFAULT '',
+    refusal       TEXT,
     started_at_ns INTEGER NOT NULL,
     decided_at_ns INTEGER NOT NULL,
     ended_at_ns   INTEGER
@@ -170,10 +179,12 @@ CREATE INDEX IF NOT EXISTS trellis_twopc_log_ended ON trellis_twopc_log (ended_a
     status        TEXT   NOT NULL,
     participants  TEXT   NOT NULL DEFAULT '',
     reason        TEXT   NOT NULL DEFAULT '',
+    refusal       TEXT,
     started_at_ns BIGINT NOT NULL,
     decided_at_ns BIGINT NOT NULL,
     ended_at_ns   BIGINT
 );
+ALTER TABLE trellis_twopc_log ADD COLUMN IF NOT EXISTS refusal TEXT;
 CREATE INDEX IF NOT EXISTS trellis_twopc_log_open ON trellis_twopc_log (decided_at_ns) WHERE ended_at_ns IS NULL;
 CREATE INDEX IF NOT EXISTS trellis_twopc_log_ended ON trellis_twopc_log (ended_at_ns) WHERE ended_at_ns IS NOT NULL;
 `
@@ -184,7 +195,10 @@ const setupLockKey int64 = 0x74726c7332706373 // "trls2pcs"
 
 // Schema returns the statements that create the coordinator's log on
 // dialect d, for a service that keeps all its DDL in migrations. They are
-// idempotent.
+// idempotent. A log created by an earlier version of this package lacks
+// the refusal column: Setup adds it, and a service that keeps the log in
+// its migrations adds it with ALTER TABLE trellis_twopc_log ADD COLUMN
+// refusal TEXT.
 func Schema(d store.Dialect) string {
 	if d == store.Postgres {
 		return schemaPostgres
@@ -255,6 +269,9 @@ func (c *Coordinator) Setup(ctx context.Context) error {
 	if err := c.db.ApplySchema(ctx, setupLockKey, Schema(c.db.Dialect())); err != nil {
 		return fmt.Errorf("twopc: setup coordinator log: %w", err)
 	}
+	if err := addRefusalColumn(ctx, c.db); err != nil {
+		return fmt.Errorf("twopc: setup coordinator log: %w", err)
+	}
 	return nil
 }
 
@@ -318,8 +335,13 @@ func (c *Coordinator) Execute(ctx context.Context, txID string, work map[string]
 	if crashed(ctx) {
 		return Outcome{}, errCrashed
 	}
+	var refusal *Refusal
+	var no *noVote
+	if errors.As(cause, &no) {
+		refusal, cause = refusalOf(no.name, no.err), no.err
+	}
 
-	rec, err := c.decide(ctx, txID, decision, names, reason, start)
+	rec, err := c.decide(ctx, txID, decision, names, reason, refusal, start)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("%w: transaction %s: record %s decision: %w", ErrOutcomeUnknown, txID, decision, err)
 	}
@@ -390,6 +412,16 @@ type vote struct {
 	err  error
 }
 
+// noVote is how prepare reports a participant's no vote to Execute, which
+// unwraps it.
+type noVote struct {
+	name string
+	err  error
+}
+
+func (v *noVote) Error() string { return v.name + " voted no: " + v.err.Error() }
+func (v *noVote) Unwrap() error { return v.err }
+
 // prepare runs phase one and returns the decision it leads to. If the
 // test hook crashes the coordinator meanwhile, prepare waits for the
 // prepares under way to return (cancelled) and returns; ctx then says so.
@@ -423,7 +455,7 @@ func (c *Coordinator) prepare(ctx context.Context, stop context.CancelCauseFunc,
 				if ctx.Err() != nil {
 					return Aborted, fmt.Sprintf("coordinator stopped during prepare: %v", context.Cause(ctx)), ctx.Err()
 				}
-				return Aborted, fmt.Sprintf("participant %s voted no: %v", v.name, v.err), v.err
+				return Aborted, fmt.Sprintf("participant %s voted no: %v", v.name, v.err), &noVote{v.name, v.err}
 			}
 		case <-timer.C():
 			// Do not wait for the stragglers: Abort reaches them later,
@@ -463,16 +495,20 @@ func timeoutReason(d time.Duration, names []string, voted map[string]bool) strin
 // and returns the record that stands. INSERT ... ON CONFLICT DO NOTHING
 // and the read back run in one transaction, so of a commit by Execute and
 // an abort by Decision exactly one wins and both callers see it.
-func (c *Coordinator) decide(ctx context.Context, txID string, decision Status, names []string, reason string, start time.Time) (Record, error) {
+func (c *Coordinator) decide(ctx context.Context, txID string, decision Status, names []string, reason string, refusal *Refusal, start time.Time) (Record, error) {
 	// Decide with a context that outlives a cancelled caller: a decision
 	// half taken helps no one.
 	ctx = context.WithoutCancel(ctx)
 	now := c.clock.Now()
+	refused, err := encodeRefusal(refusal)
+	if err != nil {
+		return Record{}, err
+	}
 	var rec Record
-	err := c.db.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO trellis_twopc_log (tx_id, status, participants, reason, started_at_ns, decided_at_ns)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tx_id) DO NOTHING`,
-			txID, string(decision), strings.Join(names, ","), reason, start.UnixNano(), now.UnixNano()); err != nil {
+	err = c.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO trellis_twopc_log (tx_id, status, participants, reason, refusal, started_at_ns, decided_at_ns)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tx_id) DO NOTHING`,
+			txID, string(decision), strings.Join(names, ","), reason, refused, start.UnixNano(), now.UnixNano()); err != nil {
 			return err
 		}
 		var err error
@@ -551,7 +587,7 @@ func (c *Coordinator) markEnded(ctx context.Context, txID string) error {
 }
 
 func (c *Coordinator) outcomeOf(rec Record) Outcome {
-	return Outcome{TxID: rec.TxID, Status: rec.Status, Reason: rec.Reason}
+	return Outcome{TxID: rec.TxID, Status: rec.Status, Reason: rec.Reason, Refusal: rec.Refusal}
 }
 
 // Decision answers an in-doubt participant: Committed only if a commit
@@ -568,7 +604,7 @@ func (c *Coordinator) Decision(ctx context.Context, txID string) (Status, error)
 		return "", err
 	}
 	now := c.clock.Now()
-	rec, err := c.decide(ctx, txID, Aborted, nil, "presumed abort: a participant was in doubt and no decision was recorded", now)
+	rec, err := c.decide(ctx, txID, Aborted, nil, "presumed abort: a participant was in doubt and no decision was recorded", nil, now)
 	if err != nil {
 		return "", fmt.Errorf("twopc: decide %s: %w", txID, err)
 	}
@@ -586,9 +622,10 @@ func getRecord(ctx context.Context, q Querier, txID string) (Record, error) {
 		status, parts    string
 		started, decided int64
 		ended            sql.NullInt64
+		refused          sql.NullString
 	)
-	err := q.QueryRowContext(ctx, `SELECT tx_id, status, participants, reason, started_at_ns, decided_at_ns, ended_at_ns
-		FROM trellis_twopc_log WHERE tx_id = $1`, txID).Scan(&rec.TxID, &status, &parts, &rec.Reason, &started, &decided, &ended)
+	err := q.QueryRowContext(ctx, `SELECT tx_id, status, participants, reason, refusal, started_at_ns, decided_at_ns, ended_at_ns
+		FROM trellis_twopc_log WHERE tx_id = $1`, txID).Scan(&rec.TxID, &status, &parts, &rec.Reason, &refused, &started, &decided, &ended)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, fmt.Errorf("transaction %s: %w", txID, ErrNotFound)
 	}
@@ -596,6 +633,9 @@ func getRecord(ctx context.Context, q Querier, txID string) (Record, error) {
 		return Record{}, fmt.Errorf("twopc: read transaction %s: %w", txID, err)
 	}
 	rec.Status = Status(status)
+	if rec.Refusal, err = decodeRefusal(refused); err != nil {
+		return Record{}, err
+	}
 	if parts != "" {
 		rec.Participants = strings.Split(parts, ",")
 	}

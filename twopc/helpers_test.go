@@ -41,6 +41,24 @@ func decode(b []byte) (move, error) {
 
 var errInsufficient = errors.New("insufficient funds")
 
+// insufficientFunds is the participants' refusal: a no vote on purpose,
+// which the coordinator records with the abort (it is a twopc.Refuser).
+type insufficientFunds struct {
+	Account string `json:"account"`
+	Asked   int64  `json:"asked"`
+}
+
+func (e *insufficientFunds) Error() string {
+	return fmt.Sprintf("account %s: %v for %d", e.Account, errInsufficient, e.Asked)
+}
+
+func (e *insufficientFunds) Is(target error) bool { return target == errInsufficient }
+
+func (e *insufficientFunds) Refusal() (code, detail string) {
+	b, _ := json.Marshal(e) // two plain fields: cannot fail
+	return "insufficient_funds", string(b)
+}
+
 // localHooks hold debited units in the held column while prepared; every
 // other writer respects it (available = balance - held).
 func localHooks() twopc.LocalHooks {
@@ -59,7 +77,7 @@ func localHooks() twopc.LocalHooks {
 				return err
 			}
 			if n, _ := res.RowsAffected(); n != 1 {
-				return fmt.Errorf("account %s: %w for %d", m.Account, errInsufficient, -m.Delta)
+				return &insufficientFunds{Account: m.Account, Asked: -m.Delta}
 			}
 			return nil
 		},
@@ -95,7 +113,7 @@ func pgWork(ctx context.Context, q twopc.Querier, p []byte) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("account %s: %w for %d", m.Account, errInsufficient, -m.Delta)
+		return &insufficientFunds{Account: m.Account, Asked: -m.Delta}
 	}
 	return nil
 }
