@@ -127,6 +127,19 @@ type Options struct {
 	// every minute (see Purge). Zero means DefaultRetention (7 days); a
 	// negative value keeps every record.
 	Retention time.Duration
+	// SequentialPrepare prepares the participants one after another, in
+	// the order of their names, instead of all at once; a no vote stops
+	// the prepare phase there. Use it when a participant's prepared state
+	// holds database locks (PostgresParticipant) and transactions can lock
+	// the same rows in several participants: prepared at once, two such
+	// transactions can each hold what the other waits for in another
+	// database, a deadlock no database sees, which only PrepareTimeout
+	// ends (both abort). Prepared in one order, every transaction takes
+	// its locks in that order, and no wait can close a cycle across
+	// databases. It costs latency: the prepares add up instead of
+	// overlapping. Every coordinator whose transactions touch the same
+	// rows must use the same participant names.
+	SequentialPrepare bool
 	// AfterDecision, when set, runs after the decision is recorded and
 	// before it is sent to any participant. It exists to inject faults: an
 	// error stops Execute there, as a coordinator crash would, and Execute
@@ -432,12 +445,32 @@ func (c *Coordinator) prepare(ctx context.Context, stop context.CancelCauseFunc,
 	defer timer.Stop()
 
 	votes := make(chan vote, len(names))
+	// next lets the sequential prepare go on to the next participant
+	// once the vote before is counted (and the crash hook asked).
+	next := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, name := range names {
+	if c.opt.SequentialPrepare {
 		wg.Go(func() {
-			err := c.participants[name].Prepare(pctx, txID, work[name])
-			votes <- vote{name: name, err: err}
+			for i, name := range names { // sorted by Execute
+				err := c.participants[name].Prepare(pctx, txID, work[name])
+				votes <- vote{name: name, err: err}
+				if err != nil || i == len(names)-1 {
+					return
+				}
+				select {
+				case <-next:
+				case <-pctx.Done():
+					return
+				}
+			}
 		})
+	} else {
+		for _, name := range names {
+			wg.Go(func() {
+				err := c.participants[name].Prepare(pctx, txID, work[name])
+				votes <- vote{name: name, err: err}
+			})
+		}
 	}
 	voted := map[string]bool{}
 	for len(voted) < len(names) {
@@ -456,6 +489,12 @@ func (c *Coordinator) prepare(ctx context.Context, stop context.CancelCauseFunc,
 					return Aborted, fmt.Sprintf("coordinator stopped during prepare: %v", context.Cause(ctx)), ctx.Err()
 				}
 				return Aborted, fmt.Sprintf("participant %s voted no: %v", v.name, v.err), &noVote{v.name, v.err}
+			}
+			if c.opt.SequentialPrepare && len(voted) < len(names) {
+				select {
+				case next <- struct{}{}:
+				case <-pctx.Done(): // the loop's next round says why
+				}
 			}
 		case <-timer.C():
 			// Do not wait for the stragglers: Abort reaches them later,
@@ -504,15 +543,26 @@ func (c *Coordinator) decide(ctx context.Context, txID string, decision Status, 
 	if err != nil {
 		return Record{}, err
 	}
+	const insert = `INSERT INTO trellis_twopc_log (tx_id, status, participants, reason, refusal, started_at_ns, decided_at_ns)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tx_id) DO NOTHING RETURNING ` + recordColumns
+	args := []any{txID, string(decision), strings.Join(names, ","), reason, refused, start.UnixNano(), now.UnixNano()}
+	if c.db.Dialect() == store.Postgres {
+		// One statement: no row back means another decision was committed
+		// first (the insert waits for a concurrent one to end), which the
+		// read that follows sees.
+		rec, err := scanRecord(c.db.Writer().QueryRowContext(ctx, insert, args...), txID)
+		if errors.Is(err, ErrNotFound) {
+			return getRecord(ctx, c.db.Writer(), txID)
+		}
+		return rec, err
+	}
 	var rec Record
 	err = c.db.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO trellis_twopc_log (tx_id, status, participants, reason, refusal, started_at_ns, decided_at_ns)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tx_id) DO NOTHING`,
-			txID, string(decision), strings.Join(names, ","), reason, refused, start.UnixNano(), now.UnixNano()); err != nil {
-			return err
-		}
 		var err error
-		rec, err = getRecord(ctx, tx, txID)
+		rec, err = scanRecord(tx.QueryRowContext(ctx, insert, args...), txID)
+		if errors.Is(err, ErrNotFound) {
+			rec, err = getRecord(ctx, tx, txID)
+		}
 		return err
 	})
 	return rec, err
@@ -577,9 +627,22 @@ func (c *Coordinator) deliverOne(ctx context.Context, txID string, decision Stat
 	return err
 }
 
+// markEnded records that every participant acknowledged txID's decision.
+// On PostgreSQL it does not wait for the write to reach disk (presumed
+// abort's end record is not forced): a mark lost in a crash only makes
+// Recover deliver the decision again, which changes nothing, and mark it
+// again.
 func (c *Coordinator) markEnded(ctx context.Context, txID string) error {
-	_, err := c.db.Writer().ExecContext(context.WithoutCancel(ctx),
-		`UPDATE trellis_twopc_log SET ended_at_ns = $1 WHERE tx_id = $2 AND ended_at_ns IS NULL`, c.clock.Now().UnixNano(), txID)
+	ctx = context.WithoutCancel(ctx)
+	err := c.db.InTx(ctx, func(tx *sql.Tx) error {
+		if c.db.Dialect() == store.Postgres {
+			if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE trellis_twopc_log SET ended_at_ns = $1 WHERE tx_id = $2 AND ended_at_ns IS NULL`, c.clock.Now().UnixNano(), txID)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("twopc: mark %s ended: %w", txID, err)
 	}
@@ -616,7 +679,15 @@ func (c *Coordinator) Get(ctx context.Context, txID string) (Record, error) {
 	return getRecord(ctx, c.db.Reader(), txID)
 }
 
+// recordColumns are the log's columns scanRecord reads, in its order.
+const recordColumns = `tx_id, status, participants, reason, refusal, started_at_ns, decided_at_ns, ended_at_ns`
+
 func getRecord(ctx context.Context, q Querier, txID string) (Record, error) {
+	return scanRecord(q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM trellis_twopc_log WHERE tx_id = $1`, txID), txID)
+}
+
+// scanRecord reads a row of recordColumns; no row is [ErrNotFound].
+func scanRecord(row *sql.Row, txID string) (Record, error) {
 	var (
 		rec              Record
 		status, parts    string
@@ -624,8 +695,7 @@ func getRecord(ctx context.Context, q Querier, txID string) (Record, error) {
 		ended            sql.NullInt64
 		refused          sql.NullString
 	)
-	err := q.QueryRowContext(ctx, `SELECT tx_id, status, participants, reason, refusal, started_at_ns, decided_at_ns, ended_at_ns
-		FROM trellis_twopc_log WHERE tx_id = $1`, txID).Scan(&rec.TxID, &status, &parts, &rec.Reason, &refused, &started, &decided, &ended)
+	err := row.Scan(&rec.TxID, &status, &parts, &rec.Reason, &refused, &started, &decided, &ended)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, fmt.Errorf("transaction %s: %w", txID, ErrNotFound)
 	}

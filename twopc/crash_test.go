@@ -59,24 +59,35 @@ func (h *crashHook) points() []string {
 // its connections (kill closes every database handle and opens new ones);
 // then restarted coordinators recover, the first dying at the first point
 // of its recovery, the next at the second, and so on until one finishes.
-// Afterwards the transfer is applied on both participants or on neither,
-// nothing is held or in doubt, the log agrees, and the client's retry
-// (Execute again with the same id) applies it once at most.
+// PostgreSQL participants are also prepared one after the other
+// (SequentialPrepare), where a kill after the first vote comes before the
+// second participant is asked. Afterwards the transfer is applied on both
+// participants or on neither, nothing is held or in doubt, the log
+// agrees, and the client's retry (Execute again with the same id) applies
+// it once at most.
 func TestCrashAtEveryPoint(t *testing.T) {
 	forEach(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
 		n := 0
-		for _, sc := range []struct {
+		type scenario struct {
 			name            string
 			balance, amount int64
-		}{{"commits", 100, 30}, {"refused", 10, 30}} {
+			opt             twopc.Options
+		}
+		scenarios := []scenario{{"commits", 100, 30, twopc.Options{}}, {"refused", 10, 30, twopc.Options{}}}
+		if e.kind == "postgres" {
+			seq := twopc.Options{SequentialPrepare: true}
+			scenarios = append(scenarios, scenario{"commits sequentially", 100, 30, seq}, scenario{"refused sequentially", 10, 30, seq})
+		}
+		for _, sc := range scenarios {
 			// The points a transaction of the scenario passes.
-			e.setBalance(0, "probe-"+sc.name, sc.balance)
-			e.setBalance(1, "probe-"+sc.name, 0)
+			probeAcct := fmt.Sprint("probe-", n)
+			e.setBalance(0, probeAcct, sc.balance)
+			e.setBalance(1, probeAcct, 0)
 			probe := &crashHook{}
-			c := e.coordinator(twopc.Options{})
+			c := e.coordinator(sc.opt)
 			twopc.SetCrashHook(c, probe.at)
-			if _, err := c.Execute(ctx, "tx-probe-"+sc.name, transfer("probe-"+sc.name, "probe-"+sc.name, sc.amount)); err != nil {
+			if _, err := c.Execute(ctx, "tx-"+probeAcct, transfer(probeAcct, probeAcct, sc.amount)); err != nil {
 				t.Fatal(err)
 			}
 			points := probe.points()
@@ -92,7 +103,7 @@ func TestCrashAtEveryPoint(t *testing.T) {
 				work := transfer(from, to, sc.amount)
 
 				hook := &crashHook{name: point}
-				c := e.coordinator(twopc.Options{})
+				c := e.coordinator(sc.opt)
 				twopc.SetCrashHook(c, hook.at)
 				_, err := c.Execute(ctx, txID, work)
 				if _, ok := hook.crashed(); ok && !errors.Is(err, twopc.ErrCrashed) {
@@ -148,14 +159,14 @@ func TestCrashAtEveryPoint(t *testing.T) {
 				}
 				// The client retries: the recorded outcome, or (nothing was
 				// recorded) the transaction runs now, once.
-				out, err := e.coordinator(twopc.Options{}).Execute(ctx, txID, work)
+				out, err := e.coordinator(sc.opt).Execute(ctx, txID, work)
 				if err != nil {
 					t.Fatalf("%s: retry: %v", what, err)
 				}
 				if rec.Status != "" && out.Status != rec.Status {
 					t.Fatalf("%s: retry decided %s, the log said %s", what, out.Status, rec.Status)
 				}
-				if sc.name == "refused" && out.Committed() {
+				if sc.balance < sc.amount && out.Committed() {
 					t.Fatalf("%s: a refused transfer committed", what)
 				}
 				if got := expectAtomic(t, e, what+", retried", from, to, sc.balance, sc.amount); got != out.Committed() {

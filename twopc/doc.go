@@ -14,14 +14,19 @@
 // # Protocol
 //
 // [Coordinator.Execute] asks every participant named in the work to
-// [Participant.Prepare] its payload. A participant forces a prepare record
-// to disk (with the locks its work took) before it votes yes; after that it
-// can no longer decide alone. If every participant votes yes within
-// Options.PrepareTimeout, the coordinator writes a commit record to its log
-// (trellis_twopc_log, in its own store.DB): that forced write is the commit
-// point. Otherwise it writes an abort record. It then sends Commit or
-// Abort to every participant and, once all acknowledged, marks the record
-// ended.
+// [Participant.Prepare] its payload, all at once or, with
+// Options.SequentialPrepare, one after another in the order of their
+// names. A participant forces a prepare record to disk (with the locks
+// its work took) before it votes yes; after that it can no longer decide
+// alone. If every participant votes yes within Options.PrepareTimeout,
+// the coordinator writes a commit record to its log (trellis_twopc_log,
+// in its own store.DB): that forced write is the commit point. Otherwise
+// it writes an abort record, with the reason and, when a participant
+// refused on purpose (its error implements [Refuser]), the refusal, so
+// that the decision read back later says why as the first answer did. It
+// then sends Commit or Abort to every participant and, once all
+// acknowledged, marks the record ended (on PostgreSQL without waiting for
+// the disk: a lost mark only makes recovery deliver the decision again).
 //
 // # Presumed abort
 //
@@ -59,21 +64,39 @@
 // (N at least the number of transactions prepared at once, typically
 // max_connections), and restart.
 //
-// [LocalParticipant] works on any store.DB, including SQLite, which has no
-// PREPARE: its [LocalHooks] hold the prepared state in ordinary rows (for
-// example units moved into a held column that every writer respects) and
-// the participant writes its prepare record in the same local transaction.
+// [LocalParticipant] works on any store.DB, SQLite (which has no PREPARE)
+// and PostgreSQL alike: its [LocalHooks] hold the prepared state in
+// ordinary rows (for example units moved into a held column that every
+// writer respects) and the participant writes its prepare record in the
+// same local transaction, which commits at once. It holds no lock across
+// the decision, only the held units: under contention for the same rows
+// it is the faster of the two on PostgreSQL, and it cannot deadlock
+// across databases (see below).
 //
 // # Where it blocks
 //
-//   - Prepared participant, coordinator unreachable: locks held until the
-//     coordinator returns (or, without a decision record, until Recover
-//     presumes abort after PrepareTimeout).
+//   - Prepared participant, coordinator unreachable: its locks (or held
+//     units) stay until the coordinator returns (or, without a decision
+//     record, until Recover presumes abort after PrepareTimeout).
 //   - Participant unreachable during prepare: the transaction aborts after
 //     PrepareTimeout; other participants' locks are held that long.
-//   - Two transactions locking the same rows in different databases in
-//     opposite orders deadlock across databases, which no database can
-//     detect; the prepare timeout breaks it, aborting one or both.
+//   - Transactions wanting the same rows in several databases, with
+//     participants that hold row locks while prepared (PostgresParticipant):
+//     prepared at once, one can hold a row in one database while it waits
+//     for a row in another that a second transaction holds while waiting
+//     for the first: a cycle that runs through the coordinator, which no
+//     database can see and only PrepareTimeout ends (both abort). With
+//     Options.SequentialPrepare every transaction takes its locks in the
+//     order of the participants' names: a transaction waiting in
+//     participant k holds locks only in k and the participants before it,
+//     so every wait points to the same participant or a later one, and a
+//     cycle would have to stay within one database, whose own deadlock
+//     detector breaks it. PostgresParticipant keeps one connection of its
+//     pool out of reach of its prepares, so that the COMMIT PREPARED that
+//     releases a lock is never stuck behind prepares waiting for that
+//     lock. Participants whose prepare commits at once (LocalParticipant)
+//     wait for nothing outside their database while they hold a lock, and
+//     never deadlock across databases, in parallel too.
 //
 // # Guarantees and limits
 //

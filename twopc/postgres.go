@@ -34,12 +34,24 @@ type PostgresParticipant struct {
 	db     *sql.DB
 	work   PostgresWork
 	prefix string
+	// prepares admits the prepares that may hold a connection of db at
+	// once: one less than the pool, when it is bounded (see
+	// NewPostgresParticipant).
+	prepares chan struct{}
 }
 
 // NewPostgresParticipant returns the participant called name on db. It
 // checks that the server accepts prepared transactions and fails with
 // [ErrPreparedTransactionsDisabled] when max_prepared_transactions is 0,
 // PostgreSQL's default.
+//
+// A prepare can wait for a row lock that a prepared transaction holds,
+// and that transaction's COMMIT PREPARED needs a connection of the same
+// pool: with every connection taken by prepares waiting for it, it would
+// wait for them as they wait for it. So when db's pool is bounded
+// (SetMaxOpenConns, read here once), at most one less prepare than its
+// size holds a connection at once, and a decision always finds one. Give
+// db a pool of at least two connections.
 func NewPostgresParticipant(ctx context.Context, name string, db *sql.DB, work PostgresWork) (*PostgresParticipant, error) {
 	if err := validName(name); err != nil {
 		return nil, err
@@ -57,7 +69,11 @@ func NewPostgresParticipant(ctx context.Context, name string, db *sql.DB, work P
 	if maxPrepared == 0 {
 		return nil, fmt.Errorf("participant %s: %w", name, ErrPreparedTransactionsDisabled)
 	}
-	return &PostgresParticipant{name: name, db: db, work: work, prefix: "2pc:" + schema + ":" + name + ":"}, nil
+	p := &PostgresParticipant{name: name, db: db, work: work, prefix: "2pc:" + schema + ":" + name + ":"}
+	if n := db.Stats().MaxOpenConnections; n > 1 {
+		p.prepares = make(chan struct{}, n-1)
+	}
+	return p, nil
 }
 
 // Name returns the participant's name.
@@ -96,6 +112,14 @@ func (p *PostgresParticipant) Prepare(ctx context.Context, txID string, payload 
 			err = fmt.Errorf("%s: prepare %s: %w", p.name, txID, err)
 		}
 	}()
+	if p.prepares != nil {
+		select {
+		case p.prepares <- struct{}{}:
+			defer func() { <-p.prepares }()
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 	var one int
 	switch err := p.db.QueryRowContext(ctx, `SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()`, p.GID(txID)).Scan(&one); {
 	case err == nil:

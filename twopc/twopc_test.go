@@ -343,7 +343,9 @@ func TestConcurrentTransfersConserveTotal(t *testing.T) {
 			e.setBalance(0, fmt.Sprint("a", a), perAccount)
 			e.setBalance(1, fmt.Sprint("a", a), perAccount)
 		}
-		c := e.coordinator(twopc.Options{PrepareTimeout: 5 * time.Second})
+		// Prepared at once, PostgreSQL participants deadlock across the
+		// databases here; the prepare timeout breaks it.
+		c := e.coordinator(twopc.Options{PrepareTimeout: 2 * time.Second})
 		var (
 			wg        sync.WaitGroup
 			mu        sync.Mutex
@@ -504,5 +506,38 @@ func TestPurgeDeletesOnlyAcknowledgedPastRetention(t *testing.T) {
 		if n, err := c.Purge(ctx); err != nil || n != 2 {
 			t.Fatalf("Purge after tx-open's retention: %d %v, want 2", n, err)
 		}
+	})
+}
+
+// Prepared one after another in name order, transactions that all want
+// the same rows in both databases never deadlock: with more of them at
+// once than the participants' connection pools hold, in both directions,
+// and a prepare timeout long enough that a deadlock would show, none
+// aborts and the total is conserved.
+func TestSequentialPrepareNeverDeadlocks(t *testing.T) {
+	forEach(t, func(t *testing.T, e *env) {
+		const workers, each = 24, 5
+		e.setBalance(0, "acct", 1000)
+		e.setBalance(1, "acct", 1000)
+		c := e.coordinator(twopc.Options{SequentialPrepare: true, PrepareTimeout: time.Minute})
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for n := range each {
+					work := transfer("acct", "acct", 1)
+					if w%2 == 1 {
+						work = map[string][]byte{"west": payload("acct", -1), "east": payload("acct", 1)}
+					}
+					out, err := c.Execute(t.Context(), fmt.Sprintf("tx-%d-%d", w, n), work)
+					if err != nil || !out.Committed() {
+						t.Errorf("transfer %d-%d: %+v %v", w, n, out, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		e.expect(0, "acct", 1000)
+		e.expect(1, "acct", 1000)
 	})
 }
