@@ -12,6 +12,7 @@
 //
 //	GET  /healthz     the process is alive
 //	GET  /readyz      it can do its work: its database and broker answer and it is not stopping
+//	                  (a dependency only some routes need is listed as degraded, the host stays ready)
 //	GET  /metrics     Prometheus: requests, latency and in-flight by route and status, Go runtime
 //	POST /-/faults    inject errors and latency into business routes (development mode or admin token)
 //	DELETE /-/faults  clear them

@@ -21,6 +21,9 @@ const readinessTimeout = 2 * time.Second
 type Readiness struct {
 	Status string            `json:"status"` // "ready" or "unready"
 	Checks map[string]string `json:"checks"` // check name: "ok" or the error
+	// Degraded names the failing checks added with AddDegradedCheck,
+	// sorted: features that are down while the host stays ready.
+	Degraded []string `json:"degraded,omitempty"`
 }
 
 func (h *Host) routeBuiltins() {
@@ -57,14 +60,19 @@ func (h *Host) Ready(ctx context.Context) Readiness {
 			err := c.check(ctx)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				res.Status, res.Checks[c.name] = "unready", err.Error()
-			} else {
+			switch {
+			case err == nil:
 				res.Checks[c.name] = "ok"
+			case c.degraded:
+				res.Checks[c.name] = err.Error()
+				res.Degraded = append(res.Degraded, c.name)
+			default:
+				res.Status, res.Checks[c.name] = "unready", err.Error()
 			}
 		}()
 	}
 	wg.Wait()
+	sort.Strings(res.Degraded)
 	return res
 }
 

@@ -75,6 +75,9 @@ type Host struct {
 type namedCheck struct {
 	name  string
 	check Check
+	// degraded: a failure is reported but leaves the host ready (see
+	// AddDegradedCheck).
+	degraded bool
 }
 
 // New builds a host: logger, telemetry, database (migrated) and broker, as
@@ -160,7 +163,20 @@ func (h *Host) Propagator() propagation.TextMapPropagator { return h.prop }
 // AddCheck adds a readiness check.
 func (h *Host) AddCheck(name string, c Check) {
 	h.mu.Lock()
-	h.checks = append(h.checks, namedCheck{name, c})
+	h.checks = append(h.checks, namedCheck{name: name, check: c})
+	h.mu.Unlock()
+}
+
+// AddDegradedCheck adds a check of a dependency that only some of the
+// service's routes need (a second database behind one feature). /readyz
+// reports it with the others, but while it fails the host stays ready:
+// the check is listed under "degraded", and the routes that need the
+// dependency answer 503 on their own. Taking the instance out of rotation
+// would stop everything else it serves, and help nothing when every
+// instance shares the dependency.
+func (h *Host) AddDegradedCheck(name string, c Check) {
+	h.mu.Lock()
+	h.checks = append(h.checks, namedCheck{name: name, check: c, degraded: true})
 	h.mu.Unlock()
 }
 

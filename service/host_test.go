@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,5 +341,32 @@ func TestReadinessChangesAreLoggedOnce(t *testing.T) {
 	}
 	if n := strings.Count(logs, `"msg":"ready"`); n != 2 {
 		t.Fatalf("%d 'ready' records, want 2 (at start and after recovering):\n%s", n, logs)
+	}
+}
+
+// A degraded check is reported without making the host unready: the
+// dependency behind one feature is down, everything else is served.
+func TestDegradedCheckLeavesTheHostReady(t *testing.T) {
+	var failing atomic.Bool
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.AddDegradedCheck("warehouse-database", func(context.Context) error {
+			if failing.Load() {
+				return errors.New("connection refused")
+			}
+			return nil
+		})
+	})
+	if rd := r.h.Ready(context.Background()); rd.Status != "ready" || rd.Checks["warehouse-database"] != "ok" || len(rd.Degraded) != 0 {
+		t.Fatalf("while it answers: %+v", rd)
+	}
+	failing.Store(true)
+	resp, body := get(t, r.url+"/readyz")
+	var rd service.Readiness
+	if err := json.Unmarshal(body, &rd); err != nil {
+		t.Fatalf("readyz body %q: %v", body, err)
+	}
+	if resp.StatusCode != http.StatusOK || rd.Status != "ready" || rd.Checks["warehouse-database"] != "connection refused" ||
+		!slices.Equal(rd.Degraded, []string{"warehouse-database"}) {
+		t.Fatalf("while it fails: %d %s", resp.StatusCode, body)
 	}
 }
