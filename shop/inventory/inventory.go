@@ -11,6 +11,11 @@
 // reserve is refused. In the choreographed saga inventory reacts to the
 // order events instead of being called (choreography.go).
 //
+// Stock also moves between two warehouses, each with a database of its
+// own, both or neither, with two-phase commit (transfers.go). A warehouse
+// database that cannot be reached takes down only that warehouse's stock
+// and the transfers, which answer 503 naming it until it is back.
+//
 // Layout: domain (the model and its rules), app (use cases), adapters (the
 // database, the catalog client), ports (HTTP, order events), client (the
 // API client); this file is the composition root.

@@ -79,6 +79,12 @@ func (r *Transfers) Get(ctx context.Context, id string) (domain.TransferRecord, 
 	return r.get(ctx, r.db.Reader(), "transfer_id", id)
 }
 
+// GetByKey returns the transfer requested under the idempotency key, or
+// domain.ErrNoTransfer.
+func (r *Transfers) GetByKey(ctx context.Context, key string) (domain.TransferRecord, error) {
+	return r.get(ctx, r.db.Reader(), "idempotency_key", key)
+}
+
 func (r *Transfers) get(ctx context.Context, q queryer, column, value string) (domain.TransferRecord, error) {
 	var (
 		rec     domain.TransferRecord

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,10 +13,14 @@ import (
 	"github.com/trellis-go/trellis/twopc"
 )
 
-// Warehouse is one warehouse's stock.
+// Warehouse is one warehouse's stock. Its database may be unreachable:
+// then its calls fail with a *domain.WarehouseUnavailable.
 type Warehouse interface {
 	Get(ctx context.Context, sku string) (domain.WarehouseStock, error)
 	SetOnHand(ctx context.Context, sku string, onHand int64) (domain.WarehouseStock, error)
+	// Available returns nil if the warehouse's database could be used
+	// when last tried, or a *domain.WarehouseUnavailable.
+	Available() error
 }
 
 // Coordinator runs the two-phase commits of transfers (a
@@ -33,6 +38,9 @@ type TransferLog interface {
 	Create(ctx context.Context, key string, t domain.Transfer, now time.Time) (domain.TransferRecord, bool, error)
 	// Get returns the transfer with id, or domain.ErrNoTransfer.
 	Get(ctx context.Context, id string) (domain.TransferRecord, error)
+	// GetByKey returns the transfer requested under key, or
+	// domain.ErrNoTransfer.
+	GetByKey(ctx context.Context, key string) (domain.TransferRecord, error)
 	// SetOutcome records the decision of a pending transfer.
 	SetOutcome(ctx context.Context, id, status, reason string, refused *domain.InsufficientStock) error
 }
@@ -90,9 +98,21 @@ func (t *Transfers) SetStock(ctx context.Context, warehouse, sku string, onHand 
 // true) and moves nothing again, or fails with
 // domain.ErrTransferKeyReused if it asked for another move. A transfer
 // refused because the source lacks stock fails with
-// *domain.InsufficientStock, the first time and on every repeat. The
-// caller validates req.
+// *domain.InsufficientStock, the first time and on every repeat, also
+// when the first request died between the decision and its answer (the
+// coordinator's log keeps the refusal). While a warehouse's database is
+// unreachable, a new transfer fails at once with a
+// *domain.WarehouseUnavailable naming it, and nothing is recorded; a
+// repeat of a finished transfer is still answered. The caller validates
+// req.
 func (t *Transfers) Start(ctx context.Context, key string, req domain.Transfer) (tr domain.Transfer, replayed bool, err error) {
+	if err := t.unavailable(req.From, req.To); err != nil {
+		// A repeat of a finished transfer needs no warehouse.
+		if rec, gerr := t.log.GetByKey(ctx, key); gerr == nil && rec.Status != domain.TransferPending {
+			return replay(key, rec, req)
+		}
+		return domain.Transfer{}, false, err
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return domain.Transfer{}, false, fmt.Errorf("transfer id: %w", err)
@@ -102,20 +122,15 @@ func (t *Transfers) Start(ctx context.Context, key string, req domain.Transfer) 
 	if err != nil {
 		return domain.Transfer{}, false, err
 	}
-	if !created {
-		if !rec.SameRequest(req) {
-			return domain.Transfer{}, false, fmt.Errorf("Idempotency-Key %q: %w", key, domain.ErrTransferKeyReused)
-		}
-		if rec.Status != domain.TransferPending {
-			if rec.Refused != nil {
-				return rec.Transfer, true, rec.Refused
-			}
-			return rec.Transfer, true, nil
-		}
-		// The first request did not finish (it crashed, or is still
-		// running): execute again under the same transaction id, which
-		// returns the decision if there is one.
+	if !created && rec.Status != domain.TransferPending {
+		return replay(key, rec, req)
 	}
+	if !created && !rec.SameRequest(req) {
+		return domain.Transfer{}, false, fmt.Errorf("Idempotency-Key %q: %w", key, domain.ErrTransferKeyReused)
+	}
+	// A pending repeat: the first request did not finish (it crashed, or
+	// is still running). Execute again under the same transaction id,
+	// which returns the decision if there is one.
 	tr = rec.Transfer
 	work := map[string][]byte{
 		tr.From: domain.StockMove{SKU: tr.SKU, Delta: -tr.Qty}.Payload(),
@@ -128,9 +143,9 @@ func (t *Transfers) Start(ctx context.Context, key string, req domain.Transfer) 
 	if err != nil {
 		return domain.Transfer{}, false, fmt.Errorf("transfer %s: %w", tr.TransferID, err)
 	}
-	var short *domain.InsufficientStock
-	if !errors.As(out.Cause, &short) {
-		short = nil
+	short, err := refusal(out.Refusal)
+	if err != nil {
+		return domain.Transfer{}, false, fmt.Errorf("transfer %s: %w", tr.TransferID, err)
 	}
 	tr.Status, tr.Reason = string(out.Status), out.Reason
 	if err := t.log.SetOutcome(context.WithoutCancel(ctx), tr.TransferID, tr.Status, tr.Reason, short); err != nil {
@@ -142,6 +157,51 @@ func (t *Transfers) Start(ctx context.Context, key string, req domain.Transfer) 
 	return tr, !created, nil
 }
 
+// replay answers a repeated key from the finished transfer rec, as the
+// first request was answered.
+func replay(key string, rec domain.TransferRecord, req domain.Transfer) (domain.Transfer, bool, error) {
+	if !rec.SameRequest(req) {
+		return domain.Transfer{}, false, fmt.Errorf("Idempotency-Key %q: %w", key, domain.ErrTransferKeyReused)
+	}
+	if rec.Refused != nil {
+		return rec.Transfer, true, rec.Refused
+	}
+	return rec.Transfer, true, nil
+}
+
+// unavailable returns a *domain.WarehouseUnavailable naming those of the
+// warehouses whose database cannot be used now, or nil.
+func (t *Transfers) unavailable(names ...string) error {
+	var out *domain.WarehouseUnavailable
+	for _, name := range names {
+		var u *domain.WarehouseUnavailable
+		if !errors.As(t.warehouses[name].Available(), &u) {
+			continue
+		}
+		if out == nil {
+			out = &domain.WarehouseUnavailable{Since: u.Since, Err: u.Err}
+		} else if u.Since.Before(out.Since) {
+			out.Since = u.Since
+		}
+		out.Warehouses = append(out.Warehouses, u.Warehouses...)
+		out.Err = errors.Join(out.Err, u.Err)
+	}
+	if out == nil {
+		return nil
+	}
+	slices.Sort(out.Warehouses)
+	return out
+}
+
+// refusal returns the insufficient-stock refusal that aborted a transfer,
+// as its coordinator recorded it, or nil.
+func refusal(r *twopc.Refusal) (*domain.InsufficientStock, error) {
+	if r == nil || r.Code != domain.RefusalInsufficientStock {
+		return nil, nil
+	}
+	return domain.DecodeInsufficientStock(r.Detail)
+}
+
 // Transfer returns the transfer with id. A transfer still pending is
 // looked up in the coordinator's log; one pending for longer than the
 // settle time without a decision is aborted (presumed abort), so every
@@ -151,11 +211,17 @@ func (t *Transfers) Transfer(ctx context.Context, id string) (domain.Transfer, e
 	if err != nil || rec.Status != domain.TransferPending {
 		return rec.Transfer, err
 	}
-	var status twopc.Status
-	reason := ""
+	var (
+		status  twopc.Status
+		reason  string
+		refused *domain.InsufficientStock
+	)
 	switch d, err := t.coord.Get(ctx, id); {
 	case err == nil:
 		status, reason = d.Status, d.Reason
+		if refused, err = refusal(d.Refusal); err != nil {
+			return domain.Transfer{}, fmt.Errorf("transfer %s: %w", id, err)
+		}
 	case !errors.Is(err, twopc.ErrNotFound):
 		return domain.Transfer{}, err
 	case t.now().Sub(rec.CreatedAt) < t.settle:
@@ -166,7 +232,7 @@ func (t *Transfers) Transfer(ctx context.Context, id string) (domain.Transfer, e
 		}
 		reason = "the transfer did not finish and no decision was recorded (presumed abort)"
 	}
-	if err := t.log.SetOutcome(ctx, id, string(status), reason, nil); err != nil {
+	if err := t.log.SetOutcome(ctx, id, string(status), reason, refused); err != nil {
 		return domain.Transfer{}, err
 	}
 	rec.Status, rec.Reason = string(status), reason

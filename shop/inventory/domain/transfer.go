@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -92,22 +93,57 @@ type TransferRecord struct {
 // InsufficientStock refuses a transfer whose source has fewer units
 // available than asked.
 type InsufficientStock struct {
-	Warehouse string
-	SKU       string
-	Available int64
-	Asked     int64
+	Warehouse string `json:"warehouse"`
+	SKU       string `json:"sku"`
+	Available int64  `json:"available"`
+	Asked     int64  `json:"asked"`
 }
 
 func (e *InsufficientStock) Error() string {
 	return fmt.Sprintf("warehouse %s has %d of sku %s available, %d asked", e.Warehouse, e.Available, e.SKU, e.Asked)
 }
 
+// RefusalInsufficientStock is the code under which a transfer's
+// coordinator records an InsufficientStock refusal.
+const RefusalInsufficientStock = "insufficient_stock"
+
+// Refusal gives the code and the detail (JSON) under which the transfer's
+// coordinator records the refusal with its abort decision, so that a
+// transfer replayed after a crash is refused with the same figures.
+func (e *InsufficientStock) Refusal() (code, detail string) {
+	b, _ := json.Marshal(e) // plain fields: cannot fail
+	return RefusalInsufficientStock, string(b)
+}
+
+// DecodeInsufficientStock rebuilds the refusal from the detail Refusal
+// gave.
+func DecodeInsufficientStock(detail string) (*InsufficientStock, error) {
+	var e InsufficientStock
+	if err := json.Unmarshal([]byte(detail), &e); err != nil {
+		return nil, fmt.Errorf("decode insufficient stock refusal %q: %w", detail, err)
+	}
+	return &e, nil
+}
+
+// WarehouseUnavailable reports warehouses whose database cannot be
+// reached now: their stock cannot be read or counted, and no transfer can
+// run, while the rest of inventory goes on.
+type WarehouseUnavailable struct {
+	Warehouses []string  // sorted
+	Since      time.Time // when the (first) warehouse was found unreachable
+	Err        error     // why, for the logs
+}
+
+func (e *WarehouseUnavailable) Error() string {
+	return fmt.Sprintf("warehouse %s unavailable since %s: %v", strings.Join(e.Warehouses, " and "), e.Since.Format(time.RFC3339), e.Err)
+}
+
+func (e *WarehouseUnavailable) Unwrap() error { return e.Err }
+
 // Errors of warehouse stock and transfers.
 var (
 	// ErrBelowHeld: on_hand would drop below what prepared transfers hold.
 	ErrBelowHeld = errors.New("on hand below held")
-	// ErrStockLocked: a prepared transfer holds the stock record's lock.
-	ErrStockLocked = errors.New("stock locked by a transfer in progress")
 	// ErrNoTransfer: no transfer has the id.
 	ErrNoTransfer = errors.New("no transfer")
 	// ErrTransferKeyReused: an Idempotency-Key was used for another

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
@@ -23,6 +25,21 @@ func RegisterTransfers(h *service.Host, a *app.Transfers) {
 	h.Route("GET /v1/transfers/{id}", s.get)
 }
 
+// unavailable turns a warehouse whose database cannot be reached into a
+// 503 problem naming it; it returns nil for any other error.
+func unavailable(err error) error {
+	var u *domain.WarehouseUnavailable
+	if !errors.As(err, &u) {
+		return nil
+	}
+	if len(u.Warehouses) == 1 {
+		return problem.New(http.StatusServiceUnavailable, "warehouse %s is unavailable: its database cannot be reached (since %s); its stock and transfers are back once it is, the rest of inventory is served",
+			u.Warehouses[0], u.Since.UTC().Format(time.RFC3339))
+	}
+	return problem.New(http.StatusServiceUnavailable, "warehouses %s are unavailable: their databases cannot be reached (since %s); their stock and transfers are back once they are, the rest of inventory is served",
+		strings.Join(u.Warehouses, " and "), u.Since.UTC().Format(time.RFC3339))
+}
+
 func badWarehouse(field, value string) error {
 	return problem.Invalid(fmt.Sprintf("%s %q is not a warehouse: want %q or %q", field, value, domain.East, domain.West),
 		problem.FieldError{Field: field, Reason: "must be east or west"})
@@ -36,6 +53,9 @@ func (s *TransfersHTTP) getStock(w http.ResponseWriter, r *http.Request) error {
 	st, err := s.app.Stock(r.Context(), wh, sku)
 	if errors.Is(err, domain.ErrNotFound) {
 		return problem.New(http.StatusNotFound, "warehouse %s has no stock record for sku %q", wh, sku)
+	}
+	if p := unavailable(err); p != nil {
+		return p
 	}
 	if err != nil {
 		return err
@@ -67,8 +87,8 @@ func (s *TransfersHTTP) putStock(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, domain.ErrBelowHeld):
 		return problem.New(http.StatusConflict, "on_hand %d is below the %d units of sku %q held by transfers in progress in warehouse %s", *body.OnHand, st.Held, sku, wh)
-	case errors.Is(err, domain.ErrStockLocked):
-		return problem.New(http.StatusConflict, "sku %q in warehouse %s is locked by a transfer in progress: retry once it is decided", sku, wh)
+	case unavailable(err) != nil:
+		return unavailable(err)
 	case errors.Is(err, domain.ErrUnknownProduct):
 		return problem.Invalid(fmt.Sprintf("sku %q is not in the catalog", sku), problem.FieldError{Field: "sku", Reason: "not in the catalog"})
 	case errors.Is(err, app.ErrCatalogUnavailable):
@@ -120,6 +140,8 @@ func (s *TransfersHTTP) transfer(w http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusUnprocessableEntity, "Idempotency-Key %q was already used for a different transfer", key)
 	case errors.Is(err, domain.ErrTransferInProgress):
 		return problem.New(http.StatusConflict, "the transfer of Idempotency-Key %q is in progress: retry to get its result", key)
+	case unavailable(err) != nil:
+		return unavailable(err)
 	case err != nil:
 		return err
 	}
