@@ -3,6 +3,7 @@ package twopc_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"log"
 	"os"
@@ -111,4 +112,73 @@ func Example() {
 	// move 7: aborted (participant east voted no: east: prepare move-1: not enough TEA-001 to move 7)
 	// 6
 	// 14
+}
+
+// notEnough is a participant's refusal: its Refusal method makes the
+// coordinator record it with the abort decision.
+type notEnough struct {
+	SKU       string `json:"sku"`
+	Available int64  `json:"available"`
+}
+
+func (e *notEnough) Error() string { return fmt.Sprintf("only %d of %s", e.Available, e.SKU) }
+
+func (e *notEnough) Refusal() (code, detail string) {
+	b, _ := json.Marshal(e)
+	return "not_enough", string(b)
+}
+
+// A participant that refuses on purpose returns a Refuser: the refusal is
+// recorded with the abort, so the decision read back later, by another
+// process after a crash, still says why.
+func ExampleRefuser() {
+	dir, err := os.MkdirTemp("", "twopc")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx := context.Background()
+	openDB := func(name string) *store.DB {
+		db, err := store.Open(ctx, store.Config{Service: name, DataDir: dir})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return db
+	}
+	east, west, logDB := openDB("east"), openDB("west"), openDB("coordinator")
+	defer func() { _ = east.Close(); _ = west.Close(); _ = logDB.Close() }()
+	noop := func(context.Context, *sql.Tx, string, []byte) error { return nil }
+	refuse := func(context.Context, *sql.Tx, string, []byte) error { return &notEnough{SKU: "TEA-001", Available: 2} }
+	pEast, err := twopc.NewLocalParticipant(ctx, "east", east, twopc.LocalHooks{Prepare: refuse, Commit: noop, Abort: noop})
+	if err != nil {
+		log.Fatal(err)
+	}
+	pWest, err := twopc.NewLocalParticipant(ctx, "west", west, twopc.LocalHooks{Prepare: noop, Commit: noop, Abort: noop})
+	if err != nil {
+		log.Fatal(err)
+	}
+	coord, err := twopc.New(logDB, []twopc.Participant{pEast, pWest}, twopc.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := coord.Setup(ctx); err != nil {
+		log.Fatal(err)
+	}
+	out, err := coord.Execute(ctx, "move-1", map[string][]byte{"east": []byte("-5"), "west": []byte("5")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(out.Status, out.Refusal.Participant, out.Refusal.Code)
+	rec, err := coord.Get(ctx, "move-1") // what any process reads back
+	if err != nil {
+		log.Fatal(err)
+	}
+	var why notEnough
+	if err := json.Unmarshal([]byte(rec.Refusal.Detail), &why); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(why.Error())
+	// Output:
+	// aborted east not_enough
+	// only 2 of TEA-001
 }
