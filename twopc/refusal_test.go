@@ -39,7 +39,11 @@ func TestRefusalIsRecordedWithTheAbort(t *testing.T) {
 			t.Fatalf("crash after the decision: %v", err)
 		}
 		e.kill()
-		out, err = e.coordinator(twopc.Options{}).Execute(ctx, "tx-refused-crash", transfer("alice", "bob", 30))
+		restarted := e.coordinator(twopc.Options{})
+		if err := restarted.Recover(ctx); err != nil { // as a restarted service does first
+			t.Fatal(err)
+		}
+		out, err = restarted.Execute(ctx, "tx-refused-crash", transfer("alice", "bob", 30))
 		if err != nil || out.Status != twopc.Aborted || !reflect.DeepEqual(out.Refusal, want) || out.Cause != nil {
 			t.Fatalf("repeat after the crash: %+v %v", out, err)
 		}
