@@ -531,9 +531,12 @@ func timeoutReason(d time.Duration, names []string, voted map[string]bool) strin
 }
 
 // decide records decision for txID unless a decision is already recorded,
-// and returns the record that stands. INSERT ... ON CONFLICT DO NOTHING
-// and the read back run in one transaction, so of a commit by Execute and
-// an abort by Decision exactly one wins and both callers see it.
+// and returns the record that stands. The insert is INSERT ... ON
+// CONFLICT DO NOTHING RETURNING the row; when it inserts nothing, the row
+// that stands is read back (on PostgreSQL the insert first waits for a
+// concurrent one of the same id to end; on SQLite the single writer
+// orders them), so of a commit by Execute and an abort by Decision exactly
+// one wins and both callers see it.
 func (c *Coordinator) decide(ctx context.Context, txID string, decision Status, names []string, reason string, refusal *Refusal, start time.Time) (Record, error) {
 	// Decide with a context that outlives a cancelled caller: a decision
 	// half taken helps no one.

@@ -179,11 +179,13 @@ func (t *Transfers) unavailable(names ...string) error {
 			continue
 		}
 		if out == nil {
-			out = &domain.WarehouseUnavailable{Since: u.Since, Err: u.Err}
-		} else if u.Since.Before(out.Since) {
-			out.Since = u.Since
+			out = &domain.WarehouseUnavailable{Warehouses: slices.Clone(u.Warehouses), Since: u.Since, Err: u.Err}
+			continue
 		}
 		out.Warehouses = append(out.Warehouses, u.Warehouses...)
+		if u.Since.Before(out.Since) {
+			out.Since = u.Since
+		}
 		out.Err = errors.Join(out.Err, u.Err)
 	}
 	if out == nil {
