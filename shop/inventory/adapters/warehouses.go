@@ -74,7 +74,11 @@ func (w *Warehouse) Name() string { return w.name }
 
 // Connect opens the database if it is not open yet, or else checks that
 // it answers, and records the outcome: it returns nil, or why the
-// warehouse is unavailable, which every call then reports.
+// warehouse is unavailable, which every call then reports. An open SQLite
+// file that is no longer at its path (store.ErrDatabaseGone) is not
+// opened again: its WAL stays next to the path, and SQLite would apply it
+// to whatever file is there now. The warehouse is unavailable until the
+// file is back, or the service restarts.
 func (w *Warehouse) Connect(ctx context.Context) error {
 	w.connecting.Lock()
 	defer w.connecting.Unlock()
