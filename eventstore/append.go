@@ -178,7 +178,7 @@ func (s *Store) appendOnePostgres(ctx context.Context, q querier, p *preparedApp
 	for rows.Next() {
 		var version int64
 		var cp Checkpoint
-		if err := rows.Scan(&version, &cp.Position, &cp.TxID); err != nil {
+		if err := rows.Scan(&version, &cp.Position, &cp.OrderKey); err != nil {
 			return AppendResult{}, fmt.Errorf("eventstore: append to %q: %w", p.stream, err)
 		}
 		n++
@@ -304,16 +304,49 @@ const (
 	sqlRollbackTo = "ROLLBACK TO eventstore_append"
 )
 
-// conflict builds the *ConcurrencyError of p, reading the stream's actual
-// version through q.
+// conflict explains an append of p that wrote nothing, reading through q:
+// a *ConcurrencyError with the stream's actual version or, on PostgreSQL,
+// an error matching ErrLogicalCopy when the store is a logical copy that
+// Setup has not re-keyed yet (the append statement writes nothing then).
 func (s *Store) conflict(ctx context.Context, q querier, p *preparedAppend) error {
 	var actual int64
-	if err := q.QueryRowContext(ctx, s.q.streamVersion, p.stream).Scan(&actual); err != nil && !isNoRows(err) {
+	var err error
+	if s.dialect == store.Postgres {
+		var fence int64
+		err = q.QueryRowContext(ctx, s.q.appendRefused, p.stream).Scan(&actual, &fence)
+		if lc := logicalCopyError(err); lc != nil {
+			return fmt.Errorf("eventstore: append to %q refused: %w", p.stream, lc)
+		}
+	} else {
+		err = q.QueryRowContext(ctx, s.q.streamVersion, p.stream).Scan(&actual)
+	}
+	if err != nil && !isNoRows(err) {
 		return errors.Join(&ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: -1},
 			fmt.Errorf("eventstore: read version of %q: %w", p.stream, err))
 	}
 	return &ConcurrencyError{Stream: p.stream, Expected: p.expected, Actual: actual}
 }
+
+// logicalCopyError returns err as an error matching ErrLogicalCopy, with
+// PostgreSQL's explanation, when eventstore_fence refused a store or a
+// checkpoint ahead of the cluster; nil otherwise.
+func logicalCopyError(err error) error {
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	if !ok || (pe.Code != sqlStateStoreAhead && pe.Code != sqlStateCheckpointAhead) {
+		return nil
+	}
+	msg := strings.TrimPrefix(pe.Message, "eventstore: ")
+	if pe.Hint != "" {
+		msg += ". " + pe.Hint
+	}
+	return fmt.Errorf("%w: %s", ErrLogicalCopy, msg)
+}
+
+// The SQLSTATEs eventstore_fence raises (schema version 3).
+const (
+	sqlStateStoreAhead      = "EVS01"
+	sqlStateCheckpointAhead = "EVS02"
+)
 
 // appendError turns a unique violation into ErrDuplicateEvent or a
 // *ConcurrencyError and wraps anything else.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"sync"
@@ -47,6 +48,15 @@ var (
 	// ErrInvalidOptions reports Options or SubscriptionOptions that cannot
 	// be used.
 	ErrInvalidOptions = errors.New("eventstore: invalid options")
+	// ErrLogicalCopy reports, on PostgreSQL, a store or a checkpoint whose
+	// order keys are ahead of the cluster's transaction ids. A store is
+	// ahead when its database is a logical copy (pg_dump and restore,
+	// logical replication) of a store from another cluster that Setup has
+	// not re-keyed yet: run Setup on it, which re-keys it; until then every
+	// read and append is refused rather than skip events. A checkpoint is
+	// ahead when it was not taken from this store. The error's text says
+	// which.
+	ErrLogicalCopy = errors.New("eventstore: order keys ahead of this PostgreSQL cluster (a logical copy that Setup has not re-keyed, or a checkpoint from another store)")
 )
 
 // Limits on identifiers, checked before anything is written.
@@ -163,7 +173,7 @@ type Event struct {
 	Stream        string
 	Version       int64 // its place in the stream, from 1
 	Position      int64 // its global sequence number, unique, from 1
-	TxID          int64 // PostgreSQL: the id of the transaction that appended it; SQLite: 0
+	OrderKey      int64 // PostgreSQL: its key in the store-wide order (see Checkpoint); SQLite: 0
 	Type          string
 	SchemaVersion int // after upcasting: the newest known version
 	Data          json.RawMessage
@@ -173,7 +183,7 @@ type Event struct {
 
 // Checkpoint is the event's place in the store-wide order that ReadAll and
 // subscriptions follow.
-func (e Event) Checkpoint() Checkpoint { return Checkpoint{TxID: e.TxID, Position: e.Position} }
+func (e Event) Checkpoint() Checkpoint { return Checkpoint{OrderKey: e.OrderKey, Position: e.Position} }
 
 // AppendResult describes a successful append to one stream.
 type AppendResult struct {
@@ -213,6 +223,9 @@ type Options struct {
 	// MaxBatchEvents caps the events that one group commit writes in one
 	// SQLite transaction; 0 means 4096. Ignored on PostgreSQL.
 	MaxBatchEvents int
+	// Logger receives what Setup did beyond creating tables, such as
+	// re-keying a logical copy; nil discards it.
+	Logger *slog.Logger
 }
 
 // Store is an event store in a service's database. It is safe for
@@ -224,6 +237,7 @@ type Store struct {
 	now       func() time.Time
 	upcasters map[upcastKey]Upcaster
 	maxBatch  int
+	log       *slog.Logger
 
 	appended broadcast       // signalled after every commit this process knows of
 	group    *groupCommitter // SQLite only
@@ -256,6 +270,10 @@ func New(db *store.DB, opts Options) (*Store, error) {
 		now:       opts.Now,
 		upcasters: ups,
 		maxBatch:  opts.MaxBatchEvents,
+		log:       opts.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -96,21 +96,25 @@ func (s *Store) readStreamOn(ctx context.Context, q querier, query, stream strin
 // after checkpoint after, in the store-wide order. Reading page after page,
 // each from the last event's checkpoint, visits every event exactly once.
 //
-// On PostgreSQL it returns only events of transactions older than every
-// transaction still running (see the package documentation): an event can
-// be committed and yet not returned until an older transaction ends, which
-// is what guarantees that no later page holds an event before this one.
+// On PostgreSQL it returns only events whose order key is below the fence,
+// the oldest running transaction's id (see the package documentation): an
+// event can be committed and yet not returned until an older transaction
+// ends, which is what guarantees that no later page holds an event before
+// this one. It fails with an error matching ErrLogicalCopy, rather than
+// return nothing or skip, when the store is a logical copy from another
+// cluster that Setup has not re-keyed yet, or when after was not taken
+// from this store.
 func (s *Store) ReadAll(ctx context.Context, after Checkpoint, limit int) ([]Event, error) {
 	if limit <= 0 {
 		limit = DefaultReadAllLimit
 	}
-	rows, err := s.db.Reader().QueryContext(ctx, s.q.readAll, after.TxID, after.Position, int64(limit))
+	rows, err := s.db.Reader().QueryContext(ctx, s.q.readAll, after.OrderKey, after.Position, int64(limit))
 	if err != nil {
-		return nil, fmt.Errorf("eventstore: read all after %s: %w", after, err)
+		return nil, fmt.Errorf("eventstore: read all after %s: %w", after, readError(err))
 	}
 	evs, err := s.scanEvents(rows, limit)
 	if err != nil {
-		return nil, fmt.Errorf("eventstore: read all after %s: %w", after, err)
+		return nil, fmt.Errorf("eventstore: read all after %s: %w", after, readError(err))
 	}
 	return evs, nil
 }
@@ -120,11 +124,20 @@ func (s *Store) ReadAll(ctx context.Context, after Checkpoint, limit int) ([]Eve
 // every event that ReadAll has not returned yet.
 func (s *Store) Head(ctx context.Context) (Checkpoint, error) {
 	var cp Checkpoint
-	err := s.db.Reader().QueryRowContext(ctx, s.q.head).Scan(&cp.TxID, &cp.Position)
+	err := s.db.Reader().QueryRowContext(ctx, s.q.head).Scan(&cp.OrderKey, &cp.Position)
 	if err != nil && !isNoRows(err) {
-		return Checkpoint{}, fmt.Errorf("eventstore: read head: %w", err)
+		return Checkpoint{}, fmt.Errorf("eventstore: read head: %w", readError(err))
 	}
 	return cp, nil
+}
+
+// readError returns err, or, when the fence refused the read, an error
+// matching ErrLogicalCopy.
+func readError(err error) error {
+	if lc := logicalCopyError(err); lc != nil {
+		return lc
+	}
+	return err
 }
 
 // StreamVersion returns the version of stream: the number of its events, 0
@@ -195,7 +208,7 @@ func (s *Store) scanEvents(rows *sql.Rows, hint int) ([]Event, error) {
 		var e Event
 		var meta []byte
 		rec := timeScanner{dialect: s.dialect}
-		if err := rows.Scan(&e.Position, &e.TxID, &e.ID, &e.Stream, &e.Version, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data), &meta, &rec); err != nil {
+		if err := rows.Scan(&e.Position, &e.OrderKey, &e.ID, &e.Stream, &e.Version, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data), &meta, &rec); err != nil {
 			return nil, err
 		}
 		e.RecordedAt = rec.t

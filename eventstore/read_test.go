@@ -368,7 +368,7 @@ func TestCheckpointText(t *testing.T) {
 		{"0:0", eventstore.Checkpoint{}, true},
 		{"0:42", eventstore.Checkpoint{Position: 42}, true},
 		{"42", eventstore.Checkpoint{Position: 42}, true},
-		{"7331:12", eventstore.Checkpoint{TxID: 7331, Position: 12}, true},
+		{"7331:12", eventstore.Checkpoint{OrderKey: 7331, Position: 12}, true},
 		{"", eventstore.Checkpoint{}, false},
 		{"a:1", eventstore.Checkpoint{}, false},
 		{"1:-1", eventstore.Checkpoint{}, false},
@@ -384,7 +384,7 @@ func TestCheckpointText(t *testing.T) {
 			}
 		}
 	}
-	a, b := eventstore.Checkpoint{TxID: 1, Position: 9}, eventstore.Checkpoint{TxID: 2, Position: 3}
+	a, b := eventstore.Checkpoint{OrderKey: 1, Position: 9}, eventstore.Checkpoint{OrderKey: 2, Position: 3}
 	if a.Compare(b) != -1 || b.Compare(a) != 1 || a.Compare(a) != 0 {
 		t.Error("Compare does not order by transaction id first")
 	}

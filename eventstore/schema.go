@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/trellis-go/trellis/store"
@@ -18,10 +19,69 @@ const setupLockKey int64 = 0x6576656e7473746f
 // those the database lacks. Never edit a released version: add one.
 func schemaSteps(d store.Dialect) []string {
 	if d == store.Postgres {
-		return []string{postgresSchemaV1, postgresSchemaV2}
+		return []string{postgresSchemaV1, postgresSchemaV2, postgresSchemaV3}
 	}
-	return []string{sqliteSchemaV1, sqliteSchemaV2}
+	return []string{sqliteSchemaV1, sqliteSchemaV2, sqliteSchemaV3}
 }
+
+// sqliteSchemaV3 changes nothing: on SQLite position alone is the order.
+const sqliteSchemaV3 = `SELECT 1`
+
+// postgresSchemaV3 orders events by an order key taken after the stream's
+// row lock instead of by the appending transaction's id (see the package
+// documentation for the argument):
+//
+//   - eventstore_events.tx_id becomes order_key, and keeps its values: for
+//     an event appended before version 3 the key is its transaction's id,
+//     so the order of those events, and every checkpoint taken from them,
+//     stays what it was. The primary key (order_key, position) is the same
+//     index under the new name: no table or index is rewritten. The column
+//     loses its default: an append computes the key.
+//   - eventstore_streams.order_key is the key of the stream's last append,
+//     the floor of its next one. It starts at 0 for the existing streams:
+//     the next append to such a stream takes a key at or above the largest
+//     key its statement sees, which includes every event appended before
+//     version 3 (this ALTER TABLE waited for their transactions to end).
+//   - eventstore_order_offset holds the one offset added to transaction ids
+//     to make keys; Setup raises it in a store copied from another cluster.
+//   - eventstore_fence returns the fence below which a read may return
+//     events, or refuses a store or a checkpoint ahead of the cluster.
+const postgresSchemaV3 = `ALTER TABLE eventstore_events RENAME COLUMN tx_id TO order_key;
+ALTER TABLE eventstore_events ALTER COLUMN order_key DROP DEFAULT;
+ALTER TABLE eventstore_streams ADD COLUMN order_key BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE eventstore_order_offset (
+	one_row    BOOLEAN PRIMARY KEY DEFAULT true CHECK (one_row),
+	key_offset BIGINT NOT NULL CHECK (key_offset >= 0),
+	changed_at TIMESTAMPTZ NOT NULL
+);
+INSERT INTO eventstore_order_offset (key_offset, changed_at) VALUES (0, now());
+-- STABLE: it runs on the snapshot of the read that calls it, so the fence
+-- it returns is the fence of that read's snapshot.
+CREATE FUNCTION eventstore_fence(after_key BIGINT) RETURNS BIGINT LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	snap    pg_snapshot := pg_current_snapshot();
+	key_off BIGINT;
+	horizon BIGINT;
+	top     BIGINT;
+BEGIN
+	SELECT o.key_offset INTO key_off FROM eventstore_order_offset AS o;
+	-- No transaction of this cluster that has ended has an id at or above
+	-- xmax, nor has this one (whose own events it sees) one above its own:
+	-- no event this statement sees has a key at or above horizon, unless
+	-- the store was written in another cluster.
+	horizon := GREATEST(CAST(CAST(pg_snapshot_xmax(snap) AS text) AS bigint),
+		COALESCE(CAST(CAST(pg_current_xact_id_if_assigned() AS text) AS bigint) + 1, 0)) + key_off;
+	SELECT max(e.order_key) INTO top FROM eventstore_events AS e;
+	IF top >= horizon THEN
+		RAISE EXCEPTION 'eventstore: the store''s order keys reach %, beyond % where this PostgreSQL cluster''s transactions are: the database is a logical copy of a store from another cluster (pg_dump and restore, logical replication), not re-keyed yet', top, horizon
+			USING ERRCODE = 'EVS01', HINT = 'Run the event store''s Setup on this database: it re-keys the store, and reads and appends work again.';
+	END IF;
+	IF after_key >= horizon THEN
+		RAISE EXCEPTION 'eventstore: checkpoint order key % is beyond % where this PostgreSQL cluster''s transactions are: the checkpoint was not taken from this store', after_key, horizon
+			USING ERRCODE = 'EVS02', HINT = 'A checkpoint is only valid for the store it was taken from, or a copy of it that Setup re-keyed.';
+	END IF;
+	RETURN CAST(CAST(pg_snapshot_xmin(snap) AS text) AS bigint) + key_off;
+END$$;`
 
 // sqliteSchemaV2 drops the columns of eventstore_streams that every append
 // updated: on SQLite the single writer checks the expected version against
@@ -110,7 +170,7 @@ CREATE TABLE eventstore_snapshots (
 );`
 
 // SchemaVersion is the version of the tables this package creates.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Setup creates or upgrades the store's tables (eventstore_events,
 // eventstore_streams, eventstore_snapshots, and eventstore_schema, which
@@ -119,6 +179,12 @@ const SchemaVersion = 2
 // that holds a lock (PostgreSQL: an advisory lock; SQLite: the write lock),
 // so a failure leaves no trace. It fails with ErrSchemaNewer when the
 // database has a version this package does not know.
+//
+// On PostgreSQL Setup then re-keys a store that is a logical copy of a store
+// from another cluster (see the package documentation): it raises the
+// store's key offset so that every event appended from now on comes after
+// every copied event and reads see the copied events, and logs it. Until
+// then reads and appends on such a copy fail with ErrLogicalCopy.
 func (s *Store) Setup(ctx context.Context) error {
 	steps := schemaSteps(s.dialect)
 	for {
@@ -127,9 +193,85 @@ func (s *Store) Setup(ctx context.Context) error {
 			return err
 		}
 		if done {
-			return nil
+			break
 		}
 	}
+	if s.dialect == store.Postgres {
+		return s.rekey(ctx)
+	}
+	return nil
+}
+
+// keyState is what re-keying reads: the largest order key in the store,
+// the oldest running transaction's id (xmin) and the next one to be
+// handed out (xmax) in the statement's snapshot, and the key offset.
+const keyState = `SELECT COALESCE((SELECT max(order_key) FROM eventstore_events), 0),
+	CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint),
+	CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS text) AS bigint),
+	key_offset
+FROM eventstore_order_offset`
+
+// rekey raises the key offset of a store whose largest order key is at or
+// above the cluster's next transaction id plus the offset. In the cluster
+// that wrote a store that cannot be: every key is at most the id of a
+// transaction that has ended, plus the offset (see the package
+// documentation). A logical copy carries its source cluster's keys into a
+// cluster whose transaction ids may be lower; there, without re-keying,
+// the reads' fence would hold every copied event back, and an append would
+// take a key below the checkpoints of subscribers that resume from the
+// source, which would skip it. The new offset, largest key + 1 - xmin,
+// gives every transaction still running, and every later one, keys above
+// every copied key.
+//
+// It runs in READ COMMITTED, under Setup's advisory lock, and takes a SHARE
+// ROW EXCLUSIVE lock on eventstore_events before it reads what it decides
+// on: no append is in progress while it decides, and an append that waited
+// for the lock takes its snapshot after the new offset committed. An
+// append that took its snapshot before the re-key (a REPEATABLE READ or
+// SERIALIZABLE transaction) sees the store ahead of the cluster and is
+// refused: a store that is not ahead never becomes ahead again (every key
+// appended is below the next transaction id plus the offset), so every
+// snapshot older than the one the re-key decided on saw it ahead too.
+func (s *Store) rekey(ctx context.Context) (err error) {
+	tx, err := s.db.Writer().BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("eventstore: setup: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
+		return fmt.Errorf("eventstore: setup: lock: %w", err)
+	}
+	var top, xmin, xmax, offset int64
+	if err := tx.QueryRowContext(ctx, keyState).Scan(&top, &xmin, &xmax, &offset); err != nil {
+		return fmt.Errorf("eventstore: setup: read order keys: %w", err)
+	}
+	if top < xmax+offset {
+		return commitSetup(tx)
+	}
+	if _, err := tx.ExecContext(ctx, "LOCK TABLE eventstore_events IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("eventstore: setup: lock events: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, keyState).Scan(&top, &xmin, &xmax, &offset); err != nil {
+		return fmt.Errorf("eventstore: setup: read order keys: %w", err)
+	}
+	if top < xmax+offset {
+		return commitSetup(tx)
+	}
+	newOffset := max(offset, top+1-xmin)
+	if _, err := tx.ExecContext(ctx, "UPDATE eventstore_order_offset SET key_offset = $1, changed_at = now()", newOffset); err != nil {
+		return fmt.Errorf("eventstore: setup: re-key: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("eventstore: setup: commit re-key: %w", err)
+	}
+	s.log.WarnContext(ctx, "eventstore: the store is a logical copy from another PostgreSQL cluster: re-keyed, so that new events come after the copied ones",
+		slog.Int64("largest_key", top), slog.Int64("cluster_xmin", xmin), slog.Int64("cluster_xmax", xmax),
+		slog.Int64("old_key_offset", offset), slog.Int64("key_offset", newOffset))
+	return nil
 }
 
 // setupStep applies the next missing schema version, if any, and reports
@@ -179,25 +321,35 @@ func (s *Store) setupStep(ctx context.Context, steps []string) (done bool, err e
 	return have+1 == len(steps), nil
 }
 
+func commitSetup(tx *sql.Tx) error {
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("eventstore: setup: commit: %w", err)
+	}
+	return nil
+}
+
 // queries holds the SQL that differs between dialects.
 type queries struct {
-	// appendPG[kind]: the whole append in one statement: it updates or
-	// creates the stream row, which returns the stream's new version (no
-	// row: the expectation failed), and inserts the events. $1 stream, $2
-	// number of events, $3 last type, $4 time,
-	// $5-$9 arrays of event ids, types, schema versions, data, metadata,
-	// $10 expected version (exact only). Returns position, tx_id per event.
+	// appendPG[kind]: the whole append in one statement: it computes the
+	// append's key floor (keyFloor), updates or creates the stream row,
+	// which returns the stream's new version and the append's order key
+	// (no row: the expectation failed, or the store is a logical copy not
+	// re-keyed yet), and inserts the events with that key. $1 stream,
+	// $2 number of events, $3 last type, $4 time, $5-$9 arrays of event
+	// ids, types, schema versions, data, metadata, $10 expected version
+	// (exact only). Returns version, position, order_key per event.
 	// appendPG1[kind] is the same for one event, with $5-$9 its id, type,
 	// schema version, data and metadata instead of arrays.
 	appendPG       map[expectKind]string
 	appendPG1      map[expectKind]string
 	streamVersion  string // $1 stream
+	appendRefused  string // $1 stream: its version, and the copy check (PostgreSQL)
 	readForward    string // $1 stream, $2 from version, $3 to version, $4 limit
 	readBackward   string // same, newest first
 	readUntilTime  string // $1 stream, $2 time
-	readAll        string // $1 tx, $2 position, $3 limit
-	pendingAfter   string // $1 tx, $2 position: the first event after, fence or not
-	countAfter     string // $1 tx, $2 position, $3 cap
+	readAll        string // $1 order key, $2 position, $3 limit
+	pendingAfter   string // $1 order key, $2 position: the first event after, fence or not
+	countAfter     string // $1 order key, $2 position, $3 cap
 	head           string // the stable head: the last event ReadAll can return
 	listStreams    string // $1 after, $2 prefix, $3 limit
 	saveSnapshot   string // $1 stream, $2 version, $3 schema version, $4 data, $5 time
@@ -228,18 +380,29 @@ func kindOf(v ExpectedVersion) expectKind {
 	}
 }
 
+// keyFloor is the first part of every PostgreSQL append statement: one row
+// holding the floor of the append's order key, the larger of
+//
+//   - the transaction's id plus the store's key offset, so that the key is
+//     at or above the fence of every read while the transaction runs, and
+//   - the largest key the statement sees, so that an append comes after
+//     every append that committed before its statement began,
+//
+// and no row when the store is ahead of this cluster: a largest key at or
+// above the cluster's next transaction id plus the offset, which no store
+// written in this cluster can have (see the package documentation). The
+// stream's row then raises the floor to the key of the stream's last
+// append, once its lock is held.
+const keyFloor = `k AS (
+	SELECT GREATEST(x.id + o.key_offset, t.top) AS floor
+	FROM eventstore_order_offset AS o,
+		(SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint) AS id) AS x,
+		(SELECT COALESCE(max(order_key), 0) AS top FROM eventstore_events) AS t
+	WHERE t.top < GREATEST(CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS text) AS bigint), x.id + 1) + o.key_offset
+)`
+
 func queriesFor(d store.Dialect) queries {
 	cols := "position, %s, event_id, stream_id, version, type, schema_version, data, metadata, recorded_at"
-	insertStream := `INSERT INTO eventstore_streams (stream_id, version, last_type, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`
-	stream := map[expectKind]string{
-		expectAny: insertStream + `
-ON CONFLICT (stream_id) DO UPDATE SET version = eventstore_streams.version + excluded.version,
-	last_type = excluded.last_type, updated_at = excluded.updated_at
-RETURNING version`,
-		expectNoStream: insertStream + ` ON CONFLICT (stream_id) DO NOTHING RETURNING version`,
-		expectExists:   `UPDATE eventstore_streams SET version = version + $2, last_type = $3, updated_at = $4 WHERE stream_id = $1 RETURNING version`,
-		expectExact:    `UPDATE eventstore_streams SET version = version + $2, last_type = $3, updated_at = $4 WHERE stream_id = $1 AND version = $%d RETURNING version`,
-	}
 	q := queries{
 		streamVersion:  `SELECT version FROM eventstore_streams WHERE stream_id = $1`,
 		listStreams:    `SELECT stream_id, version, last_type, created_at, updated_at FROM eventstore_streams WHERE stream_id > $1 AND stream_id >= $2 ORDER BY stream_id LIMIT $3`,
@@ -252,38 +415,62 @@ WHERE excluded.version >= eventstore_snapshots.version`,
 	}
 	switch d {
 	case store.Postgres:
-		q.selectColumns = fmt.Sprintf(cols, "tx_id")
+		q.selectColumns = fmt.Sprintf(cols, "order_key")
+		// The stream's row, by expectation: each returns the stream's new
+		// version and the append's key, GREATEST(floor, the key of the
+		// stream's last append). In READ COMMITTED, an UPDATE (or ON
+		// CONFLICT DO UPDATE) that waited for the row's lock evaluates
+		// its SET on the row version the lock holder committed, so the
+		// key is at or above the key of the append it waited for.
+		insertStream := `INSERT INTO eventstore_streams (stream_id, version, last_type, created_at, updated_at, order_key)
+SELECT CAST($1 AS text), CAST($2 AS bigint), CAST($3 AS text), CAST($4 AS timestamptz), CAST($4 AS timestamptz), k.floor FROM k`
+		updateStream := `UPDATE eventstore_streams SET version = eventstore_streams.version + $2, last_type = $3, updated_at = $4,
+	order_key = GREATEST(eventstore_streams.order_key, k.floor)
+FROM k WHERE eventstore_streams.stream_id = $1`
+		returning := ` RETURNING eventstore_streams.version, eventstore_streams.order_key`
+		stream := map[expectKind]string{
+			expectAny: insertStream + `
+ON CONFLICT (stream_id) DO UPDATE SET version = eventstore_streams.version + excluded.version,
+	last_type = excluded.last_type, updated_at = excluded.updated_at,
+	order_key = GREATEST(eventstore_streams.order_key, excluded.order_key)` + returning,
+			expectNoStream: insertStream + ` ON CONFLICT (stream_id) DO NOTHING` + returning,
+			expectExists:   updateStream + returning,
+			expectExact:    updateStream + ` AND eventstore_streams.version = $10` + returning,
+		}
 		q.appendPG = map[expectKind]string{}
 		q.appendPG1 = map[expectKind]string{}
 		for k, st := range stream {
-			if k == expectExact {
-				st = fmt.Sprintf(st, 10)
-			}
-			q.appendPG[k] = `WITH s AS (` + st + `)
-INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
-SELECT CAST(e.id AS uuid), $1, s.version - $2 + e.n, e.typ, e.sv, CAST(e.data AS json), CAST(NULLIF(e.meta, '') AS jsonb), $4
+			q.appendPG[k] = `WITH ` + keyFloor + `, s AS (` + st + `)
+INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at, order_key)
+SELECT CAST(e.id AS uuid), $1, s.version - $2 + e.n, e.typ, e.sv, CAST(e.data AS json), CAST(NULLIF(e.meta, '') AS jsonb), $4, s.order_key
 FROM s CROSS JOIN unnest(CAST($5 AS text[]), CAST($6 AS text[]), CAST($7 AS integer[]), CAST($8 AS text[]), CAST($9 AS text[]))
 	WITH ORDINALITY AS e(id, typ, sv, data, meta, n)
 ORDER BY e.n
-RETURNING version, position, tx_id`
+RETURNING version, position, order_key`
 			// One event: the same append without arrays, unnest and sort.
-			q.appendPG1[k] = `WITH s AS (` + st + `)
-INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at)
+			q.appendPG1[k] = `WITH ` + keyFloor + `, s AS (` + st + `)
+INSERT INTO eventstore_events (event_id, stream_id, version, type, schema_version, data, metadata, recorded_at, order_key)
 SELECT CAST(CAST($5 AS text) AS uuid), $1, s.version, CAST($6 AS text), CAST($7 AS integer),
-	CAST(CAST($8 AS text) AS json), CAST(NULLIF(CAST($9 AS text), '') AS jsonb), $4
+	CAST(CAST($8 AS text) AS json), CAST(NULLIF(CAST($9 AS text), '') AS jsonb), $4, s.order_key
 FROM s
-RETURNING version, position, tx_id`
+RETURNING version, position, order_key`
 		}
-		// The fence: a transaction id below the xmin of the current
-		// snapshot belongs to a transaction that has ended, so the events
-		// below it are all visible now and no new one can join them.
-		fence := `(SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint))`
+		// An append that wrote nothing: the stream's version, and
+		// eventstore_fence, which fails (ErrLogicalCopy) when the store is
+		// a logical copy not re-keyed yet rather than a version mismatch.
+		q.appendRefused = `SELECT COALESCE((SELECT version FROM eventstore_streams WHERE stream_id = $1), 0), eventstore_fence(0)`
+		// The fence: a key below it belongs to an event whose transaction
+		// has ended, so the events below it are all visible now and no new
+		// one can join them. eventstore_fence refuses a store or a
+		// checkpoint ahead of the cluster (ErrLogicalCopy).
+		fence := `(SELECT eventstore_fence($1))`
 		q.readAll = `SELECT ` + q.selectColumns + ` FROM eventstore_events
-WHERE (tx_id, position) > ($1, $2) AND tx_id < ` + fence + `
-ORDER BY tx_id, position LIMIT $3`
-		q.pendingAfter = `SELECT recorded_at FROM eventstore_events WHERE (tx_id, position) > ($1, $2) ORDER BY tx_id, position LIMIT 1`
-		q.countAfter = `SELECT count(*) FROM (SELECT 1 FROM eventstore_events WHERE (tx_id, position) > ($1, $2) LIMIT $3) AS t`
-		q.head = `SELECT tx_id, position FROM eventstore_events WHERE tx_id < ` + fence + ` ORDER BY tx_id DESC, position DESC LIMIT 1`
+WHERE (order_key, position) > ($1, $2) AND order_key < ` + fence + `
+ORDER BY order_key, position LIMIT $3`
+		q.pendingAfter = `SELECT recorded_at FROM eventstore_events WHERE (order_key, position) > ($1, $2) ORDER BY order_key, position LIMIT 1`
+		q.countAfter = `SELECT count(*) FROM (SELECT 1 FROM eventstore_events WHERE (order_key, position) > ($1, $2) LIMIT $3) AS t`
+		q.head = `SELECT order_key, position FROM eventstore_events WHERE order_key < (SELECT eventstore_fence(0))
+ORDER BY order_key DESC, position DESC LIMIT 1`
 	default:
 		q.selectColumns = fmt.Sprintf(cols, "0")
 		// A stream's version is its last event's; its row holds only its
@@ -294,7 +481,7 @@ FROM eventstore_streams AS s JOIN eventstore_events AS e ON e.stream_id = s.stre
 	AND e.version = (SELECT MAX(version) FROM eventstore_events WHERE stream_id = s.stream_id)
 WHERE s.stream_id > $1 AND s.stream_id >= $2 ORDER BY s.stream_id LIMIT $3`
 		// On SQLite the single writer commits in position order, so
-		// position alone is the order; $1 (the transaction id) is ignored.
+		// position alone is the order; $1 (the order key) is ignored.
 		q.readAll = `SELECT ` + q.selectColumns + ` FROM eventstore_events WHERE position > $2 ORDER BY position LIMIT $3`
 		q.pendingAfter = `SELECT recorded_at FROM eventstore_events WHERE position > $2 ORDER BY position LIMIT 1`
 		q.countAfter = `SELECT count(*) FROM (SELECT 1 FROM eventstore_events WHERE position > $2 LIMIT $3)`

@@ -191,7 +191,7 @@ func wait(ctx context.Context, wake <-chan struct{}, d time.Duration) error {
 // return: committed by transactions younger than a running one.
 func (s *Store) heldBack(ctx context.Context, cp Checkpoint) (bool, error) {
 	var rec timeScanner
-	err := s.db.Reader().QueryRowContext(ctx, s.q.pendingAfter, cp.TxID, cp.Position).Scan(&rec)
+	err := s.db.Reader().QueryRowContext(ctx, s.q.pendingAfter, cp.OrderKey, cp.Position).Scan(&rec)
 	if isNoRows(err) {
 		return false, nil
 	}
@@ -270,12 +270,12 @@ func (sub *Subscription) Lag(ctx context.Context) (Lag, error) {
 	sub.mu.Unlock()
 	l.Running = sub.running.Load()
 	s := sub.s
-	if err := s.db.Reader().QueryRowContext(ctx, s.q.countAfter, l.Checkpoint.TxID, l.Checkpoint.Position, int64(MaxLagCount)).Scan(&l.Pending); err != nil {
+	if err := s.db.Reader().QueryRowContext(ctx, s.q.countAfter, l.Checkpoint.OrderKey, l.Checkpoint.Position, int64(MaxLagCount)).Scan(&l.Pending); err != nil {
 		return Lag{}, fmt.Errorf("eventstore: subscription %q: count pending events: %w", sub.name, err)
 	}
 	if l.Pending > 0 {
 		var rec timeScanner
-		err := s.db.Reader().QueryRowContext(ctx, s.q.pendingAfter, l.Checkpoint.TxID, l.Checkpoint.Position).Scan(&rec)
+		err := s.db.Reader().QueryRowContext(ctx, s.q.pendingAfter, l.Checkpoint.OrderKey, l.Checkpoint.Position).Scan(&rec)
 		switch {
 		case err == nil:
 			l.Oldest = rec.t

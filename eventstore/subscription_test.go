@@ -3,10 +3,14 @@ package eventstore_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,16 +77,25 @@ func sameEvents(t *testing.T, what string, got, want []eventstore.Event) {
 	}
 }
 
-// THE test: writers commit concurrently, on PostgreSQL out of position
-// order (transactions held open for a random while), with single, batch,
-// multi-stream and in-transaction appends, while a live subscription that
-// started before them reads. Every event must reach it exactly once, in the
-// order ReadAll returns afterwards; a subscription resumed from a checkpoint
-// in the middle must get exactly the rest.
+// THE test: writers commit concurrently, on PostgreSQL out of order, while
+// a live subscription that started before them reads. raceWorkload
+// describes the writers: 16 of them append to 24 shared streams and to
+// streams of their own with single appends, AppendMulti calls that lock a
+// writer's own stream before the shared one they wait for, and caller
+// transactions that append to several shared streams and are held open
+// before they commit, some rolled back. Every committed event must reach
+// the subscription exactly once and nothing else; each stream's versions
+// must arrive as 1, 2, 3, ... with no gap; the live order must be the order
+// ReadAll returns afterwards; a subscription resumed from a checkpoint in
+// the middle must get exactly the rest.
+//
+// The writers run for raceDuration per backend: a few seconds, or
+// TRELLIS_TEST_RACE_DURATION (e.g. 20s) for a longer run.
 func TestSubscriptionMissesNothingWhenCommitsRace(t *testing.T) {
+	d := raceDuration(t)
 	forEach(t, func(t *testing.T, b backend) {
 		s, db := newStore(t, b, eventstore.Options{})
-		ctx := ctxT(t, 3*time.Minute)
+		ctx := ctxT(t, 3*time.Minute+2*d)
 
 		live := newCollector()
 		sub, err := s.NewSubscription(eventstore.Checkpoint{}, live.handle, eventstore.SubscriptionOptions{
@@ -104,31 +117,26 @@ func TestSubscriptionMissesNothingWhenCommitsRace(t *testing.T) {
 			close(naiveDone)
 		}
 
-		const writers, perWriter = 8, 300
-		var wg sync.WaitGroup
-		for w := range writers {
-			wg.Go(func() {
-				if err := raceWriter(ctx, s, b.name, w, perWriter); err != nil {
-					t.Errorf("writer %d: %v", w, err)
-				}
-			})
-		}
-		wg.Wait()
+		w := raceWorkload{s: s, postgres: b.name == "postgres", until: time.Now().Add(d)}
+		committed := w.run(ctx, t)
 		if t.Failed() {
 			t.FailNow()
 		}
+		total := len(committed)
+		t.Logf("%s: %d events committed by %d writers in %s (%d appends, %d caller transactions rolled back)",
+			b.name, total, raceWriters, d, w.appends.Load(), w.rolledBack.Load())
 
-		const total = writers * perWriter
 		var all []eventstore.Event
 		// On PostgreSQL a transaction of another test in the same cluster
 		// may hold events back for a moment.
-		waitUntil(t, time.Minute, "ReadAll to return every event", func() bool {
+		waitUntil(t, time.Minute, "ReadAll to return every committed event", func() bool {
 			all = readAll(t, s)
-			return len(all) == total
+			return len(all) >= total
 		})
 		checkStreams(t, all)
+		checkCommitted(t, "ReadAll", all, committed)
 
-		if err := sub.WaitFor(ctx, all[total-1].Checkpoint()); err != nil {
+		if err := sub.WaitFor(ctx, all[len(all)-1].Checkpoint()); err != nil {
 			t.Fatalf("WaitFor: %v", err)
 		}
 		if err := stop(); !errors.Is(err, context.Canceled) {
@@ -140,6 +148,7 @@ func TestSubscriptionMissesNothingWhenCommitsRace(t *testing.T) {
 				t.Errorf("event %s delivered %d times", id, n)
 			}
 		}
+		checkCommitted(t, "live subscription", got, committed)
 		sameEvents(t, "live subscription", got, all)
 
 		stopNaive()
@@ -176,64 +185,214 @@ func TestSubscriptionMissesNothingWhenCommitsRace(t *testing.T) {
 	})
 }
 
-// raceWriter appends n events in a random mix of ways.
-func raceWriter(ctx context.Context, s *eventstore.Store, backend string, w, n int) error {
-	rng := rand.New(rand.NewPCG(uint64(w), 42))
-	own := fmt.Sprintf("writer-%d", w)
+// raceDuration is how long the writers of the race test write: 3s, or
+// TRELLIS_TEST_RACE_DURATION.
+func raceDuration(t *testing.T) time.Duration {
+	v := os.Getenv("TRELLIS_TEST_RACE_DURATION")
+	if v == "" {
+		return 3 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("TRELLIS_TEST_RACE_DURATION=%q: want a positive duration such as 20s", v)
+	}
+	return d
+}
+
+// The race test's writers and streams.
+const (
+	raceWriters = 16
+	raceShared  = 24
+)
+
+// raceWorkload is the race test's writers: each appends, until the
+// deadline, in a random mix of ways, and records the events of every
+// append that committed.
+type raceWorkload struct {
+	s        *eventstore.Store
+	postgres bool
+	until    time.Time
+
+	appends    atomic.Int64
+	rolledBack atomic.Int64
+}
+
+// run runs the writers and returns the ids of the committed events.
+func (w *raceWorkload) run(ctx context.Context, t *testing.T) map[uuid.UUID]bool {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	committed := map[uuid.UUID]bool{}
+	for i := range raceWriters {
+		wg.Go(func() {
+			ids, err := w.writer(ctx, i)
+			if err != nil {
+				t.Errorf("writer %d: %v", i, err)
+			}
+			mu.Lock()
+			for _, id := range ids {
+				committed[id] = true
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return committed
+}
+
+// sharedStream names shared stream i. Shared streams sort after the
+// writers' own streams ("a-writer-…"), so that an AppendMulti to both
+// locks the writer's stream, taking its transaction id, before it waits
+// for the shared one.
+func sharedStream(i int) string { return fmt.Sprintf("s-%02d", i) }
+
+// writer appends until the deadline and returns the ids of the events it
+// committed.
+func (w *raceWorkload) writer(ctx context.Context, n int) ([]uuid.UUID, error) {
+	rng := rand.New(rand.NewPCG(uint64(n), 42))
+	own := fmt.Sprintf("a-writer-%02d", n)
 	var ownVersion int64
-	for written := 0; written < n; {
-		k := min(1+rng.IntN(4), n-written)
-		batch := evs(fmt.Sprintf("W%d", w), written, k)
-		switch mode := rng.IntN(4); {
-		case mode == 0:
-			if _, err := s.Append(ctx, own, eventstore.Exact(ownVersion), batch...); err != nil {
-				return err
+	var committed []uuid.UUID
+	batch := func(k int) ([]eventstore.EventData, []uuid.UUID) {
+		es := make([]eventstore.EventData, k)
+		ids := make([]uuid.UUID, k)
+		for i := range es {
+			ids[i] = uuid.Must(uuid.NewV7())
+			es[i] = eventstore.EventData{ID: ids[i], Type: fmt.Sprintf("W%d", n), Data: json.RawMessage(`{}`)}
+		}
+		return es, ids
+	}
+	// hold keeps a caller transaction open for 0 to 3 ms on PostgreSQL,
+	// so that younger transactions commit first.
+	hold := func(tx *sql.Tx) error {
+		if !w.postgres {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, "SELECT pg_sleep($1)", float64(rng.IntN(4))/1000)
+		return err
+	}
+	for time.Now().Before(w.until) {
+		w.appends.Add(1)
+		switch mode := rng.IntN(10); {
+		case mode < 3: // a single append to a shared stream
+			es, ids := batch(1 + rng.IntN(3))
+			if _, err := w.s.Append(ctx, sharedStream(rng.IntN(raceShared)), eventstore.Any, es...); err != nil {
+				return committed, err
 			}
-			ownVersion += int64(k)
-		case mode == 1:
-			if _, err := s.Append(ctx, "shared", eventstore.Any, batch...); err != nil {
-				return err
+			committed = append(committed, ids...)
+		case mode < 4: // a single append to the writer's own stream
+			es, ids := batch(1 + rng.IntN(3))
+			r, err := w.s.Append(ctx, own, eventstore.Exact(ownVersion), es...)
+			if err != nil {
+				return committed, err
 			}
-		case mode == 2 && k >= 2:
-			if _, err := s.AppendMulti(ctx,
-				eventstore.StreamAppend{Stream: own, Expected: eventstore.Exact(ownVersion), Events: batch[:1]},
-				eventstore.StreamAppend{Stream: "shared-multi", Expected: eventstore.Any, Events: batch[1:]},
-			); err != nil {
-				return err
+			ownVersion = r.Version
+			committed = append(committed, ids...)
+		case mode < 6: // its own stream, then a shared one it may wait for
+			mine, ids1 := batch(1)
+			shared, ids2 := batch(1 + rng.IntN(2))
+			res, err := w.s.AppendMulti(ctx,
+				eventstore.StreamAppend{Stream: sharedStream(rng.IntN(raceShared)), Expected: eventstore.Any, Events: shared},
+				eventstore.StreamAppend{Stream: own, Expected: eventstore.Exact(ownVersion), Events: mine},
+			)
+			if err != nil {
+				return committed, err
 			}
-			ownVersion++
-		default:
-			err := s.InTx(ctx, func(tx *sql.Tx) error {
-				if _, err := s.AppendTx(ctx, tx, own, eventstore.Exact(ownVersion), batch...); err != nil {
+			ownVersion = res[1].Version
+			committed = append(append(committed, ids1...), ids2...)
+		default: // a caller transaction over several shared streams
+			picked := rng.Perm(raceShared)[:2+rng.IntN(2)]
+			slices.Sort(picked) // one lock order for every transaction: no deadlock
+			withOwn := rng.IntN(2) == 0
+			rollback := rng.IntN(5) == 0
+			var ids []uuid.UUID
+			var newOwn int64
+			errRollback := errors.New("rolled back on purpose")
+			err := w.s.InTx(ctx, func(tx *sql.Tx) error {
+				ids, newOwn = nil, ownVersion
+				if withOwn {
+					// Its transaction id, taken before it waits for the
+					// shared streams.
+					es, own1 := batch(1)
+					r, err := w.s.AppendTx(ctx, tx, own, eventstore.Exact(ownVersion), es...)
+					if err != nil {
+						return err
+					}
+					newOwn = r.Version
+					ids = append(ids, own1...)
+				}
+				for _, i := range picked {
+					if err := hold(tx); err != nil {
+						return err
+					}
+					es, more := batch(1 + rng.IntN(2))
+					if _, err := w.s.AppendTx(ctx, tx, sharedStream(i), eventstore.Any, es...); err != nil {
+						return err
+					}
+					ids = append(ids, more...)
+				}
+				if err := hold(tx); err != nil {
 					return err
 				}
-				if backend == "postgres" {
-					// Fault injection: hold the transaction open so that
-					// younger ones commit first.
-					_, err := tx.ExecContext(ctx, "SELECT pg_sleep($1)", float64(rng.IntN(4))/1000)
-					return err
+				if rollback {
+					return errRollback
 				}
 				return nil
 			})
-			if err != nil {
-				return err
+			switch {
+			case errors.Is(err, errRollback):
+				w.rolledBack.Add(1)
+			case err != nil:
+				return committed, err
+			default:
+				ownVersion = newOwn
+				committed = append(committed, ids...)
 			}
-			ownVersion += int64(k)
 		}
-		written += k
 	}
-	return nil
+	return committed, nil
+}
+
+// checkCommitted checks that got holds each committed event once and
+// nothing else.
+func checkCommitted(t *testing.T, what string, got []eventstore.Event, committed map[uuid.UUID]bool) {
+	t.Helper()
+	seen := make(map[uuid.UUID]bool, len(got))
+	for _, e := range got {
+		switch {
+		case !committed[e.ID]:
+			t.Fatalf("%s: event %s (stream %s version %d) was not committed", what, e.ID, e.Stream, e.Version)
+		case seen[e.ID]:
+			t.Fatalf("%s: event %s twice", what, e.ID)
+		}
+		seen[e.ID] = true
+	}
+	if len(seen) != len(committed) {
+		t.Fatalf("%s: %d of %d committed events", what, len(seen), len(committed))
+	}
 }
 
 // checkStreams checks that every stream's versions run 1, 2, 3, ... in
-// ReadAll's order, with no gap.
+// ReadAll's order, with no gap. It counts the events delivered before a
+// lower version of their own stream, to say how far off an order is.
 func checkStreams(t *testing.T, all []eventstore.Event) {
 	t.Helper()
+	lowest := map[string]int64{} // of the events after, scanning backwards
+	early := 0
+	for i := len(all) - 1; i >= 0; i-- {
+		e := all[i]
+		if low, ok := lowest[e.Stream]; ok && low < e.Version {
+			early++
+		}
+		if low, ok := lowest[e.Stream]; !ok || e.Version < low {
+			lowest[e.Stream] = e.Version
+		}
+	}
 	next := map[string]int64{}
 	for _, e := range all {
 		next[e.Stream]++
 		if e.Version != next[e.Stream] {
-			t.Fatalf("stream %s: version %d follows %d", e.Stream, e.Version, next[e.Stream]-1)
+			t.Fatalf("stream %s: version %d follows %d; %d of %d events come before a lower version of their stream",
+				e.Stream, e.Version, next[e.Stream]-1, early, len(all))
 		}
 	}
 }
@@ -297,7 +456,7 @@ func TestReadAllHoldsBackYoungerCommits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Append: %v", err)
 	}
-	if older.Checkpoint.Position >= younger.Checkpoint.Position || older.Checkpoint.TxID >= younger.Checkpoint.TxID {
+	if older.Checkpoint.Position >= younger.Checkpoint.Position || older.Checkpoint.OrderKey >= younger.Checkpoint.OrderKey {
 		t.Fatalf("older %s, younger %s: want the older before the younger", older.Checkpoint, younger.Checkpoint)
 	}
 	var visible []int64

@@ -171,7 +171,7 @@ func Register(h *service.Host, cfg Config) error {
 	if h.DB() == nil || h.Broker() == nil {
 		return fmt.Errorf("order: the host needs a database and a broker")
 	}
-	events, err := eventstore.New(h.DB(), eventstore.Options{})
+	events, err := eventstore.New(h.DB(), eventstore.Options{Logger: h.Logger()})
 	if err != nil {
 		return fmt.Errorf("order: event store: %w", err)
 	}
