@@ -1,6 +1,9 @@
 // Package pgtest gives tests a fresh PostgreSQL schema of their own on the
 // server named by TRELLIS_TEST_POSTGRES_URL, and skips them, saying so, when
-// the variable is unset.
+// the variable is unset. Tests that need a second, separate PostgreSQL
+// cluster (one with its own transaction ids, such as the target of a
+// logical copy) get a fresh database on the cluster named by
+// TRELLIS_TEST_POSTGRES_OTHER_URL, and are skipped the same way.
 package pgtest
 
 import (
@@ -10,6 +13,10 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +29,10 @@ import (
 
 // EnvURL names the variable holding the test server's URL.
 const EnvURL = "TRELLIS_TEST_POSTGRES_URL"
+
+// EnvOtherURL names the variable holding the URL of a second PostgreSQL
+// cluster, separate from EnvURL's.
+const EnvOtherURL = "TRELLIS_TEST_POSTGRES_OTHER_URL"
 
 // URL creates a schema for the test and returns a URL whose search_path
 // selects it; the schema is dropped when the test ends. Without EnvURL set,
@@ -131,4 +142,82 @@ func SetupTogether(t *testing.T, service string, replicas, rounds int, setup fun
 			}
 		}
 	}
+}
+
+// Schema returns the schema that a URL returned by URL selects.
+func Schema(t testing.TB, u string) string {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("parse %s: %v", u, err)
+	}
+	schema := pu.Query().Get("search_path")
+	if schema == "" {
+		t.Fatalf("URL %s selects no schema", u)
+	}
+	return schema
+}
+
+// OtherDatabase creates a database for the test on the cluster named by
+// EnvOtherURL and returns its URL; the database is dropped when the test
+// ends. Without EnvOtherURL set, the test is skipped with a message saying
+// so.
+func OtherDatabase(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv(EnvOtherURL)
+	if base == "" {
+		t.Skip(EnvOtherURL + " not set: skipping a test that needs a second PostgreSQL cluster")
+	}
+	pc, err := pgx.ParseConfig(base)
+	if err != nil {
+		t.Fatalf("parse %s: %v", EnvOtherURL, err)
+	}
+	admin := stdlib.OpenDB(*pc)
+	t.Cleanup(func() { _ = admin.Close() })
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "trellis_test_" + hex.EncodeToString(b[:])
+	if _, err := admin.ExecContext(context.Background(), "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database on %s: %v", EnvOtherURL, err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.ExecContext(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s must be a URL: %v", EnvOtherURL, err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Tool returns the path of a PostgreSQL client program, such as pg_dump or
+// psql: the newest under /usr/lib/postgresql/*/bin (Debian's layout), else
+// the one on PATH. It fails the test when there is none: call it after
+// URL or OtherDatabase, which skip the test where PostgreSQL is not
+// configured.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(dirs, func(a, b string) int { return majorOf(b) - majorOf(a) })
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("PostgreSQL's %s is neither under /usr/lib/postgresql/*/bin nor on PATH: %v", name, err)
+	}
+	return p
+}
+
+// majorOf returns the major version in a path such as
+// /usr/lib/postgresql/15/bin, 0 when it has none.
+func majorOf(dir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return n
 }
