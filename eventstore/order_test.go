@@ -100,3 +100,38 @@ func beginWithPID(t *testing.T, db *store.DB) (*sql.Tx, int) {
 	}
 	return tx, pid
 }
+
+// TestAppendComesAfterWhatItsSnapshotSaw: on PostgreSQL, an append whose
+// snapshot sees another append committed comes after it in the store-wide
+// order, even from a transaction that took its id before that append began.
+// Transaction 1 takes its id by appending to stream a; an append to b
+// commits; transaction 1 appends to c, a new stream. ReadAll must give a,
+// b, c: c after b (ordered by transaction id, c would come before b), and
+// transaction 1's two events apart, with b between them.
+func TestAppendComesAfterWhatItsSnapshotSaw(t *testing.T) {
+	s, db := newStore(t, backends()[1], eventstore.Options{})
+	ctx := ctxT(t, time.Minute)
+	tx1, _ := beginWithPID(t, db)
+	defer func() { _ = tx1.Rollback() }()
+	if _, err := s.AppendTx(ctx, tx1, "a", eventstore.NoStream, ev("A", 1)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Append(ctx, "b", eventstore.NoStream, ev("B", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.AppendTx(ctx, tx1, "c", eventstore.NoStream, ev("C", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx1.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Checkpoint.Compare(b.Checkpoint) <= 0 {
+		t.Fatalf("c, appended after b committed, is at %s, not after b at %s", c.Checkpoint, b.Checkpoint)
+	}
+	all := readAll(t, s)
+	if got := fmt.Sprint(streamsOf(all)); got != "[a b c]" {
+		t.Fatalf("ReadAll: %s, want [a b c]", got)
+	}
+}

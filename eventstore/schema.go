@@ -39,9 +39,12 @@ const sqliteSchemaV3 = `SELECT 1`
 //     loses its default: an append computes the key.
 //   - eventstore_streams.order_key is the key of the stream's last append,
 //     the floor of its next one. It starts at 0 for the existing streams:
-//     the next append to such a stream takes a key at or above the largest
-//     key its statement sees, which includes every event appended before
-//     version 3 (this ALTER TABLE waited for their transactions to end).
+//     the next append to such a stream takes a key at or above its
+//     snapshot's xmax - 1, and every event appended before version 3 has a
+//     key (its transaction's id) below that xmax, its transaction having
+//     ended before this step committed (the ALTER TABLEs wait for it). A
+//     REPEATABLE READ transaction with an older snapshot fails on a stream
+//     row changed since, or saw the stream's events.
 //   - eventstore_order_offset holds the one offset added to transaction ids
 //     to make keys; Setup raises it in a store copied from another cluster.
 //   - eventstore_fence returns the fence below which a read may return
@@ -71,9 +74,9 @@ BEGIN
 	-- the store was written in another cluster.
 	horizon := GREATEST(CAST(CAST(pg_snapshot_xmax(snap) AS text) AS bigint),
 		COALESCE(CAST(CAST(pg_current_xact_id_if_assigned() AS text) AS bigint) + 1, 0)) + key_off;
-	SELECT max(e.order_key) INTO top FROM eventstore_events AS e;
-	IF top >= horizon THEN
-		RAISE EXCEPTION 'eventstore: the store''s order keys reach %, beyond % where this PostgreSQL cluster''s transactions are: the database is a logical copy of a store from another cluster (pg_dump and restore, logical replication), not re-keyed yet', top, horizon
+	SELECT e.order_key INTO top FROM eventstore_events AS e WHERE e.order_key >= horizon ORDER BY e.order_key LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'eventstore: the store holds order key %, at or beyond % where this PostgreSQL cluster''s transactions are: the database is a logical copy of a store from another cluster (pg_dump and restore, logical replication), not re-keyed yet', top, horizon
 			USING ERRCODE = 'EVS01', HINT = 'Run the event store''s Setup on this database: it re-keys the store, and reads and appends work again.';
 	END IF;
 	IF after_key >= horizon THEN
@@ -381,24 +384,33 @@ func kindOf(v ExpectedVersion) expectKind {
 }
 
 // keyFloor is the first part of every PostgreSQL append statement: one row
-// holding the floor of the append's order key, the larger of
+// holding the floor of the append's order key, offset + the larger of
 //
-//   - the transaction's id plus the store's key offset, so that the key is
-//     at or above the fence of every read while the transaction runs, and
-//   - the largest key the statement sees, so that an append comes after
-//     every append that committed before its statement began,
+//   - x, the transaction's id, so that the key is at or above the fence of
+//     every read while the transaction runs, and
+//   - xmax - 1, xmax being the next transaction id in the statement's
+//     snapshot: every key the statement sees, committed or its own
+//     transaction's, is below xmax + offset (see the package
+//     documentation), so the append comes after every append its snapshot
+//     sees committed;
 //
-// and no row when the store is ahead of this cluster: a largest key at or
-// above the cluster's next transaction id plus the offset, which no store
-// written in this cluster can have (see the package documentation). The
-// stream's row then raises the floor to the key of the stream's last
-// append, once its lock is held.
+// and no row when the store is ahead of this cluster: when it holds a key
+// at or above GREATEST(xmax, x + 1) + offset, which no store written in
+// this cluster can (a logical copy; see rekey). The probe walks the
+// primary key from that bound: on a store that is not ahead it finds only
+// the entries of appends in progress, if any. The stream's row then raises
+// the floor to the key of the stream's last append, once its lock is held.
+//
+// OFFSET 0 keeps f a subquery computed once, and the probe's ORDER BY
+// keeps it on the primary key whatever the planner estimates.
 const keyFloor = `k AS (
-	SELECT GREATEST(x.id + o.key_offset, t.top) AS floor
-	FROM eventstore_order_offset AS o,
-		(SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint) AS id) AS x,
-		(SELECT COALESCE(max(order_key), 0) AS top FROM eventstore_events) AS t
-	WHERE t.top < GREATEST(CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS text) AS bigint), x.id + 1) + o.key_offset
+	SELECT GREATEST(f.id, f.xmax - 1) + f.key_offset AS floor
+	FROM (SELECT CAST(CAST(pg_current_xact_id() AS text) AS bigint) AS id,
+		CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS text) AS bigint) AS xmax,
+		(SELECT key_offset FROM eventstore_order_offset) AS key_offset
+		OFFSET 0) AS f
+	WHERE (SELECT order_key FROM eventstore_events WHERE order_key >= GREATEST(f.xmax, f.id + 1) + f.key_offset
+		ORDER BY order_key LIMIT 1) IS NULL
 )`
 
 func queriesFor(d store.Dialect) queries {
