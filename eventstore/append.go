@@ -76,10 +76,13 @@ func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]App
 // this process's subscriptions see them at once.
 //
 // When AppendTx returns an error, roll tx back: the append may be half
-// done, and on PostgreSQL a failed statement aborts the transaction. A
-// *ConcurrencyError is the exception: it leaves tx as it was. On PostgreSQL
-// the stream's row stays locked until tx ends, so keep tx short: it
-// serialises the writers of that stream.
+// done, and on PostgreSQL a failed statement aborts the transaction (an
+// error matching ErrLogicalCopy does). A *ConcurrencyError is the
+// exception: it leaves tx as it was. On PostgreSQL the stream's row stays
+// locked until tx ends, so keep tx short: it serialises the writers of
+// that stream. In a SERIALIZABLE transaction, expect serialization
+// failures when other SERIALIZABLE transactions append at the same time
+// (see the package documentation).
 func (s *Store) AppendTx(ctx context.Context, tx *sql.Tx, stream string, expected ExpectedVersion, events ...EventData) (AppendResult, error) {
 	res, err := s.AppendMultiTx(ctx, tx, StreamAppend{Stream: stream, Expected: expected, Events: events})
 	if err != nil {

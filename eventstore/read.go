@@ -121,7 +121,9 @@ func (s *Store) ReadAll(ctx context.Context, after Checkpoint, limit int) ([]Eve
 
 // Head returns the checkpoint of the last event that ReadAll can return now,
 // the zero Checkpoint for an empty store. A subscription from Head sees
-// every event that ReadAll has not returned yet.
+// every event that ReadAll has not returned yet. Like ReadAll, it fails
+// with an error matching ErrLogicalCopy on a logical copy that Setup has
+// not re-keyed yet.
 func (s *Store) Head(ctx context.Context) (Checkpoint, error) {
 	var cp Checkpoint
 	err := s.db.Reader().QueryRowContext(ctx, s.q.head).Scan(&cp.OrderKey, &cp.Position)
