@@ -4,12 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/benchreport"
 	"github.com/trellis-go/trellis/twopc"
 )
 
@@ -141,11 +141,7 @@ func contend(b *testing.B, workers int, op func(worker, i int) (committed bool, 
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
-	slices.Sort(lat)
-	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond) }
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "transfers/s")
-	b.ReportMetric(ms(0.50), "p50-ms")
-	b.ReportMetric(ms(0.99), "p99-ms")
+	benchreport.Rate(b, b.N, elapsed, "transfers/s")
+	benchreport.Latencies(b, lat)
 	b.ReportMetric(float64(aborted.Load()), "aborts")
-	b.ReportMetric(0, "ns/op") // the rate above says it; per-op time is not meaningful across 4 workers
 }

@@ -3,12 +3,12 @@ package app_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/benchreport"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory"
@@ -139,13 +139,9 @@ func BenchmarkTransferOneSku(b *testing.B) {
 			wg.Wait()
 			elapsed := time.Since(start)
 			b.StopTimer()
-			slices.Sort(lat)
-			ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond) }
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "transfers/s")
-			b.ReportMetric(ms(0.50), "p50-ms")
-			b.ReportMetric(ms(0.99), "p99-ms")
+			benchreport.Rate(b, b.N, elapsed, "transfers/s")
+			benchreport.Latencies(b, lat)
 			b.ReportMetric(float64(aborted.Load()), "aborts")
-			b.ReportMetric(0, "ns/op") // several at once: the rate says it
 			e, err := east.Get(ctx, "TEA-001")
 			if err != nil {
 				b.Fatal(err)
