@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -169,15 +170,19 @@ func HTTPRetryAfter(resp *http.Response, err error) (time.Duration, bool) {
 	return ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 }
 
-// ParseRetryAfter parses a Retry-After value, delay-seconds or an
-// HTTP-date relative to now.
+// ParseRetryAfter parses a Retry-After value (RFC 9110, section 10.2.3):
+// delay-seconds (digits only, no sign) or an HTTP-date relative to now, a
+// date in the past meaning no wait. A delay too long for a time.Duration
+// (about 292 years) is the longest one, never a wrapped-around value:
+// callers compare it with the longest wait they accept.
 func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s < 0 {
-			return 0, false
+	if isDigits(v) {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || s > maxRetryAfterSeconds {
+			return time.Duration(math.MaxInt64), true // valid, and longer than anyone waits
 		}
 		return time.Duration(s) * time.Second, true
 	}
@@ -185,6 +190,19 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 		return max(at.Sub(now), 0), true
 	}
 	return 0, false
+}
+
+// maxRetryAfterSeconds is the longest delay-seconds a time.Duration holds.
+const maxRetryAfterSeconds = uint64(math.MaxInt64 / int64(time.Second))
+
+// isDigits reports whether v is one or more ASCII digits.
+func isDigits(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return false
+		}
+	}
+	return v != ""
 }
 
 // bufferBody reads up to limit bytes of body. whole reports whether that

@@ -3,6 +3,8 @@ package resilience_test
 import (
 	"errors"
 	"io"
+	"math"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -229,15 +231,55 @@ func TestRepeatable(t *testing.T) {
 
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	cases := map[string]time.Duration{"3": 3 * time.Second, "0": 0, "Sun, 22 Nov 2026 12:00:10 GMT": 10 * time.Second}
+	longest := time.Duration(math.MaxInt64)
+	cases := map[string]time.Duration{"3": 3 * time.Second, "0": 0, "Sun, 22 Nov 2026 12:00:10 GMT": 10 * time.Second,
+		"Sun, 22 Nov 2026 11:00:00 GMT": 0, "9223372036": 9223372036 * time.Second,
+		// Too long for a time.Duration: the longest one, never wrapped
+		// around to a negative or a short wait.
+		"9223372037": longest, "10000000000": longest, "18446744074": longest, "99999999999999999999999": longest}
 	for v, want := range cases {
 		if got, ok := resilience.ParseRetryAfter(v, now); !ok || got != want {
 			t.Errorf("%q: %v %v", v, got, ok)
 		}
 	}
-	for _, bad := range []string{"", "-1", "soon"} {
+	for _, bad := range []string{"", "-1", "+3", " 3", "3.5", "0x10", "soon"} {
 		if _, ok := resilience.ParseRetryAfter(bad, now); ok {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+}
+
+// FuzzParseRetryAfter: whatever a server sends, the wait is never negative;
+// delay-seconds, however many digits, is accepted and read exactly, or as
+// the longest wait when a time.Duration cannot hold it.
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, seed := range []string{"3", "0", "-1", "+3", "10000000000", "18446744074", "9223372037",
+		"Sun, 22 Nov 2026 12:00:10 GMT", "Sunday, 22-Nov-26 12:00:10 GMT", "Sun Nov 22 12:00:10 2026", "soon", ""} {
+		f.Add(seed)
+	}
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		d, ok := resilience.ParseRetryAfter(v, now)
+		if d < 0 {
+			t.Fatalf("%q: negative wait %v", v, d)
+		}
+		if !ok && d != 0 {
+			t.Fatalf("%q: refused with a wait %v", v, d)
+		}
+		digits := v != ""
+		for _, c := range v {
+			digits = digits && c >= '0' && c <= '9'
+		}
+		if !digits {
+			return
+		}
+		n, _ := new(big.Int).SetString(v, 10)
+		want := time.Duration(math.MaxInt64)
+		if n.Cmp(big.NewInt(int64(math.MaxInt64/int64(time.Second)))) <= 0 {
+			want = time.Duration(n.Int64()) * time.Second
+		}
+		if !ok || d != want {
+			t.Fatalf("%q: got %v %v, want %v", v, d, ok, want)
+		}
+	})
 }
