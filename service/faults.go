@@ -120,7 +120,10 @@ func authorizeAdmin(cfg Config, r *http.Request) *problem.Details {
 	if cfg.AdminToken == "" {
 		return problem.New(http.StatusForbidden, "admin endpoints are disabled: start in development mode (TRELLIS_DEV=true) or set TRELLIS_ADMIN_TOKEN")
 	}
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	// The scheme is case-insensitive (RFC 9110, section 11.1).
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	ok = ok && strings.EqualFold(scheme, "Bearer")
+	token = strings.TrimLeft(token, " ")
 	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(cfg.AdminToken)) != 1 {
 		return problem.New(http.StatusUnauthorized, "admin endpoints need the header Authorization: Bearer <TRELLIS_ADMIN_TOKEN>")
 	}

@@ -100,6 +100,26 @@ func TestFaultsNeedTokenOutsideDevelopment(t *testing.T) {
 	if resp, _ := send(t, "POST", guarded.url+"/-/faults", "wrong", `{"error_rate":1}`); resp.StatusCode != 401 {
 		t.Fatalf("wrong token: %d", resp.StatusCode)
 	}
+	// The scheme is case-insensitive (RFC 9110); the token is not.
+	for _, header := range []string{"bearer s3cret", "BEARER s3cret", "Basic s3cret", "Bearer S3CRET", "Bearers3cret", "s3cret"} {
+		req, err := http.NewRequest("DELETE", guarded.url+"/-/faults", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := http.StatusUnauthorized
+		if strings.HasSuffix(header, " s3cret") && strings.EqualFold(strings.Fields(header)[0], "bearer") {
+			want = http.StatusNoContent
+		}
+		if resp.StatusCode != want {
+			t.Errorf("Authorization: %s: %d, want %d", header, resp.StatusCode, want)
+		}
+	}
 	if resp, body := send(t, "POST", guarded.url+"/-/faults", "s3cret", `{"error_rate":1}`); resp.StatusCode != 200 {
 		t.Fatalf("right token: %d %s", resp.StatusCode, body)
 	}

@@ -98,6 +98,9 @@ func TestBadRequestsNameTheField(t *testing.T) {
 			{"POST", "/v1/products", `{"sku":"X-1","name":"n","price":5}`, 400, "price"},
 			{"GET", "/v1/products?limit=0", "", 400, "limit"},
 			{"GET", "/v1/products?limit=many", "", 400, "limit"},
+			// Longer than any name: 400, not SQLite's LIKE limit as a 500.
+			{"GET", "/v1/products?q=" + strings.Repeat("a", 49_999), "", 400, "at most 200 characters"},
+			{"GET", "/v1/products?q=" + strings.Repeat("é", 201), "", 400, "q"},
 			{"GET", "/v1/products/NOPE-1", "", 404, "NOPE-1"},
 		}
 		for _, c := range cases {

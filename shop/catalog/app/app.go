@@ -23,6 +23,9 @@ type Repository interface {
 const (
 	DefaultLimit = 20
 	MaxLimit     = 100
+	// MaxQuery is the longest search text, in characters: a name is
+	// searched, and no name is longer.
+	MaxQuery = 200
 )
 
 // Catalog is the catalog service's application layer.

@@ -4,8 +4,10 @@ package ports
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
@@ -39,7 +41,12 @@ func (s *HTTP) list(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
-	items, err := s.app.Search(r.Context(), q.Get("q"), limit)
+	text := q.Get("q")
+	if n := utf8.RuneCountInString(text); n > app.MaxQuery {
+		reason := fmt.Sprintf("must be at most %d characters, not %d", app.MaxQuery, n)
+		return problem.Invalid("q "+reason, problem.FieldError{Field: "q", Reason: reason})
+	}
+	items, err := s.app.Search(r.Context(), text, limit)
 	if err != nil {
 		return err
 	}
