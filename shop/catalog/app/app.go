@@ -25,7 +25,7 @@ const (
 	MaxLimit     = 100
 	// MaxQuery is the longest search text, in characters: a name is
 	// searched, and no name is longer.
-	MaxQuery = 200
+	MaxQuery = domain.MaxName
 )
 
 // Catalog is the catalog service's application layer.

@@ -46,14 +46,17 @@ var skuPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 // ValidSKU reports whether s has the form of a sku.
 func ValidSKU(s string) bool { return skuPattern.MatchString(s) }
 
+// MaxName is the longest product name, in characters.
+const MaxName = 200
+
 // Validate checks a product before it is stored.
 func (p Product) Validate() error {
 	var bad []FieldError
 	if !ValidSKU(p.SKU) {
 		bad = append(bad, FieldError{"sku", "must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"})
 	}
-	if n := utf8.RuneCountInString(strings.TrimSpace(p.Name)); n == 0 || n > 200 {
-		bad = append(bad, FieldError{"name", "must be 1 to 200 characters"})
+	if n := utf8.RuneCountInString(strings.TrimSpace(p.Name)); n == 0 || n > MaxName {
+		bad = append(bad, FieldError{"name", fmt.Sprintf("must be 1 to %d characters", MaxName)})
 	}
 	if utf8.RuneCountInString(p.Description) > 2000 {
 		bad = append(bad, FieldError{"description", "must be at most 2000 characters"})
