@@ -169,6 +169,28 @@ func TestPlaceRejectsBadInput(t *testing.T) {
 				t.Errorf("%s %s: %d %s (want %d naming %s)", c.key, c.body, r.Status, r.Body, c.status, c.names)
 			}
 		}
+		// Two keys on one request: refused, not reduced to the first,
+		// and nothing placed under either.
+		req, _ := http.NewRequest("POST", s.order.URL+"/v1/orders", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Add("Idempotency-Key", "two-a")
+		req.Header.Add("Idempotency-Key", "two-b")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(resp)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(got, "Idempotency-Key") || !strings.Contains(got, "2 times") {
+			t.Errorf("two Idempotency-Key headers: %d %s", resp.StatusCode, got)
+		}
+		for _, key := range []string{"two-a", "two-b"} {
+			// Placing with either key now is a first placement (202), not a
+			// replay of an order placed by the refused request.
+			if r := post(t, s.order, key, body); r.Status != 202 || r.Header.Get("Idempotent-Replayed") == "true" {
+				t.Errorf("%s after the refused request: %d %s", key, r.Status, r.Body)
+			}
+		}
 	})
 }
 

@@ -107,10 +107,9 @@ type transferRequest struct {
 }
 
 func (s *TransfersHTTP) transfer(w http.ResponseWriter, r *http.Request) error {
-	key := r.Header.Get("Idempotency-Key")
-	if key == "" || len(key) > 200 {
-		return problem.Invalid("the Idempotency-Key header is required (1 to 200 characters): repeat a request with the same key to move the stock only once",
-			problem.FieldError{Field: "Idempotency-Key", Reason: "required header, 1 to 200 characters"})
+	key, err := service.IdempotencyKey(r, true, "move the stock only once")
+	if err != nil {
+		return err
 	}
 	var body transferRequest
 	if err := service.DecodeJSON(w, r, &body); err != nil {

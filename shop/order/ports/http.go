@@ -29,13 +29,10 @@ func Register(h *service.Host, a *app.App) {
 	h.Route("POST /v1/sagas/{id}/retry", s.retrySaga)
 }
 
-const maxKeyLen = 200
-
 func (s *HTTP) place(w http.ResponseWriter, r *http.Request) error {
-	key := r.Header.Get("Idempotency-Key")
-	if key == "" || len(key) > maxKeyLen {
-		return problem.Invalid("the Idempotency-Key header is required (1 to 200 characters): repeat a request with the same key to place the order only once",
-			problem.FieldError{Field: "Idempotency-Key", Reason: "required header, 1 to 200 characters"})
+	key, err := service.IdempotencyKey(r, true, "place the order only once")
+	if err != nil {
+		return err
 	}
 	var cmd app.PlaceOrder
 	if err := service.DecodeJSON(w, r, &cmd); err != nil {

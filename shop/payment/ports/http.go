@@ -40,10 +40,9 @@ func invalid(err *domain.ValidationError) error {
 }
 
 func (s *HTTP) charge(w http.ResponseWriter, r *http.Request) error {
-	key := r.Header.Get("Idempotency-Key")
-	if key == "" || len(key) > domain.MaxKeyLen {
-		return problem.Invalid("the Idempotency-Key header is required (1 to 200 characters): repeat a charge with the same key to charge only once",
-			problem.FieldError{Field: "Idempotency-Key", Reason: "required header, 1 to 200 characters"})
+	key, err := service.IdempotencyKey(r, true, "charge only once")
+	if err != nil {
+		return err
 	}
 	var body chargeBody
 	if err := service.DecodeJSON(w, r, &body); err != nil {

@@ -31,10 +31,6 @@ type scheduleBody struct {
 	Address string `json:"address"`
 }
 
-// maxKeyLen bounds an Idempotency-Key. The key is optional: the order id
-// already makes a schedule idempotent.
-const maxKeyLen = 200
-
 func invalid(err *domain.ValidationError) error {
 	fields := make([]problem.FieldError, len(err.Fields))
 	for i, f := range err.Fields {
@@ -44,9 +40,10 @@ func invalid(err *domain.ValidationError) error {
 }
 
 func (s *HTTP) schedule(w http.ResponseWriter, r *http.Request) error {
-	if len(r.Header.Get("Idempotency-Key")) > maxKeyLen {
-		return problem.Invalid("the Idempotency-Key header must be at most 200 characters",
-			problem.FieldError{Field: "Idempotency-Key", Reason: "at most 200 characters"})
+	// The key is optional: the order id already makes a schedule
+	// idempotent. One given must still be well formed.
+	if _, err := service.IdempotencyKey(r, false, ""); err != nil {
+		return err
 	}
 	var body scheduleBody
 	if err := service.DecodeJSON(w, r, &body); err != nil {
