@@ -290,10 +290,23 @@ func (h *Host) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	problem.Write(w, r, d)
 }
 
+// MaxPath is the longest request path a host serves, in bytes: far more
+// than any route's ids need. A longer one is answered 414 without being
+// routed, and its problem document does not repeat it.
+const MaxPath = 2048
+
 // Handler returns the host's root handler: its routes, with problem
-// documents for unknown paths and methods.
+// documents for unknown paths and methods, and 414 for a path longer than
+// MaxPath.
 func (h *Host) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := len(r.URL.EscapedPath()); n > MaxPath {
+			d := problem.New(http.StatusRequestURITooLong, "the request path is %d bytes long; a path may have at most %d", n, MaxPath)
+			d.Instance = "/" // not the path: a megabyte of it would come back twice
+			problem.Write(w, r, d)
+			h.metrics.Observe("unmatched", r.Method, http.StatusRequestURITooLong, 0)
+			return
+		}
 		handler, pattern := h.mux.Handler(r)
 		if pattern != "" {
 			h.mux.ServeHTTP(w, r)

@@ -232,6 +232,28 @@ func TestProblemsForUnknownRoutesAndMethods(t *testing.T) {
 	}
 }
 
+// A path of half a megabyte, on a route with an id or on none, is
+// answered 414 with a short problem that does not repeat it; one of
+// MaxPath bytes is still routed.
+func TestOverlongPathIs414WithoutEcho(t *testing.T) {
+	r := start(t, nil, service.Options{}, func(h *service.Host) {
+		h.Route("GET /v1/things/{id}", func(w http.ResponseWriter, r *http.Request) error {
+			return problem.New(http.StatusNotFound, "no thing %q", r.PathValue("id"))
+		})
+	})
+	for _, path := range []string{"/v1/things/" + strings.Repeat("x", 512<<10), "/" + strings.Repeat("y", 512<<10)} {
+		resp, body := get(t, r.url+path)
+		if resp.StatusCode != http.StatusRequestURITooLong || !problem.Is(resp) || len(body) > 1024 ||
+			!strings.Contains(string(body), "at most 2048") {
+			t.Fatalf("%d bytes: %d %s, %d bytes of body", len(path), resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+		}
+	}
+	id := strings.Repeat("z", service.MaxPath-len("/v1/things/"))
+	if resp, body := get(t, r.url+"/v1/things/"+id); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a path of MaxPath bytes: %d %.200s", resp.StatusCode, body)
+	}
+}
+
 func TestHandlerErrorsAndPanicsBecomeProblems(t *testing.T) {
 	r := start(t, nil, service.Options{}, func(h *service.Host) {
 		h.Route("GET /secret", func(w http.ResponseWriter, r *http.Request) error {
