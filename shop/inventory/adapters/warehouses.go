@@ -122,10 +122,10 @@ func (w *Warehouse) record(err error) {
 	switch {
 	case err == nil && was != nil:
 		w.log.Info("warehouse database reachable", "warehouse", w.name, "unavailable_for", w.clock.Now().Sub(w.since).String())
-	case err != nil && was == nil:
-		w.since = w.clock.Now()
-		w.log.Warn("warehouse database unreachable: its stock and transfers answer 503 until it is back", "warehouse", w.name, "err", err)
-	case err != nil && errors.Is(was, errNotConnected):
+	case err != nil && (was == nil || errors.Is(was, errNotConnected)):
+		if was == nil {
+			w.since = w.clock.Now()
+		}
 		w.log.Warn("warehouse database unreachable: its stock and transfers answer 503 until it is back", "warehouse", w.name, "err", err)
 	}
 }
@@ -312,6 +312,16 @@ func (w *Warehouse) participantOn(ctx context.Context, db *store.DB) (twopc.Part
 	}
 	if err != nil {
 		return nil, err
+	}
+	// The drained participant never prepares anything new: with nothing
+	// left prepared now, none can appear, and every commit and abort is
+	// spared a COMMIT or ROLLBACK PREPARED of a transaction that is not.
+	left, err := prepared.InDoubt(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(left) == 0 {
+		return local, nil
 	}
 	return &draining{LocalParticipant: local, prepared: prepared}, nil
 }
