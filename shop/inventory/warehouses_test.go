@@ -90,8 +90,8 @@ func TestTransfersOfOneSkuNeverAbort(t *testing.T) {
 }
 
 // gate is a TCP proxy in front of a real PostgreSQL server that can go
-// down (it stops listening, so connections are refused, and cuts those it
-// carries) and come back on the same address: a database server stopped
+// down (it closes every connection as soon as it is accepted, and cuts
+// those it carries) and come back on the same address: a database server stopped
 // and started again, as inventory sees it.
 type gate struct {
 	t      *testing.T
@@ -100,6 +100,7 @@ type gate struct {
 
 	mu    sync.Mutex
 	ln    net.Listener
+	open  bool // false: connections are cut as soon as they are accepted
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -114,6 +115,7 @@ func newGate(t *testing.T, target string) *gate {
 	g.serve(ln)
 	t.Cleanup(func() {
 		g.down()
+		_ = ln.Close()
 		g.wg.Wait()
 	})
 	return g
@@ -131,13 +133,17 @@ func (g *gate) url(databaseURL string) string {
 
 func (g *gate) serve(ln net.Listener) {
 	g.mu.Lock()
-	g.ln = ln
+	g.ln, g.open = ln, true
 	g.mu.Unlock()
 	g.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if !g.isOpen() {
+				_ = c.Close()
+				continue
 			}
 			s, err := net.Dial("tcp", g.target)
 			if err != nil {
@@ -163,7 +169,7 @@ func (g *gate) serve(ln net.Listener) {
 func (g *gate) track(c, s net.Conn) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.ln == nil {
+	if !g.open {
 		_, _ = c.Close(), s.Close()
 		return false
 	}
@@ -171,29 +177,30 @@ func (g *gate) track(c, s net.Conn) bool {
 	return true
 }
 
-// down refuses new connections and cuts the open ones.
+func (g *gate) isOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
+// down cuts new connections as soon as they are accepted, and the open
+// ones. The gate keeps its port: released, another process's outgoing
+// connection could take it, and the gate could not listen there again.
 func (g *gate) down() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.ln != nil {
-		_ = g.ln.Close()
-		g.ln = nil
-	}
+	g.open = false
 	for c := range g.conns {
 		_ = c.Close()
 	}
 	clear(g.conns)
 }
 
-// up listens again on the same address.
+// up proxies new connections again.
 func (g *gate) up() {
-	var ln net.Listener
-	waitFor(g.t, 10*time.Second, "listening again on "+g.addr, func() bool {
-		var err error
-		ln, err = net.Listen("tcp", g.addr)
-		return err == nil
-	})
-	g.serve(ln)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = true
 }
 
 // readiness returns the host's /readyz answer.
@@ -219,7 +226,7 @@ func expectUnavailable(t *testing.T, what string, r servicetest.Response) {
 }
 
 // The west warehouse's database cannot be reached (a PostgreSQL server
-// that refuses connections; a SQLite path that cannot be opened, then the
+// that closes every connection; a SQLite path that cannot be opened, then the
 // file that was open gone from its path) while a
 // transfer is in doubt in both warehouses. Inventory starts anyway and
 // serves its stock, reservations and the east warehouse; west's stock and
