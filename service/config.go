@@ -3,6 +3,7 @@ package service
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -36,6 +37,54 @@ type Config struct {
 	// then waits for its predecessor's leases to expire. Two live
 	// processes must never share one.
 	Instance string
+	// Timeouts bound the HTTP server's connections; a zero field takes
+	// its value from DefaultTimeouts. A route that takes long uploads raises its own
+	// deadline with http.ResponseController.SetReadDeadline.
+	Timeouts Timeouts
+}
+
+// Timeouts bound how long a client may hold a connection of the host's
+// HTTP server without making progress, so a slow or silent client costs a
+// connection for a bounded time, never forever.
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers, from the first byte.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, headers and body, from the
+	// first byte. A body that has not arrived by then fails with 408 and
+	// the connection is closed.
+	Read time.Duration
+	// Write bounds serving a request, from the end of its headers to the
+	// last byte of the answer.
+	Write time.Duration
+	// Idle bounds how long a kept-alive connection waits for its next
+	// request.
+	Idle time.Duration
+}
+
+// DefaultTimeouts are the host's server timeouts unless configured: 10 s
+// for headers, 30 s for a whole request with its body (a 1 MiB body, the
+// largest DecodeJSON reads, at 35 KB/s), 30 s to answer, 2 min idle.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second, Idle: 2 * time.Minute}
+}
+
+// withDefaults fills zero fields from DefaultTimeouts.
+func (t Timeouts) withDefaults() Timeouts {
+	d := DefaultTimeouts()
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&t.ReadHeader, &d.ReadHeader}, {&t.Read, &d.Read}, {&t.Write, &d.Write}, {&t.Idle, &d.Idle},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	return t
+}
+
+// Apply sets the timeouts on srv, a zero field taking its default.
+func (t Timeouts) Apply(srv *http.Server) {
+	t = t.withDefaults()
+	srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout = t.ReadHeader, t.Read, t.Write, t.Idle
 }
 
 // Defaults returns the configuration a service starts from before flags and
@@ -47,6 +96,7 @@ func Defaults(name string) Config {
 		DataDir:       ".trellis",
 		ShutdownGrace: 10 * time.Second,
 		LogLevel:      "info",
+		Timeouts:      DefaultTimeouts(),
 	}
 }
 
@@ -64,6 +114,10 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", c.ShutdownDelay, "time to stay up with readiness false before draining")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.Instance, "instance", c.Instance, "this replica's stable identity, unique among live replicas (order-0, a pod name): a restart resumes its work in flight at once")
+	fs.DurationVar(&c.Timeouts.ReadHeader, "read-header-timeout", c.Timeouts.ReadHeader, "time a client gets to send a request's headers")
+	fs.DurationVar(&c.Timeouts.Read, "read-timeout", c.Timeouts.Read, "time a client gets to send a whole request, headers and body (408 after)")
+	fs.DurationVar(&c.Timeouts.Write, "write-timeout", c.Timeouts.Write, "time a request gets from its headers to the end of its answer")
+	fs.DurationVar(&c.Timeouts.Idle, "idle-timeout", c.Timeouts.Idle, "time a kept-alive connection may wait for its next request")
 	config.Bind(fs, "host", "TRELLIS_HOST")
 	config.Bind(fs, "port", "PORT")
 	config.Bind(fs, "data-dir", "TRELLIS_DATA_DIR")
@@ -75,6 +129,10 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	config.Bind(fs, "shutdown-delay", "TRELLIS_SHUTDOWN_DELAY")
 	config.Bind(fs, "log-level", "TRELLIS_LOG_LEVEL")
 	config.Bind(fs, "instance", "TRELLIS_INSTANCE")
+	config.Bind(fs, "read-header-timeout", "TRELLIS_READ_HEADER_TIMEOUT")
+	config.Bind(fs, "read-timeout", "TRELLIS_READ_TIMEOUT")
+	config.Bind(fs, "write-timeout", "TRELLIS_WRITE_TIMEOUT")
+	config.Bind(fs, "idle-timeout", "TRELLIS_IDLE_TIMEOUT")
 }
 
 // Validate checks the values that parse but make no sense, naming the
@@ -104,6 +162,20 @@ func (c *Config) Validate(fs *pflag.FlagSet) error {
 	}
 	if c.DataDir == "" {
 		return invalid("data-dir", "", "must not be empty")
+	}
+	for _, t := range []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"read-header-timeout", c.Timeouts.ReadHeader}, {"read-timeout", c.Timeouts.Read},
+		{"write-timeout", c.Timeouts.Write}, {"idle-timeout", c.Timeouts.Idle},
+	} {
+		if t.d < 0 {
+			return invalid(t.flag, t.d.String(), "must not be negative (0 means the default)")
+		}
+	}
+	if t := c.Timeouts.withDefaults(); t.Read < t.ReadHeader {
+		return invalid("read-timeout", t.Read.String(), "must not be shorter than the read header timeout "+t.ReadHeader.String())
 	}
 	if !validInstance(c.Instance) {
 		return invalid("instance", c.Instance, "must be at most 128 letters, digits or - _ . :")

@@ -394,12 +394,11 @@ func (h *Host) Serve(ctx context.Context, ln net.Listener) error {
 	h.mu.Unlock()
 	var fresh freshConns
 	srv := &http.Server{
-		Handler:           h.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
-		ConnState:         fresh.track,
+		Handler:   h.Handler(),
+		ErrorLog:  slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		ConnState: fresh.track,
 	}
+	h.cfg.Timeouts.Apply(srv)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	stopWorkers := h.startWorkers()

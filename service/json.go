@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/trellis-go/trellis/problem"
@@ -33,10 +34,15 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if dec.More() {
 		return problem.Invalid("request body must hold a single JSON value")
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	var syn *json.SyntaxError
+	switch _, err := dec.Token(); {
+	case err == io.EOF:
+		return nil
+	case err == nil || errors.As(err, &syn):
 		return problem.Invalid("request body must hold a single JSON value")
+	default: // the body could not be read to its end
+		return decodeProblem(err)
 	}
-	return nil
 }
 
 func decodeProblem(err error) error {
@@ -46,6 +52,10 @@ func decodeProblem(err error) error {
 	switch {
 	case errors.Is(err, io.EOF):
 		return problem.Invalid("request body is empty: expected a JSON object")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The server's read timeout passed before the body arrived: the
+		// connection is closed after this answer.
+		return problem.New(http.StatusRequestTimeout, "the request body did not arrive in time")
 	case errors.As(err, &tooBig):
 		return problem.New(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", tooBig.Limit)
 	case errors.As(err, &syn):

@@ -49,7 +49,11 @@ func writeProblem(w http.ResponseWriter, status int, detail string) {
 func (s *Supervisor) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != ProcessesPath {
-			writeProblem(w, http.StatusNotFound, fmt.Sprintf("no resource at %s; try GET %s", r.URL.Path, ProcessesPath))
+			path := r.URL.Path
+			if len(path) > 256 { // never echo a megabyte of path
+				path = path[:256] + "..."
+			}
+			writeProblem(w, http.StatusNotFound, fmt.Sprintf("no resource at %q; try GET %s", path, ProcessesPath))
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -73,6 +77,28 @@ func (s *Supervisor) Handler() http.Handler {
 	})
 }
 
+// The admin server's timeouts: its requests are small GETs answered from
+// memory, so a client that is slower than this is stuck or hostile.
+const (
+	adminReadHeaderTimeout = 5 * time.Second
+	adminReadTimeout       = 10 * time.Second
+	adminWriteTimeout      = 10 * time.Second
+	adminIdleTimeout       = time.Minute
+)
+
+// AdminServer returns an http.Server for Handler with every timeout set:
+// 5 s to send headers, 10 s for a whole request, 10 s to answer, 1 min
+// idle. Serve it on a listener of your own, or use ServeAdmin.
+func (s *Supervisor) AdminServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
+	}
+}
+
 // ServeAdmin serves Handler on addr until ctx is cancelled, then shuts the
 // server down gracefully. It returns nil after a shutdown caused by ctx.
 func (s *Supervisor) ServeAdmin(ctx context.Context, addr string) error {
@@ -81,11 +107,8 @@ func (s *Supervisor) ServeAdmin(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("supervisor: admin listen: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	srv := s.AdminServer()
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

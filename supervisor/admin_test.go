@@ -239,3 +239,25 @@ processes:
 		t.Errorf("ServeAdmin on a bad address = %v", err)
 	}
 }
+
+// The admin server bounds every phase of a connection, and never echoes
+// a long path back.
+func TestAdminServerTimeoutsAndEcho(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, fmt.Sprintf(`
+version: 1
+processes:
+  - name: svc
+    command: [trellis]
+    port: %d
+`, freePorts(t, 1)))
+	srv := h.sup.AdminServer()
+	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 {
+		t.Fatalf("timeouts: header %s, read %s, write %s, idle %s", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout)
+	}
+	rec := httptest.NewRecorder()
+	srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+strings.Repeat("x", 1<<20), nil))
+	if rec.Code != http.StatusNotFound || rec.Body.Len() > 1024 {
+		t.Fatalf("%d, %d bytes of body", rec.Code, rec.Body.Len())
+	}
+}

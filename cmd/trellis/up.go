@@ -142,7 +142,7 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 		return err
 	}
 
-	adminSrv := &http.Server{Handler: sup.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	adminSrv := sup.AdminServer()
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin API stopped", slog.Any("error", err))
