@@ -50,7 +50,9 @@ func DefaultClientPolicy() ClientPolicy {
 }
 
 // ServiceClient returns the client for calls to the service called name,
-// with DefaultClientPolicy. Calls are traced and carry the trace context;
+// with DefaultClientPolicy. Calls are traced and carry the trace context
+// and, when the host has a service key, a token of the host's identity
+// for name (see InternalRoute);
 // each destination (scheme://host:port) has its own breaker and bulkhead;
 // retries share one budget per client. The same name gives the same
 // client.
@@ -110,7 +112,7 @@ func (h *Host) ServiceClientWith(name string, p ClientPolicy) *http.Client {
 		)
 	}
 	c := &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, resilience.NewTransport(resilience.TransportConfig{
-		Base:     http.DefaultTransport.(*http.Transport).Clone(),
+		Base:     h.signed(http.DefaultTransport.(*http.Transport).Clone(), name),
 		Pipeline: pipeline,
 	}))}
 	if h.clients == nil {

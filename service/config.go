@@ -11,6 +11,7 @@ import (
 
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/config"
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -37,6 +38,12 @@ type Config struct {
 	// then waits for its predecessor's leases to expire. Two live
 	// processes must never share one.
 	Instance string
+	// ServiceKey is the deployment's keyring for calls between services
+	// (see package identity): id:secret entries, the first of which signs.
+	// ServiceKeyFile names a file holding it instead (a mounted Secret, or
+	// the one `trellis up` writes). A host with internal routes needs one.
+	ServiceKey     string
+	ServiceKeyFile string
 	// Timeouts bound the HTTP server's connections; a zero field takes
 	// its value from DefaultTimeouts. A route that takes long uploads raises its own
 	// deadline with http.ResponseController.SetReadDeadline.
@@ -118,6 +125,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Timeouts.Read, "read-timeout", c.Timeouts.Read, "time a client gets to send a whole request, headers and body (408 after)")
 	fs.DurationVar(&c.Timeouts.Write, "write-timeout", c.Timeouts.Write, "time a request gets from its headers to the end of its answer")
 	fs.DurationVar(&c.Timeouts.Idle, "idle-timeout", c.Timeouts.Idle, "time a kept-alive connection may wait for its next request")
+	fs.StringVar(&c.ServiceKey, "service-key", c.ServiceKey, "keyring for calls between services, id:secret[,id:secret...]; the first signs (prefer the variable or the file: flags show in ps)")
+	fs.StringVar(&c.ServiceKeyFile, "service-key-file", c.ServiceKeyFile, "file holding the keyring for calls between services")
 	config.Bind(fs, "host", "TRELLIS_HOST")
 	config.Bind(fs, "port", "PORT")
 	config.Bind(fs, "data-dir", "TRELLIS_DATA_DIR")
@@ -129,6 +138,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	config.Bind(fs, "shutdown-delay", "TRELLIS_SHUTDOWN_DELAY")
 	config.Bind(fs, "log-level", "TRELLIS_LOG_LEVEL")
 	config.Bind(fs, "instance", "TRELLIS_INSTANCE")
+	config.Bind(fs, "service-key", "TRELLIS_SERVICE_KEY")
+	config.Bind(fs, "service-key-file", "TRELLIS_SERVICE_KEY_FILE")
 	config.Bind(fs, "read-header-timeout", "TRELLIS_READ_HEADER_TIMEOUT")
 	config.Bind(fs, "read-timeout", "TRELLIS_READ_TIMEOUT")
 	config.Bind(fs, "write-timeout", "TRELLIS_WRITE_TIMEOUT")
@@ -176,6 +187,15 @@ func (c *Config) Validate(fs *pflag.FlagSet) error {
 	}
 	if t := c.Timeouts.withDefaults(); t.Read < t.ReadHeader {
 		return invalid("read-timeout", t.Read.String(), "must not be shorter than the read header timeout "+t.ReadHeader.String())
+	}
+	if c.ServiceKey != "" && c.ServiceKeyFile != "" {
+		return invalid("service-key", "(secret)", "set either the service key or the service key file, not both")
+	}
+	if c.ServiceKey != "" {
+		if _, err := identity.ParseKeyring(c.ServiceKey); err != nil {
+			// The value is a secret: never in a message.
+			return invalid("service-key", "(secret)", err.Error())
+		}
 	}
 	if !validInstance(c.Instance) {
 		return invalid("instance", c.Instance, "must be at most 128 letters, digits or - _ . :")

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/observe"
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/resilience/prommetrics"
@@ -58,6 +59,11 @@ type Host struct {
 	mux     *http.ServeMux
 	faults  faultInjector
 
+	// Service identity (package identity): nil without a service key.
+	signer   *identity.Signer
+	verifier *identity.Verifier
+	refused  *prometheus.CounterVec
+
 	mu                sync.Mutex
 	checks            []namedCheck
 	addr              net.Addr
@@ -65,6 +71,7 @@ type Host struct {
 	resilienceMetrics *prommetrics.Metrics
 	workers           []*worker
 	closers           []func() error
+	internalRoutes    []string
 
 	serving  atomic.Bool
 	draining atomic.Bool
@@ -109,6 +116,9 @@ func New(ctx context.Context, cfg Config, opts Options) (h *Host, err error) {
 			_ = h.Close()
 		}
 	}()
+	if err := h.loadServiceKey(); err != nil {
+		return nil, err
+	}
 	if h.tp, err = observe.NewTracerProvider(ctx, cfg.Name, cfg.Version); err != nil {
 		return nil, err
 	}
@@ -392,6 +402,10 @@ func (h *Host) Serve(ctx context.Context, ln net.Listener) error {
 	h.mu.Lock()
 	h.addr = ln.Addr()
 	h.mu.Unlock()
+	if err := h.checkInternalRoutes(); err != nil {
+		_ = h.Close()
+		return err
+	}
 	var fresh freshConns
 	srv := &http.Server{
 		Handler:   h.Handler(),
