@@ -101,7 +101,19 @@ type Verifier struct {
 	audience string
 	ring     *Keyring
 	parser   *jwt.Parser
+	leeway   time.Duration
+	now      func() time.Time
+
+	// verified remembers tokens that passed, until they expire: a caller
+	// sends the same token for half its lifetime, so most calls cost a
+	// map lookup instead of a signature check and a JSON parse.
+	mu       sync.Mutex
+	verified map[string]Claims
 }
+
+// maxVerified bounds the remembered tokens: about two per caller and
+// replica at any time, so this is far above need.
+const maxVerified = 4096
 
 // VerifierOptions tune a Verifier; the zero value takes the defaults.
 type VerifierOptions struct {
@@ -124,8 +136,11 @@ func NewVerifier(audience string, ring *Keyring, opts VerifierOptions) *Verifier
 	}
 	if opts.Now != nil {
 		popts = append(popts, jwt.WithTimeFunc(opts.Now))
+	} else {
+		opts.Now = time.Now
 	}
-	return &Verifier{audience: audience, ring: ring, parser: jwt.NewParser(popts...)}
+	return &Verifier{audience: audience, ring: ring, parser: jwt.NewParser(popts...), leeway: opts.Leeway, now: opts.Now,
+		verified: map[string]Claims{}}
 }
 
 // Audience returns the service the verifier accepts tokens for.
@@ -144,6 +159,35 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > maxToken {
 		return Claims{}, fmt.Errorf("%w: %d bytes long", ErrBadToken, len(token))
 	}
+	now := v.now()
+	v.mu.Lock()
+	c, ok := v.verified[token]
+	v.mu.Unlock()
+	if ok && now.Before(c.Expires.Add(v.leeway)) {
+		return c, nil
+	}
+	c, err := v.verify(token)
+	if err != nil {
+		return Claims{}, err
+	}
+	v.mu.Lock()
+	if len(v.verified) >= maxVerified {
+		for t, old := range v.verified {
+			if !now.Before(old.Expires.Add(v.leeway)) {
+				delete(v.verified, t)
+			}
+		}
+		if len(v.verified) >= maxVerified {
+			clear(v.verified)
+		}
+	}
+	v.verified[token] = c
+	v.mu.Unlock()
+	return c, nil
+}
+
+// verify checks a token's signature and claims.
+func (v *Verifier) verify(token string) (Claims, error) {
 	var rc jwt.RegisteredClaims
 	var unknown bool
 	_, err := v.parser.ParseWithClaims(token, &rc, func(t *jwt.Token) (any, error) {

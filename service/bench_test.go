@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/service"
 )
 
@@ -46,5 +47,73 @@ func serve(b *testing.B, h http.Handler) {
 		if rec.Code != 200 {
 			b.Fatal(rec.Code)
 		}
+	}
+}
+
+// BenchmarkInternalRoute measures what a service token costs the callee:
+// the same handler as a public route and as an internal one, called
+// with a token from the caller's signer, in process and over loopback
+// HTTP (the boundary a caller has). The signer's cost is in
+// identity.BenchmarkSign.
+func BenchmarkInternalRoute(b *testing.B) {
+	key, err := identity.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ring, _ := identity.NewKeyring(key)
+	signer := identity.NewSigner("order", ring, identity.SignerOptions{})
+	handler := func(w http.ResponseWriter, r *http.Request) error {
+		_, err := w.Write([]byte(`{"payment_id":"p1"}`))
+		return err
+	}
+	host := func(b *testing.B, internal bool) *service.Host {
+		cfg := service.Defaults("payment")
+		cfg.DataDir = b.TempDir()
+		cfg.ServiceKey = key.String()
+		h, err := service.New(context.Background(), cfg, service.Options{Stdout: io.Discard})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = h.Close() })
+		if internal {
+			h.InternalRoute("GET /v1/payments/{id}", handler, "order")
+		} else {
+			h.Route("GET /v1/payments/{id}", handler)
+		}
+		return h
+	}
+	for _, internal := range []bool{false, true} {
+		name := map[bool]string{false: "public", true: "internal"}[internal]
+		b.Run(name, func(b *testing.B) {
+			h := host(b, internal).Handler()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest("GET", "/v1/payments/p1", nil)
+				tok, _ := signer.Token("payment")
+				req.Header.Set("Authorization", "Bearer "+tok)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != 200 {
+					b.Fatal(rec.Code)
+				}
+			}
+		})
+		b.Run(name+"-loopback", func(b *testing.B) {
+			srv := httptest.NewServer(host(b, internal).Handler())
+			defer srv.Close()
+			client := &http.Client{Transport: identity.Transport(nil, signer, "payment")}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Get(srv.URL + "/v1/payments/p1")
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatal(resp.StatusCode)
+				}
+			}
+		})
 	}
 }

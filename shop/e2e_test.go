@@ -63,7 +63,7 @@ func startShop(t *testing.T, flow string) *inProcessShop {
 	})
 	s := &inProcessShop{payment: pay, logs: map[string]*servicetest.Server{order.Name: ord, payment.Name: pay},
 		urls: shoptest.URLs{Catalog: cat.URL, Inventory: inv.URL, Order: ord.URL, Payment: pay.URL, Shipping: ship.URL,
-			Notification: notes.URL}}
+			Notification: notes.URL, Key: servicetest.Key}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for name, srv := range s.logs {

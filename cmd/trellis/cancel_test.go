@@ -59,7 +59,7 @@ func status(want string) func(shoptest.Order) bool {
 // getSaga reads one saga as GET /v1/sagas/{id} shows it.
 func getSaga(ctx context.Context, u shoptest.URLs, id string) (sagaView, error) {
 	var v sagaView
-	_, err := shoptest.Do(ctx, http.MethodGet, u.Order+"/v1/sagas/"+id, "", nil, &v)
+	_, _, err := shoptest.Replicas{URLs: []string{u.Order}, Key: u.Key}.Do(ctx, 0, http.MethodGet, "/v1/sagas/"+id, "", nil, &v, 0)
 	return v, err
 }
 
@@ -325,11 +325,12 @@ func TestUpForwardStepsOutliveTheDeadline(t *testing.T) {
 	if v.Saga.Step != "refund" || !strings.HasPrefix(v.Saga.Reason, "refund: payment: ") || strings.Contains(v.Saga.Reason, "refused") {
 		t.Fatalf("retrying saga: step %q, reason %q, want the refund's last error", v.Saga.Step, v.Saga.Reason)
 	}
-	out, stderr, code := runTrellis(t, nil, "sagas", "--status", "retrying", "--order-url", u.Order)
+	keyEnv := []string{"TRELLIS_SERVICE_KEY=" + u.Key}
+	out, stderr, code := runTrellis(t, keyEnv, "sagas", "--status", "retrying", "--order-url", u.Order)
 	if code != 0 || !strings.Contains(out, sagaID) || !strings.Contains(out, "cancel-order") || !strings.Contains(out, v.Saga.Reason) {
 		t.Fatalf("trellis sagas --status retrying: %d\n%s%s", code, out, stderr)
 	}
-	out, stderr, code = runTrellis(t, nil, "sagas", sagaID, "--order-url", u.Order)
+	out, stderr, code = runTrellis(t, keyEnv, "sagas", sagaID, "--order-url", u.Order)
 	if code != 0 || !strings.Contains(out, "retrying") || !strings.Contains(out, "cancel-shipment") {
 		t.Fatalf("trellis sagas %s: %d\n%s%s", sagaID, code, out, stderr)
 	}

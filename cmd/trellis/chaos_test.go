@@ -26,7 +26,7 @@ import (
 // shopURLs are the services' base URLs, for shoptest.
 func (sh *runningShop) shopURLs() shoptest.URLs {
 	return shoptest.URLs{Catalog: sh.urls["catalog"], Inventory: sh.urls["inventory"], Order: sh.urls["order"],
-		Payment: sh.urls["payment"], Shipping: sh.urls["shipping"], Notification: sh.urls["notification"]}
+		Payment: sh.urls["payment"], Shipping: sh.urls["shipping"], Notification: sh.urls["notification"], Key: sh.key}
 }
 
 // fetchProcesses is processes for goroutines other than the test's: it
@@ -153,7 +153,7 @@ func (sh *runningShop) explain(t *testing.T, ids []string) {
 	for _, id := range ids[:min(len(ids), 3)] {
 		for _, path := range []string{"/v1/orders/" + id, "/v1/sagas/" + id, "/v1/sagas/" + id + ":cancel"} {
 			var v json.RawMessage
-			_, err := shoptest.Do(ctx, http.MethodGet, sh.order+path, "", nil, &v)
+			_, _, err := shoptest.Replicas{URLs: []string{sh.order}, Key: sh.key}.Do(ctx, 0, http.MethodGet, path, "", nil, &v, 0)
 			t.Logf("GET %s: %s %v", path, v, err)
 		}
 		logs, _ := filepath.Glob(filepath.Join(sh.dataDir, "logs", "*.log"))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
+	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
 	"github.com/trellis-go/trellis/shop/order"
 	"github.com/trellis-go/trellis/store"
@@ -176,11 +177,15 @@ func TestSagasReadsItsEnvironment(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			http.Error(w, "no service token", http.StatusUnauthorized)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"items":[{"id":"saga-from-env","name":"place-order","status":"completed","created_at":"2026-01-02T03:04:05Z","updated_at":"2026-01-02T03:04:05Z"}]}`)
 	}))
 	defer orders.Close()
-	out, stderr, code := runTrellis(t, []string{"ORDER_URL=" + orders.URL}, "sagas")
+	out, stderr, code := runTrellis(t, []string{"ORDER_URL=" + orders.URL, "TRELLIS_SERVICE_KEY=" + servicetest.Key}, "sagas")
 	if code != 0 || !strings.Contains(out, "saga-from-env") {
 		t.Fatalf("sagas with ORDER_URL: exit %d: %s%s", code, out, stderr)
 	}

@@ -156,8 +156,11 @@ type runningShop struct {
 	// urls are the base URLs of the services by name.
 	urls    map[string]string
 	dataDir string
-	stdout  *syncbuf.Buffer
-	waited  chan error
+	// key is the shop's service key, which `trellis up` keeps in its data
+	// directory: internal routes need a token signed with it.
+	key    string
+	stdout *syncbuf.Buffer
+	waited chan error
 	// readyAfter is the time from starting `trellis up` to its "all ready"
 	// line.
 	readyAfter time.Duration
@@ -239,6 +242,11 @@ func upShop(t testing.TB, spec []byte, urls map[string]string, env ...string) *r
 	select {
 	case <-ready:
 		sh.readyAfter = time.Since(started)
+		key, err := os.ReadFile(filepath.Join(sh.dataDir, "service.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh.key = string(key)
 	case err := <-sh.waited:
 		sh.waited <- err
 		t.Fatalf("trellis up exited before ready (%v):\n%s", err, sh.stdout.String())
@@ -366,17 +374,18 @@ func TestUpRunsTheShop(t *testing.T) {
 	}
 
 	// `trellis sagas` lists the saga and shows its steps.
-	out, stderr, code := runTrellis(t, nil, "sagas", "--order-url", sh.order)
+	keyEnv := []string{"TRELLIS_SERVICE_KEY_FILE=" + filepath.Join(sh.dataDir, "service.key")}
+	out, stderr, code := runTrellis(t, keyEnv, "sagas", "--order-url", sh.order)
 	if code != 0 || !strings.Contains(out, placed.OrderID) || !strings.Contains(out, "completed") {
 		t.Fatalf("sagas: %d %s %s", code, out, stderr)
 	}
-	out, stderr, code = runTrellis(t, nil, "sagas", placed.OrderID, "--order-url", sh.order)
+	out, stderr, code = runTrellis(t, keyEnv, "sagas", placed.OrderID, "--order-url", sh.order)
 	for _, step := range []string{"reserve-stock", "charge", "schedule-shipment", "commit-stock"} {
 		if code != 0 || !strings.Contains(out, step) {
 			t.Fatalf("sagas %s: %d %s %s", placed.OrderID, code, out, stderr)
 		}
 	}
-	_, stderr, code = runTrellis(t, nil, "sagas", "no-such-saga", "--order-url", sh.order)
+	_, stderr, code = runTrellis(t, keyEnv, "sagas", "no-such-saga", "--order-url", sh.order)
 	if code != 2 || !strings.Contains(stderr, "no saga") {
 		t.Fatalf("sagas for a missing saga: %d %s", code, stderr)
 	}
@@ -469,8 +478,7 @@ func TestUpPlaceOrdersWhileAServiceIsKilled(t *testing.T) {
 	for _, flow := range []string{"orchestrated", "choreography"} {
 		t.Run(flow, func(t *testing.T) {
 			sh := startShop(t, "ORDER_SAGA_FLOW="+flow)
-			u := shoptest.URLs{Catalog: sh.urls["catalog"], Inventory: sh.urls["inventory"], Order: sh.urls["order"],
-				Payment: sh.urls["payment"], Shipping: sh.urls["shipping"], Notification: sh.urls["notification"]}
+			u := sh.shopURLs()
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			initial := map[string]int64{"KET-001": 15, "POT-001": 20}

@@ -86,9 +86,9 @@ func TestUpOrderReplicasTakeOverAndFence(t *testing.T) {
 	const replicas = 3
 	spec, urls, orderURLs := replicatedShopSpec(t, env, replicas)
 	sh := upShop(t, spec, urls)
-	orders := shoptest.Replicas{URLs: orderURLs, AttemptTimeout: 2 * time.Second}
+	orders := shoptest.Replicas{URLs: orderURLs, AttemptTimeout: 2 * time.Second, Key: sh.key}
 	u := shoptest.URLs{Catalog: urls["catalog"], Inventory: urls["inventory"], Payment: urls["payment"],
-		Shipping: urls["shipping"], Notification: urls["notification"]}
+		Shipping: urls["shipping"], Notification: urls["notification"], Key: sh.key}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 

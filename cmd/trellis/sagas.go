@@ -14,9 +14,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellis-go/trellis/config"
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/saga/choreography"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/order"
 )
 
@@ -33,6 +35,7 @@ func newSagasCmd() *cobra.Command {
 	var status, name string
 	var limit int
 	var retry bool
+	var key operatorKey
 	cmd := &cobra.Command{
 		Use:   "sagas [ID]",
 		Short: "List the order service's sagas, show one, or retry a failed compensation",
@@ -48,7 +51,8 @@ compensation_failed and waits for an operator: --retry starts its
 compensation again.
 
 It asks the order service's HTTP API (GET /v1/sagas, GET /v1/sagas/{id},
-POST /v1/sagas/{id}/retry).`,
+POST /v1/sagas/{id}/retry), internal routes that need the shop's service
+key: by default the one 'trellis up' keeps in .trellis/service.key.`,
 		Example: "  trellis sagas\n  trellis sagas --status compensation_failed\n  trellis sagas 0193...\n  trellis sagas 0193... --retry",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,6 +61,14 @@ POST /v1/sagas/{id}/retry).`,
 				return config.Invalid(cmd.Flags(), "order-url", orderURL, "must be an http:// or https:// URL")
 			}
 			base := strings.TrimSuffix(orderURL, "/")
+			signer, err := key.signer()
+			if err != nil {
+				return err
+			}
+			client := &http.Client{Transport: identity.Transport(nil, signer, contract.ServiceOrder)}
+			call := func(ctx context.Context, method, u string, out any) error {
+				return callWith(ctx, client, method, u, out)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			out := cmd.OutOrStdout()
@@ -106,6 +118,7 @@ POST /v1/sagas/{id}/retry).`,
 	f.IntVar(&limit, "limit", 50, "how many sagas to list (1 to 1000)")
 	f.BoolVar(&retry, "retry", false, "restart the compensation of a compensation_failed saga")
 	config.Bind(f, "order-url", "ORDER_URL")
+	key.register(cmd)
 	return cmd
 }
 
@@ -130,15 +143,15 @@ func printSaga(out io.Writer, v sagaView) {
 	_ = tw.Flush()
 }
 
-// call sends a request to a service's API and decodes its JSON answer; a
-// problem answer becomes the error.
-func call(ctx context.Context, method, u string, out any) error {
+// callWith sends a request to a service's API and decodes its JSON
+// answer; a problem answer becomes the error.
+func callWith(ctx context.Context, client *http.Client, method, u string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w (is the shop running? see 'trellis up')", method, u, err)
 	}

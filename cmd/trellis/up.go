@@ -133,6 +133,16 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 		"TRELLIS_DATA_DIR="+dataDir,
 		"TRELLIS_DEV=true",
 	)
+	// The services sign their calls to each other's internal routes with
+	// the deployment's key: the one the environment gives, else the data
+	// directory's, made on first use.
+	if os.Getenv("TRELLIS_SERVICE_KEY") == "" && os.Getenv("TRELLIS_SERVICE_KEY_FILE") == "" {
+		keyFile, err := ensureServiceKey(dataDir)
+		if err != nil {
+			return err
+		}
+		env = append(env, "TRELLIS_SERVICE_KEY_FILE="+keyFile)
+	}
 	opts := supervisor.Options{Executable: exe, Env: env, Logger: log}
 	if o.childLogs == "file" {
 		opts.LogDir = logDir

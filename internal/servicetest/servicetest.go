@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/internal/syncbuf"
 
 	"github.com/trellis-go/trellis/service"
@@ -34,11 +35,23 @@ type Server struct {
 	stop     func() error // stops the host being served now
 }
 
-// Start builds a host from cfg (port forced to 0) and opts, lets register
-// add its routes, serves it, and stops it when the test ends.
+// Key is the service key of the hosts Start runs when their config names
+// none: one deployment for every test.
+const Key = "test:dGVzdC1rZXktb2YtdGhlLXRlc3QtZGVwbG95bWVudC0xMjM0NTY3OA"
+
+// Caller is the service Do and Client speak for by default: order, which
+// calls every internal route of the shop.
+const Caller = "order"
+
+// Start builds a host from cfg (port forced to 0; the service key Key
+// unless cfg sets one) and opts, lets register add its routes, serves it,
+// and stops it when the test ends.
 func Start(t testing.TB, cfg service.Config, opts service.Options, register func(*service.Host) error) *Server {
 	t.Helper()
 	cfg.Port = 0
+	if cfg.ServiceKey == "" && cfg.ServiceKeyFile == "" {
+		cfg.ServiceKey = Key
+	}
 	s := &Server{Logs: &syncbuf.Buffer{}, cfg: cfg, opts: opts, register: register, addr: "127.0.0.1:0"}
 	s.opts.Stdout = s.Logs
 	if err := s.serve(); err != nil {
@@ -147,7 +160,42 @@ func (r Response) JSON(t testing.TB, v any) {
 	}
 }
 
-// Do sends a request with an optional JSON body and returns the response.
+// CallerHost returns a host of the service name, with the key Key, that does
+// not serve: its ServiceClient calls other services as name's would.
+func CallerHost(t testing.TB, name string) *service.Host {
+	t.Helper()
+	cfg := service.Defaults(name)
+	cfg.DataDir = t.TempDir()
+	cfg.ServiceKey = Key
+	h, err := service.New(context.Background(), cfg, service.Options{Stdout: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// Client returns a client whose calls to the host carry a service token
+// issued by the service issuer, as that service's own client would send.
+func (s *Server) Client(issuer string) *http.Client {
+	return SignedClient(s.cfg.ServiceKey, issuer, s.cfg.Name)
+}
+
+// SignedClient returns a client whose calls carry a token of the
+// service issuer for the service audience, signed with key. It keeps up
+// to 64 idle connections, for tests that call concurrently.
+func SignedClient(key, issuer, audience string) *http.Client {
+	ring, err := identity.ParseKeyring(key)
+	if err != nil {
+		panic(fmt.Sprintf("servicetest: %v", err)) // a test's own constant
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: identity.Transport(base, identity.NewSigner(issuer, ring, identity.SignerOptions{}), audience)}
+}
+
+// Do sends a request with an optional JSON body, as Caller, and returns
+// the response.
 func (s *Server) Do(t testing.TB, method, path, body string) Response {
 	t.Helper()
 	var rd io.Reader
@@ -161,7 +209,7 @@ func (s *Server) Do(t testing.TB, method, path, body string) Response {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.Client(Caller).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,10 +15,11 @@ import (
 	"github.com/trellis-go/trellis/shop/catalog/adapters"
 	"github.com/trellis-go/trellis/shop/catalog/app"
 	"github.com/trellis-go/trellis/shop/catalog/ports"
+	"github.com/trellis-go/trellis/shop/contract"
 )
 
 // Name is the service's name.
-const Name = "catalog"
+const Name = contract.ServiceCatalog
 
 // DefaultPort is the catalog's port in the shop.
 const DefaultPort = 8101

@@ -21,6 +21,18 @@ import (
 // instead of retrying.
 var ErrRefused = errors.New("refused")
 
+// Service names: each service's identity in the tokens of its calls (see
+// package identity), so an internal route can name the callers it
+// expects.
+const (
+	ServiceCatalog      = "catalog"
+	ServiceInventory    = "inventory"
+	ServiceOrder        = "order"
+	ServicePayment      = "payment"
+	ServiceShipping     = "shipping"
+	ServiceNotification = "notification"
+)
+
 // Flows: how the place-order saga runs. The order service's setting picks
 // one; every order event carries it so that the other services react only
 // to the orders of the choreographed flow.

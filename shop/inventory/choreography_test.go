@@ -3,7 +3,6 @@ package inventory_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +49,7 @@ func startChoreo(t *testing.T, databaseURL string) *choreo {
 	inv := servicetest.Start(t, cfg, service.Options{Migrations: inventory.Migrations(), Broker: true}, func(h *service.Host) error {
 		return inventory.Register(h, inventory.Config{CatalogURL: "http://127.0.0.1:1"})
 	})
-	c := &choreo{Bus: bus, inv: inv, inc: client.New(http.DefaultClient, inv.URL), order: orderClient}
+	c := &choreo{Bus: bus, inv: inv, inc: client.New(inv.Client(servicetest.Caller), inv.URL), order: orderClient}
 	sub, err := orderClient.Consume(ctx, messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "test-watch", Concurrency: 1},
 		func(_ context.Context, d *messaging.Delivery) error {
 			c.mu.Lock()

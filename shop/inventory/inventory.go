@@ -32,13 +32,14 @@ import (
 	"github.com/trellis-go/trellis/config"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog/client"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/ports"
 )
 
 // Name is the service's name.
-const Name = "inventory"
+const Name = contract.ServiceInventory
 
 // DefaultPort is inventory's port in the shop.
 const DefaultPort = 8102

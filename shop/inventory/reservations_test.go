@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,7 +44,7 @@ func items(kv ...any) []contract.Item {
 func TestReservationLifecycle(t *testing.T) {
 	backends(t, func(t *testing.T, s, _ *servicetest.Server) {
 		ctx := context.Background()
-		c := client.New(http.DefaultClient, s.URL)
+		c := client.New(s.Client(servicetest.Caller), s.URL)
 
 		r := s.Do(t, "POST", "/v1/reservations", `{"reservation_id":"ord-1","items":[{"sku":"TEA-001","qty":2},{"sku":"MUG-001","qty":1}]}`)
 		var res client.Reservation
@@ -122,7 +121,7 @@ func TestReservationLifecycle(t *testing.T) {
 func TestReservationRefusals(t *testing.T) {
 	backends(t, func(t *testing.T, s, _ *servicetest.Server) {
 		ctx := context.Background()
-		c := client.New(http.DefaultClient, s.URL)
+		c := client.New(s.Client(servicetest.Caller), s.URL)
 
 		// Not enough of the second sku: nothing is held, the problem names
 		// the sku, what is available and what was asked.
@@ -231,7 +230,7 @@ func TestReservationBadRequests(t *testing.T) {
 		}
 	}
 	// Nothing of it was held.
-	c := client.New(http.DefaultClient, s.URL)
+	c := client.New(s.Client(servicetest.Caller), s.URL)
 	wantStock(t, c, "TEA-001", 100, 0)
 }
 
@@ -241,7 +240,7 @@ func TestReservationBadRequests(t *testing.T) {
 func TestConcurrentReservationsNeverOversell(t *testing.T) {
 	backends(t, func(t *testing.T, s, _ *servicetest.Server) {
 		ctx := context.Background()
-		c := client.New(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}, s.URL)
+		c := client.New(s.Client(servicetest.Caller), s.URL)
 		const n = 40
 		var held atomic.Int64
 		var wg sync.WaitGroup
@@ -322,7 +321,7 @@ func TestConcurrentReservationsNeverOversell(t *testing.T) {
 func TestReleaseRacingReserve(t *testing.T) {
 	backends(t, func(t *testing.T, s, _ *servicetest.Server) {
 		ctx := context.Background()
-		c := client.New(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}, s.URL)
+		c := client.New(s.Client(servicetest.Caller), s.URL)
 		var wg sync.WaitGroup
 		for i := range 20 {
 			id := fmt.Sprintf("late-%d", i)

@@ -31,7 +31,7 @@ import (
 )
 
 // Name is the service's name.
-const Name = "notification"
+const Name = contract.ServiceNotification
 
 // DefaultPort is the notification service's port in the shop.
 const DefaultPort = 8106

@@ -41,7 +41,7 @@ import (
 )
 
 // Name is the service's name.
-const Name = "order"
+const Name = contract.ServiceOrder
 
 // DefaultPort is the order service's port in the shop.
 const DefaultPort = 8103

@@ -46,7 +46,7 @@ import (
 )
 
 // Name is the service's name.
-const Name = "payment"
+const Name = contract.ServicePayment
 
 // DefaultPort is the payment service's port in the shop.
 const DefaultPort = 8104

@@ -48,7 +48,7 @@ func charge(t *testing.T, s *servicetest.Server, key, body string) servicetest.R
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.Client(servicetest.Caller).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestBadRequests(t *testing.T) {
 // uses it.
 func TestClient(t *testing.T) {
 	s := startPayment(t, "", "")
-	c := client.New(s.Host.ServiceClient(payment.Name), s.URL)
+	c := client.New(servicetest.CallerHost(t, contract.ServiceOrder).ServiceClient(payment.Name), s.URL)
 	ctx := context.Background()
 
 	p, err := c.Charge(ctx, contract.ChargeKey("o-c"), "o-c", 1234, "tok_ok")

@@ -44,7 +44,7 @@ import (
 )
 
 // Name is the service's name.
-const Name = "shipping"
+const Name = contract.ServiceShipping
 
 // DefaultPort is the shipping service's port in the shop.
 const DefaultPort = 8105

@@ -44,7 +44,7 @@ func post(t *testing.T, s *servicetest.Server, path, key, body string) servicete
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.Client(servicetest.Caller).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestBadRequests(t *testing.T) {
 // uses it.
 func TestClient(t *testing.T) {
 	s := startShipping(t, "", "")
-	c := client.New(s.Host.ServiceClient(shipping.Name), s.URL)
+	c := client.New(servicetest.CallerHost(t, contract.ServiceOrder).ServiceClient(shipping.Name), s.URL)
 	ctx := context.Background()
 
 	sh, err := c.Schedule(ctx, "o-c", "6 Client Close")

@@ -23,6 +23,12 @@ type Replicas struct {
 	URLs []string
 	// AttemptTimeout bounds one attempt on one replica; 0 means 2 s.
 	AttemptTimeout time.Duration
+	// Key is the shop's service key: Do's calls carry a token of the
+	// operator for the service (its internal routes need one).
+	Key string
+	// Service is the replicas' service name, the audience of those
+	// tokens; "" means order.
+	Service string
 }
 
 // Do sends a JSON request to replica first (modulo the number of
@@ -68,7 +74,15 @@ func (r Replicas) Do(ctx context.Context, first int, method, path, key string, i
 func (r Replicas) once(ctx context.Context, url, method, key string, body []byte, out any, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := send(ctx, method, url, key, body)
+	audience := r.Service
+	if audience == "" {
+		audience = contract.ServiceOrder
+	}
+	c, err := signed(r.Key, "operator", audience)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := send(ctx, c, method, url, key, body)
 	if err != nil {
 		return 0, err
 	}

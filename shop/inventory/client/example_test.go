@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory"
@@ -25,6 +26,10 @@ func Example() {
 	cfg := service.Defaults(inventory.Name)
 	cfg.DataDir = dir
 	cfg.Port = 0
+	// The deployment's service key (trellis keygen makes one): its
+	// internal routes serve only callers that sign with it.
+	serviceKey, _ := identity.GenerateKey()
+	cfg.ServiceKey = serviceKey.String()
 	h, err := service.New(context.Background(), cfg, service.Options{Migrations: inventory.Migrations(), Broker: true, Stdout: io.Discard})
 	if err != nil {
 		fmt.Println(err)
@@ -41,7 +46,11 @@ func Example() {
 	go func() { done <- h.Serve(ctx, ln) }()
 	defer func() { cancel(); <-done }()
 
-	c := client.New(http.DefaultClient, "http://"+ln.Addr().String())
+	// The order service calls with a token of its identity; a host's
+	// ServiceClient does this by itself.
+	ring, _ := identity.NewKeyring(serviceKey)
+	asOrder := &http.Client{Transport: identity.Transport(nil, identity.NewSigner(contract.ServiceOrder, ring, identity.SignerOptions{}), inventory.Name)}
+	c := client.New(asOrder, "http://"+ln.Addr().String())
 	id := contract.ReservationID("order-1")
 	res, err := c.Reserve(ctx, id, []contract.Item{{SKU: "KET-001", Qty: 2}})
 	fmt.Println(res.Status, err)

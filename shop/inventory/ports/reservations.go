@@ -18,10 +18,10 @@ type ReservationsHTTP struct{ app *app.Reservations }
 // RegisterReservations adds the reservation routes to h.
 func RegisterReservations(h *service.Host, a *app.Reservations) {
 	s := &ReservationsHTTP{app: a}
-	h.Route("POST /v1/reservations", s.reserve)
-	h.Route("GET /v1/reservations/{id}", s.get)
-	h.Route("POST /v1/reservations/{id}/commit", s.commit)
-	h.Route("POST /v1/reservations/{id}/release", s.release)
+	h.InternalRoute("POST /v1/reservations", s.reserve, contract.ServiceOrder)
+	h.InternalRoute("GET /v1/reservations/{id}", s.get, contract.ServiceOrder)
+	h.InternalRoute("POST /v1/reservations/{id}/commit", s.commit, contract.ServiceOrder)
+	h.InternalRoute("POST /v1/reservations/{id}/release", s.release, contract.ServiceOrder)
 }
 
 type reserveRequest struct {

@@ -24,9 +24,9 @@ func Register(h *service.Host, a *app.App) {
 	h.Route("GET /v1/orders/{id}", s.get)
 	h.Route("GET /v1/customers/{id}/orders", s.byCustomer)
 	h.Route("POST /v1/orders/{id}/cancel", s.cancel)
-	h.Route("GET /v1/sagas", s.sagas)
-	h.Route("GET /v1/sagas/{id}", s.saga)
-	h.Route("POST /v1/sagas/{id}/retry", s.retrySaga)
+	h.InternalRoute("GET /v1/sagas", s.sagas)
+	h.InternalRoute("GET /v1/sagas/{id}", s.saga)
+	h.InternalRoute("POST /v1/sagas/{id}/retry", s.retrySaga)
 }
 
 func (s *HTTP) place(w http.ResponseWriter, r *http.Request) error {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/payment"
@@ -26,6 +27,10 @@ func ExampleClient_Charge() {
 	cfg := service.Defaults(payment.Name)
 	cfg.DataDir = dir
 	cfg.Port = 0
+	// The deployment's service key (trellis keygen makes one): its
+	// internal routes serve only callers that sign with it.
+	serviceKey, _ := identity.GenerateKey()
+	cfg.ServiceKey = serviceKey.String()
 	h, err := service.New(context.Background(), cfg, service.Options{Migrations: payment.Migrations(), Broker: true, Stdout: io.Discard})
 	if err != nil {
 		fmt.Println(err)
@@ -41,7 +46,11 @@ func ExampleClient_Charge() {
 	go func() { done <- h.Serve(ctx, ln) }()
 	defer func() { cancel(); <-done }()
 
-	c := client.New(http.DefaultClient, "http://"+ln.Addr().String())
+	// The order service calls with a token of its identity; a host's
+	// ServiceClient does this by itself.
+	ring, _ := identity.NewKeyring(serviceKey)
+	asOrder := &http.Client{Transport: identity.Transport(nil, identity.NewSigner(contract.ServiceOrder, ring, identity.SignerOptions{}), payment.Name)}
+	c := client.New(asOrder, "http://"+ln.Addr().String())
 	key := contract.ChargeKey("o-1")
 	p, err := c.Charge(context.Background(), key, "o-1", 4000, "tok_ok")
 	fmt.Println(p.Status, p.AmountCents, p.PaymentID == contract.PaymentID(key), err)

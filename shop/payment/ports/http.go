@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/payment/app"
 	"github.com/trellis-go/trellis/shop/payment/domain"
 )
@@ -19,8 +20,8 @@ type HTTP struct{ app *app.App }
 // RegisterHTTP adds the payment routes to h.
 func RegisterHTTP(h *service.Host, a *app.App) {
 	s := &HTTP{app: a}
-	h.Route("POST /v1/payments", s.charge)
-	h.Route("POST /v1/payments/{id}/refund", s.refund)
+	h.InternalRoute("POST /v1/payments", s.charge, contract.ServiceOrder)
+	h.InternalRoute("POST /v1/payments/{id}/refund", s.refund, contract.ServiceOrder)
 	h.Route("GET /v1/payments", s.byOrder)
 	h.Route("GET /v1/payments/{id}", s.get)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/shop/shipping/domain"
 )
@@ -19,9 +20,9 @@ type HTTP struct{ app *app.App }
 // RegisterHTTP adds the shipping routes to h.
 func RegisterHTTP(h *service.Host, a *app.App) {
 	s := &HTTP{app: a}
-	h.Route("POST /v1/shipments", s.schedule)
-	h.Route("POST /v1/shipments/{id}/cancel", s.cancel)
-	h.Route("POST /v1/shipments/{id}/ship", s.ship)
+	h.InternalRoute("POST /v1/shipments", s.schedule, contract.ServiceOrder)
+	h.InternalRoute("POST /v1/shipments/{id}/cancel", s.cancel, contract.ServiceOrder)
+	h.InternalRoute("POST /v1/shipments/{id}/ship", s.ship)
 	h.Route("GET /v1/shipments", s.byOrder)
 	h.Route("GET /v1/shipments/{id}", s.get)
 }
