@@ -2,10 +2,12 @@
 // from Trellis packages, one folder per service, each owning its database.
 //
 // Services lists what `trellis service NAME` can run; system.yaml in this
-// folder is the spec `trellis up` runs them from.
+// folder is the spec `trellis up` runs them from, built into the binary
+// (see Spec).
 package shop
 
 import (
+	_ "embed"
 	"io/fs"
 	"sort"
 
@@ -19,6 +21,16 @@ import (
 	"github.com/trellis-go/trellis/shop/payment"
 	"github.com/trellis-go/trellis/shop/shipping"
 )
+
+//go:embed system.yaml
+var spec []byte
+
+// SpecFile is where the shop's spec lives in the repository.
+const SpecFile = "shop/system.yaml"
+
+// Spec returns the shop's system spec as built into the binary, so that
+// `trellis up` runs the shop from any directory.
+func Spec() []byte { return append([]byte(nil), spec...) }
 
 // Service describes one shop service to the host that runs it.
 type Service struct {

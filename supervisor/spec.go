@@ -17,8 +17,6 @@ import (
 
 // Defaults applied to fields the spec leaves out.
 const (
-	// DefaultSpecFile is the spec `trellis up` reads when given no path.
-	DefaultSpecFile = "shop/system.yaml"
 	// DefaultAdmin is the address of the supervisor's admin API.
 	DefaultAdmin = "127.0.0.1:7070"
 	// DefaultHealth is the HTTP path polled to decide readiness.

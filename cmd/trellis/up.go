@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,11 +19,13 @@ import (
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/config"
 	"github.com/trellis-go/trellis/observe"
+	"github.com/trellis-go/trellis/shop"
 	"github.com/trellis-go/trellis/supervisor"
 )
 
 type upOptions struct {
 	spec      string
+	printSpec bool
 	dataDir   string
 	admin     string
 	natsPort  int
@@ -31,11 +34,13 @@ type upOptions struct {
 }
 
 func newUpCmd() *cobra.Command {
-	o := upOptions{spec: "shop/system.yaml", dataDir: ".trellis", childLogs: "file", natsPort: -1, logLevel: "info"}
+	o := upOptions{dataDir: ".trellis", childLogs: "file", natsPort: -1, logLevel: "info"}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the whole shop on this machine",
-		Long: `Run every process of a system spec (shop/system.yaml by default) on this machine.
+		Long: `Run every process of a system spec on this machine: the file -f names, else
+shop/system.yaml if this directory has one, else the shop's spec built into
+the binary (--print-spec writes it out, to edit).
 
 up starts an embedded NATS JetStream server (unless TRELLIS_NATS_URL names one),
 then each process in dependency order, waits until all are ready and prints
@@ -45,17 +50,22 @@ full jitter, and on Ctrl-C stops everything in reverse order.
 Each process writes its JSON logs to <data-dir>/logs/<name>-<replica>.log
 (--logs stdout interleaves them on standard output instead). The admin API
 answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
-		Example: "  trellis up\n  trellis up -f shop/system.yaml --data-dir /tmp/shop",
+		Example: "  trellis up\n  trellis up -f shop/system.yaml --data-dir /tmp/shop\n  trellis up --print-spec > system.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.childLogs != "file" && o.childLogs != "stdout" {
 				return config.Invalid(cmd.Flags(), "logs", o.childLogs, "must be file or stdout")
 			}
+			if o.printSpec {
+				_, err := cmd.OutOrStdout().Write(shop.Spec())
+				return err
+			}
 			return runUp(cmd.Context(), o, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.spec, "file", "f", o.spec, "system spec to run")
+	f.StringVarP(&o.spec, "file", "f", o.spec, "system spec to run (default: "+shop.SpecFile+" if present, else the built-in shop)")
+	f.BoolVar(&o.printSpec, "print-spec", false, "write the built-in shop spec to standard output and exit")
 	f.StringVar(&o.dataDir, "data-dir", o.dataDir, "directory for databases, the broker and logs")
 	f.StringVar(&o.admin, "admin", "", "admin API address (default: the spec's admin, else 127.0.0.1:7070)")
 	f.IntVar(&o.natsPort, "nats-port", o.natsPort, "port of the embedded NATS server (default: the spec's, 0 picks a free one)")
@@ -70,9 +80,22 @@ answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
 	return cmd
 }
 
+// loadSpec reads the spec at path; with no path, the repository's shop
+// spec if this directory has one, else the one built into the binary.
+func loadSpec(path string) (*supervisor.Spec, error) {
+	if path != "" {
+		return supervisor.LoadSpec(path)
+	}
+	spec, err := supervisor.LoadSpec(shop.SpecFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return supervisor.ParseSpec(shop.Spec(), "the built-in shop spec")
+	}
+	return spec, err
+}
+
 func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 	start := time.Now()
-	spec, err := supervisor.LoadSpec(o.spec)
+	spec, err := loadSpec(o.spec)
 	if err != nil {
 		return usageError{err}
 	}
