@@ -83,6 +83,11 @@ type Config struct {
 	Migrations fs.FS
 	// Logger receives migration and lifecycle events; nil discards them.
 	Logger *slog.Logger
+	// ReadOnly opens an existing database for reading only, as a tool
+	// inspecting a service's data does: no file or directory is created,
+	// no migration is applied (Migrations must be nil), and every write
+	// fails (SQLite query_only; PostgreSQL read-only transactions).
+	ReadOnly bool
 }
 
 // EnvVar returns the environment variable conventionally holding the
@@ -132,6 +137,12 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ReadOnly {
+		if cfg.Migrations != nil {
+			return nil, fmt.Errorf("%w: a read-only database applies no migrations", ErrInvalidConfig)
+		}
+		return openReadOnly(ctx, target, log)
+	}
 	migrations, err := loadMigrations(cfg.Migrations, target.dialect)
 	if err != nil {
 		return nil, err
@@ -169,6 +180,33 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	log.InfoContext(ctx, "store: database open", attrs...)
 	return db, nil
+}
+
+// openReadOnly opens an existing database for reading only: on SQLite
+// both pools are the query_only reader pool, on PostgreSQL every
+// transaction is read-only.
+func openReadOnly(ctx context.Context, t target, log *slog.Logger) (*DB, error) {
+	if t.dialect == SQLite {
+		if _, err := os.Stat(t.path); err != nil {
+			return nil, fmt.Errorf("store: open SQLite %s read-only: %w", t.path, err)
+		}
+		r, err := openSQLiteReader(ctx, t.path)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := os.Stat(t.path)
+		if err != nil {
+			_ = r.Close()
+			return nil, fmt.Errorf("store: open SQLite %s read-only: %w", t.path, err)
+		}
+		return &DB{dialect: SQLite, writer: r, reader: r, log: log, path: t.path, file: fi}, nil
+	}
+	pc := t.pg.Copy()
+	if pc.RuntimeParams == nil {
+		pc.RuntimeParams = map[string]string{}
+	}
+	pc.RuntimeParams["default_transaction_read_only"] = "on"
+	return openPostgres(ctx, pc, log)
 }
 
 // target is a resolved Config.URL.

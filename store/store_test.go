@@ -700,3 +700,44 @@ CREATE INDEX IF NOT EXISTS extra_id ON extra (id);`
 		}
 	})
 }
+
+// A read-only open reads what is there, writes nothing, migrates nothing
+// and creates no file.
+func TestReadOnly(t *testing.T) {
+	forEach(t, func(t *testing.T, tg target) {
+		cfg := tg.config(t, baseMigrations)
+		db := open(t, cfg)
+		ctx := ctxT(t)
+		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO items (id, name) VALUES (1, 'x')")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ro := cfg
+		ro.Migrations, ro.ReadOnly = nil, true
+		rdb := open(t, ro)
+		var n int
+		if err := rdb.Reader().QueryRowContext(ctx, "SELECT count(*) FROM items").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("read: %d, %v", n, err)
+		}
+		if err := rdb.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, "INSERT INTO items (id, name) VALUES (2, 'y')")
+			return err
+		}); err == nil {
+			t.Fatal("a read-only database took a write")
+		}
+		withMigrations := ro
+		withMigrations.Migrations = baseMigrations
+		if _, err := store.Open(ctx, withMigrations); !errors.Is(err, store.ErrInvalidConfig) {
+			t.Fatalf("read-only with migrations: %v", err)
+		}
+	})
+	dir := t.TempDir()
+	if _, err := store.Open(ctxT(t), store.Config{Service: "none", DataDir: filepath.Join(dir, "sub"), ReadOnly: true}); err == nil {
+		t.Fatal("opened a database that does not exist")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a read-only open created %v", entries)
+	}
+}

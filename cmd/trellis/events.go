@@ -146,7 +146,9 @@ func withEvents(cmd *cobra.Command, o *eventsOptions, fn func(context.Context, *
 		return config.Invalid(cmd.Flags(), "database-url", url, "must be a postgres:// URL (or empty for SQLite in the data dir)")
 	}
 	ctx := cmd.Context()
-	db, err := store.Open(ctx, store.Config{Service: order.Name, URL: url, DataDir: o.dataDir, Migrations: order.Migrations()})
+	// Read-only and unmigrated: a tool must not change the service's data
+	// or schema, whichever version of it runs.
+	db, err := store.Open(ctx, store.Config{Service: order.Name, URL: url, DataDir: o.dataDir, ReadOnly: true})
 	if err != nil {
 		return err
 	}
