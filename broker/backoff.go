@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	jitter "github.com/trellis-go/trellis/internal/backoff"
 )
 
 // Reconnect backoff defaults.
@@ -38,11 +40,7 @@ func newBackoff(base, maxWait time.Duration) backoff {
 
 // ceiling returns min(max, base·2^(attempt-1)) without overflowing.
 func (b backoff) ceiling(attempt int) time.Duration {
-	shift := max(attempt, 1) - 1
-	if shift < 63 && b.base <= b.max>>shift {
-		return b.base << shift
-	}
-	return b.max
+	return jitter.Ceiling(b.base, b.max, attempt-1)
 }
 
 // delay returns the wait before the attempt-th round of reconnects. Its

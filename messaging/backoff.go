@@ -3,6 +3,8 @@ package messaging
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/trellis-go/trellis/internal/backoff"
 )
 
 // Backoff returns how long to wait before redelivering a message whose
@@ -27,11 +29,7 @@ func ExponentialBackoff(initial, limit time.Duration) Backoff {
 		limit = initial
 	}
 	return func(attempt int) time.Duration {
-		d := initial
-		for i := 1; i < attempt && d < limit; i++ {
-			d *= 2
-		}
-		d = min(d, limit)
+		d := backoff.Ceiling(initial, limit, attempt-1)
 		half := d / 2
 		return half + rand.N(d-half+1)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/trellis-go/trellis/internal/backoff"
 )
 
 // Jitter selects how Retry spreads its waits between attempts.
@@ -204,20 +206,8 @@ func (r *Retry[R]) backoff(attempt int, prev *time.Duration) time.Duration {
 		*prev = d
 		return d
 	default:
-		return time.Duration(x * float64(retryCeiling(r.base, r.max, attempt-1)))
+		return backoff.FullJitter(r.base, r.max, attempt-1, x)
 	}
-}
-
-// retryCeiling returns min(max, base·2^n) without overflowing.
-func retryCeiling(base, max time.Duration, n int) time.Duration {
-	c := base
-	for i := 0; i < n && c < max; i++ {
-		if c > max/2 {
-			return max
-		}
-		c *= 2
-	}
-	return min(c, max)
 }
 
 // retryUnit clamps a random number to [0, 1]; NaN becomes 0.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	jitter "github.com/trellis-go/trellis/internal/backoff"
 	"github.com/trellis-go/trellis/internal/workers"
 	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/store"
@@ -1470,9 +1471,5 @@ func (o *Orchestrator) Wait(ctx context.Context, id string) (Info, error) {
 
 // backoff returns the full-jitter wait before retry n+1.
 func backoff(n int, base, ceiling time.Duration) time.Duration {
-	c := base
-	for i := 0; i < n && c < ceiling; i++ {
-		c *= 2
-	}
-	return time.Duration(rand.Float64() * float64(min(c, ceiling)))
+	return jitter.FullJitter(base, ceiling, n, rand.Float64())
 }

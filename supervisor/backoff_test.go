@@ -3,36 +3,12 @@ package supervisor
 import (
 	"io"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
-)
 
-func TestBackoffCeiling(t *testing.T) {
-	const initial, maxB = 100 * time.Millisecond, 10 * time.Second
-	tests := []struct {
-		n    int
-		want time.Duration
-	}{
-		{0, 100 * time.Millisecond},
-		{1, 200 * time.Millisecond},
-		{2, 400 * time.Millisecond},
-		{6, 6400 * time.Millisecond},
-		{7, maxB},
-		{64, maxB},
-		{1 << 30, maxB},
-	}
-	for _, tt := range tests {
-		if got := backoffCeiling(initial, maxB, tt.n); got != tt.want {
-			t.Errorf("backoffCeiling(n=%d) = %s, want %s", tt.n, got, tt.want)
-		}
-	}
-	huge := time.Duration(math.MaxInt64)
-	if got := backoffCeiling(time.Second, huge, 200); got != huge {
-		t.Errorf("ceiling with a huge max = %s, want %s (overflow?)", got, huge)
-	}
-}
+	"github.com/trellis-go/trellis/internal/backoff"
+)
 
 // TestBackoffFullJitter checks that every delay lies in [0, ceiling) and
 // that the random number is applied linearly, using an injected source.
@@ -52,7 +28,7 @@ func TestBackoffFullJitter(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for n := range 12 {
-		ceil := backoffCeiling(100*time.Millisecond, 2*time.Second, n)
+		ceil := backoff.Ceiling(100*time.Millisecond, 2*time.Second, n)
 		for _, r := range []float64{0, 0.25, 0.5, 0.999999, rng.Float64(), rng.Float64()} {
 			next = r
 			got := s.backoff(n)
@@ -69,10 +45,5 @@ func TestBackoffFullJitter(t *testing.T) {
 	}
 	if got := s.backoff(20); got != time.Duration(next*float64(2*time.Second)) {
 		t.Errorf("delay not capped at max_backoff: %s", got)
-	}
-	for _, r := range []float64{-1, math.NaN()} {
-		if got := backoffDelay(time.Second, time.Minute, 3, r); got != 0 {
-			t.Errorf("backoffDelay(r=%v) = %s, want 0", r, got)
-		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellis-go/trellis/internal/backoff"
 )
 
 // Process states, as reported in ProcessStatus.State.
@@ -442,5 +444,5 @@ func (s *Supervisor) backoff(n int) time.Duration {
 	s.randMu.Lock()
 	r := s.opts.Rand()
 	s.randMu.Unlock()
-	return backoffDelay(s.spec.Restart.InitialBackoff, s.spec.Restart.MaxBackoff, n, r)
+	return backoff.FullJitter(s.spec.Restart.InitialBackoff, s.spec.Restart.MaxBackoff, n, r)
 }
