@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,27 +22,47 @@ const maxBody = 1 << 20
 // Its errors are problem documents that name the field or position at
 // fault, ready to be returned from a HandlerFunc.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	_, err := decodeJSON(w, r, v, false)
+	return err
+}
+
+// DecodeOptionalJSON is DecodeJSON for a request whose body may be left
+// out. A body of no bytes is no body, however it is framed (no
+// Content-Length, Content-Length: 0, or chunked with no data): v is left
+// as it is and present is false. Any other body must be what DecodeJSON
+// accepts.
+func DecodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) (present bool, err error) {
+	return decodeJSON(w, r, v, true)
+}
+
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) (bool, error) {
 	// The body decides: a JSON body is accepted whatever its label (curl -d
 	// sends JSON labelled as a form), but a multipart upload never is.
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && strings.HasPrefix(mt, "multipart/") {
-		return problem.New(http.StatusUnsupportedMediaType, "content type %q is not JSON: send application/json", mt)
+		return false, problem.New(http.StatusUnsupportedMediaType, "content type %q is not JSON: send application/json", mt)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, maxBody))
+	// Whether a body has bytes is known only by reading: a chunked one
+	// has no length to tell.
+	if _, err := body.Peek(1); err == io.EOF && optional {
+		return false, nil
+	}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeProblem(err)
+		return false, decodeProblem(err)
 	}
 	if dec.More() {
-		return problem.Invalid("request body must hold a single JSON value")
+		return false, problem.Invalid("request body must hold a single JSON value")
 	}
 	var syn *json.SyntaxError
 	switch _, err := dec.Token(); {
 	case err == io.EOF:
-		return nil
+		return true, nil
 	case err == nil || errors.As(err, &syn):
-		return problem.Invalid("request body must hold a single JSON value")
+		return false, problem.Invalid("request body must hold a single JSON value")
 	default: // the body could not be read to its end
-		return decodeProblem(err)
+		return false, decodeProblem(err)
 	}
 }
 

@@ -231,3 +231,33 @@ func TestEventsLeaveThroughTheOutbox(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A cancel whose body is chunked and empty is a cancel without a body, as
+// one with no body at all or Content-Length: 0: the same answer, for an
+// unknown order and for a pending one.
+func TestCancelWithEmptyChunkedBody(t *testing.T) {
+	s := start(t, "sqlite")
+	framings := map[string]string{
+		"no body":            "\r\n",
+		"Content-Length: 0":  "Content-Length: 0\r\n\r\n",
+		"empty chunked body": "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	}
+	for name, framing := range framings {
+		r := servicetest.Raw(t, s.order.URL, "POST", "/v1/orders/nope/cancel", "Content-Type: application/json\r\n"+framing)
+		if r.Status != http.StatusNotFound || !strings.Contains(string(r.Body), `no order \"nope\"`) {
+			t.Errorf("cancel of an unknown order, %s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	// Nothing answers for inventory, payment or shipping, so the orders'
+	// sagas keep retrying their first steps and the orders stay pending.
+	for name, framing := range framings {
+		var placed app.Placed
+		post(t, s.order, "cancel-"+name, body).JSON(t, &placed)
+		r := servicetest.Raw(t, s.order.URL, "POST", "/v1/orders/"+placed.OrderID+"/cancel", "Content-Type: application/json\r\n"+framing)
+		var got map[string]any
+		r.JSON(t, &got)
+		if r.Status != http.StatusAccepted || got["status"] != "pending" || got["cancellation"] != "requested" {
+			t.Errorf("cancel of a pending order, %s: %d %s", name, r.Status, r.Body)
+		}
+	}
+}

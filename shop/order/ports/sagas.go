@@ -24,10 +24,8 @@ type cancelBody struct {
 func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	var body cancelBody
-	if r.ContentLength != 0 {
-		if err := service.DecodeJSON(w, r, &body); err != nil {
-			return err
-		}
+	if _, err := service.DecodeOptionalJSON(w, r, &body); err != nil {
+		return err
 	}
 	if len(body.Reason) > 500 {
 		return problem.Invalid("reason must be at most 500 characters", problem.FieldError{Field: "reason", Reason: "at most 500 characters"})
