@@ -90,6 +90,9 @@ func decodeProblem(err error) error {
 			problem.FieldError{Field: field, Reason: fmt.Sprintf("must be %s", typ.Type)})
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		if field == "" { // {"": ...}: the body is at fault, having a field without a name
+			return problem.Invalid(`unknown field ""`, problem.FieldError{Field: "(body)", Reason: "has a field without a name"})
+		}
 		return problem.Invalid(fmt.Sprintf("unknown field %q", field), problem.FieldError{Field: field, Reason: "unknown field"})
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return problem.Invalid("malformed JSON: body ends too early")

@@ -71,6 +71,7 @@ func TestOptionalBodyLeftOutInAnyFraming(t *testing.T) {
 		"Transfer-Encoding: chunked\r\n\r\n1\r\n \r\n0\r\n\r\n":          "request body is empty",
 		"Transfer-Encoding: chunked\r\n\r\n8\r\n{\"no\":1}\r\n0\r\n\r\n": `unknown field \"no\"`,
 		"Content-Length: 4\r\n\r\nnope":                                  "malformed JSON",
+		"Content-Length: 6\r\n\r\n{\"\":1}":                              `"field":"(body)","reason":"has a field without a name"`,
 	} {
 		status, body := post(t, r.url, "/v1/optional", framing)
 		if status != http.StatusBadRequest || !strings.Contains(string(body), want) {
