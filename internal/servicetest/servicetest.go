@@ -18,6 +18,7 @@ import (
 
 	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/problem"
 
 	"github.com/trellis-go/trellis/service"
 )
@@ -247,4 +248,27 @@ func Raw(t testing.TB, base, method, path, rest string) Response {
 		t.Fatal(err)
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Refused checks what a decoder of a request's input refused, in a fuzz
+// test: a problem document, 400 (or 413 for a body over the limit), whose
+// every field error names a field and a reason, and that names at least
+// one field whenever the body is well-formed JSON, since then a field or
+// the body's shape is at fault.
+func Refused(t testing.TB, body []byte, err error) {
+	t.Helper()
+	var p *problem.Details
+	switch {
+	case !errors.As(err, &p):
+		t.Fatalf("%q: refused with %v, not a problem", body, err)
+	case p.Status != http.StatusBadRequest && p.Status != http.StatusRequestEntityTooLarge:
+		t.Fatalf("%q: refused with status %d: %v", body, p.Status, p)
+	case json.Valid(body) && len(p.Errors) == 0:
+		t.Fatalf("%q: well-formed JSON refused without naming a field: %v", body, p)
+	}
+	for _, f := range p.Errors {
+		if f.Field == "" || f.Reason == "" {
+			t.Fatalf("%q: field error %+v names no field or no reason", body, f)
+		}
+	}
 }

@@ -111,3 +111,54 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		}
 	})
 }
+
+// Text the shop cannot store or show as sent is a 400 naming the field,
+// on every backend, and creates nothing: NUL (which PostgreSQL text
+// cannot hold), other control characters, invalid UTF-8, bidirectional
+// overrides. A search text is held to the same rule.
+func TestTextFollowsTheRule(t *testing.T) {
+	backends(t, func(t *testing.T, s *servicetest.Server) {
+		cases := []struct{ body, field, reason string }{
+			{`{"sku":"X-1","name":"Glass\u0000cup","price_cents":100}`, "name", "control characters: U+0000"},
+			{`{"sku":"X-1","name":"Glass\u001b[2Jcup","price_cents":100}`, "name", "U+001B"},
+			{`{"sku":"X-1","name":"Glass\ncup","price_cents":100}`, "name", "one line"},
+			{"{\"sku\":\"X-1\",\"name\":\"Glass \xffcup\",\"price_cents\":100}", "name", "valid UTF-8"},
+			{`{"sku":"X-1","name":"Glass \ud800cup","price_cents":100}`, "name", "valid UTF-8"},
+			{`{"sku":"X-1","name":"cup\u202Eexe.gpj","price_cents":100}`, "name", "bidirectional"},
+			{`{"sku":"X-1","name":"\u3000","price_cents":100}`, "name", "required"},
+			{`{"sku":"X-1","name":"` + strings.Repeat("é", 201) + `","price_cents":100}`, "name", "at most 200 characters, not 201"},
+			{`{"sku":"X-1","name":"Glass cup","description":"a\u0000","price_cents":100}`, "description", "U+0000"},
+			{`{"sku":"X-1","name":"Glass cup","description":"a\u0085","price_cents":100}`, "description", "U+0085"},
+			{`{"sku":"X-1","name":"Glass cup","description":"` + strings.Repeat("a", 2001) + `","price_cents":100}`, "description", "at most 2000"},
+		}
+		for _, c := range cases {
+			r := s.Do(t, "POST", "/v1/products", c.body)
+			var p problem.Details
+			r.JSON(t, &p)
+			if r.Status != http.StatusBadRequest || len(p.Errors) != 1 || p.Errors[0].Field != c.field || !strings.Contains(p.Errors[0].Reason, c.reason) {
+				t.Errorf("%q: %d %s (want 400 naming %s: %s)", c.body, r.Status, r.Body, c.field, c.reason)
+			}
+		}
+		if r := s.Do(t, "GET", "/v1/products/X-1", ""); r.Status != http.StatusNotFound {
+			t.Fatalf("a refused product was created: %d %s", r.Status, r.Body)
+		}
+		for _, q := range []string{"a%00", "a%FF", "a%0A", "%E2%80%AE", "%EF%BF%BD"} {
+			r := s.Do(t, "GET", "/v1/products?q="+q, "")
+			var p problem.Details
+			r.JSON(t, &p)
+			if r.Status != http.StatusBadRequest || len(p.Errors) != 1 || p.Errors[0].Field != "q" {
+				t.Errorf("q=%s: %d %s (want 400 naming q)", q, r.Status, r.Body)
+			}
+		}
+		// Several lines, tabs and any script in a description; emoji in a name.
+		body := `{"sku":"X-2","name":"Tea cup \ud83c\udf75","description":"Porcelain.\r\n\tΠορσελάνη, 磁器.","price_cents":900}`
+		if r := s.Do(t, "POST", "/v1/products", body); r.Status != http.StatusCreated {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		var p domain.Product
+		s.Do(t, "GET", "/v1/products/X-2", "").JSON(t, &p)
+		if p.Name != "Tea cup 🍵" || p.Description != "Porcelain.\r\n\tΠορσελάνη, 磁器." {
+			t.Fatalf("read back %+v", p)
+		}
+	})
+}

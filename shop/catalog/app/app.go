@@ -24,8 +24,8 @@ const (
 	DefaultLimit = 20
 	MaxLimit     = 100
 	// MaxQuery is the longest search text, in characters: a name is
-	// searched, and no name is longer.
-	MaxQuery = domain.MaxName
+	// searched, and no name is longer (domain.QueryText).
+	MaxQuery = domain.MaxQuery
 )
 
 // Catalog is the catalog service's application layer.

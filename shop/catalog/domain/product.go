@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/trellis-go/trellis/usertext"
 )
 
 // ErrNotFound means no product has the sku.
@@ -46,8 +47,21 @@ var skuPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 // ValidSKU reports whether s has the form of a sku.
 func ValidSKU(s string) bool { return skuPattern.MatchString(s) }
 
-// MaxName is the longest product name, in characters.
-const MaxName = 200
+// Limits of a product's text, in characters.
+const (
+	MaxName        = 200
+	MaxDescription = 2000
+	MaxQuery       = MaxName
+)
+
+// The rules of the catalog's user text (see package usertext): a name is
+// one line, a description may have several, and a search text is at most
+// as long as a name, the longest text it can match whole.
+var (
+	NameText        = usertext.Rule{Max: MaxName, Required: true}
+	DescriptionText = usertext.Rule{Max: MaxDescription, Multiline: true}
+	QueryText       = usertext.Rule{Max: MaxQuery}
+)
 
 // Validate checks a product before it is stored.
 func (p Product) Validate() error {
@@ -55,11 +69,11 @@ func (p Product) Validate() error {
 	if !ValidSKU(p.SKU) {
 		bad = append(bad, FieldError{"sku", "must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"})
 	}
-	if n := utf8.RuneCountInString(strings.TrimSpace(p.Name)); n == 0 || n > MaxName {
-		bad = append(bad, FieldError{"name", fmt.Sprintf("must be 1 to %d characters", MaxName)})
+	if err := NameText.Check(p.Name); err != nil {
+		bad = append(bad, FieldError{"name", err.Error()})
 	}
-	if utf8.RuneCountInString(p.Description) > 2000 {
-		bad = append(bad, FieldError{"description", "must be at most 2000 characters"})
+	if err := DescriptionText.Check(p.Description); err != nil {
+		bad = append(bad, FieldError{"description", err.Error()})
 	}
 	if p.PriceCents <= 0 || p.PriceCents > 100_000_000_00 {
 		bad = append(bad, FieldError{"price_cents", fmt.Sprintf("must be between 1 and %d", int64(100_000_000_00))})

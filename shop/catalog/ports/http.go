@@ -4,10 +4,9 @@ package ports
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
@@ -31,26 +30,34 @@ type productList struct {
 }
 
 func (s *HTTP) list(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	limit := 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > app.MaxLimit {
-			return problem.Invalid("limit must be an integer from 1 to "+strconv.Itoa(app.MaxLimit),
-				problem.FieldError{Field: "limit", Reason: "must be an integer from 1 to " + strconv.Itoa(app.MaxLimit)})
-		}
-		limit = n
-	}
-	text := q.Get("q")
-	if n := utf8.RuneCountInString(text); n > app.MaxQuery {
-		reason := fmt.Sprintf("must be at most %d characters, not %d", app.MaxQuery, n)
-		return problem.Invalid("q "+reason, problem.FieldError{Field: "q", Reason: reason})
+	text, limit, err := parseSearch(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	items, err := s.app.Search(r.Context(), text, limit)
 	if err != nil {
 		return err
 	}
 	return service.WriteJSON(w, http.StatusOK, productList{Items: items})
+}
+
+// parseSearch reads and checks the query of GET /v1/products: the search
+// text q and the limit (0 when not given). Its errors are 400 problems
+// naming the parameter.
+func parseSearch(q url.Values) (text string, limit int, err error) {
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > app.MaxLimit {
+			return "", 0, problem.Invalid("limit must be an integer from 1 to "+strconv.Itoa(app.MaxLimit),
+				problem.FieldError{Field: "limit", Reason: "must be an integer from 1 to " + strconv.Itoa(app.MaxLimit)})
+		}
+		limit = n
+	}
+	text = q.Get("q")
+	if err := domain.QueryText.Check(text); err != nil {
+		return "", 0, problem.Invalid("q "+err.Error(), problem.FieldError{Field: "q", Reason: err.Error()})
+	}
+	return text, limit, nil
 }
 
 func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {
@@ -66,19 +73,15 @@ func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *HTTP) create(w http.ResponseWriter, r *http.Request) error {
-	var p domain.Product
-	if err := service.DecodeJSON(w, r, &p); err != nil {
+	p, err := parseProduct(w, r)
+	if err != nil {
 		return err
 	}
 	created, err := s.app.Create(r.Context(), p)
-	var invalid *domain.ValidationError
+	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &invalid):
-		fields := make([]problem.FieldError, len(invalid.Fields))
-		for i, f := range invalid.Fields {
-			fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
-		}
-		return problem.Invalid(invalid.Error(), fields...)
+	case errors.As(err, &bad):
+		return invalid(bad)
 	case errors.Is(err, domain.ErrExists):
 		return problem.New(http.StatusConflict, "a product with sku %q exists already", p.SKU)
 	case err != nil:
@@ -86,4 +89,27 @@ func (s *HTTP) create(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", "/v1/products/"+created.SKU)
 	return service.WriteJSON(w, http.StatusCreated, created)
+}
+
+// parseProduct reads and checks the body of POST /v1/products. Its errors
+// are problems: 400 naming the fields at fault, or what DecodeJSON refuses.
+func parseProduct(w http.ResponseWriter, r *http.Request) (domain.Product, error) {
+	var p domain.Product
+	if err := service.DecodeJSON(w, r, &p); err != nil {
+		return p, err
+	}
+	err := p.Validate()
+	var bad *domain.ValidationError
+	if errors.As(err, &bad) {
+		return p, invalid(bad)
+	}
+	return p, err
+}
+
+func invalid(err *domain.ValidationError) error {
+	fields := make([]problem.FieldError, len(err.Fields))
+	for i, f := range err.Fields {
+		fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
+	}
+	return problem.Invalid(err.Error(), fields...)
 }
