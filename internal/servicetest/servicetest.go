@@ -162,6 +162,16 @@ func (r Response) JSON(t testing.TB, v any) {
 	}
 }
 
+// Invalid reports whether the response is a 400 problem with exactly one
+// field error, naming field, whose reason contains reason.
+func (r Response) Invalid(field, reason string) bool {
+	var p problem.Details
+	if r.Status != http.StatusBadRequest || json.Unmarshal(r.Body, &p) != nil {
+		return false
+	}
+	return len(p.Errors) == 1 && p.Errors[0].Field == field && strings.Contains(p.Errors[0].Reason, reason)
+}
+
 // CallerHost returns a host of the service name, with the key Key, that does
 // not serve: its ServiceClient calls other services as name's would.
 func CallerHost(t testing.TB, name string) *service.Host {

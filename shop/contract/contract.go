@@ -13,6 +13,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"time"
+
+	"github.com/trellis-go/trellis/usertext"
 )
 
 // ErrRefused marks a business refusal in an API client's error: missing
@@ -64,6 +66,28 @@ const (
 
 	SubjectShipmentScheduled = "shipping.scheduled" // ShipmentScheduled
 	SubjectShipmentRefused   = "shipping.refused"   // ShipmentRefused
+)
+
+// Limits of the user text that one service accepts and another is given:
+// an order's shipping address and payment token, which the order service
+// passes on to shipping and payment, in both flows of the place-order
+// saga. Each is checked by one rule, defined here once: the order service
+// when the order is placed, and the service it goes to when it arrives.
+// A service that receives one of them must never be stricter than the
+// order service: it would refuse what an order was accepted with. So a
+// rule is loosened in the receiving service first, and tightened in the
+// order service first.
+const (
+	MaxShippingAddress = 500 // characters
+	MaxPaymentToken    = 200 // characters
+)
+
+// The rules of the text in MaxShippingAddress and MaxPaymentToken: an
+// address has one or several lines, a token is one line; both are
+// required.
+var (
+	ShippingAddressText = usertext.Rule{Max: MaxShippingAddress, Multiline: true, Required: true}
+	PaymentTokenText    = usertext.Rule{Max: MaxPaymentToken, Required: true}
 )
 
 // Item is one line of an order.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
@@ -260,4 +262,71 @@ func TestCancelWithEmptyChunkedBody(t *testing.T) {
 			t.Errorf("cancel of a pending order, %s: %d %s", name, r.Status, r.Body)
 		}
 	}
+}
+
+// Text that a service down the line could not store or show as sent is a
+// 400 naming the field, on every backend, and places nothing: NUL (which
+// PostgreSQL text cannot hold, so the shipment failed after the order was
+// accepted), other control characters, invalid UTF-8, bidirectional
+// overrides.
+func TestTextFollowsTheRule(t *testing.T) {
+	backends(t, func(t *testing.T, s shop) {
+		const valid = `{"customer_id":"c-text","items":[{"sku":"TEA-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Tea Street"}`
+		cases := []struct{ from, to, field, reason string }{
+			{`"1 Tea Street"`, `"1 Tea\u0000Street"`, "shipping_address", "control characters: U+0000"},
+			{`"1 Tea Street"`, `"1 Tea\u0007Street"`, "shipping_address", "U+0007"},
+			{`"1 Tea Street"`, "\"1 Tea \xffStreet\"", "shipping_address", "valid UTF-8"},
+			{`"1 Tea Street"`, `"1 Tea \udc00Street"`, "shipping_address", "valid UTF-8"},
+			{`"1 Tea Street"`, `"1 Tea\u202EStreet"`, "shipping_address", "bidirectional"},
+			{`"1 Tea Street"`, `" \n\t "`, "shipping_address", "required"},
+			{`"1 Tea Street"`, `"` + strings.Repeat("é", 501) + `"`, "shipping_address", "at most 500 characters, not 501"},
+			{`"tok_ok"`, `"tok\u0000ok"`, "payment_token", "U+0000"},
+			{`"tok_ok"`, `"tok\nok"`, "payment_token", "one line"},
+			{`"tok_ok"`, `"` + strings.Repeat("k", 201) + `"`, "payment_token", "at most 200 characters"},
+		}
+		for i, c := range cases {
+			key := fmt.Sprintf("text-%d", i)
+			if r := post(t, s.order, key, strings.Replace(valid, c.from, c.to, 1)); !r.Invalid(c.field, c.reason) {
+				t.Errorf("%s %s: %d %s (want 400 naming %s: %s)", c.field, c.to, r.Status, r.Body, c.field, c.reason)
+			}
+			// Nothing was placed under the key: placing with it now is a
+			// first placement, not a replay.
+			if r := post(t, s.order, key, valid); r.Status != http.StatusAccepted || r.Header.Get("Idempotent-Replayed") != "" {
+				t.Errorf("%s after the refused request: %d %s", key, r.Status, r.Body)
+			}
+		}
+		// Several lines, tabs, any script, up to the limit.
+		address := "Flat 2\r\n1 Tea Street\tLondon\n" + strings.Repeat("é", 472)
+		if r := post(t, s.order, "text-ok", strings.Replace(valid, `"1 Tea Street"`, strconv.Quote(address), 1)); r.Status != http.StatusAccepted {
+			t.Fatalf("%d characters of several lines: %d %s", utf8.RuneCountInString(address), r.Status, r.Body)
+		}
+
+		var placed app.Placed
+		post(t, s.order, "text-cancel", valid).JSON(t, &placed)
+		for reason, want := range map[string]string{`"a\u0000"`: "U+0000", `"a\nb"`: "one line", `"a\ufffd"`: "U+FFFD",
+			`"` + strings.Repeat("x", 501) + `"`: "at most 500 characters, not 501"} {
+			if r := s.order.Do(t, "POST", "/v1/orders/"+placed.OrderID+"/cancel", `{"reason":`+reason+`}`); !r.Invalid("reason", want) {
+				t.Errorf("cancel with reason %s: %d %s (want 400 naming reason: %s)", reason, r.Status, r.Body, want)
+			}
+		}
+		var got app.Summary
+		s.order.Do(t, "GET", "/v1/orders/"+placed.OrderID, "").JSON(t, &got)
+		if got.Status != "pending" {
+			t.Fatalf("after refused cancels the order is %s", got.Status)
+		}
+
+		for _, path := range []string{"/v1/sagas?name=a%00", "/v1/sagas?name=a%FF", "/v1/sagas?name=" + strings.Repeat("n", 129)} {
+			if r := s.order.Do(t, "GET", path, ""); !r.Invalid("name", "") {
+				t.Errorf("%s: %d %s (want 400 naming name)", path, r.Status, r.Body)
+			}
+		}
+		for _, id := range []string{"a%00", "a%FF", "a%E2%80%AE"} {
+			if r := s.order.Do(t, "GET", "/v1/sagas/"+id, ""); r.Status != http.StatusNotFound {
+				t.Errorf("saga %s: %d %s (want 404)", id, r.Status, r.Body)
+			}
+			if r := s.order.Do(t, "POST", "/v1/sagas/"+id+"/retry", ""); r.Status != http.StatusNotFound {
+				t.Errorf("retry of saga %s: %d %s (want 404)", id, r.Status, r.Body)
+			}
+		}
+	})
 }

@@ -146,6 +146,20 @@ type Placed struct {
 	Replayed bool          `json:"-"`
 }
 
+// Validate checks the command's input, item prices aside: a
+// *domain.ValidationError names every field at fault.
+func (cmd PlaceOrder) Validate() error {
+	return domain.ValidatePlace(cmd.CustomerID, cmd.items(), cmd.PaymentToken, cmd.ShippingAddress)
+}
+
+func (cmd PlaceOrder) items() []domain.Item {
+	items := make([]domain.Item, len(cmd.Items))
+	for i, it := range cmd.Items {
+		items[i] = domain.Item{SKU: it.SKU, Qty: it.Qty}
+	}
+	return items
+}
+
 func (cmd PlaceOrder) hash() string {
 	b, _ := json.Marshal(cmd) // the key is excluded by its tag
 	sum := sha256.Sum256(b)
@@ -158,13 +172,10 @@ func (cmd PlaceOrder) hash() string {
 // and changes nothing; a different request under the same key fails with
 // ErrIdempotencyConflict.
 func (a *App) Place(ctx context.Context, cmd PlaceOrder) (Placed, error) {
-	items := make([]domain.Item, len(cmd.Items))
-	for i, it := range cmd.Items {
-		items[i] = domain.Item{SKU: it.SKU, Qty: it.Qty}
-	}
-	if err := domain.ValidatePlace(cmd.CustomerID, items, cmd.PaymentToken, cmd.ShippingAddress); err != nil {
+	if err := cmd.Validate(); err != nil {
 		return Placed{}, err
 	}
+	items := cmd.items()
 	hash := cmd.hash()
 	if res, done, err := a.replay(ctx, cmd.IdempotencyKey, hash); done || err != nil {
 		return res, err

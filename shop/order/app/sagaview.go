@@ -31,6 +31,9 @@ type Progress interface {
 // progress of a choreographed order (id is the order id). saga.ErrNotFound
 // if neither exists.
 func (a *App) SagaView(ctx context.Context, id string) (SagaView, error) {
+	if !domain.ValidID(id) { // every saga id is an order id, or one with a suffix
+		return SagaView{}, saga.ErrNotFound
+	}
 	if a.Sagas != nil {
 		info, err := a.Sagas.Get(ctx, id)
 		if err == nil {
@@ -40,7 +43,7 @@ func (a *App) SagaView(ctx context.Context, id string) (SagaView, error) {
 			return SagaView{}, err
 		}
 	}
-	if a.Progress == nil || !domain.ValidID(id) {
+	if a.Progress == nil {
 		return SagaView{}, saga.ErrNotFound
 	}
 	o, version, err := a.Orders.Load(ctx, id)

@@ -9,7 +9,9 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/usertext"
 )
 
 // Status is where an order is in its life.
@@ -189,6 +191,27 @@ const (
 	MaxQty   = 1000
 )
 
+// Limits of the order service's user text, in characters. An order's
+// shipping address and payment token go on to the shipping and payment
+// services: their rules are the shop's (contract.ShippingAddressText,
+// contract.PaymentTokenText), the ones those services check too.
+const (
+	MaxShippingAddress = contract.MaxShippingAddress
+	MaxPaymentToken    = contract.MaxPaymentToken
+	// MaxCancelReason bounds a customer's reason to cancel, which the
+	// order's events and the customer's notification repeat.
+	MaxCancelReason = 500
+	// MaxSagaName bounds the saga name a saga listing is filtered by.
+	MaxSagaName = 128
+)
+
+// The rules of the order service's own user text: a reason to cancel is
+// one line, optional; so is a saga name to filter by.
+var (
+	CancelReasonText = usertext.Rule{Max: MaxCancelReason}
+	SagaNameText     = usertext.Rule{Max: MaxSagaName}
+)
+
 // ValidatePlace checks a place command's input, item prices aside.
 func ValidatePlace(customerID string, items []Item, paymentToken, address string) error {
 	var bad []FieldError
@@ -211,14 +234,22 @@ func ValidatePlace(customerID string, items []Item, paymentToken, address string
 			bad = append(bad, FieldError{fmt.Sprintf("items[%d].qty", i), fmt.Sprintf("must be 1 to %d", MaxQty)})
 		}
 	}
-	if paymentToken == "" || len(paymentToken) > 200 {
-		bad = append(bad, FieldError{"payment_token", "is required (at most 200 characters)"})
+	if err := contract.PaymentTokenText.Check(paymentToken); err != nil {
+		bad = append(bad, FieldError{"payment_token", err.Error()})
 	}
-	if n := utf8.RuneCountInString(strings.TrimSpace(address)); n == 0 || n > 500 {
-		bad = append(bad, FieldError{"shipping_address", "is required (at most 500 characters)"})
+	if err := contract.ShippingAddressText.Check(address); err != nil {
+		bad = append(bad, FieldError{"shipping_address", err.Error()})
 	}
 	if len(bad) > 0 {
 		return &ValidationError{Fields: bad}
+	}
+	return nil
+}
+
+// ValidateCancel checks a customer's reason to cancel an order.
+func ValidateCancel(reason string) error {
+	if err := CancelReasonText.Check(reason); err != nil {
+		return &ValidationError{Fields: []FieldError{{"reason", err.Error()}}}
 	}
 	return nil
 }

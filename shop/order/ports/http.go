@@ -34,20 +34,16 @@ func (s *HTTP) place(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var cmd app.PlaceOrder
-	if err := service.DecodeJSON(w, r, &cmd); err != nil {
+	cmd, err := parsePlace(w, r)
+	if err != nil {
 		return err
 	}
 	cmd.IdempotencyKey = key
 	res, err := s.app.Place(r.Context(), cmd)
-	var invalid *domain.ValidationError
+	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &invalid):
-		fields := make([]problem.FieldError, len(invalid.Fields))
-		for i, f := range invalid.Fields {
-			fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
-		}
-		return problem.Invalid(invalid.Error(), fields...)
+	case errors.As(err, &bad):
+		return invalid(bad)
 	case errors.Is(err, app.ErrIdempotencyConflict):
 		return problem.New(http.StatusUnprocessableEntity, "Idempotency-Key %q was already used for a different request", key)
 	case errors.Is(err, app.ErrCatalogUnavailable):
@@ -60,6 +56,30 @@ func (s *HTTP) place(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	return service.WriteJSON(w, http.StatusAccepted, res)
+}
+
+// parsePlace reads and checks the body of POST /v1/orders, item prices
+// aside. Its errors are problems: 400 naming the fields at fault, or what
+// DecodeJSON refuses.
+func parsePlace(w http.ResponseWriter, r *http.Request) (app.PlaceOrder, error) {
+	var cmd app.PlaceOrder
+	if err := service.DecodeJSON(w, r, &cmd); err != nil {
+		return cmd, err
+	}
+	err := cmd.Validate()
+	var bad *domain.ValidationError
+	if errors.As(err, &bad) {
+		return cmd, invalid(bad)
+	}
+	return cmd, err
+}
+
+func invalid(err *domain.ValidationError) error {
+	fields := make([]problem.FieldError, len(err.Fields))
+	for i, f := range err.Fields {
+		fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
+	}
+	return problem.Invalid(err.Error(), fields...)
 }
 
 func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {

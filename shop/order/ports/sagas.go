@@ -3,6 +3,7 @@ package ports
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -23,12 +24,9 @@ type cancelBody struct {
 
 func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	var body cancelBody
-	if _, err := service.DecodeOptionalJSON(w, r, &body); err != nil {
+	body, err := parseCancel(w, r)
+	if err != nil {
 		return err
-	}
-	if len(body.Reason) > 500 {
-		return problem.Invalid("reason must be at most 500 characters", problem.FieldError{Field: "reason", Reason: "at most 500 characters"})
 	}
 	sum, err := s.app.Cancel(r.Context(), id, body.Reason, cancelWait)
 	var refused *app.CancelRefusedError
@@ -55,25 +53,30 @@ func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 	return service.WriteJSON(w, http.StatusOK, sum)
 }
 
+// parseCancel reads and checks the optional body of POST
+// /v1/orders/{id}/cancel. Its errors are problems: 400 naming the field at
+// fault, or what DecodeOptionalJSON refuses.
+func parseCancel(w http.ResponseWriter, r *http.Request) (cancelBody, error) {
+	var body cancelBody
+	if _, err := service.DecodeOptionalJSON(w, r, &body); err != nil {
+		return body, err
+	}
+	err := domain.ValidateCancel(body.Reason)
+	var bad *domain.ValidationError
+	if errors.As(err, &bad) {
+		return body, invalid(bad)
+	}
+	return body, err
+}
+
 type sagaList struct {
 	Items []saga.Summary `json:"items"`
 }
 
 func (s *HTTP) sagas(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	f := saga.Filter{Name: q.Get("name"), Status: saga.Status(q.Get("status")), Limit: 100}
-	switch f.Status {
-	case "", saga.Running, saga.Retrying, saga.Aborting, saga.Compensating, saga.Completed, saga.Compensated, saga.CompensationFailed:
-	default:
-		return problem.Invalid("status must be one of running, retrying, aborting, compensating, completed, compensated, compensation_failed",
-			problem.FieldError{Field: "status", Reason: "unknown status"})
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return problem.Invalid("limit must be an integer from 1 to 1000", problem.FieldError{Field: "limit", Reason: "must be an integer from 1 to 1000"})
-		}
-		f.Limit = n
+	f, err := parseSagaFilter(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	items, err := s.app.Sagas.List(r.Context(), f)
 	if err != nil {
@@ -83,6 +86,29 @@ func (s *HTTP) sagas(w http.ResponseWriter, r *http.Request) error {
 		items = []saga.Summary{}
 	}
 	return service.WriteJSON(w, http.StatusOK, sagaList{Items: items})
+}
+
+// parseSagaFilter reads and checks the query of GET /v1/sagas. Its errors
+// are 400 problems naming the parameter.
+func parseSagaFilter(q url.Values) (saga.Filter, error) {
+	f := saga.Filter{Name: q.Get("name"), Status: saga.Status(q.Get("status")), Limit: 100}
+	if err := domain.SagaNameText.Check(f.Name); err != nil {
+		return f, problem.Invalid("name "+err.Error(), problem.FieldError{Field: "name", Reason: err.Error()})
+	}
+	switch f.Status {
+	case "", saga.Running, saga.Retrying, saga.Aborting, saga.Compensating, saga.Completed, saga.Compensated, saga.CompensationFailed:
+	default:
+		return f, problem.Invalid("status must be one of running, retrying, aborting, compensating, completed, compensated, compensation_failed",
+			problem.FieldError{Field: "status", Reason: "unknown status"})
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return f, problem.Invalid("limit must be an integer from 1 to 1000", problem.FieldError{Field: "limit", Reason: "must be an integer from 1 to 1000"})
+		}
+		f.Limit = n
+	}
+	return f, nil
 }
 
 func (s *HTTP) saga(w http.ResponseWriter, r *http.Request) error {
@@ -99,7 +125,10 @@ func (s *HTTP) saga(w http.ResponseWriter, r *http.Request) error {
 
 func (s *HTTP) retrySaga(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	err := s.app.Sagas.Retry(r.Context(), id)
+	err := saga.ErrNotFound
+	if domain.ValidID(id) { // every saga id is an order id, or one with a suffix
+		err = s.app.Sagas.Retry(r.Context(), id)
+	}
 	switch {
 	case errors.Is(err, saga.ErrNotFound):
 		return problem.New(http.StatusNotFound, "no saga %q", id)
