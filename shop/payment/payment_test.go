@@ -362,3 +362,34 @@ func TestClient(t *testing.T) {
 		t.Fatalf("empty list encodes as %s", b)
 	}
 }
+
+// A payment token that a backend could not store or show as sent is a 400
+// naming it, on every backend, and charges nothing; one the order service
+// accepts is charged (declined, being no test token, but charged).
+func TestTokenFollowsTheRule(t *testing.T) {
+	backends(t, func(t *testing.T, s *servicetest.Server) {
+		cases := []struct{ token, reason string }{ // as JSON strings
+			{`"tok\u0000ok"`, "control characters: U+0000"},
+			{`"tok\nok"`, "one line"},
+			{"\"tok\xff\"", "valid UTF-8"},
+			{`"tok\u2066"`, "bidirectional"},
+			{`"` + strings.Repeat("é", 201) + `"`, "at most 200 characters, not 201"},
+		}
+		for i, c := range cases {
+			body := `{"order_id":"o-text","amount_cents":100,"payment_token":` + c.token + `}`
+			if r := charge(t, s, fmt.Sprintf("text-%d", i), body); !r.Invalid("payment_token", c.reason) {
+				t.Errorf("%s: %d %s (want 400 naming payment_token: %s)", c.token, r.Status, r.Body, c.reason)
+			}
+		}
+		if got := list(t, s, "o-text"); len(got) != 0 {
+			t.Fatalf("refused charges stored %+v", got)
+		}
+		token := strings.Repeat("é", 200)
+		if err := contract.PaymentTokenText.Check(token); err != nil {
+			t.Fatalf("the order service would refuse the token: %v", err)
+		}
+		if r := charge(t, s, "text-ok", chargeBody("o-text", 100, token)); r.Status != http.StatusCreated || decode(t, r).Status != domain.Declined {
+			t.Fatalf("charge: %d %s", r.Status, r.Body)
+		}
+	})
+}

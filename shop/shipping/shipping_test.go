@@ -294,3 +294,41 @@ func TestClient(t *testing.T) {
 		t.Fatalf("by unknown order: %#v %v", list, err)
 	}
 }
+
+// An address that a backend could not store or show as sent is a 400
+// naming it, on every backend, and schedules nothing: with NUL it was a
+// 500 on PostgreSQL, for an order the order service had accepted. An
+// address the order service accepts, of several lines, up to its limit,
+// is scheduled and read back as it was sent.
+func TestAddressFollowsTheRule(t *testing.T) {
+	backends(t, func(t *testing.T, s *servicetest.Server) {
+		cases := []struct{ address, reason string }{ // as JSON strings
+			{`"1 Tea\u0000Street"`, "control characters: U+0000"},
+			{`"1 Tea\u001bStreet"`, "U+001B"},
+			{"\"1 Tea \xffStreet\"", "valid UTF-8"},
+			{`"1 Tea\u202EStreet"`, "bidirectional"},
+			{`"1 Tea\ufffdStreet"`, "U+FFFD"},
+			{`" \r\n "`, "required"},
+			{`"` + strings.Repeat("é", 501) + `"`, "at most 500 characters, not 501"},
+		}
+		for _, c := range cases {
+			if r := post(t, s, "/v1/shipments", "", `{"order_id":"o-text","address":`+c.address+`}`); !r.Invalid("address", c.reason) {
+				t.Errorf("%s: %d %s (want 400 naming address: %s)", c.address, r.Status, r.Body, c.reason)
+			}
+		}
+		if got := list(t, s, "o-text"); len(got) != 0 {
+			t.Fatalf("refused requests stored %+v", got)
+		}
+		address := "Flat 2\r\n1 Tea Street\tLondon\n" + strings.Repeat("é", 472)
+		if err := contract.ShippingAddressText.Check(address); err != nil {
+			t.Fatalf("the order service would refuse the address: %v", err)
+		}
+		r := schedule(t, s, "o-text", address)
+		if r.Status != http.StatusCreated || decode(t, r).Address != address {
+			t.Fatalf("schedule: %d %s", r.Status, r.Body)
+		}
+		if got := list(t, s, "o-text"); len(got) != 1 || got[0].Address != address {
+			t.Fatalf("read back %+v", got)
+		}
+	})
+}

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/trellis-go/trellis/shop/contract"
 )
 
 // Errors of the model.
@@ -123,10 +125,10 @@ func (r ChargeRequest) Validate() error {
 	if r.AmountCents < 1 || r.AmountCents > MaxAmountCents {
 		bad = append(bad, FieldError{"amount_cents", fmt.Sprintf("must be between 1 and %d, not %d", MaxAmountCents, r.AmountCents)})
 	}
-	if r.PaymentToken == "" {
-		bad = append(bad, FieldError{"payment_token", "is required"})
-	} else if len(r.PaymentToken) > 200 {
-		bad = append(bad, FieldError{"payment_token", "must be at most 200 characters"})
+	// The token is the one an order was placed with: its rule is the
+	// shop's, which the order service checks too.
+	if err := contract.PaymentTokenText.Check(r.PaymentToken); err != nil {
+		bad = append(bad, FieldError{"payment_token", err.Error()})
 	}
 	if bad != nil {
 		return &ValidationError{Fields: bad}

@@ -45,12 +45,11 @@ func (s *HTTP) charge(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var body chargeBody
-	if err := service.DecodeJSON(w, r, &body); err != nil {
+	req, err := parseCharge(w, r, key)
+	if err != nil {
 		return err
 	}
-	res, err := s.app.Charge(r.Context(), domain.ChargeRequest{IdempotencyKey: key, OrderID: body.OrderID,
-		AmountCents: body.AmountCents, PaymentToken: body.PaymentToken})
+	res, err := s.app.Charge(r.Context(), req)
 	var bad *domain.ValidationError
 	switch {
 	case errors.As(err, &bad):
@@ -69,6 +68,23 @@ func (s *HTTP) charge(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	return service.WriteJSON(w, http.StatusOK, res.Payment)
+}
+
+// parseCharge reads the body of POST /v1/payments and checks it with the
+// request's idempotency key. Its errors are problems: 400 naming the
+// fields at fault, or what DecodeJSON refuses.
+func parseCharge(w http.ResponseWriter, r *http.Request, key string) (domain.ChargeRequest, error) {
+	var body chargeBody
+	if err := service.DecodeJSON(w, r, &body); err != nil {
+		return domain.ChargeRequest{}, err
+	}
+	req := domain.ChargeRequest{IdempotencyKey: key, OrderID: body.OrderID, AmountCents: body.AmountCents, PaymentToken: body.PaymentToken}
+	err := req.Validate()
+	var bad *domain.ValidationError
+	if errors.As(err, &bad) {
+		return req, invalid(bad)
+	}
+	return req, err
 }
 
 func (s *HTTP) refund(w http.ResponseWriter, r *http.Request) error {

@@ -28,5 +28,5 @@ func Example() {
 	// cancelled true
 	// cancelled true
 	// o-2 true
-	// invalid shipment: address is required
+	// invalid shipment: address is required: 1 to 500 characters, not only white space
 }

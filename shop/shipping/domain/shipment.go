@@ -9,7 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/trellis-go/trellis/shop/contract"
 )
 
 // Errors of the model.
@@ -46,8 +47,11 @@ type Shipment struct {
 // IDPrefix starts every shipment id (see contract.ShipmentID).
 const IDPrefix = "shp_"
 
-// MaxAddressLen bounds an address, in characters.
-const MaxAddressLen = 500
+// MaxAddressLen bounds an address, in characters. The address is the one
+// an order was placed with: its rule is the shop's,
+// contract.ShippingAddressText, which the order service checks too, so an
+// address it accepts is one shipping accepts.
+const MaxAddressLen = contract.MaxShippingAddress
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
@@ -86,10 +90,8 @@ func ValidateSchedule(orderID, address string) error {
 	} else if !ValidOrderID(orderID) {
 		bad = append(bad, FieldError{"order_id", fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : -", orderID)})
 	}
-	if strings.TrimSpace(address) == "" {
-		bad = append(bad, FieldError{"address", "is required"})
-	} else if utf8.RuneCountInString(address) > MaxAddressLen {
-		bad = append(bad, FieldError{"address", fmt.Sprintf("must be at most %d characters", MaxAddressLen)})
+	if err := contract.ShippingAddressText.Check(address); err != nil {
+		bad = append(bad, FieldError{"address", err.Error()})
 	}
 	if bad != nil {
 		return &ValidationError{Fields: bad}

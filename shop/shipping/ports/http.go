@@ -46,8 +46,8 @@ func (s *HTTP) schedule(w http.ResponseWriter, r *http.Request) error {
 	if _, err := service.IdempotencyKey(r, false, ""); err != nil {
 		return err
 	}
-	var body scheduleBody
-	if err := service.DecodeJSON(w, r, &body); err != nil {
+	body, err := parseSchedule(w, r)
+	if err != nil {
 		return err
 	}
 	res, err := s.app.Schedule(r.Context(), body.OrderID, body.Address)
@@ -66,6 +66,22 @@ func (s *HTTP) schedule(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Idempotent-Replayed", "true")
 	return service.WriteJSON(w, http.StatusOK, res.Shipment)
+}
+
+// parseSchedule reads and checks the body of POST /v1/shipments. Its
+// errors are problems: 400 naming the fields at fault, or what DecodeJSON
+// refuses.
+func parseSchedule(w http.ResponseWriter, r *http.Request) (scheduleBody, error) {
+	var body scheduleBody
+	if err := service.DecodeJSON(w, r, &body); err != nil {
+		return body, err
+	}
+	err := domain.ValidateSchedule(body.OrderID, body.Address)
+	var bad *domain.ValidationError
+	if errors.As(err, &bad) {
+		return body, invalid(bad)
+	}
+	return body, err
 }
 
 func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
