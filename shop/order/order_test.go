@@ -295,6 +295,11 @@ func TestTextFollowsTheRule(t *testing.T) {
 				t.Errorf("%s after the refused request: %d %s", key, r.Status, r.Body)
 			}
 		}
+		// A key is text too: HTTP lets a header hold bytes that are not
+		// UTF-8, which PostgreSQL refuses.
+		if r := post(t, s.order, "key-\xff", valid); !r.Invalid("Idempotency-Key", "valid UTF-8") {
+			t.Errorf("a key that is not UTF-8: %d %s", r.Status, r.Body)
+		}
 		// Several lines, tabs, any script, up to the limit.
 		address := "Flat 2\r\n1 Tea Street\tLondon\n" + strings.Repeat("é", 472)
 		if r := post(t, s.order, "text-ok", strings.Replace(valid, `"1 Tea Street"`, strconv.Quote(address), 1)); r.Status != http.StatusAccepted {
