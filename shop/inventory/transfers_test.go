@@ -264,3 +264,21 @@ func TestConcurrentTransfersConserveStock(t *testing.T) {
 		}
 	})
 }
+
+// A transfer id or key that no backend can store, sent in a path or a
+// header, is an unknown transfer or a bad key on every backend, not a 500
+// from PostgreSQL.
+func TestTransferIDsAndKeysOfAnyText(t *testing.T) {
+	transferBackends(t, func(t *testing.T, dataDir string, dbs databases, catalogURL string) {
+		s := startWithTransfers(t, dataDir, dbs, catalogURL, inventory.TransferConfig{})
+		for _, id := range []string{"a%00", "a%FF", "01a251a8-49f1-7309-8cbd-48c9eb186360"} {
+			if r := s.Do(t, "GET", "/v1/transfers/"+id, ""); r.Status != http.StatusNotFound {
+				t.Errorf("transfer %s: %d %s (want 404)", id, r.Status, r.Body)
+			}
+		}
+		r := postTransfer(t, s, "k\xff", `{"sku":"TEA-001","qty":1,"from":"east","to":"west"}`)
+		if !r.Invalid("Idempotency-Key", "valid UTF-8") {
+			t.Errorf("a key that is not UTF-8: %d %s", r.Status, r.Body)
+		}
+	})
+}

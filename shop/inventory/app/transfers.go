@@ -209,6 +209,9 @@ func refusal(r *twopc.Refusal) (*domain.InsufficientStock, error) {
 // settle time without a decision is aborted (presumed abort), so every
 // transfer reaches committed or aborted.
 func (t *Transfers) Transfer(ctx context.Context, id string) (domain.Transfer, error) {
+	if !domain.ValidTransferID(id) {
+		return domain.Transfer{}, fmt.Errorf("transfer %q: %w", id, domain.ErrNoTransfer)
+	}
 	rec, err := t.log.Get(ctx, id)
 	if err != nil || rec.Status != domain.TransferPending {
 		return rec.Transfer, err

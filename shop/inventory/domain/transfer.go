@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -54,6 +55,12 @@ type Transfer struct {
 	Status     string `json:"status"`
 	Reason     string `json:"reason"`
 }
+
+var transferIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// ValidTransferID reports whether s has the form of a transfer id, a UUID
+// as the service writes it.
+func ValidTransferID(s string) bool { return transferIDPattern.MatchString(s) }
 
 // SameRequest reports whether t and o ask for the same move.
 func (t Transfer) SameRequest(o Transfer) bool {

@@ -45,21 +45,14 @@ func (s *HTTP) put(w http.ResponseWriter, r *http.Request) error {
 		return problem.Invalid("sku in the path must be 1 to 64 letters, digits, '-' or '_'",
 			problem.FieldError{Field: "sku", Reason: "invalid sku"})
 	}
-	var body putStock
-	if err := service.DecodeJSON(w, r, &body); err != nil {
+	onHand, err := parseStockCount(w, r)
+	if err != nil {
 		return err
 	}
-	switch {
-	case body.OnHand == nil:
-		return problem.Invalid("on_hand is required", problem.FieldError{Field: "on_hand", Reason: "required"})
-	case *body.OnHand < 0 || *body.OnHand > domain.MaxOnHand:
-		return problem.Invalid("on_hand must be between 0 and 1000000000",
-			problem.FieldError{Field: "on_hand", Reason: "must be between 0 and 1000000000"})
-	}
-	st, err := s.app.SetOnHand(r.Context(), sku, *body.OnHand)
+	st, err := s.app.SetOnHand(r.Context(), sku, onHand)
 	switch {
 	case errors.Is(err, domain.ErrBelowReserved):
-		return problem.New(http.StatusConflict, "on_hand %d is below the %d units reserved for sku %q", *body.OnHand, st.Reserved, sku)
+		return problem.New(http.StatusConflict, "on_hand %d is below the %d units reserved for sku %q", onHand, st.Reserved, sku)
 	case errors.Is(err, domain.ErrUnknownProduct):
 		return problem.Invalid(fmt.Sprintf("sku %q is not in the catalog", sku), problem.FieldError{Field: "sku", Reason: "not in the catalog"})
 	case errors.Is(err, app.ErrCatalogUnavailable):
@@ -68,4 +61,23 @@ func (s *HTTP) put(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return service.WriteJSON(w, http.StatusOK, st)
+}
+
+// parseStockCount reads and checks the body of a stock count, PUT
+// /v1/stock/{sku} or /v1/warehouses/{warehouse}/stock/{sku}: the units on
+// hand. Its errors are problems: 400 naming the field, or what DecodeJSON
+// refuses.
+func parseStockCount(w http.ResponseWriter, r *http.Request) (int64, error) {
+	var body putStock
+	if err := service.DecodeJSON(w, r, &body); err != nil {
+		return 0, err
+	}
+	switch {
+	case body.OnHand == nil:
+		return 0, problem.Invalid("on_hand is required", problem.FieldError{Field: "on_hand", Reason: "required"})
+	case *body.OnHand < 0 || *body.OnHand > domain.MaxOnHand:
+		return 0, problem.Invalid("on_hand must be between 0 and 1000000000",
+			problem.FieldError{Field: "on_hand", Reason: "must be between 0 and 1000000000"})
+	}
+	return *body.OnHand, nil
 }

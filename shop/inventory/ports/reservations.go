@@ -30,8 +30,8 @@ type reserveRequest struct {
 }
 
 func (s *ReservationsHTTP) reserve(w http.ResponseWriter, r *http.Request) error {
-	var body reserveRequest
-	if err := service.DecodeJSON(w, r, &body); err != nil {
+	body, err := parseReservation(w, r)
+	if err != nil {
 		return err
 	}
 	res, created, err := s.app.Hold(r.Context(), body.ReservationID, body.Items)
@@ -44,6 +44,20 @@ func (s *ReservationsHTTP) reserve(w http.ResponseWriter, r *http.Request) error
 		return service.WriteJSON(w, http.StatusOK, res)
 	}
 	return service.WriteJSON(w, http.StatusCreated, res)
+}
+
+// parseReservation reads and checks the body of POST /v1/reservations.
+// Its errors are problems: 400 naming the fields at fault, or what
+// DecodeJSON refuses.
+func parseReservation(w http.ResponseWriter, r *http.Request) (reserveRequest, error) {
+	var body reserveRequest
+	if err := service.DecodeJSON(w, r, &body); err != nil {
+		return body, err
+	}
+	if err := domain.ValidateReservation(body.ReservationID, body.Items); err != nil {
+		return body, reservationProblem(err, body.ReservationID)
+	}
+	return body, nil
 }
 
 func (s *ReservationsHTTP) get(w http.ResponseWriter, r *http.Request) error {

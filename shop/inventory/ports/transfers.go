@@ -72,21 +72,14 @@ func (s *TransfersHTTP) putStock(w http.ResponseWriter, r *http.Request) error {
 		return problem.Invalid("sku in the path must be 1 to 64 letters, digits, '-' or '_'",
 			problem.FieldError{Field: "sku", Reason: "invalid sku"})
 	}
-	var body putStock
-	if err := service.DecodeJSON(w, r, &body); err != nil {
+	onHand, err := parseStockCount(w, r)
+	if err != nil {
 		return err
 	}
-	switch {
-	case body.OnHand == nil:
-		return problem.Invalid("on_hand is required", problem.FieldError{Field: "on_hand", Reason: "required"})
-	case *body.OnHand < 0 || *body.OnHand > domain.MaxOnHand:
-		return problem.Invalid("on_hand must be between 0 and 1000000000",
-			problem.FieldError{Field: "on_hand", Reason: "must be between 0 and 1000000000"})
-	}
-	st, err := s.app.SetStock(r.Context(), wh, sku, *body.OnHand)
+	st, err := s.app.SetStock(r.Context(), wh, sku, onHand)
 	switch {
 	case errors.Is(err, domain.ErrBelowHeld):
-		return problem.New(http.StatusConflict, "on_hand %d is below the %d units of sku %q held by transfers in progress in warehouse %s", *body.OnHand, st.Held, sku, wh)
+		return problem.New(http.StatusConflict, "on_hand %d is below the %d units of sku %q held by transfers in progress in warehouse %s", onHand, st.Held, sku, wh)
 	case unavailable(err) != nil:
 		return unavailable(err)
 	case errors.Is(err, domain.ErrUnknownProduct):
@@ -111,26 +104,11 @@ func (s *TransfersHTTP) transfer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var body transferRequest
-	if err := service.DecodeJSON(w, r, &body); err != nil {
+	req, err := parseTransfer(w, r)
+	if err != nil {
 		return err
 	}
-	switch {
-	case !domain.ValidSKU(body.SKU):
-		return problem.Invalid(fmt.Sprintf("sku %q must be 1 to 64 letters, digits, '-' or '_'", body.SKU), problem.FieldError{Field: "sku", Reason: "invalid sku"})
-	case body.Qty == nil:
-		return problem.Invalid("qty is required", problem.FieldError{Field: "qty", Reason: "required"})
-	case *body.Qty < 1 || *body.Qty > domain.MaxTransferQty:
-		return problem.Invalid(fmt.Sprintf("qty %d must be between 1 and %d", *body.Qty, domain.MaxTransferQty),
-			problem.FieldError{Field: "qty", Reason: fmt.Sprintf("must be between 1 and %d", domain.MaxTransferQty)})
-	case !domain.ValidWarehouse(body.From):
-		return badWarehouse("from", body.From)
-	case !domain.ValidWarehouse(body.To):
-		return badWarehouse("to", body.To)
-	case body.From == body.To:
-		return problem.Invalid(fmt.Sprintf("to %q is the same warehouse as from", body.To), problem.FieldError{Field: "to", Reason: "must differ from from"})
-	}
-	tr, replayed, err := s.app.Start(r.Context(), key, domain.Transfer{SKU: body.SKU, Qty: *body.Qty, From: body.From, To: body.To})
+	tr, replayed, err := s.app.Start(r.Context(), key, req)
 	var short *domain.InsufficientStock
 	switch {
 	case errors.As(err, &short):
@@ -149,6 +127,32 @@ func (s *TransfersHTTP) transfer(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	return service.WriteJSON(w, http.StatusCreated, tr)
+}
+
+// parseTransfer reads and checks the body of POST /v1/transfers. Its
+// errors are problems: 400 naming the field at fault, or what DecodeJSON
+// refuses.
+func parseTransfer(w http.ResponseWriter, r *http.Request) (domain.Transfer, error) {
+	var body transferRequest
+	if err := service.DecodeJSON(w, r, &body); err != nil {
+		return domain.Transfer{}, err
+	}
+	switch {
+	case !domain.ValidSKU(body.SKU):
+		return domain.Transfer{}, problem.Invalid(fmt.Sprintf("sku %q must be 1 to 64 letters, digits, '-' or '_'", body.SKU), problem.FieldError{Field: "sku", Reason: "invalid sku"})
+	case body.Qty == nil:
+		return domain.Transfer{}, problem.Invalid("qty is required", problem.FieldError{Field: "qty", Reason: "required"})
+	case *body.Qty < 1 || *body.Qty > domain.MaxTransferQty:
+		return domain.Transfer{}, problem.Invalid(fmt.Sprintf("qty %d must be between 1 and %d", *body.Qty, domain.MaxTransferQty),
+			problem.FieldError{Field: "qty", Reason: fmt.Sprintf("must be between 1 and %d", domain.MaxTransferQty)})
+	case !domain.ValidWarehouse(body.From):
+		return domain.Transfer{}, badWarehouse("from", body.From)
+	case !domain.ValidWarehouse(body.To):
+		return domain.Transfer{}, badWarehouse("to", body.To)
+	case body.From == body.To:
+		return domain.Transfer{}, problem.Invalid(fmt.Sprintf("to %q is the same warehouse as from", body.To), problem.FieldError{Field: "to", Reason: "must differ from from"})
+	}
+	return domain.Transfer{SKU: body.SKU, Qty: *body.Qty, From: body.From, To: body.To}, nil
 }
 
 func (s *TransfersHTTP) get(w http.ResponseWriter, r *http.Request) error {
