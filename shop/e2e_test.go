@@ -8,12 +8,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop"
 	"github.com/trellis-go/trellis/shop/catalog"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/notification"
 	"github.com/trellis-go/trellis/shop/order"
@@ -23,7 +26,7 @@ import (
 )
 
 // inProcessShop runs every shop service in this process, on one embedded
-// NATS server, each with its own SQLite files.
+// NATS server, each with its own SQLite files or PostgreSQL schema.
 type inProcessShop struct {
 	urls    shoptest.URLs
 	payment *servicetest.Server
@@ -32,6 +35,17 @@ type inProcessShop struct {
 
 func startShop(t *testing.T, flow string) *inProcessShop {
 	t.Helper()
+	return startShopOn(t, flow, "sqlite")
+}
+
+// startShopOn starts the shop with every service's databases on backend,
+// "sqlite" or "postgres" (a schema of their own on the test server).
+func startShopOn(t *testing.T, flow, backend string) *inProcessShop {
+	t.Helper()
+	database := func() string { return "" }
+	if backend == "postgres" {
+		database = func() string { return pgtest.URL(t) }
+	}
 	srv, err := broker.StartServer(context.Background(), broker.ServerConfig{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +58,7 @@ func startShop(t *testing.T, flow string) *inProcessShop {
 		}
 		cfg := service.Defaults(name)
 		cfg.DataDir = t.TempDir()
+		cfg.DatabaseURL = database()
 		cfg.NATSURL = srv.ClientURL()
 		cfg.Dev = true
 		cfg.ShutdownGrace = time.Second
@@ -58,7 +73,7 @@ func startShop(t *testing.T, flow string) *inProcessShop {
 	ship := start(shipping.Name, func(h *service.Host) error { return shipping.Register(h, shipping.Config{}) })
 	notes := start(notification.Name, func(h *service.Host) error { return notification.Register(h, notification.Config{}) })
 	ord := start(order.Name, func(h *service.Host) error {
-		return order.Register(h, order.Config{CatalogURL: cat.URL, InventoryURL: inv.URL, PaymentURL: pay.URL,
+		return order.Register(h, order.Config{CatalogURL: cat.URL, InventoryURL: inv.URL, PaymentURL: pay.URL, ReadDatabaseURL: database(),
 			ShippingURL: ship.URL, Flow: flow, SagaTimeout: 20 * time.Second, StepTimeout: 2 * time.Second})
 	})
 	s := &inProcessShop{payment: pay, logs: map[string]*servicetest.Server{order.Name: ord, payment.Name: pay},
@@ -192,5 +207,65 @@ func TestPlaceOrderInvariants(t *testing.T) {
 			}
 			shoptest.Check(ctx, t, s.urls, initial, ended, 30*time.Second)
 		})
+	}
+}
+
+// What the order service accepts, every service it goes to accepts and
+// stores as it was sent, on every backend and in both flows: an address of
+// several lines with tabs, any script and emoji, up to its limit, and a
+// token of the limit's length. Text that one of them could not store is
+// refused by the order service itself, so an accepted order no longer
+// fails downstream.
+func TestTextAcceptedIsStoredDownstream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: runs the whole shop")
+	}
+	address := "Flat 2\r\n1 Tea Street\tLondon\n\U0001F375 Ти 茶 \u200F\u05EA\n" + strings.Repeat("é", 462)
+	if n := utf8.RuneCountInString(address); n != contract.MaxShippingAddress {
+		t.Fatalf("address of %d characters", n)
+	}
+	for _, backend := range []string{"sqlite", "postgres"} {
+		for _, flow := range []string{"orchestrated", "choreography"} {
+			t.Run(backend+"/"+flow, func(t *testing.T) {
+				s := startShopOn(t, flow, backend)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if _, err := shoptest.Do(ctx, http.MethodPut, s.urls.Inventory+"/v1/stock/TEA-001", "", map[string]int64{"on_hand": 5}, nil); err != nil {
+					t.Fatal(err)
+				}
+				items := []contract.Item{{SKU: "TEA-001", Qty: 1}}
+				// The longest token is not a test token: the card is
+				// declined, after the payment service accepted it.
+				for _, token := range []string{"tok_ok", strings.Repeat("ť", contract.MaxPaymentToken)} {
+					var res struct {
+						OrderID string `json:"order_id"`
+					}
+					key := "text-" + token[:4]
+					if _, err := shoptest.Do(ctx, http.MethodPost, s.urls.Order+"/v1/orders", key,
+						map[string]any{"customer_id": "c-text", "items": items, "payment_token": token, "shipping_address": address}, &res); err != nil {
+						t.Fatal(err)
+					}
+					placed := shoptest.Placed{Key: key, OrderID: res.OrderID, CustomerID: "c-text", Token: token, Items: items}
+					o := shoptest.WaitEnded(ctx, t, s.urls, []shoptest.Placed{placed}, 30*time.Second)[placed.OrderID]
+					if token != "tok_ok" {
+						if o.Status != "rejected" || !strings.Contains(o.Reason, "unknown payment token") {
+							t.Fatalf("order %s with the longest token: %s %q", placed.OrderID, o.Status, o.Reason)
+						}
+						continue
+					}
+					var shipments struct {
+						Items []struct {
+							Address string `json:"address"`
+						} `json:"items"`
+					}
+					if _, err := shoptest.Do(ctx, http.MethodGet, s.urls.Shipping+"/v1/shipments?order_id="+placed.OrderID, "", nil, &shipments); err != nil {
+						t.Fatal(err)
+					}
+					if o.Status != "confirmed" || len(shipments.Items) != 1 || shipments.Items[0].Address != address {
+						t.Fatalf("order %s: %s %q, shipments %+v", placed.OrderID, o.Status, o.Reason, shipments.Items)
+					}
+				}
+			})
+		}
 	}
 }
