@@ -62,6 +62,16 @@ func Invalid(detail string, fields ...FieldError) *Details {
 	return d
 }
 
+// InvalidFields is Invalid for field errors of a type of one's own, shaped
+// like FieldError: a domain model's, which does not import this package.
+func InvalidFields[F ~struct{ Field, Reason string }](detail string, fields []F) *Details {
+	out := make([]FieldError, len(fields))
+	for i, f := range fields {
+		out[i] = FieldError(f)
+	}
+	return Invalid(detail, out...)
+}
+
 // Write sends d as the response. A zero Status is taken as 500.
 func Write(w http.ResponseWriter, r *http.Request, d *Details) {
 	if d.Status == 0 {

@@ -107,9 +107,5 @@ func parseProduct(w http.ResponseWriter, r *http.Request) (domain.Product, error
 }
 
 func invalid(err *domain.ValidationError) error {
-	fields := make([]problem.FieldError, len(err.Fields))
-	for i, f := range err.Fields {
-		fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
-	}
-	return problem.Invalid(err.Error(), fields...)
+	return problem.InvalidFields(err.Error(), err.Fields)
 }

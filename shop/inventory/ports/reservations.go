@@ -95,11 +95,7 @@ func reservationProblem(err error, id string) error {
 	var short *domain.ShortError
 	switch {
 	case errors.As(err, &invalid):
-		fields := make([]problem.FieldError, len(invalid.Fields))
-		for i, f := range invalid.Fields {
-			fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
-		}
-		return problem.Invalid(invalid.Error(), fields...)
+		return problem.InvalidFields(invalid.Error(), invalid.Fields)
 	case errors.As(err, &short):
 		if short.Unknown {
 			return problem.New(http.StatusConflict, "cannot hold sku %q: it has no stock (available 0, asked %d)", short.SKU, short.Asked)

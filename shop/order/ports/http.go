@@ -75,11 +75,7 @@ func parsePlace(w http.ResponseWriter, r *http.Request) (app.PlaceOrder, error) 
 }
 
 func invalid(err *domain.ValidationError) error {
-	fields := make([]problem.FieldError, len(err.Fields))
-	for i, f := range err.Fields {
-		fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
-	}
-	return problem.Invalid(err.Error(), fields...)
+	return problem.InvalidFields(err.Error(), err.Fields)
 }
 
 func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {

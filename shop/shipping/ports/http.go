@@ -33,11 +33,7 @@ type scheduleBody struct {
 }
 
 func invalid(err *domain.ValidationError) error {
-	fields := make([]problem.FieldError, len(err.Fields))
-	for i, f := range err.Fields {
-		fields[i] = problem.FieldError{Field: f.Field, Reason: f.Reason}
-	}
-	return problem.Invalid(err.Error(), fields...)
+	return problem.InvalidFields(err.Error(), err.Fields)
 }
 
 func (s *HTTP) schedule(w http.ResponseWriter, r *http.Request) error {
