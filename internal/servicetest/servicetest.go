@@ -4,6 +4,7 @@ package servicetest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -225,6 +228,12 @@ func (s *Server) Do(t testing.TB, method, path, body string) Response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Read(t, resp)
+}
+
+// Read reads and closes a response.
+func Read(t testing.TB, resp *http.Response) Response {
+	t.Helper()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -252,12 +261,7 @@ func Raw(t testing.TB, base, method, path, rest string) Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	return Read(t, resp)
 }
 
 // Refused checks what a decoder of a request's input refused, in a fuzz
@@ -281,4 +285,45 @@ func Refused(t testing.TB, body []byte, err error) {
 			t.Fatalf("%q: field error %+v names no field or no reason", body, f)
 		}
 	}
+}
+
+// FuzzBody fuzzes decode, the reader and checker of a request body that a
+// handler calls, from the seed bodies: whatever the body, decode must not
+// panic, what it refuses must be what Refused accepts, and what it accepts
+// must pass check, which says what is wrong with it (nil: nothing). target
+// is the request's method and path, "POST /v1/orders".
+func FuzzBody[T any](f *testing.F, target string, seeds []string, decode func(http.ResponseWriter, *http.Request) (T, error), check func(T) error) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	method, path, _ := strings.Cut(target, " ")
+	f.Fuzz(func(t *testing.T, body []byte) {
+		v, err := decode(httptest.NewRecorder(), httptest.NewRequest(method, path, bytes.NewReader(body)))
+		if err != nil {
+			Refused(t, body, err)
+			return
+		}
+		if err := check(v); err != nil {
+			t.Fatalf("%q: accepted %+v: %v", body, v, err)
+		}
+	})
+}
+
+// FuzzQuery is FuzzBody for the reader and checker of a request's query,
+// from seed queries ("q=tea&limit=2").
+func FuzzQuery[T any](f *testing.F, seeds []string, decode func(url.Values) (T, error), check func(T) error) {
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rawQuery string) {
+		q, _ := url.ParseQuery(rawQuery) // what r.URL.Query() gives a handler: the pairs that parse
+		v, err := decode(q)
+		if err != nil {
+			Refused(t, nil, err)
+			return
+		}
+		if err := check(v); err != nil {
+			t.Fatalf("%q: accepted %+v: %v", rawQuery, v, err)
+		}
+	})
 }

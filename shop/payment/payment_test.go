@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -52,12 +51,7 @@ func charge(t *testing.T, s *servicetest.Server, key, body string) servicetest.R
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return servicetest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	return servicetest.Read(t, resp)
 }
 
 func chargeBody(orderID string, cents int64, token string) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -48,12 +47,7 @@ func post(t *testing.T, s *servicetest.Server, path, key, body string) servicete
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return servicetest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	return servicetest.Read(t, resp)
 }
 
 func schedule(t *testing.T, s *servicetest.Server, orderID, address string) servicetest.Response {

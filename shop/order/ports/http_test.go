@@ -1,14 +1,14 @@
 package ports
 
 import (
-	"bytes"
-	"net/http/httptest"
-	"net/url"
+	"fmt"
 	"regexp"
 	"testing"
 
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
@@ -19,7 +19,7 @@ var sku = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 // an order whose every field keeps the order's rules, its address and
 // token those of the services they go on to.
 func FuzzPlaceOrderBody(f *testing.F) {
-	for _, seed := range []string{
+	seeds := []string{
 		`{"customer_id":"c-42","items":[{"sku":"TEA-001","qty":2},{"sku":"MUG-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Tea Street"}`,
 		`{"customer_id":"c-42","items":[{"sku":"TEA-001","qty":1000}],"payment_token":"tok_ok","shipping_address":"Flat 2\r\n1 Tea Street\tLondon"}`,
 		`{"customer_id":"c-42","items":[{"sku":"TEA-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Tea\u0000Street"}`,
@@ -30,32 +30,26 @@ func FuzzPlaceOrderBody(f *testing.F) {
 		`{"customer_id":"c","items":"many"}`,
 		`{"customer_id":"c","items":[{"sku":"A","qty":1e30}]}`,
 		`[]`, `null`, ``, `{`,
-	} {
-		f.Add([]byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		cmd, err := parsePlace(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/orders", bytes.NewReader(body)))
-		if err != nil {
-			servicetest.Refused(t, body, err)
-			return
-		}
+	servicetest.FuzzBody(f, "POST /v1/orders", seeds, parsePlace, func(cmd app.PlaceOrder) error {
 		switch {
 		case !domain.ValidID(cmd.CustomerID):
-			t.Fatalf("%q: accepted customer id %q", body, cmd.CustomerID)
+			return fmt.Errorf("customer id %q", cmd.CustomerID)
 		case len(cmd.Items) < 1 || len(cmd.Items) > domain.MaxItems:
-			t.Fatalf("%q: accepted %d items", body, len(cmd.Items))
+			return fmt.Errorf("%d items", len(cmd.Items))
 		case contract.PaymentTokenText.Check(cmd.PaymentToken) != nil:
-			t.Fatalf("%q: accepted token %q", body, cmd.PaymentToken)
+			return fmt.Errorf("payment token: %w", contract.PaymentTokenText.Check(cmd.PaymentToken))
 		case contract.ShippingAddressText.Check(cmd.ShippingAddress) != nil:
-			t.Fatalf("%q: accepted address %q", body, cmd.ShippingAddress)
+			return fmt.Errorf("shipping address: %w", contract.ShippingAddressText.Check(cmd.ShippingAddress))
 		}
 		seen := map[string]bool{}
 		for _, it := range cmd.Items {
 			if !sku.MatchString(it.SKU) || seen[it.SKU] || it.Qty < 1 || it.Qty > domain.MaxQty {
-				t.Fatalf("%q: accepted item %+v", body, it)
+				return fmt.Errorf("item %+v", it)
 			}
 			seen[it.SKU] = true
 		}
+		return nil
 	})
 }
 
@@ -63,19 +57,10 @@ func FuzzPlaceOrderBody(f *testing.F) {
 // included, it is refused with a 400 naming the field at fault or gives a
 // reason that keeps its rule.
 func FuzzCancelBody(f *testing.F) {
-	for _, seed := range []string{``, `{}`, `{"reason":"changed my mind"}`, `{"reason":"a\u0000"}`, `{"reason":"a\nb"}`,
-		"{\"reason\":\"\xff\"}", `{"reason":1}`, `{"why":"x"}`, ` `, `null`} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		got, err := parseCancel(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/orders/o-1/cancel", bytes.NewReader(body)))
-		if err != nil {
-			servicetest.Refused(t, body, err)
-			return
-		}
-		if err := domain.CancelReasonText.Check(got.Reason); err != nil {
-			t.Fatalf("%q: accepted reason %q: %v", body, got.Reason, err)
-		}
+	seeds := []string{``, `{}`, `{"reason":"changed my mind"}`, `{"reason":"a\u0000"}`, `{"reason":"a\nb"}`,
+		"{\"reason\":\"\xff\"}", `{"reason":1}`, `{"why":"x"}`, ` `, `null`}
+	servicetest.FuzzBody(f, "POST /v1/orders/o-1/cancel", seeds, parseCancel, func(body cancelBody) error {
+		return domain.CancelReasonText.Check(body.Reason)
 	})
 }
 
@@ -83,21 +68,11 @@ func FuzzCancelBody(f *testing.F) {
 // a 400 naming the parameter, or gives a filter whose name keeps its rule
 // and whose limit is in range.
 func FuzzSagaFilter(f *testing.F) {
-	for _, seed := range []string{"", "name=place-order&status=retrying&limit=10", "name=a%00", "name=%FF", "status=nope", "limit=1001"} {
-		f.Add(seed)
-	}
-	f.Fuzz(func(t *testing.T, rawQuery string) {
-		q, err := url.ParseQuery(rawQuery)
-		if err != nil {
-			return // the server reads what parses of a query; the rest never reaches the handler
+	seeds := []string{"", "name=place-order&status=retrying&limit=10", "name=a%00", "name=%FF", "status=nope", "limit=1001"}
+	servicetest.FuzzQuery(f, seeds, parseSagaFilter, func(filter saga.Filter) error {
+		if filter.Limit < 1 || filter.Limit > 1000 {
+			return fmt.Errorf("limit %d", filter.Limit)
 		}
-		filter, err := parseSagaFilter(q)
-		if err != nil {
-			servicetest.Refused(t, nil, err)
-			return
-		}
-		if err := domain.SagaNameText.Check(filter.Name); err != nil || filter.Limit < 1 || filter.Limit > 1000 {
-			t.Fatalf("%q: accepted %+v (%v)", rawQuery, filter, err)
-		}
+		return domain.SagaNameText.Check(filter.Name)
 	})
 }

@@ -1,8 +1,7 @@
 package ports
 
 import (
-	"bytes"
-	"net/http/httptest"
+	"fmt"
 	"testing"
 
 	"github.com/trellis-go/trellis/internal/servicetest"
@@ -15,7 +14,7 @@ import (
 // an order id and an address that keep their rules, the address the same
 // rule as the order service's.
 func FuzzScheduleBody(f *testing.F) {
-	for _, seed := range []string{
+	seeds := []string{
 		`{"order_id":"o-1","address":"1 Tea Street"}`,
 		`{"order_id":"o-1","address":"Flat 2\r\n1 Tea Street\tLondon"}`,
 		`{"order_id":"o-1","address":"1 Tea\u0000Street"}`,
@@ -24,17 +23,11 @@ func FuzzScheduleBody(f *testing.F) {
 		`{"order_id":"","address":""}`,
 		`{"order_id":"o","addr":"x"}`,
 		`[]`, `null`, ``, `{`,
-	} {
-		f.Add([]byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		got, err := parseSchedule(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/shipments", bytes.NewReader(body)))
-		if err != nil {
-			servicetest.Refused(t, body, err)
-			return
+	servicetest.FuzzBody(f, "POST /v1/shipments", seeds, parseSchedule, func(body scheduleBody) error {
+		if !domain.ValidOrderID(body.OrderID) {
+			return fmt.Errorf("order id %q", body.OrderID)
 		}
-		if !domain.ValidOrderID(got.OrderID) || contract.ShippingAddressText.Check(got.Address) != nil {
-			t.Fatalf("%q: accepted %+v", body, got)
-		}
+		return contract.ShippingAddressText.Check(body.Address)
 	})
 }
