@@ -40,6 +40,22 @@ const (
 // SpecVersion is the only spec version this package understands.
 const SpecVersion = 1
 
+// Limits of a spec file, far above what a system run on one machine
+// needs. YAML aliases let a small file stand for a huge document, and
+// validation compares processes pairwise, so without them a spec of a few
+// kilobytes could keep ParseSpec busy for minutes and fill the memory with
+// error messages.
+const (
+	// MaxSpecValues caps the values (scalars, lists and mappings) of a spec
+	// with its aliases expanded.
+	MaxSpecValues = 100_000
+	// MaxProcesses caps the processes of a spec.
+	MaxProcesses = 1000
+	// MaxSpecErrors caps the problems ParseSpec reports; one more error
+	// says that others were left out.
+	MaxSpecErrors = 100
+)
+
 // RestartPolicy says whether a process is restarted after it exits.
 type RestartPolicy string
 
@@ -189,8 +205,10 @@ func LoadSpec(path string) (*Spec, error) {
 }
 
 // ParseSpec decodes and validates a spec. filename is used in error messages
-// only. Unknown fields are refused. All problems found are reported together:
-// the error is a *SpecError or an errors.Join of several, sorted by line.
+// only. Unknown fields are refused. All problems found are reported together,
+// up to [MaxSpecErrors] of them: the error is a *SpecError or an errors.Join
+// of several, sorted by line. A spec of more than [MaxSpecValues] values
+// (aliases expanded) or [MaxProcesses] processes is refused unread.
 func ParseSpec(data []byte, filename string) (*Spec, error) {
 	p := &parser{file: filename, bad: make(map[badKey]bool)}
 	spec := p.decode(data)
@@ -212,15 +230,24 @@ type badKey struct {
 
 // parser collects errors while decoding and validating one spec.
 type parser struct {
-	file string
-	who  string // the process being decoded, for messages
-	errs []*SpecError
-	bad  map[badKey]bool
+	file    string
+	who     string // the process being decoded, for messages
+	errs    []*SpecError
+	bad     map[badKey]bool
+	dropped bool // errors were left out past MaxSpecErrors
 }
 
 func (p *parser) errorf(line int, format string, args ...any) {
+	if p.full() {
+		p.dropped = true
+		return
+	}
 	p.errs = append(p.errs, &SpecError{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
+
+// full reports whether MaxSpecErrors errors were recorded: any more are
+// left out, and checks may stop early.
+func (p *parser) full() bool { return len(p.errs) >= MaxSpecErrors }
 
 func (p *parser) isBad(proc int, field string) bool { return p.bad[badKey{proc, field}] }
 
@@ -229,6 +256,10 @@ func (p *parser) err() error {
 		return nil
 	}
 	sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
+	if p.dropped {
+		p.errs = append(p.errs, &SpecError{File: p.file, Msg: fmt.Sprintf("too many problems: only the first %d are reported", MaxSpecErrors)})
+		p.dropped = false
+	}
 	if len(p.errs) == 1 {
 		return p.errs[0]
 	}
@@ -357,6 +388,10 @@ func (p *parser) decode(data []byte) *Spec {
 		p.errorf(0, "empty spec")
 		return nil
 	}
+	if countValues(&doc, MaxSpecValues) > MaxSpecValues {
+		p.errorf(0, "spec too large: more than %d values with its aliases expanded", MaxSpecValues)
+		return nil
+	}
 
 	var raw rawSpec
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -380,6 +415,10 @@ func (p *parser) decode(data []byte) *Spec {
 
 	s := &Spec{File: p.file}
 	s.lines.processes = keyLine(doc.Content[0], "processes")
+	if len(raw.Processes) > MaxProcesses {
+		p.errorf(s.lines.processes, "%d processes: at most %d are allowed", len(raw.Processes), MaxProcesses)
+		return nil
+	}
 	if n := resolve(&raw.Version); isSet(n) {
 		s.lines.version = n.Line
 		s.Version, _ = p.intValue(n, -1, "version")
@@ -462,6 +501,30 @@ func processLabel(name string) string {
 		return "unnamed process"
 	}
 	return fmt.Sprintf("process %q", name)
+}
+
+// countValues returns the number of values of the document n with its
+// aliases expanded, counting no further than limit+1: an alias of an alias
+// can make the count grow exponentially with the size of the file.
+func countValues(n *yaml.Node, limit int) int {
+	count := 0
+	stack := []*yaml.Node{n}
+	for len(stack) > 0 && count <= limit {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if n == nil {
+			continue
+		}
+		if n.Kind == yaml.AliasNode {
+			stack = append(stack, n.Alias)
+			continue
+		}
+		if n.Kind != yaml.DocumentNode {
+			count++
+		}
+		stack = append(stack, n.Content...)
+	}
+	return count
 }
 
 // resolve follows YAML aliases.

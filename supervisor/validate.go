@@ -175,8 +175,8 @@ func (ps *ProcessSpec) validate(p *parser, i int, index map[string]int) *portRan
 			p.errorf(ps.Line, "%s: port is required when health is an HTTP path", who)
 		case ps.Port < 1 || ps.Port > 65535:
 			p.errorf(ps.at(l.port), "%s: port %d out of range 1-65535", who, ps.Port)
-		case replicasOK && ps.Port+ps.Replicas-1 > 65535:
-			p.errorf(ps.at(l.port), "%s: ports %d-%d out of range 1-65535", who, ps.Port, ps.Port+ps.Replicas-1)
+		case replicasOK && ps.Replicas-1 > 65535-ps.Port: // Port+Replicas-1 could overflow
+			p.errorf(ps.at(l.port), "%s: %d replicas from port %d go past port 65535", who, ps.Replicas, ps.Port)
 		case replicasOK:
 			ports = &portRange{ps.Port, ps.Port + ps.Replicas - 1}
 		}
@@ -263,6 +263,10 @@ func (s *Spec) checkCycles(p *parser, index map[string]int) {
 			case unvisited:
 				visit(v)
 			case onStack:
+				if p.full() {
+					p.dropped = true
+					continue
+				}
 				cycle := slices.Clone(stack[slices.Index(stack, v):])
 				// Rotate so the cycle starts at its earliest declared process.
 				start := slices.Index(cycle, slices.Min(cycle))
