@@ -117,14 +117,31 @@ func Is(resp *http.Response) bool {
 	return err == nil && mt == ContentType
 }
 
+// MaxRead is the most Read reads of a response body: a problem document
+// is small, and a body of any other kind only becomes the detail.
+const MaxRead = 64 << 10
+
 // Read decodes the problem document of a response. For a response that is
-// not a problem it returns a problem built from the status line, so callers
-// always get a usable error.
+// not a problem it returns a problem built from the status line, with the
+// first MaxRead bytes of the body as the detail, so callers always get a
+// usable error. The status is always the response's: a document claiming
+// another (a 404 in a 500 response) must not make a caller take the
+// failure for something else. Read never returns nil.
 func Read(resp *http.Response) *Details {
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body []byte
+	if resp.Body != nil {
+		body, _ = io.ReadAll(io.LimitReader(resp.Body, MaxRead))
+	}
 	if Is(resp) {
 		var d Details
 		if json.Unmarshal(body, &d) == nil && d.Status != 0 {
+			d.Status = resp.StatusCode
+			if d.Type == "" {
+				d.Type = "about:blank"
+			}
+			if d.Title == "" {
+				d.Title = http.StatusText(resp.StatusCode)
+			}
 			return &d
 		}
 	}
