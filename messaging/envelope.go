@@ -138,9 +138,9 @@ func NewEnvelope(subject, msgType string, payload any, opts ...Option) (Envelope
 }
 
 // Validate reports whether the envelope can be published: an id, a type, a
-// source, a time and a subject a message can be published on (no
-// wildcards), valid JSON data, and header values without control
-// characters.
+// source, a time (in the years 0000-9999) and a subject a message can be
+// published on (no wildcards), valid JSON data, and header values without
+// control characters.
 func (e Envelope) Validate() error {
 	if err := e.validateFields(); err != nil {
 		return err
@@ -181,6 +181,12 @@ func (e Envelope) validateFields() error {
 	}
 	if len(e.Data) == 0 || !json.Valid(e.Data) {
 		return fmt.Errorf("%w: envelope %s: data is not valid JSON", ErrInvalidMessage, e.ID)
+	}
+	// The Trellis-Time header is RFC 3339, whose years have four digits: a
+	// time outside them would not read back, and every consumer would
+	// dead-letter the message.
+	if y := e.Time.UTC().Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("%w: envelope %s: time %s is outside the years 0000-9999 of RFC 3339", ErrInvalidMessage, e.ID, e.Time)
 	}
 	return nil
 }
