@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/store"
@@ -123,7 +125,8 @@ const insertChunk = 100
 // Add writes msgs to the outbox within tx, the transaction of the state
 // change they announce: they are published if and only if tx commits, in
 // the order given. Each message is stamped first (source, time, and the
-// trace context of ctx; see messaging.Client.Stamp) and validated. A
+// trace context of ctx; see messaging.Client.Stamp) and validated; its time
+// must lie between 1677 and 2262, as the outbox keeps it in nanoseconds. A
 // message larger than the broker accepts is refused with ErrTooLarge, and
 // an id already in the outbox fails the insert (ids are unique). After
 // the commit, call Notify so the relay publishes at once rather than at
@@ -139,6 +142,9 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, msgs ...messaging.Envelope
 		if err := e.Validate(); err != nil {
 			return fmt.Errorf("outbox: add: %w", err)
 		}
+		if err := storable(e); err != nil {
+			return err
+		}
 		if maxPayload > 0 && wireSize(e) > maxPayload {
 			return fmt.Errorf("%w: message %s is about %d bytes, the broker accepts %d", ErrTooLarge, e.ID, wireSize(e), maxPayload)
 		}
@@ -151,6 +157,22 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, msgs ...messaging.Envelope
 }
 
 const insertColumns = "INSERT INTO trellis_outbox (id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data) VALUES "
+
+// The times the outbox stores: nanoseconds since 1970 in 64 bits.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// storable reports whether a valid envelope can be stored as it is: its
+// time in nanoseconds fits in the time_ns column.
+func storable(e messaging.Envelope) error {
+	if e.Time.Before(minTime) || e.Time.After(maxTime) {
+		return fmt.Errorf("outbox: add: %w: envelope %s: time %s is outside the years 1677-2262 the outbox stores",
+			messaging.ErrInvalidMessage, e.ID, e.Time)
+	}
+	return nil
+}
 
 // rowArgs returns the nine column values of e.
 func rowArgs(e messaging.Envelope) ([]any, error) {

@@ -569,12 +569,8 @@ FROM trellis_outbox WHERE sent_at_ns IS NULL AND position > $1 ORDER BY position
 			&p.env.CorrelationID, &p.env.CausationID, &trace, &data); err != nil {
 			return nil, fmt.Errorf("outbox: read pending message: %w", err)
 		}
-		p.env.Time = time.Unix(0, timeNS).UTC()
-		p.env.Data = data
-		if trace != "" {
-			if err := json.Unmarshal([]byte(trace), &p.env.TraceContext); err != nil {
-				return nil, fmt.Errorf("outbox: message %s: decode trace context: %w", p.env.ID, err)
-			}
+		if err := completeEnvelope(&p.env, timeNS, trace, data); err != nil {
+			return nil, err
 		}
 		out = append(out, p)
 	}
@@ -582,6 +578,20 @@ FROM trellis_outbox WHERE sent_at_ns IS NULL AND position > $1 ORDER BY position
 		return nil, fmt.Errorf("outbox: read pending messages: %w", err)
 	}
 	return out, nil
+}
+
+// completeEnvelope sets the fields of env, read from an outbox row, that
+// rowArgs encoded: the time in nanoseconds, the trace context as JSON (""
+// for none), and the data.
+func completeEnvelope(env *messaging.Envelope, timeNS int64, trace string, data []byte) error {
+	env.Time = time.Unix(0, timeNS).UTC()
+	env.Data = data
+	if trace != "" {
+		if err := json.Unmarshal([]byte(trace), &env.TraceContext); err != nil {
+			return fmt.Errorf("outbox: message %s: decode trace context: %w", env.ID, err)
+		}
+	}
+	return nil
 }
 
 // mark records rows, published by a PostgreSQL cycle, as sent. It names
