@@ -41,8 +41,14 @@ func (c Checkpoint) String() string {
 	return strconv.FormatInt(c.OrderKey, 10) + ":" + strconv.FormatInt(c.Position, 10)
 }
 
-// MarshalText returns String's text.
-func (c Checkpoint) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+// MarshalText returns String's text. A checkpoint with a negative number,
+// which no event has, is an error: its text would not parse back.
+func (c Checkpoint) MarshalText() ([]byte, error) {
+	if c.OrderKey < 0 || c.Position < 0 {
+		return nil, fmt.Errorf("%w: checkpoint %s: negative", ErrInvalidOptions, c)
+	}
+	return []byte(c.String()), nil
+}
 
 // UnmarshalText parses what MarshalText returned.
 func (c *Checkpoint) UnmarshalText(b []byte) error {

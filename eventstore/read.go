@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -214,11 +216,11 @@ func (s *Store) scanEvents(rows *sql.Rows, hint int) ([]Event, error) {
 			return nil, err
 		}
 		e.RecordedAt = rec.t
-		if len(meta) > 0 {
-			if err := json.Unmarshal(meta, &e.Metadata); err != nil {
-				return nil, fmt.Errorf("event %s: metadata: %w", e.ID, err)
-			}
+		m, err := decodeMetadata(e.ID, meta)
+		if err != nil {
+			return nil, err
 		}
+		e.Metadata = m
 		if err := s.upcast(&e); err != nil {
 			return nil, err
 		}
@@ -228,6 +230,19 @@ func (s *Store) scanEvents(rows *sql.Rows, hint int) ([]Event, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// decodeMetadata decodes the stored metadata of event id, which
+// encodeMetadata encoded; none is nil.
+func decodeMetadata(id uuid.UUID, meta []byte) (Metadata, error) {
+	if len(meta) == 0 {
+		return nil, nil
+	}
+	var m Metadata
+	if err := json.Unmarshal(meta, &m); err != nil {
+		return nil, fmt.Errorf("eventstore: event %s: metadata: %w", id, err)
+	}
+	return m, nil
 }
 
 // timeScanner scans a stored time: unix microseconds on SQLite, a
