@@ -178,7 +178,11 @@ func (pr *Projector) readCheckpoint(ctx context.Context, q interface {
 	if err != nil {
 		return eventstore.Checkpoint{}, fmt.Errorf("cqrs: read checkpoint of %s: %w", pr.p.Name(), err)
 	}
-	return eventstore.ParseCheckpoint(text)
+	cp, err := eventstore.ParseCheckpoint(text)
+	if err != nil {
+		return eventstore.Checkpoint{}, fmt.Errorf("cqrs: read checkpoint of %s: %w", pr.p.Name(), err)
+	}
+	return cp, nil
 }
 
 func (pr *Projector) saveCheckpoint(ctx context.Context, tx *sql.Tx, cp eventstore.Checkpoint) error {
