@@ -484,11 +484,18 @@ type definition[T any] struct {
 }
 
 func (d *definition[T]) check(data []byte) error {
+	_, err := decodeData[T](d.def.Name, data)
+	return err
+}
+
+// decodeData decodes the data of a saga of the named kind, as its log
+// keeps it (JSON).
+func decodeData[T any](name string, data []byte) (T, error) {
 	var v T
 	if err := json.Unmarshal(data, &v); err != nil {
-		return fmt.Errorf("saga %q: data does not decode as its type %T: %w", d.def.Name, v, err)
+		return v, fmt.Errorf("saga %q: data does not decode as its type %T: %w", name, v, err)
 	}
-	return nil
+	return v, nil
 }
 
 func (d *definition[T]) sagaTimeout() time.Duration { return d.def.Timeout }
@@ -562,8 +569,8 @@ func (d *definition[T]) timeout(s *Step[T]) time.Duration {
 func (d *definition[T]) run(ctx context.Context, x *execution) {
 	o := d.o
 	r := &x.row
-	var data T
-	if err := json.Unmarshal(r.data, &data); err != nil {
+	data, err := decodeData[T](d.def.Name, r.data)
+	if err != nil {
 		o.log.ErrorContext(ctx, "saga: cannot decode the saga's data; leaving it", "saga", r.name, "id", r.id, "error", err)
 		return
 	}
