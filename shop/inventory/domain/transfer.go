@@ -80,11 +80,18 @@ func (m StockMove) Payload() []byte {
 	return b
 }
 
-// DecodeStockMove decodes a payload made by Payload.
+// DecodeStockMove decodes a payload made by Payload: a valid sku and a
+// delta of 1 to MaxTransferQty units either way. Anything else is an
+// error (ErrInvalidStockMove if it is JSON), so that a warehouse never
+// moves stock on a payload no transfer made: a move of no sku, or of
+// -9223372036854775808 units, whose negation overflows.
 func DecodeStockMove(p []byte) (StockMove, error) {
 	var m StockMove
 	if err := json.Unmarshal(p, &m); err != nil {
-		return m, fmt.Errorf("decode stock move: %w", err)
+		return StockMove{}, fmt.Errorf("decode stock move: %w", err)
+	}
+	if !ValidSKU(m.SKU) || m.Delta == 0 || m.Delta < -MaxTransferQty || m.Delta > MaxTransferQty {
+		return StockMove{}, fmt.Errorf("decode stock move %q: %w", p, ErrInvalidStockMove)
 	}
 	return m, nil
 }
@@ -158,4 +165,7 @@ var (
 	ErrTransferKeyReused = errors.New("idempotency key used for a different transfer")
 	// ErrTransferInProgress: the transfer of this key is executing now.
 	ErrTransferInProgress = errors.New("transfer in progress")
+	// ErrInvalidStockMove: a participant's payload is not a stock move a
+	// transfer makes.
+	ErrInvalidStockMove = errors.New("invalid stock move")
 )
