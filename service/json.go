@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/trellis-go/trellis/problem"
@@ -89,7 +90,11 @@ func decodeProblem(err error) error {
 		return problem.Invalid(fmt.Sprintf("field %q must be %s, not %s", field, typ.Type, typ.Value),
 			problem.FieldError{Field: field, Reason: fmt.Sprintf("must be %s", typ.Type)})
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		// encoding/json quotes the name as Go does (%q).
+		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		if name, err := strconv.Unquote(field); err == nil {
+			field = name
+		}
 		if field == "" { // {"": ...}: the body is at fault, having a field without a name
 			return problem.Invalid(`unknown field ""`, problem.FieldError{Field: "(body)", Reason: "has a field without a name"})
 		}
