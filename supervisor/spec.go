@@ -208,7 +208,8 @@ func LoadSpec(path string) (*Spec, error) {
 // only. Unknown fields are refused. All problems found are reported together,
 // up to [MaxSpecErrors] of them: the error is a *SpecError or an errors.Join
 // of several, sorted by line. A spec of more than [MaxSpecValues] values
-// (aliases expanded) or [MaxProcesses] processes is refused unread.
+// (aliases expanded) or [MaxProcesses] processes is refused without
+// further checks.
 func ParseSpec(data []byte, filename string) (*Spec, error) {
 	p := &parser{file: filename, bad: make(map[badKey]bool)}
 	spec := p.decode(data)
