@@ -252,7 +252,7 @@ processes:
     command: [trellis, -unready, -say, "cannot reach the database"]
     port: %d
     depends_on: [dep]
-    start_timeout: 300ms
+    start_timeout: 2s
   - name: after
     command: [trellis]
     port: %d
@@ -267,7 +267,7 @@ processes:
 		t.Errorf("StartError names %s-%d, want stuck-0", se.Process, se.Replica)
 	}
 	msg := err.Error()
-	for _, want := range []string{`process "stuck" replica 0`, "not ready within 300ms", "503", "cannot reach the database", filepath.Join(h.logDir, "stuck-0.log")} {
+	for _, want := range []string{`process "stuck" replica 0`, "not ready within 2s", "503", "cannot reach the database", filepath.Join(h.logDir, "stuck-0.log")} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not mention %q", msg, want)
 		}
