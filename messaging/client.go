@@ -36,10 +36,11 @@ type Config struct {
 	// RequestTimeout bounds a request whose context has no deadline; 0
 	// means DefaultRequestTimeout.
 	RequestTimeout time.Duration
-	// Registerer receives the consumers' metrics,
-	// messaging_redeliveries_total{stream,consumer} and
-	// messaging_dead_letters_total{stream,consumer,reason}; nil means no
-	// metrics. Clients of one registry share the metrics.
+	// Registerer receives the consumers' metrics (see the package
+	// documentation, Metrics): redeliveries, dead letters, deliveries
+	// handled and failed, handling time, and messages a router ignored,
+	// each by stream and durable consumer; nil means no metrics. Clients
+	// of one registry share the metrics.
 	Registerer prometheus.Registerer
 }
 

@@ -353,7 +353,9 @@ func (s *Subscription) handle(msg jetstream.Msg) {
 		h = Chain(func(context.Context, *Delivery) error { return Permanent(derr) }, s.cfg.Middleware...)
 	}
 	stopProgress := s.keepInProgress(msg)
+	start := time.Now()
 	herr := runSafely(ctx, h, d)
+	s.metrics.handled(herr, time.Since(start))
 	stopProgress()
 	s.settle(ctx, msg, d, herr)
 }

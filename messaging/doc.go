@@ -92,14 +92,30 @@
 // 1, a message that keeps failing holds up those behind it until it
 // succeeds: that is the price of strict order.
 //
-// # Alerts
+// # Routers
 //
-// Every dead letter is logged at Error. With [Config.Registerer] set, the
-// consumers also count, by stream and durable consumer (names from the
+// A service's consumers run as one unit through a [Router]: each [Group]
+// is a durable consumer whose messages go to handlers by message type
+// ([Group.Handle], typed with [On]) or by subject pattern
+// ([Group.HandleSubject]); a message nobody takes is acknowledged and
+// counted as ignored, so a producer can add types without breaking its
+// consumers. Every group gets the router's middleware
+// ([DefaultMiddleware] unless configured) and defaults (MaxDeliveries,
+// AckWait). [Router.Run] starts them all and stops them all, letting the
+// messages in flight finish; a consumer that cannot start stops the
+// others and Run returns why.
+//
+// # Metrics and alerts
+//
+// Every dead letter is logged at Error. With [Config.Registerer] set, every
+// consumer also counts, by stream and durable consumer (names from the
 // configuration, never from a message, so the series stay few):
 //
 //	messaging_dead_letters_total{stream,consumer,reason}  reason: permanent, panic, max_deliveries
 //	messaging_redeliveries_total{stream,consumer}         deliveries number 2 and later
+//	messaging_handled_total{stream,consumer,outcome}      outcome: ok, failed
+//	messaging_handler_duration_seconds{stream,consumer}   handling time, middleware included
+//	messaging_ignored_total{stream,consumer}              a router's messages no handler took
 //
 // The series start at zero when a consumer starts, so an alert on
 // increase(messaging_dead_letters_total[5m]) > 0 fires on the first dead
@@ -113,12 +129,10 @@
 // A [Handler] sees a [Delivery]: envelope, headers, stream, sequence and
 // delivery count. [Middleware] wraps handlers like HTTP middleware;
 // [Chain] composes them, the first outermost. [Logging] (slog), [Tracing]
-// (a consumer span per delivery from an OpenTelemetry TracerProvider),
-// [Recovery] (panics become failures) are here; handler metrics by message
-// type (handled, failed, duration) are in package prommetrics. The
-// consumer's own redelivery and dead-letter counters are above (Alerts).
-// Whatever the middleware, the handler's context carries the producer's
-// trace context as its remote parent.
+// (a consumer span per delivery from an OpenTelemetry TracerProvider) and
+// [Recovery] (panics become failures) are here. Whatever the middleware,
+// the handler's context carries the producer's trace context as its remote
+// parent.
 //
 // # Request and reply
 //

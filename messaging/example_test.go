@@ -165,3 +165,67 @@ func ExampleRequest() {
 	// 7 <nil>
 	// true not_found
 }
+
+// A service's consumers as one router: the billing service charges placed
+// orders and refunds rejected ones, both on one durable consumer of the
+// ORDERS stream, and ignores the order events it has no use for.
+func ExampleRouter() {
+	dir, err := os.MkdirTemp("", "messaging-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := broker.Open(ctx, broker.Config{DataDir: dir, Name: "example"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	billing, err := messaging.New(b, messaging.Config{Source: "billing"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.EnsureStream(ctx, billing.JetStream(), messaging.StreamConfig{Name: "ORDERS", Subjects: []string{"order.>"}}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := messaging.EnsureDeadLetterStream(ctx, billing.JetStream()); err != nil {
+		log.Fatal(err)
+	}
+
+	done := make(chan string, 2)
+	r := messaging.NewRouter(billing, messaging.RouterConfig{MaxDeliveries: messaging.Unlimited})
+	g := r.Group(messaging.ConsumerConfig{Stream: "ORDERS", Durable: "billing"})
+	messaging.On(g, "order.placed", func(_ context.Context, m messaging.Message[placedEvent]) error {
+		done <- fmt.Sprintf("charged %s %d cents", m.Payload.OrderID, m.Payload.TotalCents)
+		return nil
+	})
+	messaging.On(g, "order.rejected", func(_ context.Context, m messaging.Message[rejectedEvent]) error {
+		done <- "refunded " + m.Payload.OrderID
+		return nil
+	})
+	rctx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(rctx) }()
+
+	for _, e := range []struct {
+		typ     string
+		payload any
+	}{
+		{"order.placed", placedEvent{OrderID: "o-42", TotalCents: 1999}},
+		{"order.viewed", rejectedEvent{OrderID: "o-42"}}, // no handler: acknowledged, ignored
+		{"order.rejected", rejectedEvent{OrderID: "o-42"}},
+	} {
+		if _, err := messaging.Publish(ctx, billing, e.typ, e.typ, e.payload); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Println(<-done)
+	fmt.Println(<-done)
+	stop()
+	fmt.Println(<-ran)
+	// Output:
+	// charged o-42 1999 cents
+	// refunded o-42
+	// <nil>
+}

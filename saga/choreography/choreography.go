@@ -82,17 +82,3 @@ func React[T any](in *inbox.Inbox, ob *outbox.Outbox, consumer string, r Reactio
 		return nil
 	}
 }
-
-// Route dispatches the messages of one consumer by type: a consumer of
-// several subjects handles each type with its own typed handler. A type
-// without a handler is acknowledged and ignored, so that a producer can add
-// events without breaking its consumers.
-func Route(handlers map[string]messaging.Handler) messaging.Handler {
-	return func(ctx context.Context, d *messaging.Delivery) error {
-		h, ok := handlers[d.Type]
-		if !ok {
-			return nil
-		}
-		return h(ctx, d)
-	}
-}

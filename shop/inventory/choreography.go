@@ -36,10 +36,10 @@ func startChoreography(h *service.Host, reservations *app.Reservations) error {
 	if err != nil {
 		return err
 	}
-	ev.Consume(ChoreographyConsumer, eventing.Consumer{
-		Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: ChoreographyConsumer,
-			FilterSubjects: ports.OrderEventSubjects, Concurrency: choreographyConcurrency},
-		Handler: ports.Reactions(reservations, ev.Inbox, ev.Outbox, ChoreographyConsumer, h.Logger()),
-	})
+	r := ev.Router()
+	ports.Reactions(r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: ChoreographyConsumer,
+		FilterSubjects: ports.OrderEventSubjects, Concurrency: choreographyConcurrency}),
+		reservations, ev.Inbox, ev.Outbox, h.Logger())
+	ev.Run(ChoreographyConsumer, r)
 	return nil
 }

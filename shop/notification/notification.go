@@ -81,11 +81,14 @@ func Register(h *service.Host, cfg Config) error {
 		return err
 	}
 	a := app.New(adapters.NewRepository(h.DB()), cfg.Now)
-	ev.Consume(Consumer, eventing.Consumer{
-		Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: Consumer,
-			FilterSubjects: ports.OrderEndSubjects, Concurrency: consumerConcurrency},
-		Handler: ports.OrderEvents(a, ev.Inbox, Consumer),
-	})
+	r := ev.Router()
+	g := r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: Consumer,
+		FilterSubjects: ports.OrderEndSubjects, Concurrency: consumerConcurrency})
+	handle := ports.OrderEvents(a, ev.Inbox, Consumer)
+	for _, subject := range ports.OrderEndSubjects {
+		g.HandleSubject(subject, handle)
+	}
+	ev.Run(Consumer, r)
 	ports.Register(h, a)
 	return nil
 }

@@ -285,27 +285,23 @@ func registerChoreography(ctx context.Context, h *service.Host, a *app.App, ev *
 		return fmt.Errorf("order: %w", err)
 	}
 	a.Progress = progress
-	answers := choreography.Route(map[string]messaging.Handler{
-		contract.SubjectStockRefused:      messaging.Typed(a.OnStockRefused),
-		contract.SubjectPaymentDeclined:   messaging.Typed(a.OnPaymentDeclined),
-		contract.SubjectShipmentRefused:   messaging.Typed(a.OnShipmentRefused),
-		contract.SubjectShipmentScheduled: messaging.Typed(a.OnShipmentScheduled),
-	})
-	consumers := []eventing.Consumer{
-		{Config: messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "order-choreography",
-			FilterSubjects: []string{contract.SubjectStockRefused}}, Handler: answers},
-		{Config: messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: "order-choreography",
-			FilterSubjects: []string{contract.SubjectPaymentDeclined}}, Handler: answers},
-		{Config: messaging.ConsumerConfig{Stream: contract.StreamShipping, Durable: "order-choreography"}, Handler: answers},
-	}
+	const concurrency = 16
+	r := ev.Router()
+	messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "order-choreography",
+		FilterSubjects: []string{contract.SubjectStockRefused}, Concurrency: concurrency}),
+		contract.SubjectStockRefused, a.OnStockRefused)
+	messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: "order-choreography",
+		FilterSubjects: []string{contract.SubjectPaymentDeclined}, Concurrency: concurrency}),
+		contract.SubjectPaymentDeclined, a.OnPaymentDeclined)
+	shipping := r.Group(messaging.ConsumerConfig{Stream: contract.StreamShipping, Durable: "order-choreography",
+		Concurrency: concurrency})
+	messaging.On(shipping, contract.SubjectShipmentRefused, a.OnShipmentRefused)
+	messaging.On(shipping, contract.SubjectShipmentScheduled, a.OnShipmentScheduled)
 	for _, stream := range []string{StreamName, contract.StreamInventory, contract.StreamPayment, contract.StreamShipping} {
-		consumers = append(consumers, eventing.Consumer{
-			Config: messaging.ConsumerConfig{Stream: stream, Durable: "order-progress"}, Handler: progress.Handler()})
+		r.Group(messaging.ConsumerConfig{Stream: stream, Durable: "order-progress", Concurrency: concurrency}).
+			Default(progress.Handler())
 	}
-	for i := range consumers {
-		consumers[i].Config.Concurrency = 16
-	}
-	ev.Consume("choreography", consumers...)
+	ev.Run("choreography", r)
 	h.Go("choreography-deadlines", func(ctx context.Context) error { return a.RunDeadlines(ctx, 250*time.Millisecond) })
 	return nil
 }

@@ -88,6 +88,8 @@ func Register(h *service.Host, cfg Config) error {
 	}
 	a := app.New(adapters.NewRepository(h.DB()), h.DB(), cfg.Now)
 	ports.RegisterHTTP(h, a)
-	ev.Consume("choreography", ports.NewEvents(a, ev.Client, ev.Inbox, ev.Outbox).Consumers()...)
+	r := ev.Router()
+	ports.NewEvents(a, ev.Client, ev.Inbox, ev.Outbox).Route(r)
+	ev.Run("choreography", r)
 	return nil
 }

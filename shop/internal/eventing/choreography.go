@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/trellis-go/trellis/messaging"
-	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
 )
 
@@ -25,17 +24,14 @@ func Choreographed[T any](flow func(T) string, h messaging.HandlerFunc[T]) messa
 // order.confirmed event, for Choreographed.
 func EndedFlow(e contract.OrderEnded) string { return e.Flow }
 
-// OrderEnded is the consumer of order.rejected and order.cancelled on the
-// ORDER stream that undoes a service's part of a choreographed order with
-// undo; events of orchestrated orders are acknowledged untouched.
-func OrderEnded(durable string, concurrency int, undo messaging.HandlerFunc[contract.OrderEnded]) Consumer {
-	h := messaging.Typed(Choreographed(EndedFlow, undo))
-	return Consumer{
-		Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: durable,
-			FilterSubjects: []string{contract.SubjectOrderRejected, contract.SubjectOrderCancelled}, Concurrency: concurrency},
-		Handler: choreography.Route(map[string]messaging.Handler{
-			contract.SubjectOrderRejected:  h,
-			contract.SubjectOrderCancelled: h,
-		}),
-	}
+// OrderEnded adds to r the consumer of order.rejected and
+// order.cancelled on the ORDER stream that undoes a service's part of a
+// choreographed order with undo; events of orchestrated orders are
+// acknowledged untouched.
+func OrderEnded(r *messaging.Router, durable string, concurrency int, undo messaging.HandlerFunc[contract.OrderEnded]) {
+	h := Choreographed(EndedFlow, undo)
+	g := r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: durable,
+		FilterSubjects: []string{contract.SubjectOrderRejected, contract.SubjectOrderCancelled}, Concurrency: concurrency})
+	messaging.On(g, contract.SubjectOrderRejected, h)
+	messaging.On(g, contract.SubjectOrderCancelled, h)
 }

@@ -17,7 +17,6 @@ package eventing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -151,59 +150,31 @@ func Start(ctx context.Context, h *service.Host, cfg Config) (*Eventing, error) 
 	return e, nil
 }
 
-// Consumer is one durable consumer and its handler.
-type Consumer struct {
-	Config  messaging.ConsumerConfig
-	Handler messaging.Handler
-}
-
-// Middleware is what wraps every consumer of the shop, outermost first: a
-// span per delivery, a log record of its outcome, and recovery from a
-// handler's panic inside both, so that they count it as a failure.
-func (e *Eventing) Middleware() []messaging.Middleware {
-	return []messaging.Middleware{messaging.Tracing(e.host.TracerProvider()), messaging.Logging(e.host.Logger()), messaging.Recovery()}
-}
-
-// Consume runs consumers as the host worker name: they consume while the
-// host serves, each with Middleware unless its Config has its own, and
-// stop with it, letting in-flight messages finish. If one cannot start,
-// the others are stopped and the worker is started again after a backoff.
+// Router returns a router of the service's consumers with the shop's
+// settings: every group retries a failing message without limit
+// (messaging.Unlimited) unless its configuration sets a limit, waits
+// AckWait for an acknowledgement unless it sets its own, and runs the
+// default middleware (a span per delivery from the host's tracer, a log
+// record of its outcome, recovery from a panic inside both). Only a
+// handler's messaging.Permanent error, a payload that does not decode or
+// a panic dead-letters a message: a transient failure, however long,
+// never parks an event the shop's guarantees depend on.
 //
-// A consumer whose Config leaves MaxDeliveries at 0 retries without limit
-// (messaging.Unlimited): a transient failure, however long, never parks
-// an event the shop's guarantees depend on. Only a handler's
-// messaging.Permanent error, a payload that does not decode or a panic
-// dead-letters a message; a Config with a positive MaxDeliveries keeps
-// its limit. One that leaves AckWait at 0 gets AckWait.
-func (e *Eventing) Consume(name string, consumers ...Consumer) {
+// Declare its groups, then run it with Run.
+func (e *Eventing) Router() *messaging.Router {
+	return messaging.NewRouter(e.Client, messaging.RouterConfig{TracerProvider: e.host.TracerProvider(),
+		MaxDeliveries: messaging.Unlimited, AckWait: AckWait, StopTimeout: stopTimeout})
+}
+
+// Run runs r as the host worker name: its consumers consume while the
+// host serves and stop with it, letting in-flight messages finish. If one
+// cannot start, the others are stopped and the worker is started again
+// after a backoff.
+func (e *Eventing) Run(name string, r *messaging.Router) {
 	e.host.Go(name, func(ctx context.Context) error {
-		var subs []*messaging.Subscription
-		stop := func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-			defer cancel()
-			var errs []error
-			for _, s := range subs {
-				errs = append(errs, s.Stop(ctx))
-			}
-			return errors.Join(errs...)
+		if err := r.Run(ctx); err != nil {
+			return fmt.Errorf("%s: %w", e.service, err)
 		}
-		for _, c := range consumers {
-			if c.Config.Middleware == nil {
-				c.Config.Middleware = e.Middleware()
-			}
-			if c.Config.MaxDeliveries == 0 {
-				c.Config.MaxDeliveries = messaging.Unlimited
-			}
-			if c.Config.AckWait == 0 {
-				c.Config.AckWait = AckWait
-			}
-			s, err := e.Client.Consume(ctx, c.Config, c.Handler)
-			if err != nil {
-				return errors.Join(fmt.Errorf("%s: %w", e.service, err), stop())
-			}
-			subs = append(subs, s)
-		}
-		<-ctx.Done()
-		return stop()
+		return nil
 	})
 }

@@ -42,10 +42,10 @@ func TestStart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		ev.Consume("test-consumer", eventing.Consumer{
-			Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "test", MaxDeliveries: 2,
-				Backoff: func(int) time.Duration { return time.Millisecond }},
-			Handler: messaging.Typed(inbox.Handler(ev.Inbox, "test",
+		r := ev.Router()
+		messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "test", MaxDeliveries: 2,
+			Backoff: func(int) time.Duration { return time.Millisecond }}),
+			contract.SubjectOrderRejected, inbox.Handler(ev.Inbox, "test",
 				func(_ context.Context, _ *sql.Tx, msg messaging.Message[contract.OrderEnded]) error {
 					if msg.Payload.OrderID == "panic" {
 						panic("handler bug")
@@ -54,8 +54,8 @@ func TestStart(t *testing.T) {
 					handled[msg.Payload.OrderID]++
 					mu.Unlock()
 					return nil
-				})),
-		})
+				}))
+		ev.Run("test-consumer", r)
 		return nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -152,26 +152,23 @@ func TestConsumersRetryWithoutLimit(t *testing.T) {
 			deliveries[durable]++
 			return deliveries[durable]
 		}
-		ev.Consume("test-consumers",
-			eventing.Consumer{
-				Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "refunds", Backoff: fast},
-				Handler: func(_ context.Context, d *messaging.Delivery) error {
-					if record("refunds", d) <= failures {
-						return errors.New("database is locked")
-					}
-					mu.Lock()
-					handled++
-					mu.Unlock()
-					return nil
-				},
-			},
-			eventing.Consumer{
-				Config: messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "capped", MaxDeliveries: 2, Backoff: fast},
-				Handler: func(_ context.Context, d *messaging.Delivery) error {
-					record("capped", d)
+		r := ev.Router()
+		r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "refunds", Backoff: fast}).
+			Handle(contract.SubjectOrderRejected, func(_ context.Context, d *messaging.Delivery) error {
+				if record("refunds", d) <= failures {
 					return errors.New("database is locked")
-				},
+				}
+				mu.Lock()
+				handled++
+				mu.Unlock()
+				return nil
 			})
+		r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: "capped", MaxDeliveries: 2, Backoff: fast}).
+			Default(func(_ context.Context, d *messaging.Delivery) error {
+				record("capped", d)
+				return errors.New("database is locked")
+			})
+		ev.Run("test-consumers", r)
 		return nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -206,6 +203,9 @@ func TestConsumersRetryWithoutLimit(t *testing.T) {
 		`messaging_dead_letters_total{consumer="refunds",reason="max_deliveries",stream="ORDER"} 0`,
 		`messaging_dead_letters_total{consumer="refunds",reason="panic",stream="ORDER"} 0`,
 		`messaging_dead_letters_total{consumer="refunds",reason="permanent",stream="ORDER"} 0`,
+		`messaging_handled_total{consumer="refunds",outcome="ok",stream="ORDER"} 1`,
+		fmt.Sprintf(`messaging_handled_total{consumer="refunds",outcome="failed",stream="ORDER"} %d`, failures),
+		`messaging_handler_duration_seconds_count{consumer="refunds",stream="ORDER"}`,
 		`messaging_dead_letters_total{consumer="capped",reason="max_deliveries",stream="ORDER"} 1`,
 	}
 	var metrics string

@@ -32,17 +32,16 @@ var OrderEventSubjects = []string{
 // events commit in one transaction (choreography.React), so a redelivered
 // event has no second effect. Events of orchestrated orders are
 // acknowledged untouched: there the orchestrator calls the HTTP API.
-func Reactions(a *app.Reservations, in *inbox.Inbox, ob *outbox.Outbox, consumer string, log *slog.Logger) messaging.Handler {
+func Reactions(g *messaging.Group, a *app.Reservations, in *inbox.Inbox, ob *outbox.Outbox, log *slog.Logger) {
 	r := &reactions{app: a, log: log}
+	consumer := g.Durable()
 	ended := eventing.Choreographed(eventing.EndedFlow, choreography.React(in, ob, consumer, r.release))
-	return choreography.Route(map[string]messaging.Handler{
-		contract.SubjectOrderPlaced: messaging.Typed(eventing.Choreographed(func(p contract.OrderPlaced) string { return p.Flow },
-			choreography.React(in, ob, consumer, r.reserve))),
-		contract.SubjectOrderConfirmed: messaging.Typed(eventing.Choreographed(eventing.EndedFlow,
-			choreography.React(in, ob, consumer, r.commit))),
-		contract.SubjectOrderRejected:  messaging.Typed(ended),
-		contract.SubjectOrderCancelled: messaging.Typed(ended),
-	})
+	messaging.On(g, contract.SubjectOrderPlaced, eventing.Choreographed(func(p contract.OrderPlaced) string { return p.Flow },
+		choreography.React(in, ob, consumer, r.reserve)))
+	messaging.On(g, contract.SubjectOrderConfirmed, eventing.Choreographed(eventing.EndedFlow,
+		choreography.React(in, ob, consumer, r.commit)))
+	messaging.On(g, contract.SubjectOrderRejected, ended)
+	messaging.On(g, contract.SubjectOrderCancelled, ended)
 }
 
 type reactions struct {

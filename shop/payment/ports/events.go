@@ -80,17 +80,11 @@ func (e *Events) Refund(ctx context.Context, tx *sql.Tx, msg messaging.Message[c
 	return nil
 }
 
-// Consumers returns the consumers of the reactions: inventory.reserved on
-// the INVENTORY stream; order.rejected and order.cancelled on ORDER.
-func (e *Events) Consumers() []eventing.Consumer {
-	return []eventing.Consumer{
-		{
-			Config: messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: Durable,
-				FilterSubjects: []string{contract.SubjectStockReserved}, Concurrency: Concurrency},
-			Handler: choreography.Route(map[string]messaging.Handler{
-				contract.SubjectStockReserved: messaging.Typed(choreography.React(e.in, e.ob, Durable, e.Charge)),
-			}),
-		},
-		eventing.OrderEnded(Durable, Concurrency, choreography.React(e.in, e.ob, Durable, e.Refund)),
-	}
+// Route adds the consumers of the reactions to r: inventory.reserved on the
+// INVENTORY stream; order.rejected and order.cancelled on ORDER.
+func (e *Events) Route(r *messaging.Router) {
+	messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: Durable,
+		FilterSubjects: []string{contract.SubjectStockReserved}, Concurrency: Concurrency}),
+		contract.SubjectStockReserved, choreography.React(e.in, e.ob, Durable, e.Charge))
+	eventing.OrderEnded(r, Durable, Concurrency, choreography.React(e.in, e.ob, Durable, e.Refund))
 }

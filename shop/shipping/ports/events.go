@@ -78,17 +78,11 @@ func (e *Events) Cancel(ctx context.Context, tx *sql.Tx, msg messaging.Message[c
 	return nil
 }
 
-// Consumers returns the consumers of the reactions: payment.succeeded on
-// the PAYMENT stream; order.rejected and order.cancelled on ORDER.
-func (e *Events) Consumers() []eventing.Consumer {
-	return []eventing.Consumer{
-		{
-			Config: messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: Durable,
-				FilterSubjects: []string{contract.SubjectPaymentSucceeded}, Concurrency: Concurrency},
-			Handler: choreography.Route(map[string]messaging.Handler{
-				contract.SubjectPaymentSucceeded: messaging.Typed(choreography.React(e.in, e.ob, Durable, e.Schedule)),
-			}),
-		},
-		eventing.OrderEnded(Durable, Concurrency, choreography.React(e.in, e.ob, Durable, e.Cancel)),
-	}
+// Route adds the consumers of the reactions to r: payment.succeeded on the
+// PAYMENT stream; order.rejected and order.cancelled on ORDER.
+func (e *Events) Route(r *messaging.Router) {
+	messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: Durable,
+		FilterSubjects: []string{contract.SubjectPaymentSucceeded}, Concurrency: Concurrency}),
+		contract.SubjectPaymentSucceeded, choreography.React(e.in, e.ob, Durable, e.Schedule))
+	eventing.OrderEnded(r, Durable, Concurrency, choreography.React(e.in, e.ob, Durable, e.Cancel))
 }
