@@ -170,9 +170,6 @@ type Coordinator struct {
 	recovered atomic.Int64
 }
 
-// Table is the coordinator's log table.
-const Table = "trellis_twopc_log"
-
 const (
 	schemaSQLite = `CREATE TABLE IF NOT EXISTS trellis_twopc_log (
     tx_id         TEXT    PRIMARY KEY,
