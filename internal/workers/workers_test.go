@@ -3,6 +3,7 @@ package workers
 import (
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -19,20 +20,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // An idle worker takes the next function: one worker runs functions
-// handed over one after another.
+// handed over one after another. synctest.Wait returns once the worker is
+// blocked waiting for work, not merely counted as idle.
 func TestIdleWorkerIsReused(t *testing.T) {
-	p := New(time.Hour)
-	done := make(chan int)
-	for i := range 20 {
-		p.Go(func() { done <- i })
-		if got := <-done; got != i {
-			t.Fatalf("ran %d, want %d", got, i)
+	synctest.Test(t, func(t *testing.T) {
+		p := New(time.Hour)
+		done := make(chan int)
+		for i := range 20 {
+			p.Go(func() { done <- i })
+			if got := <-done; got != i {
+				t.Fatalf("ran %d, want %d", got, i)
+			}
+			synctest.Wait()
 		}
-		waitFor(t, "the worker to be idle", func() bool { return p.waiting.Load() == 1 })
-	}
-	if n := p.started.Load(); n != 1 {
-		t.Fatalf("%d workers started for 20 functions run one after another, want 1", n)
-	}
+		if n := p.started.Load(); n != 1 {
+			t.Fatalf("%d workers started for 20 functions run one after another, want 1", n)
+		}
+		time.Sleep(2 * time.Hour) // the bubble's clock: the idle worker exits
+		synctest.Wait()
+		if n := p.exited.Load(); n != 1 {
+			t.Fatalf("%d workers exited after the idle time, want 1", n)
+		}
+	})
 }
 
 // Go never waits for a busy worker: functions blocked together all run
