@@ -236,17 +236,22 @@
 //
 // How a subscription learns of new events: appends through the same Store
 // (Append, AppendMulti, InTx, and Notify after a caller's own commit) wake
-// that Store's subscriptions at once, in process. Nothing crosses process
-// boundaries: there is no LISTEN/NOTIFY. A subscription in another process
-// (a projector on one replica while another replica appends), or one whose
-// process appended with AppendTx and never called Notify, finds new events
-// by polling: it reads again every PollInterval (DefaultPollInterval,
-// 100 ms) while idle, so such events reach it within a poll interval plus
-// the read. On PostgreSQL, when its read returned less than a page but
-// committed events wait behind an older running transaction, it reads again
-// after a millisecond, doubling the delay up to PollInterval while they
-// wait. Read errors (including ErrLogicalCopy) back off up to 30 poll
-// intervals and show in Lag and Check.
+// that Store's subscriptions at once, in process. Other processes that
+// share the database hear of them through the store's [Notifier]: on
+// PostgreSQL by default through LISTEN/NOTIFY (a NOTIFY on
+// [NoticeChannel] after the commit, at most one a millisecond, the
+// commits of that millisecond announced together; a LISTEN on a
+// connection of its own while a subscription runs); on SQLite, which has
+// none, through a broker's notices (broker.Broker.Notices) when
+// Options.Notifier gives them. Polling stays the safety net: a
+// subscription that was told nothing (a notice lost, a listener
+// reconnecting, a store with NoNotifier, an AppendTx without Notify) reads
+// again every PollInterval (DefaultPollInterval, 100 ms) while idle. On
+// PostgreSQL, when its read returned less than a page but committed events
+// wait behind an older running transaction, it reads again after a
+// millisecond, doubling the delay up to PollInterval while they wait. Read
+// errors (including ErrLogicalCopy) back off up to 30 poll intervals and
+// show in Lag and Check.
 //
 // # Reading, snapshots, upcasting
 //

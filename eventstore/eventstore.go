@@ -224,8 +224,15 @@ type Options struct {
 	// SQLite transaction; 0 means 4096. Ignored on PostgreSQL.
 	MaxBatchEvents int
 	// Logger receives what Setup did beyond creating tables, such as
-	// re-keying a logical copy; nil discards it.
+	// re-keying a logical copy, and trouble with notices; nil discards it.
 	Logger *slog.Logger
+	// Notifier carries the news of new events between the processes that
+	// share the database (see Notifier). nil means PostgresNotifier on
+	// PostgreSQL and none on SQLite, which has no LISTEN/NOTIFY: there,
+	// give the processes' broker (broker.Broker.Notices) for a
+	// subscription in another process to wake at once, or it finds new
+	// events at its next poll. NoNotifier turns notices off.
+	Notifier Notifier
 }
 
 // Store is an event store in a service's database. It is safe for
@@ -241,6 +248,7 @@ type Store struct {
 
 	appended broadcast       // signalled after every commit this process knows of
 	group    *groupCommitter // SQLite only
+	notices  *notices        // nil without a notifier
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -284,6 +292,13 @@ func New(db *store.DB, opts Options) (*Store, error) {
 	if d == store.SQLite {
 		s.group = &groupCommitter{s: s}
 	}
+	n := opts.Notifier
+	if n == nil && d == store.Postgres {
+		n = PostgresNotifier(db)
+	}
+	if n != nil && n != NoNotifier {
+		s.notices = newNotices(s, n)
+	}
 	return s, nil
 }
 
@@ -297,14 +312,23 @@ func (s *Store) Close() error {
 	if s.group != nil {
 		s.group.close()
 	}
+	if s.notices != nil {
+		s.notices.close()
+	}
 	return nil
 }
 
-// Notify tells this process's subscriptions that events were committed, so
-// that they read them now instead of at their next poll. Append, AppendMulti
-// and InTx call it; call it after committing a transaction in which you
-// called AppendTx or AppendMultiTx yourself.
-func (s *Store) Notify() { s.appended.signal() }
+// Notify tells the subscriptions that events were committed, so that they
+// read them now instead of at their next poll: this process's at once,
+// other processes' through the Notifier. Append, AppendMulti and InTx call
+// it; call it after committing a transaction in which you called AppendTx
+// or AppendMultiTx yourself.
+func (s *Store) Notify() {
+	s.appended.signal()
+	if s.notices != nil {
+		s.notices.committed()
+	}
+}
 
 // InTx runs fn in a transaction of the store's database (see store.DB.InTx)
 // and, when it commits, calls Notify. Use it to append with AppendTx in the

@@ -14,7 +14,8 @@ import (
 // Subscription defaults.
 const (
 	// DefaultPollInterval is how often an idle subscription looks for
-	// events appended by other processes, or by AppendTx without Notify.
+	// events nobody told it about: appended by other processes without a
+	// notice (see Notifier), or by AppendTx without Notify.
 	DefaultPollInterval = 100 * time.Millisecond
 	// DefaultBatchSize is how many events a subscription reads at a time.
 	DefaultBatchSize = 256
@@ -41,7 +42,8 @@ type SubscriptionOptions struct {
 	BatchSize int
 	// PollInterval is how long an idle subscription waits before looking
 	// for events nobody told it about; 0 means DefaultPollInterval. Appends
-	// through this Store (and Notify) wake it at once.
+	// through this Store (and Notify) wake it at once, and those of other
+	// processes through the store's Notifier.
 	PollInterval time.Duration
 }
 
@@ -121,6 +123,9 @@ func (sub *Subscription) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: %q", ErrRunning, sub.name)
 	}
 	defer sub.running.Store(false)
+	if sub.s.notices != nil {
+		sub.s.notices.listen()
+	}
 
 	var errDelay, heldDelay time.Duration
 	for {

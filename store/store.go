@@ -121,6 +121,9 @@ type DB struct {
 	file  os.FileInfo
 	group *groupCommitter
 
+	// PostgreSQL only: how to open a connection of its own (Listen).
+	pg *pgx.ConnConfig
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -361,7 +364,7 @@ func openPostgres(ctx context.Context, pc *pgx.ConnConfig, log *slog.Logger) (*D
 		_ = p.Close()
 		return nil, fmt.Errorf("store: connect to PostgreSQL %s/%s: %w", pc.Host, pc.Database, err)
 	}
-	return &DB{dialect: Postgres, writer: p, reader: p, log: log}, nil
+	return &DB{dialect: Postgres, writer: p, reader: p, log: log, pg: pc}, nil
 }
 
 // Dialect reports which database this is.

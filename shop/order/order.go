@@ -171,7 +171,14 @@ func Register(h *service.Host, cfg Config) error {
 	if h.DB() == nil || h.Broker() == nil {
 		return fmt.Errorf("order: the host needs a database and a broker")
 	}
-	events, err := eventstore.New(h.DB(), eventstore.Options{Logger: h.Logger()})
+	// Replicas sharing the database wake each other's projections: on
+	// PostgreSQL through LISTEN/NOTIFY (the store's default), on SQLite
+	// through the broker.
+	opts := eventstore.Options{Logger: h.Logger()}
+	if h.DB().Dialect() == store.SQLite {
+		opts.Notifier = h.Broker().Notices("trellis.notices.eventstore." + Name)
+	}
+	events, err := eventstore.New(h.DB(), opts)
 	if err != nil {
 		return fmt.Errorf("order: event store: %w", err)
 	}
