@@ -32,11 +32,11 @@ func Recovery() Middleware {
 	}
 }
 
-// Logging logs every delivery's outcome: success at Debug, a failure that
-// will be retried at Warn, a failure that dead-letters the message (see
-// [Delivery.GivesUp]) at Error. Each record names the consumer, message id, type, subject,
-// attempt and duration; with a tracing slog handler it also carries the
-// trace id of ctx.
+// Logging logs every delivery's outcome, as a service logs every request:
+// success at Info, a failure that will be retried at Warn, a failure that
+// dead-letters the message (see [Delivery.GivesUp]) at Error. Each record
+// names the consumer, message id, type, subject, attempt and duration;
+// with a tracing slog handler it also carries the trace id of ctx.
 func Logging(log *slog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) error {
@@ -52,7 +52,7 @@ func Logging(log *slog.Logger) Middleware {
 			}
 			switch {
 			case err == nil:
-				log.LogAttrs(ctx, slog.LevelDebug, "messaging: handled", attrs...)
+				log.LogAttrs(ctx, slog.LevelInfo, "messaging: handled", attrs...)
 			case d.GivesUp(err):
 				log.LogAttrs(ctx, slog.LevelError, "messaging: handler failed, giving up", append(attrs, slog.Any("err", err))...)
 			default:
