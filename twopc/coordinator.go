@@ -279,7 +279,7 @@ func (c *Coordinator) Setup(ctx context.Context) error {
 	if err := c.db.ApplySchema(ctx, setupLockKey, Schema(c.db.Dialect())); err != nil {
 		return fmt.Errorf("twopc: setup coordinator log: %w", err)
 	}
-	if err := addRefusalColumn(ctx, c.db); err != nil {
+	if err := c.db.AddColumn(ctx, "trellis_twopc_log", "refusal", "TEXT"); err != nil {
 		return fmt.Errorf("twopc: setup coordinator log: %w", err)
 	}
 	return nil

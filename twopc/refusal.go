@@ -1,13 +1,10 @@
 package twopc
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/trellis-go/trellis/store"
 )
 
 // Refuser is implemented by the error of a participant that votes no on
@@ -65,21 +62,4 @@ func decodeRefusal(s sql.NullString) (*Refusal, error) {
 		return nil, fmt.Errorf("twopc: decode refusal %q: %w", s.String, err)
 	}
 	return &r, nil
-}
-
-// addRefusalColumn gives a SQLite log created without the refusal column
-// (by an earlier version of this package) the column; on PostgreSQL the
-// schema's ALTER TABLE ... ADD COLUMN IF NOT EXISTS does it.
-func addRefusalColumn(ctx context.Context, db *store.DB) error {
-	if db.Dialect() == store.Postgres {
-		return nil
-	}
-	return db.InTx(ctx, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('trellis_twopc_log') WHERE name = 'refusal'`).Scan(&n); err != nil || n > 0 {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `ALTER TABLE trellis_twopc_log ADD COLUMN refusal TEXT`)
-		return err
-	})
 }
