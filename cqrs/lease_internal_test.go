@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -27,7 +27,7 @@ func TestLeaseHasOneHolder(t *testing.T) {
 	pgtest.Backends(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		dir := t.TempDir()
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		const lease = time.Second
 		var dbs []*store.DB
 		for range 8 {

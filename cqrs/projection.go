@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellis-go/trellis/clock"
 	"github.com/trellis-go/trellis/eventstore"
-	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -66,7 +66,7 @@ type ProjectorOptions struct {
 	Owner string
 	// Clock tells time for the lease (expiry, renewal, polls); nil means
 	// the system clock.
-	Clock resilience.Clock
+	Clock clock.Clock
 	// Logger receives the lease's changes (info) and failures to renew or
 	// release it (warn); nil discards them.
 	Logger *slog.Logger
@@ -102,7 +102,7 @@ type Projector struct {
 	owner  string
 	lease  time.Duration
 	poll   time.Duration
-	clock  resilience.Clock
+	clock  clock.Clock
 	log    *slog.Logger
 
 	// beforeTx, when set (by tests), runs before each projection
@@ -138,7 +138,7 @@ func NewProjector(events *eventstore.Store, readDB *store.DB, p Projection, opts
 		pr.poll = DefaultLeasePoll
 	}
 	if pr.clock == nil {
-		pr.clock = resilience.SystemClock()
+		pr.clock = clock.System()
 	}
 	if pr.log == nil {
 		pr.log = slog.New(slog.DiscardHandler)

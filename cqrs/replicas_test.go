@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/cqrs"
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -358,7 +358,7 @@ func TestTakeoverTimes(t *testing.T) {
 		t.Run("crash", func(t *testing.T) {
 			rs := replicas(t, backend, 2)
 			const lease, poll = time.Second, 100 * time.Millisecond
-			frozen := resiliencetest.NewClock(time.Now())
+			frozen := clocktest.New(time.Now())
 			a := rs[0].projector(t, newExactlyOnce(), cqrs.ProjectorOptions{PollInterval: 5 * time.Millisecond,
 				Lease: lease, LeasePoll: poll, Clock: frozen})
 			b := rs[1].projector(t, newExactlyOnce(), cqrs.ProjectorOptions{PollInterval: 5 * time.Millisecond,
@@ -406,7 +406,7 @@ func TestStalledLeaderCommitsNothing(t *testing.T) {
 		ctx := context.Background()
 		rs := replicas(t, backend, 2)
 		start := time.Now()
-		clockA, clockB := resiliencetest.NewClock(start), resiliencetest.NewClock(start)
+		clockA, clockB := clocktest.New(start), clocktest.New(start)
 		const lease, poll = 2 * time.Second, 100 * time.Millisecond
 		a := rs[0].projector(t, newExactlyOnce(), cqrs.ProjectorOptions{PollInterval: 5 * time.Millisecond,
 			Lease: lease, LeasePoll: poll, Clock: clockA, Owner: "a"})
@@ -504,7 +504,7 @@ func TestLeaderStalledInATransaction(t *testing.T) {
 			pa.inTx = stall.hook
 			optsA := opts
 			if frozen {
-				optsA.Clock = resiliencetest.NewClock(time.Now())
+				optsA.Clock = clocktest.New(time.Now())
 			}
 			a := rs[0].projector(t, pa, optsA)
 			b := rs[1].projector(t, newExactlyOnce(), opts)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // BreakerState is the state of a CircuitBreaker.
@@ -149,7 +151,7 @@ type BreakerConfig[R any] struct {
 	OnStateChange func(name string, from, to BreakerState)
 
 	// Clock tells time; nil means the system clock.
-	Clock Clock
+	Clock clock.Clock
 }
 
 // ErrBreakerOpen is matched, with errors.Is, by every error a
@@ -229,7 +231,7 @@ type CircuitBreaker[R any] struct {
 	phase atomic.Pointer[cbPhase]
 
 	name        string
-	clock       Clock
+	clock       clock.Clock
 	system      bool
 	epoch       time.Time
 	countWindow int
@@ -285,7 +287,7 @@ func NewCircuitBreaker[R any](cfg BreakerConfig[R]) (*CircuitBreaker[R], error) 
 	}
 	b := &CircuitBreaker[R]{
 		name:     cfg.Name,
-		clock:    clockOr(cfg.Clock),
+		clock:    clock.Or(cfg.Clock),
 		classify: cfg.Classifier,
 		ignore:   cfg.Ignore,
 	}
@@ -363,7 +365,7 @@ func NewCircuitBreaker[R any](cfg BreakerConfig[R]) (*CircuitBreaker[R], error) 
 	if cfg.OnStateChange != nil {
 		b.events = &cbEvents{name: cfg.Name, hook: cfg.OnStateChange, next: 1}
 	}
-	_, b.system = b.clock.(systemClock)
+	b.system = b.clock == clock.System()
 	b.epoch = b.clock.Now()
 	b.phase.Store(b.newPhase(BreakerClosed, 0, 0, cbCounts{}, false))
 	return b, nil

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 var (
@@ -51,9 +51,9 @@ func (r *breakerEvents) events() []string {
 
 // newBreakerForTest returns a breaker on a fake clock, with the events it
 // reports. A config without a Clock gets the returned fake clock.
-func newBreakerForTest[R any](t testing.TB, cfg resilience.BreakerConfig[R]) (*resilience.CircuitBreaker[R], *resiliencetest.Clock, *breakerEvents) {
+func newBreakerForTest[R any](t testing.TB, cfg resilience.BreakerConfig[R]) (*resilience.CircuitBreaker[R], *clocktest.Clock, *breakerEvents) {
 	t.Helper()
-	clock := resiliencetest.NewClock(breakerStart)
+	clock := clocktest.New(breakerStart)
 	if cfg.Clock == nil {
 		cfg.Clock = clock
 	}
@@ -304,7 +304,7 @@ func TestBreakerTimeWindowExpires(t *testing.T) {
 }
 
 // breakerSlowCall returns a call that takes d on clock.
-func breakerSlowCall(clock *resiliencetest.Clock, d time.Duration) resilience.Func[int] {
+func breakerSlowCall(clock *clocktest.Clock, d time.Duration) resilience.Func[int] {
 	return func(context.Context) (int, error) {
 		clock.Advance(d)
 		return 1, nil
@@ -347,7 +347,7 @@ func TestBreakerSlowCallsOffByDefault(t *testing.T) {
 
 // breakerCountingClock counts the reads of a clock.
 type breakerCountingClock struct {
-	*resiliencetest.Clock
+	*clocktest.Clock
 	reads atomic.Int64
 }
 
@@ -357,7 +357,7 @@ func (c *breakerCountingClock) Now() time.Time {
 }
 
 func TestBreakerClosedCallsDoNotReadTheClock(t *testing.T) {
-	clock := &breakerCountingClock{Clock: resiliencetest.NewClock(breakerStart)}
+	clock := &breakerCountingClock{Clock: clocktest.New(breakerStart)}
 	b, _, _ := newBreakerForTest(t, resilience.BreakerConfig[int]{Clock: clock})
 	before := clock.reads.Load()
 	for range 100 {
@@ -444,7 +444,7 @@ func breakerProbe[R any](t testing.TB, b *resilience.CircuitBreaker[R]) resilien
 }
 
 // breakerHalfOpen trips b and waits out its open duration.
-func breakerHalfOpen(t testing.TB, b *resilience.CircuitBreaker[int], clock *resiliencetest.Clock, openDuration time.Duration) {
+func breakerHalfOpen(t testing.TB, b *resilience.CircuitBreaker[int], clock *clocktest.Clock, openDuration time.Duration) {
 	t.Helper()
 	breakerTrip(t, b)
 	clock.Advance(openDuration)

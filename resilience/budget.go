@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // Defaults used by NewRetryBudget for zero fields of RetryBudgetConfig.
@@ -38,8 +40,8 @@ type RetryBudgetConfig struct {
 	// TTL is how long deposits and withdrawals count. Default
 	// DefaultBudgetTTL, 10 s.
 	TTL time.Duration
-	// Clock tells time. Default SystemClock().
-	Clock Clock
+	// Clock tells time. Default clock.System().
+	Clock clock.Clock
 	// OnExhausted, when set, is called (outside the budget's lock) each
 	// time a withdrawal is refused.
 	OnExhausted func()
@@ -56,7 +58,7 @@ type RetryBudgetConfig struct {
 // RetryBudget is safe for concurrent use; Deposit and TryWithdraw take one
 // short lock and do not allocate.
 type RetryBudget struct {
-	clock       Clock
+	clock       clock.Clock
 	deposit     int64 // per first attempt, in budgetScale units
 	reserve     int64 // floor available in every window
 	width       time.Duration
@@ -88,13 +90,13 @@ func NewRetryBudget(cfg RetryBudgetConfig) *RetryBudget {
 		ttl = DefaultBudgetTTL
 	}
 	width := max(ttl/budgetBuckets, 1)
-	clock := clockOr(cfg.Clock)
+	clk := clock.Or(cfg.Clock)
 	return &RetryBudget{
-		clock:       clock,
+		clock:       clk,
 		deposit:     budgetUnits(ratio),
 		reserve:     budgetUnits(floor * ttl.Seconds()),
 		width:       width,
-		start:       clock.Now(),
+		start:       clk.Now(),
 		onExhausted: cfg.OnExhausted,
 	}
 }

@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 // budgetStorm sends requests through a Retry allowing five attempts each,
@@ -22,14 +23,14 @@ func budgetStorm(r *resilience.Retry[string], requests int) int {
 	return calls
 }
 
-func newBudgetRetry(clock resilience.Clock, budget *resilience.RetryBudget) *resilience.Retry[string] {
+func newBudgetRetry(clock clock.Clock, budget *resilience.RetryBudget) *resilience.Retry[string] {
 	return resilience.NewRetry(resilience.RetryConfig[string]{
 		MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0),
 	})
 }
 
 func TestRetryBudgetStopsRetryStorm(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	var hook atomic.Int64
 	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{
 		Clock: clock, OnExhausted: func() { hook.Add(1) },
@@ -52,7 +53,7 @@ func TestRetryBudgetStopsRetryStorm(t *testing.T) {
 }
 
 func TestRetryBudgetWindowSlides(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
 	r := newBudgetRetry(clock, budget)
 	const requests, bursts = 1000, 3
@@ -71,7 +72,7 @@ func TestRetryBudgetWindowSlides(t *testing.T) {
 }
 
 func TestRetryBudgetSteadyTraffic(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
 	r := newBudgetRetry(clock, budget)
 	// 100 requests a second for a minute, ten every 100 ms.
@@ -92,7 +93,7 @@ func TestRetryBudgetSteadyTraffic(t *testing.T) {
 }
 
 func TestRetryBudgetFloorLetsQuietClientsRetry(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
 	r := newBudgetRetry(clock, budget)
 	// One request a second retries four times: within the floor of ten
@@ -122,7 +123,7 @@ func TestRetryBudgetNoFloorNoRatio(t *testing.T) {
 }
 
 func TestRetryBudgetSharedByPolicies(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: 0.5, MinRetriesPerSecond: -1, Clock: clock})
 	rs := resilience.NewRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0)})
 	ri := resilience.NewRetry(resilience.RetryConfig[int]{MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0)})
@@ -139,7 +140,7 @@ func TestRetryBudgetSharedByPolicies(t *testing.T) {
 }
 
 func TestRetryBudgetConcurrent(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: 0.25, MinRetriesPerSecond: 2, TTL: 5 * time.Second, Clock: clock})
 	const workers, each = 8, 500
 	var granted atomic.Int64
@@ -166,7 +167,7 @@ func TestRetryBudgetConcurrent(t *testing.T) {
 
 func TestRetryBudgetTokensExpire(t *testing.T) {
 	t.Run("deposits", func(t *testing.T) {
-		clock := resiliencetest.NewClock(retryTestStart)
+		clock := clocktest.New(retryTestStart)
 		budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{MinRetriesPerSecond: -1, Clock: clock})
 		for range 10 {
 			budget.Deposit()
@@ -181,7 +182,7 @@ func TestRetryBudgetTokensExpire(t *testing.T) {
 		}
 	})
 	t.Run("withdrawals", func(t *testing.T) {
-		clock := resiliencetest.NewClock(retryTestStart)
+		clock := clocktest.New(retryTestStart)
 		budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: -1, MinRetriesPerSecond: 1, Clock: clock})
 		for window := range 3 {
 			for i := range 10 {

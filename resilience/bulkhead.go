@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // ErrBulkheadFull is returned, or wrapped, by a Bulkhead that has no free
@@ -23,8 +25,8 @@ type BulkheadConfig struct {
 	// MaxWait bounds a queued call's wait. Default 0: it waits as long as
 	// its ctx allows.
 	MaxWait time.Duration
-	// Clock times MaxWait. Default SystemClock().
-	Clock Clock
+	// Clock times MaxWait. Default clock.System().
+	Clock clock.Clock
 }
 
 // Bulkhead limits how many calls run at once, so that one slow
@@ -38,7 +40,7 @@ type Bulkhead[R any] struct {
 	sem        chan struct{}
 	maxWaiting int64
 	maxWait    time.Duration
-	clock      Clock
+	clock      clock.Clock
 	waiting    atomic.Int64
 }
 
@@ -52,7 +54,7 @@ func NewBulkhead[R any](cfg BulkheadConfig) *Bulkhead[R] {
 		sem:        make(chan struct{}, cfg.MaxConcurrent),
 		maxWaiting: int64(max(cfg.MaxWaiting, 0)),
 		maxWait:    max(cfg.MaxWait, 0),
-		clock:      clockOr(cfg.Clock),
+		clock:      clock.Or(cfg.Clock),
 	}
 }
 

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 // bulkheadGate is a call that holds its slot until released, tracking how
@@ -98,7 +98,7 @@ func TestBulkheadRejectsAtOnceByDefault(t *testing.T) {
 }
 
 func TestBulkheadMaxWait(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	b := resilience.NewBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1, MaxWaiting: 1, MaxWait: 50 * time.Millisecond, Clock: clock})
 	g := newBulkheadGate()
 	defer close(g.release)

@@ -15,7 +15,7 @@
 // HTTP requests, retrying and hedging only requests that are safe to
 // repeat (idempotent methods, or an Idempotency-Key header).
 //
-// Time comes from a Clock, so tests drive it by hand (package
-// resiliencetest); metrics come from hooks (OnStateChange, OnRetry, ...),
+// Time comes from a clock.Clock, so tests drive it by hand (package
+// clock/clocktest); metrics come from hooks (OnStateChange, OnRetry, ...),
 // which package prommetrics turns into Prometheus series.
 package resilience

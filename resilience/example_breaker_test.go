@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 // A breaker in front of an inventory service: it opens when half of the
 // last 10 calls failed, rejects calls for 30 seconds, then lets 2 probes
 // through to decide whether to close again.
 func ExampleCircuitBreaker() {
-	clock := resiliencetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	clock := clocktest.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	breaker, err := resilience.NewCircuitBreaker(resilience.BreakerConfig[int]{
 		Name:             "inventory",
 		WindowSize:       10,

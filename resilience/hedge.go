@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // DefaultHedgeMaxHedges is the number of hedges NewHedge allows when
@@ -41,8 +43,8 @@ type HedgeConfig[R any] struct {
 	// body stays readable until it is closed; for other types none, and
 	// every attempt's context ends when Execute returns.
 	Hold func(result R, release func()) R
-	// Clock times Delay. Default SystemClock().
-	Clock Clock
+	// Clock times Delay. Default clock.System().
+	Clock clock.Clock
 }
 
 // Hedge cuts tail latency by sending the call again when it is slow:
@@ -69,7 +71,7 @@ type Hedge[R any] struct {
 	onHedge   func(int)
 	discard   func(R, error)
 	hold      func(R, func()) R
-	clock     Clock
+	clock     clock.Clock
 }
 
 // NewHedge returns a Hedge configured by cfg; zero fields take the
@@ -86,7 +88,7 @@ func NewHedge[R any](cfg HedgeConfig[R]) *Hedge[R] {
 		onHedge:   cfg.OnHedge,
 		discard:   cfg.Discard,
 		hold:      cfg.Hold,
-		clock:     clockOr(cfg.Clock),
+		clock:     clock.Or(cfg.Clock),
 	}
 	if h.hold == nil {
 		h.hold = timeoutDefaultHold[R]()
@@ -186,7 +188,7 @@ func (c *hedgeCall[R]) run() (R, error) {
 	total := h.maxHedges + 1
 	c.send()
 	outstanding := 1
-	var timer Timer
+	var timer clock.Timer
 	var fire <-chan time.Time
 	arm := func() {
 		if len(c.cancels) < total {

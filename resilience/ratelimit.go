@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // ErrRateLimited is matched, through errors.Is, by the errors a
@@ -47,8 +49,8 @@ type RateLimiterConfig struct {
 	// (a call whose turn comes at or after the deadline is refused at
 	// once too).
 	MaxWait time.Duration
-	// Clock tells time and times the waits. Default SystemClock().
-	Clock Clock
+	// Clock tells time and times the waits. Default clock.System().
+	Clock clock.Clock
 }
 
 // RateLimiter lets calls through at a sustained rate with bursts, as a
@@ -59,7 +61,7 @@ type RateLimiter[R any] struct {
 	lim     *rate.Limiter
 	wait    bool
 	maxWait time.Duration
-	clock   Clock
+	clock   clock.Clock
 }
 
 // NewRateLimiter returns a RateLimiter configured by cfg; zero fields
@@ -82,10 +84,10 @@ func NewRateLimiter[R any](cfg RateLimiterConfig) *RateLimiter[R] {
 	if math.IsInf(cfg.Rate, 1) {
 		limit = rate.Inf
 	}
-	clock := clockOr(cfg.Clock)
+	clk := clock.Or(cfg.Clock)
 	lim := rate.NewLimiter(limit, burst)
-	lim.SetLimitAt(clock.Now(), limit) // start the bucket full on clock's time
-	return &RateLimiter[R]{lim: lim, wait: cfg.Wait, maxWait: max(cfg.MaxWait, 0), clock: clock}
+	lim.SetLimitAt(clk.Now(), limit) // start the bucket full on clk's time
+	return &RateLimiter[R]{lim: lim, wait: cfg.Wait, maxWait: max(cfg.MaxWait, 0), clock: clk}
 }
 
 // Execute calls fn when the rate allows. Refused, it returns R's zero

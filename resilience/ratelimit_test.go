@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 func ratelimitOK(calls *int) resilience.Func[string] {
@@ -19,7 +19,7 @@ func ratelimitOK(calls *int) resilience.Func[string] {
 }
 
 func TestRateLimiterRejectsWithRetryAfter(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	l := resilience.NewRateLimiter[string](resilience.RateLimiterConfig{Rate: 10, Burst: 2, Clock: clock})
 	calls := 0
 	for i := range 2 {
@@ -50,7 +50,7 @@ func TestRateLimiterRejectsWithRetryAfter(t *testing.T) {
 }
 
 func TestRateLimiterDefaultBurst(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	l := resilience.NewRateLimiter[string](resilience.RateLimiterConfig{Rate: 4.5, Clock: clock})
 	calls := 0
 	for range 5 {
@@ -64,7 +64,7 @@ func TestRateLimiterDefaultBurst(t *testing.T) {
 }
 
 func TestRateLimiterWaits(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	l := resilience.NewRateLimiter[string](resilience.RateLimiterConfig{Rate: 10, Burst: 1, Wait: true, Clock: clock})
 	calls := 0
 	if _, err := l.Execute(context.Background(), ratelimitOK(&calls)); err != nil {
@@ -95,7 +95,7 @@ func TestRateLimiterWaitBeyondLimitsIsRefused(t *testing.T) {
 		{"at the deadline", time.Second, 100 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := resiliencetest.NewClock(retryTestStart)
+			clock := clocktest.New(retryTestStart)
 			l := resilience.NewRateLimiter[string](resilience.RateLimiterConfig{
 				Rate: 10, Burst: 1, Wait: true, MaxWait: tc.maxWait, Clock: clock,
 			})
@@ -125,7 +125,7 @@ func TestRateLimiterWaitBeyondLimitsIsRefused(t *testing.T) {
 }
 
 func TestRateLimiterWaitCanceled(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	l := resilience.NewRateLimiter[string](resilience.RateLimiterConfig{Rate: 10, Burst: 1, Wait: true, Clock: clock})
 	calls := 0
 	if _, err := l.Execute(context.Background(), ratelimitOK(&calls)); err != nil {

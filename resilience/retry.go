@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/trellis-go/trellis/clock"
 	"github.com/trellis-go/trellis/internal/backoff"
 )
 
@@ -82,8 +83,8 @@ type RetryConfig[R any] struct {
 	// number of the attempt that just failed, the wait about to start and
 	// that attempt's error (nil when the Classifier failed a result).
 	OnRetry func(attempt int, delay time.Duration, err error)
-	// Clock times the waits. Default SystemClock().
-	Clock Clock
+	// Clock times the waits. Default clock.System().
+	Clock clock.Clock
 	// Rand returns random numbers in [0, 1) for the jitter. It is called
 	// from concurrent Executes, so it must be safe for concurrent use.
 	// Default math/rand/v2's Float64.
@@ -103,7 +104,7 @@ type Retry[R any] struct {
 	retryAfter    func(R, error) (time.Duration, bool)
 	budget        *RetryBudget
 	onRetry       func(int, time.Duration, error)
-	clock         Clock
+	clock         clock.Clock
 	rand          func() float64
 }
 
@@ -120,7 +121,7 @@ func NewRetry[R any](cfg RetryConfig[R]) *Retry[R] {
 		retryAfter:    cfg.RetryAfter,
 		budget:        cfg.Budget,
 		onRetry:       cfg.OnRetry,
-		clock:         clockOr(cfg.Clock),
+		clock:         clock.Or(cfg.Clock),
 		rand:          cfg.Rand,
 	}
 	if r.maxAttempts <= 0 {
@@ -225,13 +226,13 @@ func retrySaturatingMul(d time.Duration, n int64) time.Duration {
 	return d * time.Duration(n)
 }
 
-// retryWait waits d on clock, or until ctx ends, and reports ctx's error
+// retryWait waits d on clk, or until ctx ends, and reports ctx's error
 // if it ended first (or had already ended).
-func retryWait(ctx context.Context, clock Clock, d time.Duration) error {
+func retryWait(ctx context.Context, clk clock.Clock, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := clock.NewTimer(d)
+	t := clk.NewTimer(d)
 	select {
 	case <-t.C():
 		return ctx.Err()

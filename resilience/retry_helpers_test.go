@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 // retryTestStart is where the fake clocks of these tests start.
@@ -30,7 +31,7 @@ type retryTimer struct {
 // one on created, so a test can advance time exactly when the code under
 // test sleeps.
 type retryClock struct {
-	*resiliencetest.Clock
+	*clocktest.Clock
 	created chan time.Duration
 
 	mu     sync.Mutex
@@ -38,10 +39,10 @@ type retryClock struct {
 }
 
 func newRetryClock() *retryClock {
-	return &retryClock{Clock: resiliencetest.NewClock(retryTestStart), created: make(chan time.Duration, 1024)}
+	return &retryClock{Clock: clocktest.New(retryTestStart), created: make(chan time.Duration, 1024)}
 }
 
-func (c *retryClock) NewTimer(d time.Duration) resilience.Timer {
+func (c *retryClock) NewTimer(d time.Duration) clock.Timer {
 	now := c.Clock.Now()
 	t := c.Clock.NewTimer(d)
 	c.mu.Lock()

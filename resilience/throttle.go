@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // ErrThrottled is returned by an AdaptiveThrottle that rejected a call
@@ -45,8 +47,8 @@ type AdaptiveThrottleConfig[R any] struct {
 	// OnReject, when set, is called with the rejection probability each
 	// time a call is rejected locally.
 	OnReject func(probability float64)
-	// Clock tells time. Default SystemClock().
-	Clock Clock
+	// Clock tells time. Default clock.System().
+	Clock clock.Clock
 	// Rand returns random numbers in [0, 1). It is called from concurrent
 	// Executes, so it must be safe for concurrent use. Default
 	// math/rand/v2's Float64.
@@ -69,7 +71,7 @@ type AdaptiveThrottle[R any] struct {
 	k        float64
 	classify Classifier[R]
 	onReject func(float64)
-	clock    Clock
+	clock    clock.Clock
 	rand     func() float64
 	width    time.Duration
 	start    time.Time
@@ -102,7 +104,7 @@ func NewAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) *AdaptiveThrottle
 		k:        k,
 		classify: cfg.Classifier,
 		onReject: cfg.OnReject,
-		clock:    clockOr(cfg.Clock),
+		clock:    clock.Or(cfg.Clock),
 		rand:     cfg.Rand,
 		width:    max(window/time.Duration(n), 1),
 		buckets:  make([]throttleBucket, n),

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 // throttleRand is a random source the test sets by hand.
@@ -27,8 +27,8 @@ const throttleOverloaded = "503"
 
 func throttleNotAccepted(res string, err error) bool { return err != nil || res == throttleOverloaded }
 
-func newThrottleTest() (*resiliencetest.Clock, *throttleRand, *resilience.AdaptiveThrottle[string]) {
-	clock := resiliencetest.NewClock(retryTestStart)
+func newThrottleTest() (*clocktest.Clock, *throttleRand, *resilience.AdaptiveThrottle[string]) {
+	clock := clocktest.New(retryTestStart)
 	rnd := &throttleRand{x: 0.999999}
 	th := resilience.NewAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
 		Classifier: throttleNotAccepted, Clock: clock, Rand: rnd.next,
@@ -82,7 +82,7 @@ func TestAdaptiveThrottleRejectsAtExpectedProbability(t *testing.T) {
 }
 
 func TestAdaptiveThrottleRejectionRate(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	src := rand.New(rand.NewPCG(5, 6))
 	th := resilience.NewAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
 		Classifier: throttleNotAccepted, Clock: clock, Rand: src.Float64,
@@ -171,7 +171,7 @@ func TestAdaptiveThrottleIgnoresCallerCancellation(t *testing.T) {
 
 func TestAdaptiveThrottleOnReject(t *testing.T) {
 	var got []float64
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	th := resilience.NewAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
 		K: 1, Clock: clock, Rand: retryConst(0),
 		OnReject: func(p float64) { got = append(got, p) },

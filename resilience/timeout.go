@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // ErrTimeout is matched, through errors.Is, by the errors a Timeout
@@ -54,9 +56,9 @@ type TimeoutConfig[R any] struct {
 	// until it is closed; for other types none, and the context ends when
 	// Execute returns.
 	Hold func(result R, release func()) R
-	// Clock times the limit. Default SystemClock(), with which the
+	// Clock times the limit. Default clock.System(), with which the
 	// context fn sees is a standard context.WithTimeoutCause context.
-	Clock Clock
+	Clock clock.Clock
 }
 
 // Timeout bounds how long a call may take. It runs fn in the caller's
@@ -75,7 +77,7 @@ type TimeoutConfig[R any] struct {
 type Timeout[R any] struct {
 	d     time.Duration
 	hold  func(R, func()) R
-	clock Clock
+	clock clock.Clock
 }
 
 // NewTimeout returns a Timeout of d on the system clock. It panics if d
@@ -94,7 +96,7 @@ func NewTimeoutWithConfig[R any](cfg TimeoutConfig[R]) *Timeout[R] {
 	if hold == nil {
 		hold = timeoutDefaultHold[R]()
 	}
-	return &Timeout[R]{d: cfg.Timeout, hold: hold, clock: clockOr(cfg.Clock)}
+	return &Timeout[R]{d: cfg.Timeout, hold: hold, clock: clock.Or(cfg.Clock)}
 }
 
 // Execute runs fn with the time limit. When fn fails after the limit
@@ -109,7 +111,7 @@ func (t *Timeout[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 		release  func()
 		timedOut func() bool
 	)
-	if _, ok := t.clock.(systemClock); ok {
+	if t.clock == clock.System() {
 		cause := &TimeoutError{Timeout: t.d}
 		c, cancel := context.WithTimeoutCause(ctx, t.d, cause)
 		tctx, release = c, cancel
@@ -195,20 +197,20 @@ type timeoutCtx struct {
 	deadline   time.Time
 	done       chan struct{}
 	stopParent func() bool
-	timer      Timer
+	timer      clock.Timer
 
 	mu      sync.Mutex
 	err     error
 	expired bool
 }
 
-func timeoutStart(parent context.Context, clock Clock, d time.Duration) *timeoutCtx {
-	c := &timeoutCtx{parent: parent, deadline: clock.Now().Add(d), done: make(chan struct{})}
+func timeoutStart(parent context.Context, clk clock.Clock, d time.Duration) *timeoutCtx {
+	c := &timeoutCtx{parent: parent, deadline: clk.Now().Add(d), done: make(chan struct{})}
 	if pd, ok := parent.Deadline(); ok && pd.Before(c.deadline) {
 		c.deadline = pd
 	}
 	c.stopParent = context.AfterFunc(parent, func() { c.end(parent.Err(), false) })
-	c.timer = clock.NewTimer(d)
+	c.timer = clk.NewTimer(d)
 	go func() {
 		select {
 		case <-c.timer.C():

@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/resilience"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 )
 
 // timeoutBlock is a call that waits for its context to end.
@@ -17,7 +18,7 @@ func timeoutBlock(ctx context.Context) (string, error) {
 }
 
 func TestTimeoutReturnsErrTimeout(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: 2 * time.Second, Clock: clock})
 	type seen struct {
 		deadline time.Time
@@ -79,7 +80,7 @@ func TestTimeoutSystemClock(t *testing.T) {
 }
 
 func TestTimeoutChildContextsSeeDeadlineExceeded(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
 	childErr := make(chan error, 1)
 	done := make(chan error, 1)
@@ -106,7 +107,7 @@ func TestTimeoutChildContextsSeeDeadlineExceeded(t *testing.T) {
 }
 
 func TestTimeoutPassesFastOutcomes(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
 	res, err := to.Execute(context.Background(), func(context.Context) (string, error) { return "ok", nil })
 	if res != "ok" || err != nil {
@@ -122,7 +123,7 @@ func TestTimeoutPassesFastOutcomes(t *testing.T) {
 }
 
 func TestTimeoutLateSuccessIsKept(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
 	res, err := to.Execute(context.Background(), func(ctx context.Context) (string, error) {
 		clock.Advance(time.Second)
@@ -137,8 +138,8 @@ func TestTimeoutLateSuccessIsKept(t *testing.T) {
 func TestTimeoutCallerCancellationIsNotATimeout(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		clock resilience.Clock
-	}{{"system clock", nil}, {"fake clock", resiliencetest.NewClock(retryTestStart)}} {
+		clock clock.Clock
+	}{{"system clock", nil}, {"fake clock", clocktest.New(retryTestStart)}} {
 		t.Run(tc.name, func(t *testing.T) {
 			to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Hour, Clock: tc.clock})
 			ctx, cancel := context.WithCancel(context.Background())
@@ -154,7 +155,7 @@ func TestTimeoutCallerCancellationIsNotATimeout(t *testing.T) {
 }
 
 func TestTimeoutKeepsSoonerCallerDeadline(t *testing.T) {
-	clock := resiliencetest.NewClock(retryTestStart)
+	clock := clocktest.New(retryTestStart)
 	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Hour, Clock: clock})
 	parent := retryDeadlineCtx{Context: context.Background(), deadline: retryTestStart.Add(time.Minute)}
 	var got time.Time

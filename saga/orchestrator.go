@@ -18,9 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellis-go/trellis/clock"
 	jitter "github.com/trellis-go/trellis/internal/backoff"
 	"github.com/trellis-go/trellis/internal/workers"
-	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -36,7 +36,7 @@ type Options struct {
 	Concurrency int
 	// Clock tells time for deadlines, leases and backoff; nil means the
 	// system clock.
-	Clock resilience.Clock
+	Clock clock.Clock
 	// PollInterval is how often Run looks for sagas due that nobody kicked
 	// (a crash between commit and Kick, another replica's expired leases);
 	// 0 means 1 s.
@@ -108,7 +108,7 @@ const (
 type Orchestrator struct {
 	db           *store.DB
 	log          *slog.Logger
-	clock        resilience.Clock
+	clock        clock.Clock
 	identity     string // Options.Owner, or a random id
 	owner        string // what the owner column records: identity/incarnation
 	lease        time.Duration
@@ -220,7 +220,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		o.log = slog.New(slog.DiscardHandler)
 	}
 	if o.clock == nil {
-		o.clock = resilience.SystemClock()
+		o.clock = clock.System()
 	}
 	if len(o.owner) > 128 || strings.Contains(o.owner, "/") {
 		return nil, fmt.Errorf("%w: Owner %q must be at most 128 characters, without '/'", ErrInvalidConfig, o.owner)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -54,7 +54,7 @@ func stepRows(t *testing.T, db *store.DB, id string) int {
 func TestPurgeDeletesEndedSagasPastRetention(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		ctx := context.Background()
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		db := open()
 		svc := newService()
 		// Polls an hour apart: only the test's Purge calls purge.
@@ -119,7 +119,7 @@ func TestPurgeDeletesEndedSagasPastRetention(t *testing.T) {
 func TestRunPurgesAndNegativeRetentionKeeps(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		ctx := context.Background()
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		svc := newService()
 		keep := newOrchestrator(t, open(), saga.Options{Clock: clock, Retention: -1, PollInterval: 10 * time.Millisecond}, purgeSagas(svc))
 		if err := keep.StartNow(ctx, "order", "o1", order{ID: "o1"}); err != nil {

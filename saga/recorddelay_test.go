@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -43,7 +43,7 @@ func TestRecordDelayFoldsQuickStepsIntoFewerCommits(t *testing.T) {
 		// The fake clock never moves and polls are an hour apart: no record
 		// is flushed by its timer, no lease renewal or poll writes while
 		// the sagas run, once Run's first poll is done; no purge either.
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		db := open()
 		o, err := saga.New(db, saga.Options{Clock: clock, RecordDelay: time.Hour, PollInterval: time.Hour, Retention: -1})
 		if err != nil {
@@ -107,7 +107,7 @@ func TestRecordDelayBoundsTheLagBehindASlowStep(t *testing.T) {
 			t.Run(fmt.Sprintf("flushed=%v", flushed), func(t *testing.T) {
 				const delay = 50 * time.Millisecond
 				id := fmt.Sprintf("slow-pay-%v", flushed)
-				clock := resiliencetest.NewClock(time.Now())
+				clock := clocktest.New(time.Now())
 				svc := newService()
 				var seen keyLog
 				entered := make(chan struct{}, 1)

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -96,7 +96,7 @@ func TestResumesAfterCrash(t *testing.T) {
 			for _, how := range []string{"crash, same owner", "crash, other owner after the lease", "graceful stop, other owner"} {
 				t.Run(step+"/"+how, func(t *testing.T) {
 					id := strings.NewReplacer(" ", "-", ",", "").Replace(step + "-" + how)
-					clock := resiliencetest.NewClock(time.Now())
+					clock := clocktest.New(time.Now())
 					svc := newService()
 					var seen keyLog
 					entered := make(chan struct{}, 1)
@@ -238,7 +238,7 @@ func TestSagaTimeout(t *testing.T) {
 // never ran, too.
 func TestResumedPastDeadline(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		svc := newService()
 		var seen keyLog
 		entered := make(chan struct{}, 1)
@@ -304,7 +304,7 @@ func TestReplicasRunEachSagaOnce(t *testing.T) {
 // is refused, so it runs no further step.
 func TestLostLeaseStopsTheSaga(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		svc := newService()
 		entered, release := make(chan struct{}, 1), make(chan struct{})
 		slow := orderSaga("order", svc, nil)
@@ -393,7 +393,7 @@ func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
 			for _, owner := range []string{"A", "B"} {
 				t.Run(step+"/owner "+owner, func(t *testing.T) {
 					id := step + "-" + owner
-					clock := resiliencetest.NewClock(time.Now())
+					clock := clocktest.New(time.Now())
 					svc := newService()
 					var seen keyLog
 					var gate logGate
@@ -497,7 +497,7 @@ func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
 // the earlier ones, in reverse order, and ends compensated.
 func TestResumesAfterCrashBeforeCompensationRecordDurable(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		svc := newService()
 		var gate logGate
 		atPay, goPay, entered := make(chan struct{}, 1), make(chan struct{}), make(chan struct{}, 1)

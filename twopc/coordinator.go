@@ -14,7 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/trellis-go/trellis/resilience"
+	"github.com/trellis-go/trellis/clock"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -121,7 +121,7 @@ type Options struct {
 	DeliveryAttempts int
 	// Clock tells time and runs the timers of the prepare timeout and of
 	// Run; nil means the system clock.
-	Clock resilience.Clock
+	Clock clock.Clock
 	// Retention is how long the log keeps a transaction after every
 	// participant acknowledged its decision: Run deletes older records
 	// every minute (see Purge). Zero means DefaultRetention (7 days); a
@@ -154,7 +154,7 @@ type Coordinator struct {
 	participants map[string]Participant
 	names        []string
 	opt          Options
-	clock        resilience.Clock
+	clock        clock.Clock
 	log          *slog.Logger
 	m            *metrics
 
@@ -259,7 +259,7 @@ func New(db *store.DB, participants []Participant, opt Options) (*Coordinator, e
 	}
 	c.clock = opt.Clock
 	if c.clock == nil {
-		c.clock = resilience.SystemClock()
+		c.clock = clock.System()
 	}
 	c.log = opt.Logger
 	if c.log == nil {

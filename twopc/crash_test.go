@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/twopc"
 )
 
@@ -117,7 +117,7 @@ func TestCrashAtEveryPoint(t *testing.T) {
 
 				// Restarted coordinators, on a clock past the prepare
 				// timeout of whatever was left in doubt.
-				clock := resiliencetest.NewClock(time.Now().Add(time.Hour))
+				clock := clocktest.New(time.Now().Add(time.Hour))
 				var recovery []string
 				for k := 1; ; k++ {
 					h := &crashHook{nth: k}

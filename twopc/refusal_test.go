@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/internal/pgtest"
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
 	"github.com/trellis-go/trellis/twopc"
 )
 
@@ -54,7 +54,7 @@ func TestRefusalIsRecordedWithTheAbort(t *testing.T) {
 		}
 		stuck := &faulty{prepareBlock: true, prepared: make(chan string, 1)}
 		e.wrap[1] = func(p twopc.Participant) twopc.Participant { stuck.Participant = p; return stuck }
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		c := e.coordinator(twopc.Options{Clock: clock, PrepareTimeout: time.Second})
 		e.wrap[1] = nil
 		done := make(chan twopc.Outcome, 1)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellis-go/trellis/resilience/resiliencetest"
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/twopc"
 )
 
@@ -173,7 +173,7 @@ func TestNoDecisionMeansAbort(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		c := e.coordinator(twopc.Options{Clock: clock, PrepareTimeout: time.Minute})
 		// Young in-doubt transactions may still be preparing: left alone.
 		if err := c.Recover(t.Context()); err != nil {
@@ -254,7 +254,7 @@ func TestPrepareTimeoutAborts(t *testing.T) {
 		e.setBalance(1, "bob", 0)
 		stuck := &faulty{prepareBlock: true, prepared: make(chan string, 1)}
 		e.wrap[1] = func(p twopc.Participant) twopc.Participant { stuck.Participant = p; return stuck }
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		c := e.coordinator(twopc.Options{Clock: clock, PrepareTimeout: 5 * time.Second})
 		done := make(chan twopc.Outcome, 1)
 		go func() {
@@ -421,7 +421,7 @@ func TestRunRecoversInBackground(t *testing.T) {
 	if _, err := crashing.Execute(t.Context(), "tx-run", transfer("alice", "bob", 10)); !errors.Is(err, errCrash) {
 		t.Fatal(err)
 	}
-	clock := resiliencetest.NewClock(time.Now())
+	clock := clocktest.New(time.Now())
 	c := e.coordinator(twopc.Options{Clock: clock, RecoverInterval: time.Second})
 	ctx, cancel := context.WithCancel(t.Context())
 	stopped := make(chan error, 1)
@@ -464,7 +464,7 @@ func TestPurgeDeletesOnlyAcknowledgedPastRetention(t *testing.T) {
 		ctx := t.Context()
 		e.setBalance(0, "alice", 100)
 		e.setBalance(1, "bob", 0)
-		clock := resiliencetest.NewClock(time.Now())
+		clock := clocktest.New(time.Now())
 		c := e.coordinator(twopc.Options{Clock: clock, Retention: time.Hour})
 		if out, err := c.Execute(ctx, "tx-done", transfer("alice", "bob", 10)); err != nil || !out.Committed() {
 			t.Fatalf("execute: %+v %v", out, err)

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/trellis-go/trellis/resilience"
+	"github.com/trellis-go/trellis/clock"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 	"github.com/trellis-go/trellis/store"
 	"github.com/trellis-go/trellis/twopc"
@@ -28,7 +28,7 @@ type Warehouse struct {
 	name  string
 	open  func(ctx context.Context) (*store.DB, error)
 	log   *slog.Logger
-	clock resilience.Clock
+	clock clock.Clock
 
 	connecting sync.Mutex // one Connect at a time
 	mu         sync.Mutex
@@ -48,7 +48,7 @@ type WarehouseOptions struct {
 	// Logger receives the changes of reachability; nil discards them.
 	Logger *slog.Logger
 	// Clock runs Watch's timer; nil means the system clock.
-	Clock resilience.Clock
+	Clock clock.Clock
 }
 
 // errNotConnected is why a warehouse is unavailable before its first
@@ -63,7 +63,7 @@ func NewWarehouse(name string, open func(ctx context.Context) (*store.DB, error)
 		w.log = slog.New(slog.DiscardHandler)
 	}
 	if w.clock == nil {
-		w.clock = resilience.SystemClock()
+		w.clock = clock.System()
 	}
 	w.since = w.clock.Now()
 	return w

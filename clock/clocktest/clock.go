@@ -1,16 +1,17 @@
-// Package resiliencetest has a fake clock for testing code that uses the
-// resilience policies without waiting for real time.
-package resiliencetest
+// Package clocktest has a fake clock, for testing code that takes a
+// clock.Clock (the resilience policies, sagas, two-phase commit, CQRS
+// projections) without waiting for real time.
+package clocktest
 
 import (
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/trellis-go/trellis/resilience"
+	"github.com/trellis-go/trellis/clock"
 )
 
-// Clock is a resilience.Clock whose time moves only when Advance is called.
+// Clock is a clock.Clock whose time moves only when Advance is called.
 // Timers fire, in order of their deadlines, as Advance passes them.
 type Clock struct {
 	mu      sync.Mutex
@@ -19,8 +20,8 @@ type Clock struct {
 	waiters chan struct{} // closed and replaced when a timer is created
 }
 
-// NewClock returns a fake clock reading start.
-func NewClock(start time.Time) *Clock {
+// New returns a fake clock reading start.
+func New(start time.Time) *Clock {
 	return &Clock{now: start, waiters: make(chan struct{})}
 }
 
@@ -32,7 +33,7 @@ func (c *Clock) Now() time.Time {
 }
 
 // NewTimer returns a timer that fires when the clock has advanced d.
-func (c *Clock) NewTimer(d time.Duration) resilience.Timer {
+func (c *Clock) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := &timer{c: c, at: c.now.Add(d), ch: make(chan time.Time, 1)}
