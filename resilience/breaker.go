@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"strconv"
 	"sync"
@@ -279,11 +278,11 @@ type cbPhase struct {
 	rejection atomic.Pointer[BreakerOpenError]
 }
 
-// NewCircuitBreaker returns a closed breaker configured by cfg, or an error
-// naming the first field with a value out of its range.
+// NewCircuitBreaker returns a closed breaker configured by cfg, or a
+// *ConfigError naming the first field with a value out of its range.
 func NewCircuitBreaker[R any](cfg BreakerConfig[R]) (*CircuitBreaker[R], error) {
 	bad := func(field string, v any, want string) error {
-		return fmt.Errorf("resilience: circuit breaker %q: %s is %v; want %s", cfg.Name, field, v, want)
+		return &ConfigError{Policy: "circuit breaker", Name: cfg.Name, Field: field, Value: v, Want: want}
 	}
 	b := &CircuitBreaker[R]{
 		name:     cfg.Name,
@@ -294,7 +293,11 @@ func NewCircuitBreaker[R any](cfg BreakerConfig[R]) (*CircuitBreaker[R], error) 
 	switch cfg.Window {
 	case BreakerCountWindow:
 		if cfg.WindowDuration != 0 || cfg.WindowBuckets != 0 {
-			return nil, fmt.Errorf("resilience: circuit breaker %q: WindowDuration and WindowBuckets need Window: BreakerTimeWindow", cfg.Name)
+			field, v := "WindowDuration", any(cfg.WindowDuration)
+			if cfg.WindowDuration == 0 {
+				field, v = "WindowBuckets", cfg.WindowBuckets
+			}
+			return nil, bad(field, v, "zero unless Window is BreakerTimeWindow")
 		}
 		n := cmp.Or(cfg.WindowSize, DefaultBreakerWindowSize)
 		if n < 0 || n > cbMaxWindowSize {
@@ -303,7 +306,7 @@ func NewCircuitBreaker[R any](cfg BreakerConfig[R]) (*CircuitBreaker[R], error) 
 		b.countWindow = n
 	case BreakerTimeWindow:
 		if cfg.WindowSize != 0 {
-			return nil, fmt.Errorf("resilience: circuit breaker %q: WindowSize needs Window: BreakerCountWindow", cfg.Name)
+			return nil, bad("WindowSize", cfg.WindowSize, "zero unless Window is BreakerCountWindow")
 		}
 		d := cmp.Or(cfg.WindowDuration, DefaultBreakerWindowDuration)
 		n := cmp.Or(cfg.WindowBuckets, DefaultBreakerWindowBuckets)
@@ -369,6 +372,12 @@ func NewCircuitBreaker[R any](cfg BreakerConfig[R]) (*CircuitBreaker[R], error) 
 	b.epoch = b.clock.Now()
 	b.phase.Store(b.newPhase(BreakerClosed, 0, 0, cbCounts{}, false))
 	return b, nil
+}
+
+// MustCircuitBreaker is NewCircuitBreaker for a configuration written in
+// code: it panics with the *ConfigError instead of returning it.
+func MustCircuitBreaker[R any](cfg BreakerConfig[R]) *CircuitBreaker[R] {
+	return must(NewCircuitBreaker(cfg))
 }
 
 // Name returns the breaker's name.

@@ -190,12 +190,13 @@ func TestBreakerConfigErrors(t *testing.T) {
 	} {
 		tc.cfg.Name = "stock"
 		b, err := resilience.NewCircuitBreaker(tc.cfg)
-		if err == nil || b != nil {
-			t.Errorf("NewCircuitBreaker(%+v) = %v, %v; want an error", tc.cfg, b, err)
+		var ce *resilience.ConfigError
+		if b != nil || !errors.Is(err, resilience.ErrInvalidConfig) || !errors.As(err, &ce) {
+			t.Errorf("NewCircuitBreaker(%+v) = %v, %v; want a *ConfigError", tc.cfg, b, err)
 			continue
 		}
-		if !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), `"stock"`) {
-			t.Errorf("NewCircuitBreaker(%+v): %v; want an error naming the breaker and %s", tc.cfg, err, tc.field)
+		if ce.Field != tc.field || ce.Name != "stock" || !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), `"stock"`) {
+			t.Errorf("NewCircuitBreaker(%+v): %v (field %q); want an error naming the breaker and %s", tc.cfg, err, ce.Field, tc.field)
 		}
 	}
 }

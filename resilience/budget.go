@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"cmp"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -31,14 +32,16 @@ type RetryBudgetConfig struct {
 	// attempt deposits Ratio tokens and each retry withdraws one. Default
 	// (zero) DefaultBudgetRatio, 0.2: retries add at most 20 % to the
 	// traffic. A negative Ratio deposits nothing, leaving only the floor.
+	// NaN is refused.
 	Ratio float64
 	// MinRetriesPerSecond is a floor so that a client with little traffic
 	// can still retry: MinRetriesPerSecond × TTL tokens are available in
 	// every TTL window on top of the deposits. Default (zero)
 	// DefaultBudgetMinRetriesPerSecond, 10. A negative value means no floor.
+	// NaN is refused.
 	MinRetriesPerSecond float64
-	// TTL is how long deposits and withdrawals count. Default
-	// DefaultBudgetTTL, 10 s.
+	// TTL is how long deposits and withdrawals count. Default (zero)
+	// DefaultBudgetTTL, 10 s; negative is refused.
 	TTL time.Duration
 	// Clock tells time. Default clock.System().
 	Clock clock.Clock
@@ -72,23 +75,24 @@ type RetryBudget struct {
 	buckets [budgetBuckets]int64
 }
 
-// NewRetryBudget returns a RetryBudget configured by cfg; zero fields take
-// the defaults documented on RetryBudgetConfig.
-func NewRetryBudget(cfg RetryBudgetConfig) *RetryBudget {
-	ratio := cfg.Ratio
-	if ratio == 0 || math.IsNaN(ratio) {
-		ratio = DefaultBudgetRatio
+// NewRetryBudget returns a RetryBudget configured by cfg, or a
+// *ConfigError naming the first field it refuses; zero fields take the
+// defaults documented on RetryBudgetConfig.
+func NewRetryBudget(cfg RetryBudgetConfig) (*RetryBudget, error) {
+	bad := func(field string, v any, want string) (*RetryBudget, error) {
+		return nil, &ConfigError{Policy: "retry budget", Field: field, Value: v, Want: want}
 	}
-	ratio = max(ratio, 0)
-	floor := cfg.MinRetriesPerSecond
-	if floor == 0 || math.IsNaN(floor) {
-		floor = DefaultBudgetMinRetriesPerSecond
+	switch {
+	case math.IsNaN(cfg.Ratio):
+		return bad("Ratio", cfg.Ratio, "a number (negative for no deposits, zero for the default)")
+	case math.IsNaN(cfg.MinRetriesPerSecond):
+		return bad("MinRetriesPerSecond", cfg.MinRetriesPerSecond, "a number (negative for no floor, zero for the default)")
+	case cfg.TTL < 0:
+		return bad("TTL", cfg.TTL, "a positive duration, or zero for the default")
 	}
-	floor = max(floor, 0)
-	ttl := cfg.TTL
-	if ttl <= 0 {
-		ttl = DefaultBudgetTTL
-	}
+	ratio := max(cmp.Or(cfg.Ratio, DefaultBudgetRatio), 0)
+	floor := max(cmp.Or(cfg.MinRetriesPerSecond, DefaultBudgetMinRetriesPerSecond), 0)
+	ttl := cmp.Or(cfg.TTL, DefaultBudgetTTL)
 	width := max(ttl/budgetBuckets, 1)
 	clk := clock.Or(cfg.Clock)
 	return &RetryBudget{
@@ -98,7 +102,13 @@ func NewRetryBudget(cfg RetryBudgetConfig) *RetryBudget {
 		width:       width,
 		start:       clk.Now(),
 		onExhausted: cfg.OnExhausted,
-	}
+	}, nil
+}
+
+// MustRetryBudget is NewRetryBudget for a configuration written in code:
+// it panics with the *ConfigError instead of returning it.
+func MustRetryBudget(cfg RetryBudgetConfig) *RetryBudget {
+	return must(NewRetryBudget(cfg))
 }
 
 func budgetUnits(tokens float64) int64 {

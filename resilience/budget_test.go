@@ -24,7 +24,7 @@ func budgetStorm(r *resilience.Retry[string], requests int) int {
 }
 
 func newBudgetRetry(clock clock.Clock, budget *resilience.RetryBudget) *resilience.Retry[string] {
-	return resilience.NewRetry(resilience.RetryConfig[string]{
+	return resilience.MustRetry(resilience.RetryConfig[string]{
 		MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0),
 	})
 }
@@ -32,7 +32,7 @@ func newBudgetRetry(clock clock.Clock, budget *resilience.RetryBudget) *resilien
 func TestRetryBudgetStopsRetryStorm(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
 	var hook atomic.Int64
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{
 		Clock: clock, OnExhausted: func() { hook.Add(1) },
 	})
 	const requests = 1000
@@ -54,7 +54,7 @@ func TestRetryBudgetStopsRetryStorm(t *testing.T) {
 
 func TestRetryBudgetWindowSlides(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
 	r := newBudgetRetry(clock, budget)
 	const requests, bursts = 1000, 3
 	attempts := 0
@@ -73,7 +73,7 @@ func TestRetryBudgetWindowSlides(t *testing.T) {
 
 func TestRetryBudgetSteadyTraffic(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
 	r := newBudgetRetry(clock, budget)
 	// 100 requests a second for a minute, ten every 100 ms.
 	const perStep, step, steps = 10, 100 * time.Millisecond, 600
@@ -94,7 +94,7 @@ func TestRetryBudgetSteadyTraffic(t *testing.T) {
 
 func TestRetryBudgetFloorLetsQuietClientsRetry(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Clock: clock})
 	r := newBudgetRetry(clock, budget)
 	// One request a second retries four times: within the floor of ten
 	// retries a second, whatever the ratio says.
@@ -110,7 +110,7 @@ func TestRetryBudgetFloorLetsQuietClientsRetry(t *testing.T) {
 }
 
 func TestRetryBudgetNoFloorNoRatio(t *testing.T) {
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: -1, MinRetriesPerSecond: -1})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Ratio: -1, MinRetriesPerSecond: -1})
 	for range 100 {
 		budget.Deposit()
 	}
@@ -124,9 +124,9 @@ func TestRetryBudgetNoFloorNoRatio(t *testing.T) {
 
 func TestRetryBudgetSharedByPolicies(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: 0.5, MinRetriesPerSecond: -1, Clock: clock})
-	rs := resilience.NewRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0)})
-	ri := resilience.NewRetry(resilience.RetryConfig[int]{MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0)})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Ratio: 0.5, MinRetriesPerSecond: -1, Clock: clock})
+	rs := resilience.MustRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0)})
+	ri := resilience.MustRetry(resilience.RetryConfig[int]{MaxAttempts: 5, Budget: budget, Clock: clock, Rand: retryConst(0)})
 	calls := 0
 	_, _ = rs.Execute(context.Background(), retryFailing(&calls))
 	_, _ = ri.Execute(context.Background(), func(context.Context) (int, error) {
@@ -141,7 +141,7 @@ func TestRetryBudgetSharedByPolicies(t *testing.T) {
 
 func TestRetryBudgetConcurrent(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: 0.25, MinRetriesPerSecond: 2, TTL: 5 * time.Second, Clock: clock})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Ratio: 0.25, MinRetriesPerSecond: 2, TTL: 5 * time.Second, Clock: clock})
 	const workers, each = 8, 500
 	var granted atomic.Int64
 	var wg sync.WaitGroup
@@ -168,7 +168,7 @@ func TestRetryBudgetConcurrent(t *testing.T) {
 func TestRetryBudgetTokensExpire(t *testing.T) {
 	t.Run("deposits", func(t *testing.T) {
 		clock := clocktest.New(retryTestStart)
-		budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{MinRetriesPerSecond: -1, Clock: clock})
+		budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{MinRetriesPerSecond: -1, Clock: clock})
 		for range 10 {
 			budget.Deposit()
 		}
@@ -183,7 +183,7 @@ func TestRetryBudgetTokensExpire(t *testing.T) {
 	})
 	t.Run("withdrawals", func(t *testing.T) {
 		clock := clocktest.New(retryTestStart)
-		budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: -1, MinRetriesPerSecond: 1, Clock: clock})
+		budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Ratio: -1, MinRetriesPerSecond: 1, Clock: clock})
 		for window := range 3 {
 			for i := range 10 {
 				if !budget.TryWithdraw() {
@@ -199,7 +199,7 @@ func TestRetryBudgetTokensExpire(t *testing.T) {
 }
 
 func BenchmarkBudget(b *testing.B) {
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{})
 	b.ReportAllocs()
 	for b.Loop() {
 		budget.Deposit()
@@ -208,7 +208,7 @@ func BenchmarkBudget(b *testing.B) {
 }
 
 func BenchmarkBudgetParallel(b *testing.B) {
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -20,10 +20,11 @@ type BulkheadConfig struct {
 	// least 1.
 	MaxConcurrent int
 	// MaxWaiting is how many calls may queue for a slot when all are
-	// taken. Default 0: a call finding no free slot is rejected at once.
+	// taken. Default 0: a call finding no free slot is rejected at once;
+	// negative is refused.
 	MaxWaiting int
 	// MaxWait bounds a queued call's wait. Default 0: it waits as long as
-	// its ctx allows.
+	// its ctx allows; negative is refused.
 	MaxWait time.Duration
 	// Clock times MaxWait. Default clock.System().
 	Clock clock.Clock
@@ -44,18 +45,32 @@ type Bulkhead[R any] struct {
 	waiting    atomic.Int64
 }
 
-// NewBulkhead returns a Bulkhead configured by cfg. It panics if
-// cfg.MaxConcurrent is less than 1.
-func NewBulkhead[R any](cfg BulkheadConfig) *Bulkhead[R] {
-	if cfg.MaxConcurrent < 1 {
-		panic(fmt.Sprintf("resilience: NewBulkhead: MaxConcurrent %d is less than 1", cfg.MaxConcurrent))
+// NewBulkhead returns a Bulkhead configured by cfg, or a *ConfigError
+// naming the first field it refuses.
+func NewBulkhead[R any](cfg BulkheadConfig) (*Bulkhead[R], error) {
+	bad := func(field string, v any, want string) (*Bulkhead[R], error) {
+		return nil, &ConfigError{Policy: "bulkhead", Field: field, Value: v, Want: want}
+	}
+	switch {
+	case cfg.MaxConcurrent < 1:
+		return bad("MaxConcurrent", cfg.MaxConcurrent, "at least 1")
+	case cfg.MaxWaiting < 0:
+		return bad("MaxWaiting", cfg.MaxWaiting, "zero or more")
+	case cfg.MaxWait < 0:
+		return bad("MaxWait", cfg.MaxWait, "a positive duration, or zero for no limit")
 	}
 	return &Bulkhead[R]{
 		sem:        make(chan struct{}, cfg.MaxConcurrent),
-		maxWaiting: int64(max(cfg.MaxWaiting, 0)),
-		maxWait:    max(cfg.MaxWait, 0),
+		maxWaiting: int64(cfg.MaxWaiting),
+		maxWait:    cfg.MaxWait,
 		clock:      clock.Or(cfg.Clock),
-	}
+	}, nil
+}
+
+// MustBulkhead is NewBulkhead for a configuration written in code: it
+// panics with the *ConfigError instead of returning it.
+func MustBulkhead[R any](cfg BulkheadConfig) *Bulkhead[R] {
+	return must(NewBulkhead[R](cfg))
 }
 
 // Execute runs fn in a free slot, waiting for one if the queue has room.

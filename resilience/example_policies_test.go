@@ -24,21 +24,21 @@ import (
 //  7. the call.
 func ExampleNewPipeline() {
 	// One budget per client, shared by all of its retrying pipelines.
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{})
 
 	greeting := resilience.NewPipeline(
-		resilience.NewFallback(func(ctx context.Context, _ string, err error) (string, error) {
+		resilience.MustFallback(resilience.FallbackConfig[string]{Handler: func(ctx context.Context, _ string, err error) (string, error) {
 			return "hello (cached)", nil
-		}),
-		resilience.NewTimeout[string](2*time.Second),
-		resilience.NewRetry(resilience.RetryConfig[string]{
+		}}),
+		resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: 2 * time.Second}),
+		resilience.MustRetry(resilience.RetryConfig[string]{
 			MaxAttempts: 4,
 			Budget:      budget,
 			Rand:        func() float64 { return 0 }, // no waits, to keep the example quick
 		}),
 		// A CircuitBreaker[string] goes here.
-		resilience.NewBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 16}),
-		resilience.NewTimeout[string](500*time.Millisecond),
+		resilience.MustBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 16}),
+		resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: 500 * time.Millisecond}),
 	)
 
 	calls := 0
@@ -65,7 +65,7 @@ func ExampleNewRetry() {
 		status     int
 		retryAfter time.Duration
 	}
-	retry := resilience.NewRetry(resilience.RetryConfig[response]{
+	retry := resilience.MustRetry(resilience.RetryConfig[response]{
 		MaxAttempts: 3,
 		BaseDelay:   time.Millisecond,
 		// Retry server errors and throttling, not other answers.
@@ -91,7 +91,7 @@ func ExampleNewRetry() {
 }
 
 func ExampleNewRateLimiter() {
-	limiter := resilience.NewRateLimiter[string](resilience.RateLimiterConfig{Rate: 1, Burst: 1})
+	limiter := resilience.MustRateLimiter[string](resilience.RateLimiterConfig{Rate: 1, Burst: 1})
 	call := func(context.Context) (string, error) { return "sent", nil }
 	for range 2 {
 		res, err := limiter.Execute(context.Background(), call)
@@ -105,4 +105,26 @@ func ExampleNewRateLimiter() {
 	// Output:
 	// sent
 	// rate limited, retry after about 1s
+}
+
+// A call that returns only an error needs no result type of its own: Do
+// runs it through a Pipeline[struct{}].
+func ExampleDo() {
+	ping := resilience.NewPipeline(
+		resilience.MustTimeout(resilience.TimeoutConfig[struct{}]{Timeout: time.Second}),
+		resilience.MustRetry(resilience.RetryConfig[struct{}]{
+			MaxAttempts: 3,
+			Rand:        func() float64 { return 0 }, // no waits, to keep the example quick
+		}),
+	)
+	attempts := 0
+	err := resilience.Do(context.Background(), ping, func(ctx context.Context) error {
+		if attempts++; attempts == 1 {
+			return errors.New("connection reset")
+		}
+		return nil
+	})
+	fmt.Println(err, "after", attempts, "attempts")
+	// Output:
+	// <nil> after 2 attempts
 }

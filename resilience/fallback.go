@@ -1,9 +1,6 @@
 package resilience
 
-import (
-	"context"
-	"errors"
-)
+import "context"
 
 // FallbackFunc computes a replacement outcome from a failed one: a cached
 // value, a default, a degraded answer, or the error rewritten.
@@ -30,19 +27,19 @@ type Fallback[R any] struct {
 	classify Classifier[R]
 }
 
-// NewFallback returns a Fallback calling handler on every failure
-// DefaultIsFailure reports. It panics if handler is nil.
-func NewFallback[R any](handler FallbackFunc[R]) *Fallback[R] {
-	return NewFallbackWithConfig(FallbackConfig[R]{Handler: handler})
+// NewFallback returns a Fallback configured by cfg, or a *ConfigError if
+// cfg.Handler is nil.
+func NewFallback[R any](cfg FallbackConfig[R]) (*Fallback[R], error) {
+	if cfg.Handler == nil {
+		return nil, &ConfigError{Policy: "fallback", Field: "Handler", Value: "nil", Want: "a function"}
+	}
+	return &Fallback[R]{handler: cfg.Handler, classify: cfg.Classifier}, nil
 }
 
-// NewFallbackWithConfig returns a Fallback configured by cfg. It panics
-// if cfg.Handler is nil.
-func NewFallbackWithConfig[R any](cfg FallbackConfig[R]) *Fallback[R] {
-	if cfg.Handler == nil {
-		panic(errors.New("resilience: NewFallback: nil handler"))
-	}
-	return &Fallback[R]{handler: cfg.Handler, classify: cfg.Classifier}
+// MustFallback is NewFallback for a configuration written in code: it
+// panics with the *ConfigError instead of returning it.
+func MustFallback[R any](cfg FallbackConfig[R]) *Fallback[R] {
+	return must(NewFallback(cfg))
 }
 
 // Execute calls fn and, when its outcome is a failure, returns the

@@ -14,10 +14,10 @@ func TestFallbackOnlyOnFailure(t *testing.T) {
 		err error
 	}
 	var handled []seen
-	f := resilience.NewFallback(func(_ context.Context, res string, err error) (string, error) {
+	f := resilience.MustFallback(resilience.FallbackConfig[string]{Handler: func(_ context.Context, res string, err error) (string, error) {
 		handled = append(handled, seen{res, err})
 		return "fallback", nil
-	})
+	}})
 	ctx := context.Background()
 
 	res, err := f.Execute(ctx, func(context.Context) (string, error) { return "fresh", nil })
@@ -40,7 +40,7 @@ func TestFallbackOnlyOnFailure(t *testing.T) {
 }
 
 func TestFallbackClassifier(t *testing.T) {
-	f := resilience.NewFallbackWithConfig(resilience.FallbackConfig[retryResponse]{
+	f := resilience.MustFallback(resilience.FallbackConfig[retryResponse]{
 		Handler: func(_ context.Context, res retryResponse, _ error) (retryResponse, error) {
 			return retryResponse{status: 200}, nil
 		},
@@ -58,9 +58,9 @@ func TestFallbackClassifier(t *testing.T) {
 
 func TestFallbackCanRewriteTheError(t *testing.T) {
 	errDegraded := errors.New("degraded")
-	f := resilience.NewFallback(func(_ context.Context, _ int, err error) (int, error) {
+	f := resilience.MustFallback(resilience.FallbackConfig[int]{Handler: func(_ context.Context, _ int, err error) (int, error) {
 		return 0, errors.Join(errDegraded, err)
-	})
+	}})
 	_, err := f.Execute(context.Background(), func(context.Context) (int, error) { return 0, errRetryBackend })
 	if !errors.Is(err, errDegraded) || !errors.Is(err, errRetryBackend) {
 		t.Fatalf("err %v, want both errors", err)
@@ -68,13 +68,13 @@ func TestFallbackCanRewriteTheError(t *testing.T) {
 }
 
 func TestFallbackSeesRejections(t *testing.T) {
-	bh := resilience.NewBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1})
+	bh := resilience.MustBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1})
 	var reason error
 	p := resilience.NewPipeline(
-		resilience.NewFallback(func(_ context.Context, _ string, err error) (string, error) {
+		resilience.MustFallback(resilience.FallbackConfig[string]{Handler: func(_ context.Context, _ string, err error) (string, error) {
 			reason = err
 			return "served from cache", nil
-		}),
+		}}),
 		bh,
 	)
 	g := newBulkheadGate()
@@ -87,13 +87,4 @@ func TestFallbackSeesRejections(t *testing.T) {
 	if res != "served from cache" || err != nil || !errors.Is(reason, resilience.ErrBulkheadFull) {
 		t.Fatalf("got %q, %v (fallback saw %v); want the fallback for ErrBulkheadFull", res, err, reason)
 	}
-}
-
-func TestFallbackRejectsNilHandler(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Fatal("a nil handler did not panic")
-		}
-	}()
-	resilience.NewFallback[string](nil)
 }

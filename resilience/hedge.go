@@ -20,7 +20,7 @@ type HedgeConfig[R any] struct {
 	// the call's latency is the usual choice.
 	Delay time.Duration
 	// MaxHedges is how many attempts may be sent besides the first.
-	// Default (zero or negative) DefaultHedgeMaxHedges, 1.
+	// Default (zero) DefaultHedgeMaxHedges, 1; negative is refused.
 	MaxHedges int
 	// Classifier decides which outcomes are failures. Default
 	// DefaultIsFailure.
@@ -74,12 +74,15 @@ type Hedge[R any] struct {
 	clock     clock.Clock
 }
 
-// NewHedge returns a Hedge configured by cfg; zero fields take the
-// defaults documented on HedgeConfig. It panics if cfg.Delay is not
-// positive.
-func NewHedge[R any](cfg HedgeConfig[R]) *Hedge[R] {
+// NewHedge returns a Hedge configured by cfg, or a *ConfigError naming
+// the first field it refuses; zero fields take the defaults documented on
+// HedgeConfig.
+func NewHedge[R any](cfg HedgeConfig[R]) (*Hedge[R], error) {
 	if cfg.Delay <= 0 {
-		panic(fmt.Sprintf("resilience: NewHedge: delay %v is not positive", cfg.Delay))
+		return nil, &ConfigError{Policy: "hedge", Field: "Delay", Value: cfg.Delay, Want: "a positive duration"}
+	}
+	if cfg.MaxHedges < 0 {
+		return nil, &ConfigError{Policy: "hedge", Field: "MaxHedges", Value: cfg.MaxHedges, Want: "at least 1, or zero for the default"}
 	}
 	h := &Hedge[R]{
 		delay:     cfg.Delay,
@@ -93,10 +96,16 @@ func NewHedge[R any](cfg HedgeConfig[R]) *Hedge[R] {
 	if h.hold == nil {
 		h.hold = timeoutDefaultHold[R]()
 	}
-	if h.maxHedges <= 0 {
+	if h.maxHedges == 0 {
 		h.maxHedges = DefaultHedgeMaxHedges
 	}
-	return h
+	return h, nil
+}
+
+// MustHedge is NewHedge for a configuration written in code: it panics
+// with the *ConfigError instead of returning it.
+func MustHedge[R any](cfg HedgeConfig[R]) *Hedge[R] {
+	return must(NewHedge(cfg))
 }
 
 type hedgeOutcome[R any] struct {

@@ -50,7 +50,7 @@ func (s *countingServer) requests() []string {
 func retryingClient(attempts int) *http.Client {
 	return &http.Client{Transport: resilience.NewTransport(resilience.TransportConfig{
 		Pipeline: func(string) *resilience.Pipeline[*http.Response] {
-			return resilience.NewPipeline[*http.Response](resilience.NewRetry(resilience.RetryConfig[*http.Response]{
+			return resilience.NewPipeline[*http.Response](resilience.MustRetry(resilience.RetryConfig[*http.Response]{
 				MaxAttempts: attempts, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond,
 				Classifier: resilience.HTTPFailure,
 			}))
@@ -109,7 +109,7 @@ func TestTransportSendsOversizedBodyOnce(t *testing.T) {
 	client := &http.Client{Transport: resilience.NewTransport(resilience.TransportConfig{
 		MaxReplayBody: 8,
 		Pipeline: func(string) *resilience.Pipeline[*http.Response] {
-			return resilience.NewPipeline[*http.Response](resilience.NewRetry(resilience.RetryConfig[*http.Response]{
+			return resilience.NewPipeline[*http.Response](resilience.MustRetry(resilience.RetryConfig[*http.Response]{
 				MaxAttempts: 3, BaseDelay: time.Microsecond, Classifier: resilience.HTTPFailure,
 			}))
 		},
@@ -194,7 +194,7 @@ func TestTransportHedgeCancelsTheLoser(t *testing.T) {
 	defer srv.Close()
 	client := &http.Client{Transport: resilience.NewTransport(resilience.TransportConfig{
 		Pipeline: func(string) *resilience.Pipeline[*http.Response] {
-			return resilience.NewPipeline[*http.Response](resilience.NewHedge(resilience.HedgeConfig[*http.Response]{
+			return resilience.NewPipeline[*http.Response](resilience.MustHedge(resilience.HedgeConfig[*http.Response]{
 				Delay: time.Millisecond, Classifier: resilience.HTTPFailure,
 			}))
 		},

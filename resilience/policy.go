@@ -78,3 +78,19 @@ func IsSingleAttempt(ctx context.Context) bool {
 	v, _ := ctx.Value(singleAttemptKey{}).(bool)
 	return v
 }
+
+// Do runs fn, a call that returns only an error, through p, a policy or a
+// Pipeline of any result type: its Classifier sees R's zero value with
+// fn's error. It returns fn's error, or the policy's own when it refused
+// or abandoned the call. A Pipeline[struct{}] is the usual p:
+//
+//	err := resilience.Do(ctx, pipeline, func(ctx context.Context) error {
+//		return client.Ping(ctx)
+//	})
+func Do[R any](ctx context.Context, p Policy[R], fn func(ctx context.Context) error) error {
+	_, err := p.Execute(ctx, func(ctx context.Context) (R, error) {
+		var zero R
+		return zero, fn(ctx)
+	})
+	return err
+}

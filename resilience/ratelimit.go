@@ -39,7 +39,8 @@ type RateLimiterConfig struct {
 	// positive. math.Inf(1) lets every call through.
 	Rate float64
 	// Burst is how many calls may go at once after a quiet spell. Default
-	// (zero or negative) one second's worth: ceil(Rate), at least 1.
+	// (zero) one second's worth: ceil(Rate), at least 1; negative is
+	// refused.
 	Burst int
 	// Wait makes a call over the rate wait for its turn instead of being
 	// refused at once. Default false: refuse at once.
@@ -47,7 +48,7 @@ type RateLimiterConfig struct {
 	// MaxWait, with Wait, bounds the wait: a call whose turn is further
 	// away is refused at once. Default 0: only ctx's deadline bounds it
 	// (a call whose turn comes at or after the deadline is refused at
-	// once too).
+	// once too); negative is refused.
 	MaxWait time.Duration
 	// Clock tells time and times the waits. Default clock.System().
 	Clock clock.Clock
@@ -64,15 +65,23 @@ type RateLimiter[R any] struct {
 	clock   clock.Clock
 }
 
-// NewRateLimiter returns a RateLimiter configured by cfg; zero fields
-// take the defaults documented on RateLimiterConfig. It panics if
-// cfg.Rate is not positive.
-func NewRateLimiter[R any](cfg RateLimiterConfig) *RateLimiter[R] {
-	if !(cfg.Rate > 0) {
-		panic(fmt.Sprintf("resilience: NewRateLimiter: rate %v is not positive", cfg.Rate))
+// NewRateLimiter returns a RateLimiter configured by cfg, or a
+// *ConfigError naming the first field it refuses; zero fields take the
+// defaults documented on RateLimiterConfig.
+func NewRateLimiter[R any](cfg RateLimiterConfig) (*RateLimiter[R], error) {
+	bad := func(field string, v any, want string) (*RateLimiter[R], error) {
+		return nil, &ConfigError{Policy: "rate limiter", Field: field, Value: v, Want: want}
+	}
+	switch {
+	case !(cfg.Rate > 0):
+		return bad("Rate", cfg.Rate, "a positive number of calls per second")
+	case cfg.Burst < 0:
+		return bad("Burst", cfg.Burst, "at least 1, or zero for the default")
+	case cfg.MaxWait < 0:
+		return bad("MaxWait", cfg.MaxWait, "a positive duration, or zero for no limit")
 	}
 	burst := cfg.Burst
-	if burst <= 0 {
+	if burst == 0 {
 		burst = 1
 		if cfg.Rate > 1 && cfg.Rate < math.MaxInt32 {
 			burst = int(math.Ceil(cfg.Rate))
@@ -87,7 +96,13 @@ func NewRateLimiter[R any](cfg RateLimiterConfig) *RateLimiter[R] {
 	clk := clock.Or(cfg.Clock)
 	lim := rate.NewLimiter(limit, burst)
 	lim.SetLimitAt(clk.Now(), limit) // start the bucket full on clk's time
-	return &RateLimiter[R]{lim: lim, wait: cfg.Wait, maxWait: max(cfg.MaxWait, 0), clock: clk}
+	return &RateLimiter[R]{lim: lim, wait: cfg.Wait, maxWait: cfg.MaxWait, clock: clk}, nil
+}
+
+// MustRateLimiter is NewRateLimiter for a configuration written in code:
+// it panics with the *ConfigError instead of returning it.
+func MustRateLimiter[R any](cfg RateLimiterConfig) *RateLimiter[R] {
+	return must(NewRateLimiter[R](cfg))
 }
 
 // Execute calls fn when the rate allows. Refused, it returns R's zero

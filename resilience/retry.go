@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,23 +51,37 @@ const (
 
 // RetryConfig configures a Retry. The zero value is usable: three
 // attempts, full jitter from 100 ms up to 10 s, every error but
-// context.Canceled retried.
+// context.Canceled and a breaker's rejection retried.
 type RetryConfig[R any] struct {
 	// MaxAttempts bounds the attempts, the first included; 1 disables
-	// retrying. Default (zero or negative) DefaultRetryMaxAttempts, 3.
+	// retrying. Default (zero) DefaultRetryMaxAttempts, 3; negative is
+	// refused.
 	MaxAttempts int
-	// BaseDelay is the backoff unit. Default DefaultRetryBaseDelay, 100 ms.
+	// BaseDelay is the backoff unit. Default (zero) DefaultRetryBaseDelay,
+	// 100 ms; negative is refused.
 	BaseDelay time.Duration
-	// MaxDelay caps every backoff wait. Default DefaultRetryMaxDelay, 10 s;
-	// raised to BaseDelay when smaller.
+	// MaxDelay caps every backoff wait; when set, at least BaseDelay.
+	// Default (zero) DefaultRetryMaxDelay, 10 s, raised to BaseDelay when
+	// smaller; negative is refused.
 	MaxDelay time.Duration
 	// Jitter is FullJitter (the default) or DecorrelatedJitter.
 	Jitter Jitter
 	// Classifier decides which outcomes are failures worth retrying.
 	// Default DefaultIsFailure. Whatever it says, an error that is
-	// context.Canceled or a circuit breaker's rejection (ErrBreakerOpen),
-	// or any outcome once ctx is done, is never retried.
+	// context.Canceled, or any outcome once ctx is done, is never retried;
+	// nor is a circuit breaker's rejection (ErrBreakerOpen) unless
+	// RetryBreakerOpen is set.
 	Classifier Classifier[R]
+	// RetryBreakerOpen makes a circuit breaker's rejection (an error
+	// matching ErrBreakerOpen) retried like any failure the Classifier
+	// reports, no sooner than the rejection's RetryAfter, which counts as
+	// a server's requested wait (see RetryAfter and MaxRetryAfter). By
+	// default a rejection ends the retrying at once: the breaker already
+	// knows the destination is down, and retrying before it lets probes
+	// through only spends the budget on more rejections. Set it where
+	// giving up costs more than waiting, as for a saga's steps and
+	// compensations: an open breaker then means "not now", not "never".
+	RetryBreakerOpen bool
 	// RetryAfter, when set, reads a server's requested wait (an HTTP
 	// Retry-After header, a gRPC retry pushback) from a failed outcome.
 	// When it reports ok, the next wait is at least that long. A request
@@ -74,7 +89,8 @@ type RetryConfig[R any] struct {
 	// ends the retrying and the last outcome is returned.
 	RetryAfter func(result R, err error) (wait time.Duration, ok bool)
 	// MaxRetryAfter is the longest server-requested wait that is honoured.
-	// Default DefaultRetryAfterCap × MaxDelay (30 s with the defaults).
+	// Default (zero) DefaultRetryAfterCap × MaxDelay (30 s with the
+	// defaults); negative is refused.
 	MaxRetryAfter time.Duration
 	// Budget, when set, must allow each retry (see RetryBudget); each
 	// Execute deposits into it. Nil means no budget.
@@ -106,15 +122,34 @@ type Retry[R any] struct {
 	onRetry       func(int, time.Duration, error)
 	clock         clock.Clock
 	rand          func() float64
+	retryOpen     bool
 }
 
-// NewRetry returns a Retry configured by cfg; zero fields take the
-// defaults documented on RetryConfig.
-func NewRetry[R any](cfg RetryConfig[R]) *Retry[R] {
+// NewRetry returns a Retry configured by cfg, or a *ConfigError naming
+// the first field it refuses; zero fields take the defaults documented on
+// RetryConfig.
+func NewRetry[R any](cfg RetryConfig[R]) (*Retry[R], error) {
+	bad := func(field string, v any, want string) (*Retry[R], error) {
+		return nil, &ConfigError{Policy: "retry", Field: field, Value: v, Want: want}
+	}
+	switch {
+	case cfg.MaxAttempts < 0:
+		return bad("MaxAttempts", cfg.MaxAttempts, "at least 1, or zero for the default")
+	case cfg.BaseDelay < 0:
+		return bad("BaseDelay", cfg.BaseDelay, "a positive duration, or zero for the default")
+	case cfg.MaxDelay < 0:
+		return bad("MaxDelay", cfg.MaxDelay, "a positive duration, or zero for the default")
+	case cfg.MaxDelay > 0 && cfg.MaxDelay < cfg.BaseDelay:
+		return bad("MaxDelay", cfg.MaxDelay, "at least BaseDelay ("+cfg.BaseDelay.String()+")")
+	case cfg.Jitter != FullJitter && cfg.Jitter != DecorrelatedJitter:
+		return bad("Jitter", cfg.Jitter, "FullJitter or DecorrelatedJitter")
+	case cfg.MaxRetryAfter < 0:
+		return bad("MaxRetryAfter", cfg.MaxRetryAfter, "a positive duration, or zero for the default")
+	}
 	r := &Retry[R]{
-		maxAttempts:   cfg.MaxAttempts,
-		base:          cfg.BaseDelay,
-		max:           cfg.MaxDelay,
+		maxAttempts:   cmp.Or(cfg.MaxAttempts, DefaultRetryMaxAttempts),
+		base:          cmp.Or(cfg.BaseDelay, DefaultRetryBaseDelay),
+		max:           cmp.Or(cfg.MaxDelay, DefaultRetryMaxDelay),
 		maxRetryAfter: cfg.MaxRetryAfter,
 		jitter:        cfg.Jitter,
 		classify:      cfg.Classifier,
@@ -123,24 +158,22 @@ func NewRetry[R any](cfg RetryConfig[R]) *Retry[R] {
 		onRetry:       cfg.OnRetry,
 		clock:         clock.Or(cfg.Clock),
 		rand:          cfg.Rand,
-	}
-	if r.maxAttempts <= 0 {
-		r.maxAttempts = DefaultRetryMaxAttempts
-	}
-	if r.base <= 0 {
-		r.base = DefaultRetryBaseDelay
-	}
-	if r.max <= 0 {
-		r.max = DefaultRetryMaxDelay
+		retryOpen:     cfg.RetryBreakerOpen,
 	}
 	r.max = max(r.max, r.base)
-	if r.maxRetryAfter <= 0 {
+	if r.maxRetryAfter == 0 {
 		r.maxRetryAfter = retrySaturatingMul(r.max, DefaultRetryAfterCap)
 	}
 	if r.rand == nil {
 		r.rand = rand.Float64
 	}
-	return r
+	return r, nil
+}
+
+// MustRetry is NewRetry for a configuration written in code: it panics
+// with the *ConfigError instead of returning it.
+func MustRetry[R any](cfg RetryConfig[R]) *Retry[R] {
+	return must(NewRetry(cfg))
 }
 
 // Execute calls fn until it succeeds, the Classifier calls its outcome
@@ -159,10 +192,10 @@ func (r *Retry[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 		if !r.classify.IsFailure(res, err) {
 			return res, err
 		}
-		// A breaker's rejection is final too: the breaker already knows the
-		// destination is down, and retrying before its RetryAfter would
-		// only spend the budget on more rejections.
-		if attempt >= r.maxAttempts || errors.Is(err, context.Canceled) || errors.Is(err, ErrBreakerOpen) ||
+		// A breaker's rejection is final too, unless RetryBreakerOpen
+		// says otherwise (see there).
+		open := err != nil && errors.Is(err, ErrBreakerOpen)
+		if attempt >= r.maxAttempts || (err != nil && errors.Is(err, context.Canceled)) || (open && !r.retryOpen) ||
 			ctx.Err() != nil || IsSingleAttempt(ctx) {
 			return res, err
 		}
@@ -173,6 +206,15 @@ func (r *Retry[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 					return res, err
 				}
 				delay = max(delay, wait)
+			}
+		}
+		if open {
+			var rejection *BreakerOpenError
+			if errors.As(err, &rejection) {
+				if rejection.RetryAfter > r.maxRetryAfter {
+					return res, err
+				}
+				delay = max(delay, rejection.RetryAfter)
 			}
 		}
 		if deadline, ok := ctx.Deadline(); ok && !r.clock.Now().Add(delay).Before(deadline) {

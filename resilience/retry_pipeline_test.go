@@ -3,6 +3,7 @@ package resilience_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,13 +17,13 @@ func TestPipelineOverallTimeoutAroundRetry(t *testing.T) {
 	clock := newRetryClock()
 	var fellBackOn error
 	p := resilience.NewPipeline(
-		resilience.NewFallback(func(_ context.Context, _ string, err error) (string, error) {
+		resilience.MustFallback(resilience.FallbackConfig[string]{Handler: func(_ context.Context, _ string, err error) (string, error) {
 			fellBackOn = err
 			return "fallback", nil
-		}),
+		}}),
 		// The overall timeout's timer is not one the test advances to.
-		resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock.quiet()}),
-		resilience.NewRetry(resilience.RetryConfig[string]{
+		resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock.quiet()}),
+		resilience.MustRetry(resilience.RetryConfig[string]{
 			MaxAttempts: 10, BaseDelay: 400 * time.Millisecond, MaxDelay: 400 * time.Millisecond,
 			Clock: clock, Rand: retryConst(1),
 		}),
@@ -51,15 +52,15 @@ func TestPipelinePerAttemptTimeoutInsideRetry(t *testing.T) {
 	var fellBackOn error
 	var retried []error
 	p := resilience.NewPipeline(
-		resilience.NewFallback(func(_ context.Context, _ string, err error) (string, error) {
+		resilience.MustFallback(resilience.FallbackConfig[string]{Handler: func(_ context.Context, _ string, err error) (string, error) {
 			fellBackOn = err
 			return "fallback", nil
-		}),
-		resilience.NewRetry(resilience.RetryConfig[string]{
+		}}),
+		resilience.MustRetry(resilience.RetryConfig[string]{
 			MaxAttempts: 3, Clock: clock, Rand: retryConst(0),
 			OnRetry: func(_ int, _ time.Duration, err error) { retried = append(retried, err) },
 		}),
-		resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: 100 * time.Millisecond, Clock: clock}),
+		resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: 100 * time.Millisecond, Clock: clock}),
 	)
 	calls := 0
 	var res string
@@ -91,14 +92,14 @@ func TestPipelinePerAttemptTimeoutInsideRetry(t *testing.T) {
 // and the Retry's budget is charged for the retries.
 func TestPipelineRecommendedOrder(t *testing.T) {
 	clock := newRetryClock()
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{Ratio: 1, MinRetriesPerSecond: -1, Clock: clock})
-	bh := resilience.NewBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1})
+	budget := resilience.MustRetryBudget(resilience.RetryBudgetConfig{Ratio: 1, MinRetriesPerSecond: -1, Clock: clock})
+	bh := resilience.MustBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1})
 	p := resilience.NewPipeline(
-		resilience.NewFallback(func(context.Context, string, error) (string, error) { return "fallback", nil }),
-		resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: 10 * time.Second, Clock: clock}),
-		resilience.NewRetry(resilience.RetryConfig[string]{MaxAttempts: 3, Budget: budget, Clock: clock, Rand: retryConst(0)}),
+		resilience.MustFallback(resilience.FallbackConfig[string]{Handler: func(context.Context, string, error) (string, error) { return "fallback", nil }}),
+		resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: 10 * time.Second, Clock: clock}),
+		resilience.MustRetry(resilience.RetryConfig[string]{MaxAttempts: 3, Budget: budget, Clock: clock, Rand: retryConst(0)}),
 		bh,
-		resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock}),
+		resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock}),
 	)
 	g := newBulkheadGate()
 	done := make(chan struct{})
@@ -125,7 +126,7 @@ func TestRetryDoesNotRetryBreakerRejections(t *testing.T) {
 	breaker.ForceOpen()
 	var retries int
 	p := resilience.NewPipeline[int](
-		resilience.NewRetry(resilience.RetryConfig[int]{MaxAttempts: 5, BaseDelay: time.Nanosecond,
+		resilience.MustRetry(resilience.RetryConfig[int]{MaxAttempts: 5, BaseDelay: time.Nanosecond,
 			OnRetry: func(int, time.Duration, error) { retries++ }}),
 		breaker,
 	)
@@ -133,5 +134,87 @@ func TestRetryDoesNotRetryBreakerRejections(t *testing.T) {
 	_, err = p.Execute(context.Background(), func(context.Context) (int, error) { calls++; return 1, nil })
 	if !errors.Is(err, resilience.ErrBreakerOpen) || calls != 0 || retries != 0 {
 		t.Fatalf("err %v, calls %d, retries %d", err, calls, retries)
+	}
+}
+
+// With RetryBreakerOpen, a Retry outside a breaker retries its rejection,
+// waiting out the rejection's RetryAfter, and gets through once the
+// breaker lets a probe pass; a RetryAfter beyond MaxRetryAfter still ends
+// the retrying at once.
+func TestRetryRetriesBreakerRejectionsWithTheOption(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		maxRetryAfter time.Duration
+		wantCalls     int
+		wantWaits     []time.Duration
+	}{
+		{"waits out the open breaker", 10 * time.Second, 1, []time.Duration{5 * time.Second}},
+		{"open longer than MaxRetryAfter", time.Second, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newRetryClock()
+			breaker := resilience.MustCircuitBreaker(resilience.BreakerConfig[int]{
+				Name: "dest", WindowSize: 2, MinimumCalls: 2, OpenDuration: 5 * time.Second, HalfOpenMaxCalls: 1,
+				Clock: clock.Clock,
+			})
+			for range 2 {
+				_, _ = breaker.Execute(context.Background(), func(context.Context) (int, error) { return 0, errRetryBackend })
+			}
+			if s := breaker.State(); s != resilience.BreakerOpen {
+				t.Fatalf("breaker %v after 2 failures of a window of 2; want open", s)
+			}
+			var waits []time.Duration
+			p := resilience.NewPipeline[int](
+				resilience.MustRetry(resilience.RetryConfig[int]{
+					MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, MaxRetryAfter: tc.maxRetryAfter,
+					RetryBreakerOpen: true, Clock: clock, Rand: retryConst(0),
+					OnRetry: func(_ int, d time.Duration, err error) {
+						if !errors.Is(err, resilience.ErrBreakerOpen) {
+							t.Errorf("retried %v; want the breaker's rejection", err)
+						}
+						waits = append(waits, d)
+					},
+				}),
+				breaker,
+			)
+			calls := 0
+			var res int
+			var err error
+			clock.drive(t, func() {
+				res, err = p.Execute(context.Background(), func(context.Context) (int, error) { calls++; return 42, nil })
+			})
+			if calls != tc.wantCalls || !slices.Equal(waits, tc.wantWaits) {
+				t.Fatalf("calls %d, waits %v; want %d and %v", calls, waits, tc.wantCalls, tc.wantWaits)
+			}
+			if tc.wantCalls == 1 && (res != 42 || err != nil || breaker.State() != resilience.BreakerClosed) {
+				t.Fatalf("got %d, %v, breaker %v; want 42 through a closed breaker", res, err, breaker.State())
+			}
+			if tc.wantCalls == 0 && !errors.Is(err, resilience.ErrBreakerOpen) {
+				t.Fatalf("got %v; want the breaker's rejection", err)
+			}
+		})
+	}
+}
+
+// Do runs a call that returns only an error through a pipeline: the
+// failures are retried and the last error returned as it was.
+func TestDoRunsAnErrorOnlyCall(t *testing.T) {
+	p := resilience.NewPipeline[struct{}](
+		resilience.MustRetry(resilience.RetryConfig[struct{}]{MaxAttempts: 3, BaseDelay: time.Nanosecond}),
+	)
+	calls := 0
+	err := resilience.Do(context.Background(), p, func(context.Context) error {
+		if calls++; calls < 2 {
+			return errRetryBackend
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("got %v after %d calls; want success on the second", err, calls)
+	}
+	calls = 0
+	err = resilience.Do(context.Background(), p, func(context.Context) error { calls++; return errRetryBackend })
+	if !errors.Is(err, errRetryBackend) || calls != 3 {
+		t.Fatalf("got %v after %d calls; want the backend's error after 3", err, calls)
 	}
 }

@@ -19,7 +19,7 @@ func TestRetryFullJitterBounds(t *testing.T) {
 	for _, x := range []float64{0, retryAlmostOne} {
 		clock := newRetryClock()
 		var delays []time.Duration
-		r := resilience.NewRetry(resilience.RetryConfig[string]{
+		r := resilience.MustRetry(resilience.RetryConfig[string]{
 			MaxAttempts: len(ceilings) + 1,
 			BaseDelay:   base,
 			MaxDelay:    maxDelay,
@@ -60,7 +60,7 @@ func TestRetryFullJitterBoundsRandom(t *testing.T) {
 	for run := 0; run < 20; run++ {
 		clock := newRetryClock()
 		var delays []time.Duration
-		r := resilience.NewRetry(resilience.RetryConfig[string]{
+		r := resilience.MustRetry(resilience.RetryConfig[string]{
 			MaxAttempts: attempts, BaseDelay: base, MaxDelay: maxDelay,
 			Clock: clock, Rand: src.Float64,
 			OnRetry: func(_ int, d time.Duration, _ error) { delays = append(delays, d) },
@@ -81,7 +81,7 @@ func TestRetryDecorrelatedJitterBounds(t *testing.T) {
 	check := func(t *testing.T, rnd func() float64, want func(i int, prev, d time.Duration)) {
 		clock := newRetryClock()
 		var delays []time.Duration
-		r := resilience.NewRetry(resilience.RetryConfig[string]{
+		r := resilience.MustRetry(resilience.RetryConfig[string]{
 			MaxAttempts: 12, BaseDelay: base, MaxDelay: maxDelay, Jitter: resilience.DecorrelatedJitter,
 			Clock: clock, Rand: rnd,
 			OnRetry: func(_ int, d time.Duration, _ error) { delays = append(delays, d) },
@@ -126,7 +126,7 @@ func TestRetryNeverWaitsPastDeadline(t *testing.T) {
 	clock := newRetryClock()
 	deadline := retryTestStart.Add(time.Second)
 	ctx := retryDeadlineCtx{Context: context.Background(), deadline: deadline}
-	r := resilience.NewRetry(resilience.RetryConfig[string]{
+	r := resilience.MustRetry(resilience.RetryConfig[string]{
 		MaxAttempts: 10, BaseDelay: 100 * time.Millisecond, MaxDelay: 10 * time.Second,
 		Clock: clock, Rand: retryConst(retryAlmostOne),
 	})
@@ -161,7 +161,7 @@ func TestRetryNeverWaitsPastDeadline(t *testing.T) {
 func TestRetryDeadlineReachedByZeroWait(t *testing.T) {
 	clock := newRetryClock()
 	ctx := retryDeadlineCtx{Context: context.Background(), deadline: retryTestStart}
-	r := resilience.NewRetry(resilience.RetryConfig[string]{Clock: clock, Rand: retryConst(0)})
+	r := resilience.MustRetry(resilience.RetryConfig[string]{Clock: clock, Rand: retryConst(0)})
 	calls := 0
 	if _, err := r.Execute(ctx, retryFailing(&calls)); !errors.Is(err, errRetryBackend) || calls != 1 {
 		t.Fatalf("err %v after %d calls, want the backend's error after 1", err, calls)
@@ -183,7 +183,7 @@ func retryAfterHeader(res retryResponse, _ error) (time.Duration, bool) {
 
 func TestRetryHonoursRetryAfter(t *testing.T) {
 	clock := newRetryClock()
-	r := resilience.NewRetry(resilience.RetryConfig[retryResponse]{
+	r := resilience.MustRetry(resilience.RetryConfig[retryResponse]{
 		Classifier: retryStatusFailure, RetryAfter: retryAfterHeader,
 		Clock: clock, Rand: retryConst(retryAlmostOne),
 	})
@@ -211,7 +211,7 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 func TestRetryAfterKeepsLongerBackoff(t *testing.T) {
 	clock := newRetryClock()
 	var delays []time.Duration
-	r := resilience.NewRetry(resilience.RetryConfig[retryResponse]{
+	r := resilience.MustRetry(resilience.RetryConfig[retryResponse]{
 		MaxAttempts: 2, BaseDelay: time.Second, Classifier: retryStatusFailure, RetryAfter: retryAfterHeader,
 		Clock: clock, Rand: retryConst(retryAlmostOne),
 		OnRetry: func(_ int, d time.Duration, _ error) { delays = append(delays, d) },
@@ -242,7 +242,7 @@ func TestRetryAfterBeyondLimitsGivesUp(t *testing.T) {
 			if tc.deadline > 0 {
 				ctx = retryDeadlineCtx{Context: ctx, deadline: retryTestStart.Add(tc.deadline)}
 			}
-			r := resilience.NewRetry(resilience.RetryConfig[retryResponse]{
+			r := resilience.MustRetry(resilience.RetryConfig[retryResponse]{
 				MaxAttempts: 5, Classifier: retryStatusFailure, RetryAfter: retryAfterHeader,
 				MaxRetryAfter: time.Minute, Clock: clock, Rand: retryConst(0),
 			})
@@ -262,7 +262,7 @@ func TestRetryAfterBeyondLimitsGivesUp(t *testing.T) {
 }
 
 func TestRetryNeverRetriesCanceled(t *testing.T) {
-	r := resilience.NewRetry(resilience.RetryConfig[string]{
+	r := resilience.MustRetry(resilience.RetryConfig[string]{
 		MaxAttempts: 5, Classifier: func(string, error) bool { return true }, Clock: newRetryClock(), Rand: retryConst(0),
 	})
 	calls := 0
@@ -276,7 +276,7 @@ func TestRetryNeverRetriesCanceled(t *testing.T) {
 }
 
 func TestRetryStopsWhenContextEndsDuringAttempt(t *testing.T) {
-	r := resilience.NewRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Clock: newRetryClock(), Rand: retryConst(0)})
+	r := resilience.MustRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Clock: newRetryClock(), Rand: retryConst(0)})
 	ctx, cancel := context.WithCancel(context.Background())
 	calls := 0
 	_, err := r.Execute(ctx, func(context.Context) (string, error) {
@@ -291,7 +291,7 @@ func TestRetryStopsWhenContextEndsDuringAttempt(t *testing.T) {
 
 func TestRetryCanceledDuringWaitStopsAtOnce(t *testing.T) {
 	clock := newRetryClock()
-	r := resilience.NewRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Clock: clock, Rand: retryConst(retryAlmostOne)})
+	r := resilience.MustRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Clock: clock, Rand: retryConst(retryAlmostOne)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	calls := 0
@@ -327,7 +327,7 @@ func TestRetryMaxAttemptsAndOnRetry(t *testing.T) {
 		err     error
 	}
 	var seen []call
-	r := resilience.NewRetry(resilience.RetryConfig[string]{
+	r := resilience.MustRetry(resilience.RetryConfig[string]{
 		MaxAttempts: 4, Clock: clock, Rand: retryConst(0.5),
 		OnRetry: func(attempt int, _ time.Duration, err error) { seen = append(seen, call{attempt, err}) },
 	})
@@ -349,7 +349,7 @@ func TestRetryMaxAttemptsAndOnRetry(t *testing.T) {
 func TestRetryDefaults(t *testing.T) {
 	clock := newRetryClock()
 	var delays []time.Duration
-	r := resilience.NewRetry(resilience.RetryConfig[string]{
+	r := resilience.MustRetry(resilience.RetryConfig[string]{
 		Clock: clock, Rand: retryConst(1),
 		OnRetry: func(_ int, d time.Duration, _ error) { delays = append(delays, d) },
 	})
@@ -366,7 +366,7 @@ func TestRetryDefaults(t *testing.T) {
 
 func TestRetryReturnsSuccessAndFinalOutcomes(t *testing.T) {
 	clock := newRetryClock()
-	r := resilience.NewRetry(resilience.RetryConfig[retryResponse]{
+	r := resilience.MustRetry(resilience.RetryConfig[retryResponse]{
 		MaxAttempts: 5, Classifier: retryStatusFailure, Clock: clock, Rand: retryConst(0),
 	})
 	statuses := []int{503, 500, 404}
@@ -392,7 +392,7 @@ func TestJitterString(t *testing.T) {
 }
 
 func BenchmarkRetrySuccess(b *testing.B) {
-	r := resilience.NewRetry(resilience.RetryConfig[int]{})
+	r := resilience.MustRetry(resilience.RetryConfig[int]{})
 	fn := func(context.Context) (int, error) { return 1, nil }
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -404,7 +404,7 @@ func BenchmarkRetrySuccess(b *testing.B) {
 }
 
 func BenchmarkRetrySuccessWithBudget(b *testing.B) {
-	r := resilience.NewRetry(resilience.RetryConfig[int]{Budget: resilience.NewRetryBudget(resilience.RetryBudgetConfig{})})
+	r := resilience.MustRetry(resilience.RetryConfig[int]{Budget: resilience.MustRetryBudget(resilience.RetryBudgetConfig{})})
 	fn := func(context.Context) (int, error) { return 1, nil }
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -416,7 +416,7 @@ func BenchmarkRetrySuccessWithBudget(b *testing.B) {
 }
 
 func TestRetrySingleAttempt(t *testing.T) {
-	r := resilience.NewRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Clock: newRetryClock(), Rand: retryConst(0)})
+	r := resilience.MustRetry(resilience.RetryConfig[string]{MaxAttempts: 5, Clock: newRetryClock(), Rand: retryConst(0)})
 	calls := 0
 	_, err := r.Execute(resilience.SingleAttempt(context.Background()), retryFailing(&calls))
 	if calls != 1 || !errors.Is(err, errRetryBackend) {

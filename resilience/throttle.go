@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math"
@@ -27,15 +28,17 @@ const (
 type AdaptiveThrottleConfig[R any] struct {
 	// K is the multiplier of the accepts: the backend may reject up to
 	// (K − 1)/K of the requests before the client starts rejecting any.
-	// Lower is more aggressive. Default (zero or negative)
+	// Lower is more aggressive; below 1 the client would reject calls a
+	// healthy backend accepts, so it is refused. Default (zero)
 	// DefaultThrottleK, 2.
 	K float64
-	// Window is how far back requests and accepts count. Default
-	// DefaultThrottleWindow, 2 minutes.
+	// Window is how far back requests and accepts count. Default (zero)
+	// DefaultThrottleWindow, 2 minutes; negative is refused.
 	Window time.Duration
 	// Buckets is how many slices the window is cut into; the oldest slice
-	// is dropped whole as time moves on. Default DefaultThrottleBuckets,
-	// 60 (two seconds each with the default window).
+	// is dropped whole as time moves on. Default (zero)
+	// DefaultThrottleBuckets, 60 (two seconds each with the default
+	// window); negative is refused.
 	Buckets int
 	// Classifier decides which outcomes were not accepted by the backend.
 	// Default DefaultIsFailure: every error. A precise Classifier counts
@@ -85,21 +88,24 @@ type AdaptiveThrottle[R any] struct {
 
 type throttleBucket struct{ requests, accepts int64 }
 
-// NewAdaptiveThrottle returns an AdaptiveThrottle configured by cfg; zero
-// fields take the defaults documented on AdaptiveThrottleConfig.
-func NewAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) *AdaptiveThrottle[R] {
-	k := cfg.K
-	if !(k > 0) || math.IsInf(k, 1) {
-		k = DefaultThrottleK
+// NewAdaptiveThrottle returns an AdaptiveThrottle configured by cfg, or a
+// *ConfigError naming the first field it refuses; zero fields take the
+// defaults documented on AdaptiveThrottleConfig.
+func NewAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) (*AdaptiveThrottle[R], error) {
+	bad := func(field string, v any, want string) (*AdaptiveThrottle[R], error) {
+		return nil, &ConfigError{Policy: "adaptive throttle", Field: field, Value: v, Want: want}
 	}
-	window := cfg.Window
-	if window <= 0 {
-		window = DefaultThrottleWindow
+	switch {
+	case cfg.K != 0 && !(cfg.K >= 1 && !math.IsInf(cfg.K, 1)):
+		return bad("K", cfg.K, "a finite number of at least 1, or zero for the default")
+	case cfg.Window < 0:
+		return bad("Window", cfg.Window, "a positive duration, or zero for the default")
+	case cfg.Buckets < 0:
+		return bad("Buckets", cfg.Buckets, "at least 1, or zero for the default")
 	}
-	n := cfg.Buckets
-	if n <= 0 {
-		n = DefaultThrottleBuckets
-	}
+	k := cmp.Or(cfg.K, DefaultThrottleK)
+	window := cmp.Or(cfg.Window, DefaultThrottleWindow)
+	n := cmp.Or(cfg.Buckets, DefaultThrottleBuckets)
 	t := &AdaptiveThrottle[R]{
 		k:        k,
 		classify: cfg.Classifier,
@@ -113,7 +119,13 @@ func NewAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) *AdaptiveThrottle
 		t.rand = rand.Float64
 	}
 	t.start = t.clock.Now()
-	return t
+	return t, nil
+}
+
+// MustAdaptiveThrottle is NewAdaptiveThrottle for a configuration written
+// in code: it panics with the *ConfigError instead of returning it.
+func MustAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) *AdaptiveThrottle[R] {
+	return must(NewAdaptiveThrottle(cfg))
 }
 
 // Execute rejects the call with ErrThrottled at the current rejection

@@ -30,7 +30,7 @@ func throttleNotAccepted(res string, err error) bool { return err != nil || res 
 func newThrottleTest() (*clocktest.Clock, *throttleRand, *resilience.AdaptiveThrottle[string]) {
 	clock := clocktest.New(retryTestStart)
 	rnd := &throttleRand{x: 0.999999}
-	th := resilience.NewAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
+	th := resilience.MustAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
 		Classifier: throttleNotAccepted, Clock: clock, Rand: rnd.next,
 	})
 	return clock, rnd, th
@@ -84,7 +84,7 @@ func TestAdaptiveThrottleRejectsAtExpectedProbability(t *testing.T) {
 func TestAdaptiveThrottleRejectionRate(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
 	src := rand.New(rand.NewPCG(5, 6))
-	th := resilience.NewAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
+	th := resilience.MustAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
 		Classifier: throttleNotAccepted, Clock: clock, Rand: src.Float64,
 	})
 	// The client wants 100 calls a second; the backend serves 25 a second
@@ -172,7 +172,7 @@ func TestAdaptiveThrottleIgnoresCallerCancellation(t *testing.T) {
 func TestAdaptiveThrottleOnReject(t *testing.T) {
 	var got []float64
 	clock := clocktest.New(retryTestStart)
-	th := resilience.NewAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
+	th := resilience.MustAdaptiveThrottle(resilience.AdaptiveThrottleConfig[string]{
 		K: 1, Clock: clock, Rand: retryConst(0),
 		OnReject: func(p float64) { got = append(got, p) },
 	})

@@ -80,23 +80,23 @@ type Timeout[R any] struct {
 	clock clock.Clock
 }
 
-// NewTimeout returns a Timeout of d on the system clock. It panics if d
-// is not positive.
-func NewTimeout[R any](d time.Duration) *Timeout[R] {
-	return NewTimeoutWithConfig(TimeoutConfig[R]{Timeout: d})
-}
-
-// NewTimeoutWithConfig returns a Timeout configured by cfg. It panics if
+// NewTimeout returns a Timeout configured by cfg, or a *ConfigError if
 // cfg.Timeout is not positive.
-func NewTimeoutWithConfig[R any](cfg TimeoutConfig[R]) *Timeout[R] {
+func NewTimeout[R any](cfg TimeoutConfig[R]) (*Timeout[R], error) {
 	if cfg.Timeout <= 0 {
-		panic(fmt.Sprintf("resilience: NewTimeout: timeout %v is not positive", cfg.Timeout))
+		return nil, &ConfigError{Policy: "timeout", Field: "Timeout", Value: cfg.Timeout, Want: "a positive duration"}
 	}
 	hold := cfg.Hold
 	if hold == nil {
 		hold = timeoutDefaultHold[R]()
 	}
-	return &Timeout[R]{d: cfg.Timeout, hold: hold, clock: clock.Or(cfg.Clock)}
+	return &Timeout[R]{d: cfg.Timeout, hold: hold, clock: clock.Or(cfg.Clock)}, nil
+}
+
+// MustTimeout is NewTimeout for a configuration written in code: it
+// panics with the *ConfigError instead of returning it.
+func MustTimeout[R any](cfg TimeoutConfig[R]) *Timeout[R] {
+	return must(NewTimeout(cfg))
 }
 
 // Execute runs fn with the time limit. When fn fails after the limit

@@ -56,7 +56,7 @@ func timeoutReadBody(t *testing.T, resp *http.Response, ctx context.Context) {
 func TestTimeoutKeepsHTTPBodyReadable(t *testing.T) {
 	srv := timeoutHTTPServer(t)
 	used := make(chan context.Context, 1)
-	resp, err := resilience.NewTimeout[*http.Response](time.Minute).Execute(context.Background(), timeoutGet(srv.URL, used))
+	resp, err := resilience.MustTimeout(resilience.TimeoutConfig[*http.Response]{Timeout: time.Minute}).Execute(context.Background(), timeoutGet(srv.URL, used))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestTimeoutKeepsHTTPBodyReadable(t *testing.T) {
 func TestHedgeKeepsHTTPBodyReadable(t *testing.T) {
 	srv := timeoutHTTPServer(t)
 	used := make(chan context.Context, 2)
-	h := resilience.NewHedge(resilience.HedgeConfig[*http.Response]{Delay: time.Minute})
+	h := resilience.MustHedge(resilience.HedgeConfig[*http.Response]{Delay: time.Minute})
 	resp, err := h.Execute(context.Background(), timeoutGet(srv.URL, used))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestHedgeKeepsHTTPBodyReadable(t *testing.T) {
 func TestTimeoutHoldOnlyOnSuccess(t *testing.T) {
 	var held []string
 	var release func()
-	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{
 		Timeout: time.Minute,
 		Hold:    func(res string, rel func()) string { held = append(held, res); release = rel; return res },
 	})

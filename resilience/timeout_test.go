@@ -19,7 +19,7 @@ func timeoutBlock(ctx context.Context) (string, error) {
 
 func TestTimeoutReturnsErrTimeout(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: 2 * time.Second, Clock: clock})
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: 2 * time.Second, Clock: clock})
 	type seen struct {
 		deadline time.Time
 		err      error
@@ -64,7 +64,7 @@ func TestTimeoutReturnsErrTimeout(t *testing.T) {
 }
 
 func TestTimeoutSystemClock(t *testing.T) {
-	to := resilience.NewTimeout[string](time.Millisecond)
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Millisecond})
 	var cause error
 	_, err := to.Execute(context.Background(), func(ctx context.Context) (string, error) {
 		res, err := timeoutBlock(ctx)
@@ -81,7 +81,7 @@ func TestTimeoutSystemClock(t *testing.T) {
 
 func TestTimeoutChildContextsSeeDeadlineExceeded(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
 	childErr := make(chan error, 1)
 	done := make(chan error, 1)
 	go func() {
@@ -108,7 +108,7 @@ func TestTimeoutChildContextsSeeDeadlineExceeded(t *testing.T) {
 
 func TestTimeoutPassesFastOutcomes(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
 	res, err := to.Execute(context.Background(), func(context.Context) (string, error) { return "ok", nil })
 	if res != "ok" || err != nil {
 		t.Fatalf("got %q, %v", res, err)
@@ -124,7 +124,7 @@ func TestTimeoutPassesFastOutcomes(t *testing.T) {
 
 func TestTimeoutLateSuccessIsKept(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Second, Clock: clock})
 	res, err := to.Execute(context.Background(), func(ctx context.Context) (string, error) {
 		clock.Advance(time.Second)
 		<-ctx.Done()
@@ -141,7 +141,7 @@ func TestTimeoutCallerCancellationIsNotATimeout(t *testing.T) {
 		clock clock.Clock
 	}{{"system clock", nil}, {"fake clock", clocktest.New(retryTestStart)}} {
 		t.Run(tc.name, func(t *testing.T) {
-			to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Hour, Clock: tc.clock})
+			to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Hour, Clock: tc.clock})
 			ctx, cancel := context.WithCancel(context.Background())
 			_, err := to.Execute(ctx, func(ctx context.Context) (string, error) {
 				cancel()
@@ -156,7 +156,7 @@ func TestTimeoutCallerCancellationIsNotATimeout(t *testing.T) {
 
 func TestTimeoutKeepsSoonerCallerDeadline(t *testing.T) {
 	clock := clocktest.New(retryTestStart)
-	to := resilience.NewTimeoutWithConfig(resilience.TimeoutConfig[string]{Timeout: time.Hour, Clock: clock})
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Hour, Clock: clock})
 	parent := retryDeadlineCtx{Context: context.Background(), deadline: retryTestStart.Add(time.Minute)}
 	var got time.Time
 	_, _ = to.Execute(parent, func(ctx context.Context) (string, error) {
@@ -166,15 +166,6 @@ func TestTimeoutKeepsSoonerCallerDeadline(t *testing.T) {
 	if !got.Equal(parent.deadline) {
 		t.Fatalf("deadline %v, want the caller's %v", got, parent.deadline)
 	}
-}
-
-func TestTimeoutRejectsNonPositive(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Fatal("NewTimeout(0) did not panic")
-		}
-	}()
-	resilience.NewTimeout[string](0)
 }
 
 func TestTimeoutErrorMessage(t *testing.T) {

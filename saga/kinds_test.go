@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -105,6 +106,7 @@ func TestRegisterChecksKindOrder(t *testing.T) {
 		{"retriable joining a compensatable group", []saga.Step[order]{step("a", C, false, true), step("r", R, true, false)}, "comes after the commit point"},
 		{"compensatable after retriable", []saga.Step[order]{step("r", R, false, false), step("a", C, false, true)}, "comes after the commit point"},
 		{"unknown kind", []saga.Step[order]{step("x", saga.Kind(7), false, false)}, "unknown Kind"},
+		{"bad retry", []saga.Step[order]{{Name: "x", Action: nop, Retry: resilience.RetryConfig[struct{}]{BaseDelay: -time.Second}}}, "BaseDelay"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o, err := saga.New(backend(t, "sqlite")(), saga.Options{})
@@ -117,6 +119,8 @@ func TestRegisterChecksKindOrder(t *testing.T) {
 				t.Fatalf("refused: %v", err)
 			case c.want != "" && (!errors.Is(err, saga.ErrInvalidDefinition) || !strings.Contains(err.Error(), c.want)):
 				t.Fatalf("got %v, want ErrInvalidDefinition saying %q", err, c.want)
+			case c.name == "bad retry" && !errors.Is(err, resilience.ErrInvalidConfig):
+				t.Fatalf("got %v, want it to wrap resilience.ErrInvalidConfig", err)
 			}
 		})
 	}

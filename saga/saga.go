@@ -187,7 +187,9 @@ type Step[T any] struct {
 	Concurrent bool
 	// Retry configures the action's attempts; zero fields mean 3
 	// attempts with full jitter from 50 ms up to 1 s. Its Clock defaults
-	// to the Orchestrator's. The actions of the pivot's group and of
+	// to the Orchestrator's, and RetryBreakerOpen is always set: an open
+	// circuit breaker means "not now". A value NewRetry refuses makes
+	// Register fail. The actions of the pivot's group and of
 	// retriable steps go on after MaxAttempts, with the same capped
 	// backoff, until they succeed.
 	Retry resilience.RetryConfig[struct{}]
@@ -310,15 +312,9 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 			return fmt.Errorf("%w: saga %q: step %q has an unknown Kind %d", ErrInvalidDefinition, def.Name, s.Name, int(s.Kind))
 		}
 		rc := s.Retry
-		if rc.MaxAttempts <= 0 {
-			rc.MaxAttempts = defaultActionAttempts
-		}
-		if rc.BaseDelay <= 0 {
-			rc.BaseDelay = defaultActionBaseDelay
-		}
-		if rc.MaxDelay <= 0 {
-			rc.MaxDelay = defaultActionMaxDelay
-		}
+		rc.MaxAttempts = cmp.Or(rc.MaxAttempts, defaultActionAttempts)
+		rc.BaseDelay = cmp.Or(rc.BaseDelay, defaultActionBaseDelay)
+		rc.MaxDelay = cmp.Or(rc.MaxDelay, max(defaultActionMaxDelay, rc.BaseDelay))
 		if rc.Clock == nil {
 			rc.Clock = o.clock
 		}
@@ -329,10 +325,15 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 			}
 			return user.IsFailure(r, err)
 		}
-		if rc.RetryAfter == nil {
-			rc.RetryAfter = breakerRetryAfter
+		// An open circuit breaker means "not now": the action has until
+		// its deadline, so the rejection is retried, no sooner than the
+		// breaker's RetryAfter, like any other transient failure.
+		rc.RetryBreakerOpen = true
+		r, err := resilience.NewRetry(rc)
+		if err != nil {
+			return fmt.Errorf("%w: saga %q: step %q: Retry: %w", ErrInvalidDefinition, def.Name, s.Name, err)
 		}
-		d.retries[i] = resilience.NewRetry(rc)
+		d.retries[i] = r
 	}
 	commit, pivotEnd, err := commitPoint(def)
 	if err != nil {
@@ -342,7 +343,8 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 	// A pivot that can be undone runs without waiting for the record of
 	// the commit point (see Pivot).
 	d.optimistic = pivotEnd > commit && def.Steps[pivotOf(def, commit, pivotEnd)].Compensate != nil
-	d.compRetry = resilience.NewRetry(resilience.RetryConfig[struct{}]{
+	// A compensation must run in the end: an open breaker only delays it.
+	d.compRetry = resilience.MustRetry(resilience.RetryConfig[struct{}]{
 		MaxAttempts: d.def.CompensationAttempts,
 		BaseDelay:   compensationBaseDelay,
 		MaxDelay:    compensationMaxDelay,
@@ -350,7 +352,7 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		Classifier: func(_ struct{}, err error) bool {
 			return resilience.DefaultIsFailure(err) && !IsPermanent(err)
 		},
-		RetryAfter: breakerRetryAfter,
+		RetryBreakerOpen: true,
 	})
 	return o.register(def.Name, d)
 }
@@ -420,35 +422,14 @@ func pivotOf[T any](def Definition[T], from, to int) int {
 	return from
 }
 
-// notNow carries a circuit breaker's rejection through a step's retries.
-// resilience.Retry never retries a breaker's rejection, because a breaker
-// exists to shed load at once; but a saga cannot give up on a dependency
-// that only said "not now": a compensation must run in the end, and an
-// action has until its deadline. So the rejection is retried, no sooner
-// than the breaker's RetryAfter, like any other transient failure. It
-// does not unwrap, which is what hides it from Retry's rule.
-type notNow struct {
-	err   error
-	after time.Duration
-}
-
-func (e *notNow) Error() string { return e.err.Error() }
-
-// deferBreaker turns a breaker's rejection into a notNow.
-func deferBreaker(err error) error {
+// breakerWait returns how long an open circuit breaker that rejected a
+// step asked to wait, when err is such a rejection and not Permanent.
+func breakerWait(err error) (time.Duration, bool) {
 	var open *resilience.BreakerOpenError
 	if err == nil || IsPermanent(err) || !errors.As(err, &open) {
-		return err
+		return 0, false
 	}
-	return &notNow{err: err, after: open.RetryAfter}
-}
-
-func breakerRetryAfter(_ struct{}, err error) (time.Duration, bool) {
-	var n *notNow
-	if errors.As(err, &n) {
-		return n.after, true
-	}
-	return 0, false
+	return open.RetryAfter, true
 }
 
 // runner is a registered definition with its type erased.
@@ -833,11 +814,11 @@ func (d *definition[T]) action(ctx context.Context, x *execution, i int, data *T
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		d.o.crashPoint("action " + s.Name)
-		err := deferBreaker(protect(func() error { return s.Action(ctx, sc, data) }))
+		err := protect(func() error { return s.Action(ctx, sc, data) })
 		d.o.crashPoint("action " + s.Name + " returned")
 		return err
 	}
-	_, err := d.retries[i].Execute(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, attempt(ctx) })
+	err := resilience.Do(ctx, d.retries[i], attempt)
 	if err == nil || i < d.commit {
 		return sc.Attempt, err
 	}
@@ -857,7 +838,7 @@ func (d *definition[T]) action(ctx context.Context, x *execution, i int, data *T
 		}
 		x.retrying(ctx, i, sc.Attempt, err)
 		wait := backoff(n, base, ceiling)
-		if after, ok := breakerRetryAfter(struct{}{}, err); ok {
+		if after, ok := breakerWait(err); ok {
 			wait = max(wait, after)
 		}
 		if !d.o.pause(ctx, wait) {
@@ -874,14 +855,14 @@ func (d *definition[T]) compensate(ctx context.Context, x *execution, j int, dat
 	s := &d.def.Steps[j]
 	sc := StepContext{SagaID: x.row.id, Step: s.Name, IdempotencyKey: x.row.id + ":" + s.Name}
 	timeout := d.timeout(s)
-	_, err := d.compRetry.Execute(ctx, func(ctx context.Context) (struct{}, error) {
+	err := resilience.Do(ctx, d.compRetry, func(ctx context.Context) error {
 		sc.Attempt++
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		d.o.crashPoint("compensate " + s.Name)
-		err := deferBreaker(protect(func() error { return s.Compensate(ctx, sc, data) }))
+		err := protect(func() error { return s.Compensate(ctx, sc, data) })
 		d.o.crashPoint("compensate " + s.Name + " returned")
-		return struct{}{}, err
+		return err
 	})
 	return sc.Attempt, err
 }

@@ -17,22 +17,30 @@ import (
 )
 
 // ClientPolicy is the resilience a service client applies to each
-// destination. DefaultClientPolicy gives the values every shop service uses.
+// destination, in resilience's own configuration types: what a field
+// means, its default and its limits are those of the resilience package.
+// DefaultClientPolicy gives the values every shop service uses.
+//
+// The client fills in what is its own: each breaker's Name (the client's
+// name and the destination's host:port); resilience.HTTPFailure as the
+// Classifier and resilience.HTTPRetryAfter as the RetryAfter where they
+// are nil; one retry budget per client, made from Budget, where
+// Retry.Budget is nil; and its metrics and logs ahead of any
+// OnStateChange, OnRetry or OnExhausted hook given here.
 type ClientPolicy struct {
-	Timeout        time.Duration // whole call, retries included
-	AttemptTimeout time.Duration // one attempt
-	MaxAttempts    int           // first attempt included
-	BaseDelay      time.Duration // backoff unit (full jitter)
-	MaxDelay       time.Duration // backoff cap
-	BudgetRatio    float64       // retries may add this share of traffic
-	MaxConcurrent  int           // bulkhead: calls in flight per destination
-	// Breaker: opens when FailureRate of the last Window calls (at least
-	// MinimumCalls of them) failed; probes again after OpenDuration.
-	Window       int
-	MinimumCalls int
-	FailureRate  float64
-	OpenDuration time.Duration
-	Probes       int
+	// Timeout bounds the whole call, retries included; it must be
+	// positive.
+	Timeout time.Duration
+	// Retry retries failed attempts of requests that are safe to repeat.
+	Retry resilience.RetryConfig[*http.Response]
+	// Budget is the retry budget shared by the client's destinations.
+	Budget resilience.RetryBudgetConfig
+	// Breaker is each destination's circuit breaker.
+	Breaker resilience.BreakerConfig[*http.Response]
+	// Bulkhead bounds each destination's calls in flight.
+	Bulkhead resilience.BulkheadConfig
+	// AttemptTimeout bounds one attempt; it must be positive.
+	AttemptTimeout time.Duration
 }
 
 // DefaultClientPolicy is the pipeline of every call between shop services:
@@ -42,10 +50,14 @@ type ClientPolicy struct {
 // probes) → bulkhead (256 in flight) → 3s per-attempt timeout.
 func DefaultClientPolicy() ClientPolicy {
 	return ClientPolicy{
-		Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second,
-		MaxAttempts: 3, BaseDelay: 50 * time.Millisecond, MaxDelay: time.Second, BudgetRatio: 0.2,
-		MaxConcurrent: 256,
-		Window:        50, MinimumCalls: 10, FailureRate: 0.5, OpenDuration: 5 * time.Second, Probes: 3,
+		Timeout: 10 * time.Second,
+		Retry:   resilience.RetryConfig[*http.Response]{MaxAttempts: 3, BaseDelay: 50 * time.Millisecond, MaxDelay: time.Second},
+		Budget:  resilience.RetryBudgetConfig{Ratio: 0.2},
+		Breaker: resilience.BreakerConfig[*http.Response]{
+			WindowSize: 50, MinimumCalls: 10, FailureRateThreshold: 0.5, OpenDuration: 5 * time.Second, HalfOpenMaxCalls: 3,
+		},
+		Bulkhead:       resilience.BulkheadConfig{MaxConcurrent: 256},
+		AttemptTimeout: 3 * time.Second,
 	}
 }
 
@@ -57,69 +69,122 @@ func DefaultClientPolicy() ClientPolicy {
 // retries share one budget per client. The same name gives the same
 // client.
 func (h *Host) ServiceClient(name string) *http.Client {
-	return h.ServiceClientWith(name, DefaultClientPolicy())
+	c, err := h.ServiceClientWith(name, DefaultClientPolicy())
+	if err != nil {
+		panic(fmt.Sprintf("service client %s: the default policy: %v", name, err)) // ours; a test covers it
+	}
+	return c
 }
 
 // ServiceClientWith is ServiceClient with a policy of the caller's. The
-// first call for a name decides its policy.
-func (h *Host) ServiceClientWith(name string, p ClientPolicy) *http.Client {
+// first call for a name decides its policy. It refuses a policy that a
+// resilience constructor refuses, with that constructor's error (which
+// matches resilience.ErrInvalidConfig and names the field).
+func (h *Host) ServiceClientWith(name string, p ClientPolicy) (*http.Client, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c, ok := h.clients[name]; ok {
-		return c
+		return c, nil
 	}
 	if h.resilienceMetrics == nil {
 		h.resilienceMetrics = prommetrics.New(h.reg)
 	}
 	m := h.resilienceMetrics
 	log := h.log.With(slog.String("client", name))
-	budget := resilience.NewRetryBudget(resilience.RetryBudgetConfig{
-		Ratio:       p.BudgetRatio,
-		OnExhausted: func() { m.BudgetExhausted(name) },
-	})
-	pipeline := func(destination string) *resilience.Pipeline[*http.Response] {
-		label := name + "/" + hostOf(destination)
-		breaker, err := resilience.NewCircuitBreaker(resilience.BreakerConfig[*http.Response]{
-			Name: label, WindowSize: p.Window, MinimumCalls: p.MinimumCalls,
-			FailureRateThreshold: p.FailureRate, OpenDuration: p.OpenDuration, HalfOpenMaxCalls: p.Probes,
-			Classifier: resilience.HTTPFailure,
-			OnStateChange: func(_ string, from, to resilience.BreakerState) {
-				m.BreakerStateChange(label, from, to)
-				level := slog.LevelWarn
-				if to == resilience.BreakerClosed {
-					level = slog.LevelInfo
-				}
-				log.Log(context.Background(), level, "circuit breaker "+to.String(),
-					slog.String("destination", destination), slog.String("from", from.String()), slog.String("to", to.String()))
-			},
-		})
-		if err != nil {
-			// The policy's values are ours; a bad one is a programming error.
-			panic(fmt.Sprintf("service client %s: %v", name, err))
+	budgetCfg := p.Budget
+	budgetCfg.OnExhausted = func() {
+		m.BudgetExhausted(name)
+		if p.Budget.OnExhausted != nil {
+			p.Budget.OnExhausted()
 		}
-		m.BreakerCreated(label)
+	}
+	budget := p.Retry.Budget
+	if budget == nil {
+		b, err := resilience.NewRetryBudget(budgetCfg)
+		if err != nil {
+			return nil, fmt.Errorf("service client %s: %w", name, err)
+		}
+		budget = b
+	}
+	build := func(destination string) (*resilience.Pipeline[*http.Response], error) {
+		label := name + "/" + hostOf(destination)
+		bc := p.Breaker
+		bc.Name = label
+		if bc.Classifier == nil {
+			bc.Classifier = resilience.HTTPFailure
+		}
+		bc.OnStateChange = func(_ string, from, to resilience.BreakerState) {
+			m.BreakerStateChange(label, from, to)
+			level := slog.LevelWarn
+			if to == resilience.BreakerClosed {
+				level = slog.LevelInfo
+			}
+			log.Log(context.Background(), level, "circuit breaker "+to.String(),
+				slog.String("destination", destination), slog.String("from", from.String()), slog.String("to", to.String()))
+			if p.Breaker.OnStateChange != nil {
+				p.Breaker.OnStateChange(label, from, to)
+			}
+		}
+		rc := p.Retry
+		rc.Budget = budget
+		if rc.Classifier == nil {
+			rc.Classifier = resilience.HTTPFailure
+		}
+		if rc.RetryAfter == nil {
+			rc.RetryAfter = resilience.HTTPRetryAfter
+		}
+		rc.OnRetry = func(attempt int, delay time.Duration, err error) {
+			m.Retry(label)
+			if p.Retry.OnRetry != nil {
+				p.Retry.OnRetry(attempt, delay, err)
+			}
+		}
+		timeout, err := resilience.NewTimeout(resilience.TimeoutConfig[*http.Response]{Timeout: p.Timeout})
+		if err != nil {
+			return nil, fmt.Errorf("Timeout: %w", err)
+		}
+		retry, err := resilience.NewRetry(rc)
+		if err != nil {
+			return nil, fmt.Errorf("Retry: %w", err)
+		}
+		breaker, err := resilience.NewCircuitBreaker(bc)
+		if err != nil {
+			return nil, fmt.Errorf("Breaker: %w", err)
+		}
+		bulkhead, err := resilience.NewBulkhead[*http.Response](p.Bulkhead)
+		if err != nil {
+			return nil, fmt.Errorf("Bulkhead: %w", err)
+		}
+		attempt, err := resilience.NewTimeout(resilience.TimeoutConfig[*http.Response]{Timeout: p.AttemptTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("AttemptTimeout: %w", err)
+		}
 		return resilience.NewPipeline[*http.Response](
 			prommetrics.Observe[*http.Response](m, label, resilience.HTTPFailure),
-			resilience.NewTimeout[*http.Response](p.Timeout),
-			resilience.NewRetry(resilience.RetryConfig[*http.Response]{
-				MaxAttempts: p.MaxAttempts, BaseDelay: p.BaseDelay, MaxDelay: p.MaxDelay,
-				Classifier: resilience.HTTPFailure, RetryAfter: resilience.HTTPRetryAfter, Budget: budget,
-				OnRetry: func(attempt int, delay time.Duration, err error) { m.Retry(label) },
-			}),
-			breaker,
-			resilience.NewBulkhead[*http.Response](resilience.BulkheadConfig{MaxConcurrent: p.MaxConcurrent}),
-			resilience.NewTimeout[*http.Response](p.AttemptTimeout),
-		)
+			timeout, retry, breaker, bulkhead, attempt,
+		), nil
+	}
+	// Every destination's pipeline is built alike: building one now
+	// refuses a bad policy here rather than at the first call.
+	if _, err := build(""); err != nil {
+		return nil, fmt.Errorf("service client %s: %w", name, err)
 	}
 	c := &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, resilience.NewTransport(resilience.TransportConfig{
-		Base:     h.signed(http.DefaultTransport.(*http.Transport).Clone(), name),
-		Pipeline: pipeline,
+		Base: h.signed(http.DefaultTransport.(*http.Transport).Clone(), name),
+		Pipeline: func(destination string) *resilience.Pipeline[*http.Response] {
+			pl, err := build(destination)
+			if err != nil {
+				panic(fmt.Sprintf("service client %s: %v", name, err)) // checked above
+			}
+			m.BreakerCreated(name + "/" + hostOf(destination))
+			return pl
+		},
 	}))}
 	if h.clients == nil {
 		h.clients = map[string]*http.Client{}
 	}
 	h.clients[name] = c
-	return c
+	return c, nil
 }
 
 func hostOf(destination string) string {

@@ -17,7 +17,7 @@ func ExampleObserve() {
 	m := prommetrics.New(reg)
 	p := resilience.NewPipeline[string](
 		prommetrics.Observe[string](m, "payment", nil),
-		resilience.NewBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1}),
+		resilience.MustBulkhead[string](resilience.BulkheadConfig{MaxConcurrent: 1}),
 	)
 	_, _ = p.Execute(context.Background(), func(context.Context) (string, error) { return "ok", nil })
 	_, _ = p.Execute(context.Background(), func(context.Context) (string, error) { return "", errors.New("declined") })

@@ -34,9 +34,9 @@ func metric(t *testing.T, s *servicetest.Server, name, labels string) float64 {
 func TestCatalogFaultsOpenTheBreakerThenItCloses(t *testing.T) {
 	cat := startCatalog(t)
 	policy := service.DefaultClientPolicy()
-	policy.MaxAttempts, policy.BaseDelay, policy.MaxDelay = 2, time.Millisecond, 5*time.Millisecond
-	policy.Window, policy.MinimumCalls, policy.OpenDuration = 10, 5, 300*time.Millisecond
-	inv := startInventory(t, "", cat.URL, policy)
+	policy.Retry.MaxAttempts, policy.Retry.BaseDelay, policy.Retry.MaxDelay = 2, time.Millisecond, 5*time.Millisecond
+	policy.Breaker.WindowSize, policy.Breaker.MinimumCalls, policy.Breaker.OpenDuration = 10, 5, 300*time.Millisecond
+	inv := startInventory(t, "", cat.URL, &policy)
 	catalogCalls := func() float64 {
 		return metric(t, cat, "http_server_requests_total", `route="GET /v1/products/{sku}"`+`,status="503"`)
 	}

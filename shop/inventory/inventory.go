@@ -62,9 +62,9 @@ func Migrations() fs.FS {
 // Config is inventory's own configuration.
 type Config struct {
 	CatalogURL string // base URL of the catalog service
-	// CatalogPolicy is the resilience of calls to the catalog; zero means
+	// CatalogPolicy is the resilience of calls to the catalog; nil means
 	// service.DefaultClientPolicy.
-	CatalogPolicy service.ClientPolicy
+	CatalogPolicy *service.ClientPolicy
 	// Transfers configures the warehouses and the transfers between them
 	// (transfers.go).
 	Transfers TransferConfig
@@ -91,11 +91,15 @@ func Register(h *service.Host, cfg Config) error {
 	if cfg.CatalogURL == "" {
 		return fmt.Errorf("inventory: catalog URL is required")
 	}
-	policy := cfg.CatalogPolicy
-	if policy == (service.ClientPolicy{}) {
-		policy = service.DefaultClientPolicy()
+	policy := service.DefaultClientPolicy()
+	if cfg.CatalogPolicy != nil {
+		policy = *cfg.CatalogPolicy
 	}
-	catalog := client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL)
+	hc, err := h.ServiceClientWith("catalog", policy)
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	catalog := client.New(hc, cfg.CatalogURL)
 	ports.Register(h, app.New(adapters.NewRepository(h.DB()), catalog))
 	if err := registerTransfers(h, cfg.Transfers, catalog); err != nil {
 		return err

@@ -26,7 +26,7 @@ func startCatalog(t *testing.T) *servicetest.Server {
 	return servicetest.Start(t, cfg, service.Options{Migrations: catalog.Migrations()}, catalog.Register)
 }
 
-func startInventory(t *testing.T, databaseURL, catalogURL string, policy service.ClientPolicy) *servicetest.Server {
+func startInventory(t *testing.T, databaseURL, catalogURL string, policy *service.ClientPolicy) *servicetest.Server {
 	cfg := service.Defaults(inventory.Name)
 	cfg.DataDir = t.TempDir()
 	cfg.DatabaseURL = databaseURL
@@ -40,7 +40,7 @@ func startInventory(t *testing.T, databaseURL, catalogURL string, policy service
 func backends(t *testing.T, test func(t *testing.T, s, catalog *servicetest.Server)) {
 	pgtest.Backends(t, func(t *testing.T, url string) {
 		cat := startCatalog(t)
-		test(t, startInventory(t, url, cat.URL, service.ClientPolicy{}), cat)
+		test(t, startInventory(t, url, cat.URL, nil), cat)
 	})
 }
 

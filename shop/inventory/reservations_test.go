@@ -11,7 +11,6 @@ import (
 
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/problem"
-	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory/client"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
@@ -199,7 +198,7 @@ func TestReservationRefusals(t *testing.T) {
 }
 
 func TestReservationBadRequests(t *testing.T) {
-	s := startInventory(t, "", "http://127.0.0.1:1", service.ClientPolicy{})
+	s := startInventory(t, "", "http://127.0.0.1:1", nil)
 	many := make([]string, 51)
 	for i := range many {
 		many[i] = fmt.Sprintf(`{"sku":"S-%d","qty":1}`, i)

@@ -15,6 +15,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -109,9 +110,9 @@ type Config struct {
 	StepTimeout time.Duration
 	// CatalogPolicy is the resilience of calls to the catalog, and
 	// ServicePolicy of the saga's calls to inventory, payment and
-	// shipping; zero means service.DefaultClientPolicy.
-	CatalogPolicy service.ClientPolicy
-	ServicePolicy service.ClientPolicy
+	// shipping; nil means service.DefaultClientPolicy.
+	CatalogPolicy *service.ClientPolicy
+	ServicePolicy *service.ClientPolicy
 }
 
 // Default URLs of the services the order service calls.
@@ -220,25 +221,31 @@ func Register(h *service.Host, cfg Config) error {
 	h.Go("projection "+summaries.Name(), projector.Run)
 	h.AddCheck("projection", projector.Check)
 
-	policy := cfg.CatalogPolicy
-	if policy == (service.ClientPolicy{}) {
-		policy = service.DefaultClientPolicy()
-	}
-	svcPolicy := cfg.ServicePolicy
-	if svcPolicy == (service.ClientPolicy{}) {
-		svcPolicy = service.DefaultClientPolicy()
+	clients := map[string]*http.Client{}
+	for name, policy := range map[string]*service.ClientPolicy{
+		"catalog": cfg.CatalogPolicy, "inventory": cfg.ServicePolicy, "payment": cfg.ServicePolicy, "shipping": cfg.ServicePolicy,
+	} {
+		p := service.DefaultClientPolicy()
+		if policy != nil {
+			p = *policy
+		}
+		c, err := h.ServiceClientWith(name, p)
+		if err != nil {
+			return fmt.Errorf("order: %w", err)
+		}
+		clients[name] = c
 	}
 	a := &app.App{
 		Orders:      Aggregate(events),
-		Catalog:     client.New(h.ServiceClientWith("catalog", policy), cfg.CatalogURL),
+		Catalog:     client.New(clients["catalog"], cfg.CatalogURL),
 		Requests:    adapters.NewRequests(h.DB()),
 		Outbox:      adapters.NewEventOutbox(ev.Outbox),
 		Summaries:   summaries,
 		Now:         time.Now,
 		Flow:        flow,
-		Inventory:   adapters.Inventory{C: invclient.New(h.ServiceClientWith("inventory", svcPolicy), cfg.InventoryURL)},
-		Payments:    adapters.Payments{C: payclient.New(h.ServiceClientWith("payment", svcPolicy), cfg.PaymentURL)},
-		Shipping:    adapters.Shipping{C: shipclient.New(h.ServiceClientWith("shipping", svcPolicy), cfg.ShippingURL)},
+		Inventory:   adapters.Inventory{C: invclient.New(clients["inventory"], cfg.InventoryURL)},
+		Payments:    adapters.Payments{C: payclient.New(clients["payment"], cfg.PaymentURL)},
+		Shipping:    adapters.Shipping{C: shipclient.New(clients["shipping"], cfg.ShippingURL)},
 		Deadlines:   adapters.NewDeadlines(h.DB()),
 		SagaTimeout: cfg.SagaTimeout,
 	}
