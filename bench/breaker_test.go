@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,8 +101,10 @@ func failsafeCandidate(testing.TB) candidate {
 
 var candidates = []func(testing.TB) candidate{trellisCandidate, gobreakerCandidate, failsafeCandidate}
 
-// BenchmarkClosed measures a successful call through a closed breaker.
-func BenchmarkClosed(b *testing.B) {
+// BenchmarkClosedAllSuccess measures a successful call through a closed
+// breaker whose every call succeeds: the best case, where a window of
+// successes need not change.
+func BenchmarkClosedAllSuccess(b *testing.B) {
 	for _, newCandidate := range candidates {
 		c := newCandidate(b)
 		b.Run(c.name, func(b *testing.B) {
@@ -118,17 +121,20 @@ func BenchmarkClosed(b *testing.B) {
 	}
 }
 
-// BenchmarkClosedMixed has one call in ten fail: the breakers stay closed,
-// but their windows keep changing.
-func BenchmarkClosedMixed(b *testing.B) {
+// BenchmarkClosedRandomFailures has a random tenth of the calls fail (see
+// failurePattern): the breakers stay closed, but their windows keep
+// changing, and at random places.
+func BenchmarkClosedRandomFailures(b *testing.B) {
+	pattern := failurePattern(failureShare)
 	for _, newCandidate := range candidates {
 		c := newCandidate(b)
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
+			var goroutines atomic.Uint64
 			b.RunParallel(func(pb *testing.PB) {
-				for i := 1; pb.Next(); i++ {
+				for i := goroutines.Add(1) * patternStride; pb.Next(); i++ {
 					call := c.call
-					if i%10 == 0 {
+					if pattern[i%uint64(len(pattern))] {
 						call = c.fail
 					}
 					if _, err := call(); err != nil && !errors.Is(err, errDown) {
