@@ -387,6 +387,10 @@ func (b *CircuitBreaker[R]) Name() string { return b.name }
 // outcome; otherwise it returns a *BreakerOpenError without calling fn.
 // A panic in fn counts as a failure and goes on unwinding.
 func (b *CircuitBreaker[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	return b.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (b *CircuitBreaker[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 	p, err := b.Allow()
 	if err != nil {
 		var zero R
@@ -398,7 +402,7 @@ func (b *CircuitBreaker[R]) Execute(ctx context.Context, fn Func[R]) (R, error) 
 			p.record(cbRecorded | cbFailed)
 		}
 	}()
-	result, err := fn(ctx)
+	result, err := n.call(ctx)
 	completed = true
 	p.Done(result, err)
 	return result, err

@@ -62,6 +62,7 @@ type RetryBudgetConfig struct {
 // short lock and do not allocate.
 type RetryBudget struct {
 	clock       clock.Clock
+	system      bool  // clock is the system clock
 	deposit     int64 // per first attempt, in budgetScale units
 	reserve     int64 // floor available in every window
 	width       time.Duration
@@ -101,6 +102,7 @@ func NewRetryBudget(cfg RetryBudgetConfig) (*RetryBudget, error) {
 		reserve:     budgetUnits(floor * ttl.Seconds()),
 		width:       width,
 		start:       clk.Now(),
+		system:      clk == clock.System(),
 		onExhausted: cfg.OnExhausted,
 	}, nil
 }
@@ -124,7 +126,7 @@ func (b *RetryBudget) Deposit() {
 	if b.deposit == 0 {
 		return
 	}
-	now := b.clock.Now()
+	now := b.elapsed()
 	b.mu.Lock()
 	b.advanceLocked(now)
 	b.buckets[b.epoch%budgetBuckets] += b.deposit
@@ -135,7 +137,7 @@ func (b *RetryBudget) Deposit() {
 // TryWithdraw takes one token for a retry and reports whether there was
 // one. A refusal counts in Exhausted and calls OnExhausted.
 func (b *RetryBudget) TryWithdraw() bool {
-	now := b.clock.Now()
+	now := b.elapsed()
 	b.mu.Lock()
 	b.advanceLocked(now)
 	ok := b.reserve+b.sum >= budgetScale
@@ -155,7 +157,7 @@ func (b *RetryBudget) TryWithdraw() bool {
 
 // Balance returns how many retries the budget would allow now.
 func (b *RetryBudget) Balance() float64 {
-	now := b.clock.Now()
+	now := b.elapsed()
 	b.mu.Lock()
 	b.advanceLocked(now)
 	units := b.reserve + b.sum
@@ -166,10 +168,20 @@ func (b *RetryBudget) Balance() float64 {
 // Exhausted returns how many withdrawals the budget has refused.
 func (b *RetryBudget) Exhausted() uint64 { return b.exhausted.Load() }
 
-// advanceLocked moves the window to now, forgetting the slices that fell
-// out of it. Time going backwards is ignored.
-func (b *RetryBudget) advanceLocked(now time.Time) {
-	e := int64(now.Sub(b.start) / b.width)
+// elapsed returns the time since the budget was made. On the system clock
+// it reads only the monotonic clock, a fraction of the cost of Now.
+func (b *RetryBudget) elapsed() time.Duration {
+	if b.system {
+		return time.Since(b.start)
+	}
+	return b.clock.Now().Sub(b.start)
+}
+
+// advanceLocked moves the window to elapsed, the time since the budget was
+// made, forgetting the slices that fell out of it. Time going backwards is
+// ignored.
+func (b *RetryBudget) advanceLocked(elapsed time.Duration) {
+	e := int64(elapsed / b.width)
 	if e <= b.epoch {
 		return
 	}

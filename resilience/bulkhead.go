@@ -78,6 +78,10 @@ func MustBulkhead[R any](cfg BulkheadConfig) *Bulkhead[R] {
 // passed) without calling fn when it gets no slot, and an error wrapping
 // ctx.Err() when ctx ends while it waits.
 func (b *Bulkhead[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	return b.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (b *Bulkhead[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 	select {
 	case b.sem <- struct{}{}:
 	default:
@@ -87,7 +91,7 @@ func (b *Bulkhead[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 		}
 	}
 	defer func() { <-b.sem }()
-	return fn(ctx)
+	return n.call(ctx)
 }
 
 func (b *Bulkhead[R]) wait(ctx context.Context) error {

@@ -46,7 +46,11 @@ func MustFallback[R any](cfg FallbackConfig[R]) *Fallback[R] {
 // Handler's outcome instead. The Handler gets fn's ctx, which may have
 // ended (a deadline passing is a common reason to fall back).
 func (f *Fallback[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
-	res, err := fn(ctx)
+	return f.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (f *Fallback[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
+	res, err := n.call(ctx)
 	if !f.classify.IsFailure(res, err) {
 		return res, err
 	}

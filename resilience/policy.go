@@ -21,28 +21,58 @@ type Policy[R any] interface {
 // pipeline calls fn directly.
 type Pipeline[R any] struct {
 	policies []Policy[R]
+	// chained holds, for each policy of this package, the same policy as
+	// a chainedPolicy, so that calls pass from one to the next without a
+	// closure per policy and per call.
+	chained []chainedPolicy[R]
 }
 
 // NewPipeline returns the policies composed in the order given, outermost
 // first: NewPipeline(fallback, timeout, retry, breaker, bulkhead) has the
 // retry calling the breaker on each attempt.
 func NewPipeline[R any](policies ...Policy[R]) *Pipeline[R] {
-	return &Pipeline[R]{policies: policies}
+	p := &Pipeline[R]{policies: policies, chained: make([]chainedPolicy[R], len(policies))}
+	for i, pol := range policies {
+		p.chained[i], _ = pol.(chainedPolicy[R])
+	}
+	return p
 }
 
 // Execute runs fn through every policy of the pipeline.
 func (p *Pipeline[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
-	return p.run(ctx, 0, fn)
+	return next[R]{p: p, fn: fn}.call(ctx)
 }
 
-func (p *Pipeline[R]) run(ctx context.Context, i int, fn Func[R]) (R, error) {
-	if i == len(p.policies) {
-		return fn(ctx)
+// next is what a policy calls to go on: the policies of a pipeline from
+// index i on, then fn; or fn alone when p is nil. It is a value, passed
+// down the pipeline, so that a call allocates nothing for it.
+type next[R any] struct {
+	p  *Pipeline[R]
+	i  int
+	fn Func[R]
+}
+
+// call runs the rest of the pipeline, then fn.
+func (n next[R]) call(ctx context.Context) (R, error) {
+	if n.p == nil || n.i == len(n.p.policies) {
+		return n.fn(ctx)
 	}
-	if i == len(p.policies)-1 {
-		return p.policies[i].Execute(ctx, fn)
+	rest := next[R]{p: n.p, i: n.i + 1, fn: n.fn}
+	if c := n.p.chained[n.i]; c != nil {
+		return c.executeNext(ctx, rest)
 	}
-	return p.policies[i].Execute(ctx, func(ctx context.Context) (R, error) { return p.run(ctx, i+1, fn) })
+	if rest.i == len(n.p.policies) {
+		return n.p.policies[n.i].Execute(ctx, n.fn)
+	}
+	// A policy of another package takes a Func: the rest of the pipeline
+	// as a closure.
+	return n.p.policies[n.i].Execute(ctx, rest.call)
+}
+
+// chainedPolicy is a Policy of this package, which runs the rest of a
+// pipeline from a next value.
+type chainedPolicy[R any] interface {
+	executeNext(ctx context.Context, n next[R]) (R, error)
 }
 
 // Classifier decides whether a call's outcome counts as a failure. The

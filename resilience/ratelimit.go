@@ -109,11 +109,15 @@ func MustRateLimiter[R any](cfg RateLimiterConfig) *RateLimiter[R] {
 // value and a *RateLimitedError without calling fn; if ctx ends while it
 // waits, an error wrapping ctx.Err().
 func (l *RateLimiter[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	return l.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (l *RateLimiter[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 	if err := l.acquire(ctx); err != nil {
 		var zero R
 		return zero, err
 	}
-	return fn(ctx)
+	return n.call(ctx)
 }
 
 func (l *RateLimiter[R]) acquire(ctx context.Context) error {

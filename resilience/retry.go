@@ -183,12 +183,16 @@ func MustRetry[R any](cfg RetryConfig[R]) *Retry[R] {
 // except when ctx ends during a wait: then the error wraps both ctx.Err()
 // and the last attempt's error.
 func (r *Retry[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	return r.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (r *Retry[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 	if r.budget != nil {
 		r.budget.Deposit()
 	}
 	prev := r.base
 	for attempt := 1; ; attempt++ {
-		res, err := fn(ctx)
+		res, err := n.call(ctx)
 		if !r.classify.IsFailure(res, err) {
 			return res, err
 		}

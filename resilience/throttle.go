@@ -132,6 +132,10 @@ func MustAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) *AdaptiveThrottl
 // probability, and otherwise calls fn and records whether the backend
 // accepted it.
 func (t *AdaptiveThrottle[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
+	return t.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (t *AdaptiveThrottle[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 	now := t.clock.Now()
 	t.mu.Lock()
 	t.advanceLocked(now)
@@ -145,7 +149,7 @@ func (t *AdaptiveThrottle[R]) Execute(ctx context.Context, fn Func[R]) (R, error
 		var zero R
 		return zero, ErrThrottled
 	}
-	res, err := fn(ctx)
+	res, err := n.call(ctx)
 	if !errors.Is(err, context.Canceled) {
 		t.record(t.clock.Now(), !t.classify.IsFailure(res, err))
 	}

@@ -22,8 +22,7 @@ var ErrTimeout = errors.New("resilience: timeout")
 type TimeoutError struct {
 	// Timeout is the limit that passed.
 	Timeout time.Duration
-	// Err is what fn returned, usually a context.DeadlineExceeded; nil in
-	// the cause of the context fn sees.
+	// Err is what fn returned, usually a context.DeadlineExceeded.
 	Err error
 }
 
@@ -56,8 +55,7 @@ type TimeoutConfig[R any] struct {
 	// until it is closed; for other types none, and the context ends when
 	// Execute returns.
 	Hold func(result R, release func()) R
-	// Clock times the limit. Default clock.System(), with which the
-	// context fn sees is a standard context.WithTimeoutCause context.
+	// Clock times the limit. Default clock.System().
 	Clock clock.Clock
 }
 
@@ -106,31 +104,27 @@ func MustTimeout[R any](cfg TimeoutConfig[R]) *Timeout[R] {
 // came late; so are errors caused by the caller's own cancellation or
 // earlier deadline.
 func (t *Timeout[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
-	var (
-		tctx     context.Context
-		release  func()
-		timedOut func() bool
-	)
+	return t.executeNext(ctx, next[R]{fn: fn})
+}
+
+func (t *Timeout[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
+	var c timeoutContext
 	if t.clock == clock.System() {
-		cause := &TimeoutError{Timeout: t.d}
-		c, cancel := context.WithTimeoutCause(ctx, t.d, cause)
-		tctx, release = c, cancel
-		timedOut = func() bool { return context.Cause(c) == error(cause) }
+		c = newDeadlineCtx(ctx, t.d)
 	} else {
-		c := timeoutStart(ctx, t.clock, t.d)
-		tctx, release, timedOut = c, c.release, c.timedOut
+		c = timeoutStart(ctx, t.clock, t.d)
 	}
 	returned := false
 	defer func() {
 		if !returned { // fn panicked
-			release()
+			c.release()
 		}
 	}()
-	res, err := fn(tctx)
+	res, err := n.call(c)
 	returned = true
 	if err != nil {
-		expired := timedOut()
-		release()
+		expired := c.timedOut()
+		c.release()
 		if expired {
 			var zero R
 			return zero, &TimeoutError{Timeout: t.d, Err: err}
@@ -138,10 +132,21 @@ func (t *Timeout[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 		return res, err
 	}
 	if t.hold != nil {
-		return t.hold(res, release), nil
+		return t.hold(res, c.release), nil
 	}
-	release()
+	c.release()
 	return res, nil
+}
+
+// timeoutContext is the context a Timeout gives fn: a deadlineCtx on the
+// system clock, a timeoutCtx on any other.
+type timeoutContext interface {
+	context.Context
+	// release ends the context, if still live, and frees what it holds.
+	release()
+	// timedOut reports whether it ended, or would end now, by the
+	// Timeout's own limit.
+	timedOut() bool
 }
 
 // HoldHTTPBody makes resp's body release the context it was read under

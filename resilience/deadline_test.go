@@ -1,0 +1,146 @@
+package resilience_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/resilience"
+)
+
+// On the system clock, a call that never asks for Done still sees its
+// context end at the limit: Err reads the clock.
+func TestTimeoutSystemClockErrWithoutDone(t *testing.T) {
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Nanosecond})
+	var seen error
+	_, err := to.Execute(context.Background(), func(ctx context.Context) (string, error) {
+		for seen == nil {
+			seen = ctx.Err()
+		}
+		return "", seen
+	})
+	if seen != context.DeadlineExceeded || !errors.Is(err, resilience.ErrTimeout) {
+		t.Fatalf("fn saw %v, Execute returned %v; want DeadlineExceeded and ErrTimeout", seen, err)
+	}
+}
+
+// The inner of two timeouts ends at the outer's deadline when that comes
+// first, and the timeout is the outer one's.
+func TestTimeoutSystemClockNestedOuterExpires(t *testing.T) {
+	outer := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: 5 * time.Millisecond})
+	inner := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Hour})
+	var outerDeadline, innerDeadline time.Time
+	_, err := resilience.NewPipeline(outer, inner).Execute(context.Background(), func(ctx context.Context) (string, error) {
+		innerDeadline, _ = ctx.Deadline()
+		return timeoutBlock(ctx)
+	})
+	_, _ = outer.Execute(context.Background(), func(ctx context.Context) (string, error) {
+		outerDeadline, _ = ctx.Deadline()
+		return "", nil
+	})
+	var te *resilience.TimeoutError
+	if !errors.As(err, &te) || te.Timeout != 5*time.Millisecond {
+		t.Fatalf("err %v; want the outer timeout of 5ms", err)
+	}
+	if innerDeadline.After(outerDeadline) || time.Until(innerDeadline) > 0 {
+		t.Fatalf("inner deadline %v, later than the outer limit", innerDeadline)
+	}
+}
+
+// A context kept past its Timeout's return has ended, whether or not its
+// Done channel was asked for before.
+func TestTimeoutSystemClockContextEndsOnReturn(t *testing.T) {
+	to := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Hour})
+	for _, askDone := range []bool{false, true} {
+		var kept context.Context
+		_, _ = to.Execute(context.Background(), func(ctx context.Context) (string, error) {
+			if askDone {
+				_ = ctx.Done()
+			}
+			kept = ctx
+			return "ok", nil
+		})
+		select {
+		case <-kept.Done():
+		default:
+			t.Fatalf("asked for Done first: %v; the context is live after Execute returned", askDone)
+		}
+		if kept.Err() != context.Canceled {
+			t.Fatalf("kept context's Err %v; want context.Canceled", kept.Err())
+		}
+	}
+}
+
+// Many calls at once, some ending at their limit and some before it: no
+// context ends before its deadline (a reused timer firing for an earlier
+// context would end a later one early), and every one that waits ends.
+func TestTimeoutSystemClockConcurrentTimersNeverEndEarly(t *testing.T) {
+	const d = 200 * time.Microsecond
+	to := resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: d})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 300 {
+				start := time.Now()
+				wait := (g+i)%3 == 0
+				_, err := to.Execute(context.Background(), func(ctx context.Context) (int, error) {
+					done := ctx.Done()
+					if !wait {
+						return 1, nil
+					}
+					<-done
+					if early := time.Since(start); early < d {
+						return 0, errors.New("context ended " + early.String() + " after its start, before its limit")
+					}
+					return 0, ctx.Err()
+				})
+				if wait && !errors.Is(err, resilience.ErrTimeout) || !wait && err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// hopPolicy is a policy of another package's kind: a pipeline hands it the
+// rest of the calls as a Func.
+type hopPolicy struct{ hops *int }
+
+func (h hopPolicy) Execute(ctx context.Context, fn resilience.Func[int]) (int, error) {
+	*h.hops++
+	return fn(ctx)
+}
+
+// A pipeline runs policies of other packages between its own.
+func TestPipelineRunsForeignPoliciesInOrder(t *testing.T) {
+	hops := 0
+	var order []string
+	p := resilience.NewPipeline[int](
+		resilience.MustRetry(resilience.RetryConfig[int]{MaxAttempts: 2, BaseDelay: time.Nanosecond}),
+		hopPolicy{&hops},
+		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: time.Hour}),
+		hopPolicy{&hops},
+	)
+	res, err := p.Execute(context.Background(), func(ctx context.Context) (int, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("the call did not get the timeout's deadline")
+		}
+		order = append(order, "call")
+		if len(order) == 1 {
+			return 0, errRetryBackend
+		}
+		return 7, nil
+	})
+	if res != 7 || err != nil || hops != 4 || len(order) != 2 {
+		t.Fatalf("got %d, %v after %d hops and %d calls; want 7 after 4 and 2", res, err, hops, len(order))
+	}
+}
