@@ -58,8 +58,9 @@ type RetryBudgetConfig struct {
 // One budget is meant to be shared by every Retry of a client (or of a
 // destination). Each Retry.Execute deposits once, so a budget should not
 // be shared by two Retry policies nested around the same call. A
-// RetryBudget is safe for concurrent use; Deposit and TryWithdraw take one
-// short lock and do not allocate.
+// RetryBudget is safe for concurrent use and allocates nothing. Deposit,
+// once per call, is an atomic add (and a short lock once per tenth of
+// TTL); TryWithdraw, once per retry, takes a short lock.
 type RetryBudget struct {
 	clock       clock.Clock
 	system      bool  // clock is the system clock
@@ -70,10 +71,10 @@ type RetryBudget struct {
 	onExhausted func()
 	exhausted   atomic.Uint64
 
+	// mu serialises moving the window and withdrawing; deposits only add.
 	mu      sync.Mutex
-	epoch   int64 // bucket index of the current slice since start
-	sum     int64 // net of all buckets
-	buckets [budgetBuckets]int64
+	epoch   atomic.Int64 // index of the current slice since start
+	buckets [budgetBuckets]atomic.Int64
 }
 
 // NewRetryBudget returns a RetryBudget configured by cfg, or a
@@ -126,24 +127,25 @@ func (b *RetryBudget) Deposit() {
 	if b.deposit == 0 {
 		return
 	}
-	now := b.elapsed()
-	b.mu.Lock()
-	b.advanceLocked(now)
-	b.buckets[b.epoch%budgetBuckets] += b.deposit
-	b.sum += b.deposit
-	b.mu.Unlock()
+	if e := int64(b.elapsed() / b.width); e > b.epoch.Load() {
+		b.mu.Lock()
+		b.advanceLocked(e)
+		b.mu.Unlock()
+	}
+	// A deposit racing with a move of the window may land in the slice
+	// before the current one, and so expire up to a tenth of TTL early.
+	b.buckets[b.epoch.Load()%budgetBuckets].Add(b.deposit)
 }
 
 // TryWithdraw takes one token for a retry and reports whether there was
 // one. A refusal counts in Exhausted and calls OnExhausted.
 func (b *RetryBudget) TryWithdraw() bool {
-	now := b.elapsed()
+	e := int64(b.elapsed() / b.width)
 	b.mu.Lock()
-	b.advanceLocked(now)
-	ok := b.reserve+b.sum >= budgetScale
+	b.advanceLocked(e)
+	ok := b.reserve+b.sumLocked() >= budgetScale
 	if ok {
-		b.buckets[b.epoch%budgetBuckets] -= budgetScale
-		b.sum -= budgetScale
+		b.buckets[b.epoch.Load()%budgetBuckets].Add(-budgetScale)
 	}
 	b.mu.Unlock()
 	if !ok {
@@ -157,10 +159,10 @@ func (b *RetryBudget) TryWithdraw() bool {
 
 // Balance returns how many retries the budget would allow now.
 func (b *RetryBudget) Balance() float64 {
-	now := b.elapsed()
+	e := int64(b.elapsed() / b.width)
 	b.mu.Lock()
-	b.advanceLocked(now)
-	units := b.reserve + b.sum
+	b.advanceLocked(e)
+	units := b.reserve + b.sumLocked()
 	b.mu.Unlock()
 	return float64(units) / budgetScale
 }
@@ -177,23 +179,24 @@ func (b *RetryBudget) elapsed() time.Duration {
 	return b.clock.Now().Sub(b.start)
 }
 
-// advanceLocked moves the window to elapsed, the time since the budget was
-// made, forgetting the slices that fell out of it. Time going backwards is
-// ignored.
-func (b *RetryBudget) advanceLocked(elapsed time.Duration) {
-	e := int64(elapsed / b.width)
-	if e <= b.epoch {
+// sumLocked returns the net of all slices.
+func (b *RetryBudget) sumLocked() int64 {
+	var sum int64
+	for i := range b.buckets {
+		sum += b.buckets[i].Load()
+	}
+	return sum
+}
+
+// advanceLocked moves the window to slice e, forgetting the slices that
+// fell out of it. Time going backwards is ignored.
+func (b *RetryBudget) advanceLocked(e int64) {
+	cur := b.epoch.Load()
+	if e <= cur {
 		return
 	}
-	if e-b.epoch >= budgetBuckets {
-		b.buckets = [budgetBuckets]int64{}
-		b.sum = 0
-	} else {
-		for i := b.epoch + 1; i <= e; i++ {
-			slot := &b.buckets[i%budgetBuckets]
-			b.sum -= *slot
-			*slot = 0
-		}
+	for i := cur + 1; i <= e && i <= cur+budgetBuckets; i++ {
+		b.buckets[i%budgetBuckets].Store(0)
 	}
-	b.epoch = e
+	b.epoch.Store(e)
 }
