@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type deadlineCtx struct {
 	expired bool // ended by its own limit
 	slot    *deadlineTimer
 	unhook  func() bool
+	after   []*func() // AfterFunc's functions still to run
 }
 
 // deadlineEpoch is the origin of deadlineCtx's clock.
@@ -102,6 +104,31 @@ func (c *deadlineCtx) Done() <-chan struct{} {
 	return c.done
 }
 
+// AfterFunc runs f in its own goroutine once c ends. context.WithCancel
+// and its kin look for this method, so that a context derived from c
+// needs no goroutine of its own to watch c.
+func (c *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
+	c.Done() // arms the timer and the hook on the root
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	h := &f
+	c.after = append(c.after, h)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		i := slices.Index(c.after, h)
+		if i < 0 {
+			return false
+		}
+		c.after = slices.Delete(c.after, i, i+1)
+		return true
+	}
+}
+
 func (c *deadlineCtx) String() string {
 	d, _ := c.Deadline()
 	return "resilience.deadlineCtx(" + d.String() + ")"
@@ -148,6 +175,10 @@ func (c *deadlineCtx) endLocked(err error, expired bool) {
 		c.unhook()
 		c.unhook = nil
 	}
+	for _, f := range c.after {
+		go (*f)()
+	}
+	c.after = nil
 }
 
 // expire is called by the timer armed at the deadline. A timer is only

@@ -144,3 +144,38 @@ func TestPipelineRunsForeignPoliciesInOrder(t *testing.T) {
 		t.Fatalf("got %d, %v after %d hops and %d calls; want 7 after 4 and 2", res, err, hops, len(order))
 	}
 }
+
+// A context derived from the one a Timeout on the system clock gives ends
+// with it: at the deadline, or when the Timeout returns; and one whose
+// cancel ran first is left alone.
+func TestTimeoutSystemClockDerivedContextsEndWithIt(t *testing.T) {
+	short := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Millisecond})
+	_, err := short.Execute(context.Background(), func(ctx context.Context) (string, error) {
+		child, cancel := context.WithCancel(ctx)
+		defer cancel()
+		<-child.Done()
+		return "", child.Err()
+	})
+	if !errors.Is(err, resilience.ErrTimeout) {
+		t.Fatalf("err %v; want ErrTimeout from the derived context's end", err)
+	}
+	long := resilience.MustTimeout(resilience.TimeoutConfig[string]{Timeout: time.Hour})
+	var child, cancelled context.Context
+	var cancelChild context.CancelFunc
+	_, _ = long.Execute(context.Background(), func(ctx context.Context) (string, error) {
+		child, cancelChild = context.WithCancel(ctx)
+		var cancel context.CancelFunc
+		cancelled, cancel = context.WithCancel(ctx)
+		cancel()
+		return "ok", nil
+	})
+	defer cancelChild() // after the checks: it is the Timeout's return that must end child
+	select {
+	case <-child.Done():
+	case <-time.After(retryTestLimit):
+		t.Fatal("the derived context did not end when the Timeout returned")
+	}
+	if child.Err() != context.Canceled || cancelled.Err() != context.Canceled {
+		t.Fatalf("derived contexts ended with %v and %v; want context.Canceled", child.Err(), cancelled.Err())
+	}
+}
