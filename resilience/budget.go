@@ -81,16 +81,13 @@ type RetryBudget struct {
 // *ConfigError naming the first field it refuses; zero fields take the
 // defaults documented on RetryBudgetConfig.
 func NewRetryBudget(cfg RetryBudgetConfig) (*RetryBudget, error) {
-	bad := func(field string, v any, want string) (*RetryBudget, error) {
-		return nil, &ConfigError{Policy: "retry budget", Field: field, Value: v, Want: want}
-	}
 	switch {
 	case math.IsNaN(cfg.Ratio):
-		return bad("Ratio", cfg.Ratio, "a number (negative for no deposits, zero for the default)")
+		return refuse[*RetryBudget]("retry budget", "Ratio", cfg.Ratio, "a number (negative for no deposits, zero for the default)")
 	case math.IsNaN(cfg.MinRetriesPerSecond):
-		return bad("MinRetriesPerSecond", cfg.MinRetriesPerSecond, "a number (negative for no floor, zero for the default)")
+		return refuse[*RetryBudget]("retry budget", "MinRetriesPerSecond", cfg.MinRetriesPerSecond, "a number (negative for no floor, zero for the default)")
 	case cfg.TTL < 0:
-		return bad("TTL", cfg.TTL, "a positive duration, or zero for the default")
+		return refuse[*RetryBudget]("retry budget", "TTL", cfg.TTL, wantDefaultDuration)
 	}
 	ratio := max(cmp.Or(cfg.Ratio, DefaultBudgetRatio), 0)
 	floor := max(cmp.Or(cfg.MinRetriesPerSecond, DefaultBudgetMinRetriesPerSecond), 0)

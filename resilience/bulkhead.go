@@ -48,16 +48,13 @@ type Bulkhead[R any] struct {
 // NewBulkhead returns a Bulkhead configured by cfg, or a *ConfigError
 // naming the first field it refuses.
 func NewBulkhead[R any](cfg BulkheadConfig) (*Bulkhead[R], error) {
-	bad := func(field string, v any, want string) (*Bulkhead[R], error) {
-		return nil, &ConfigError{Policy: "bulkhead", Field: field, Value: v, Want: want}
-	}
 	switch {
 	case cfg.MaxConcurrent < 1:
-		return bad("MaxConcurrent", cfg.MaxConcurrent, "at least 1")
+		return refuse[*Bulkhead[R]]("bulkhead", "MaxConcurrent", cfg.MaxConcurrent, "at least 1")
 	case cfg.MaxWaiting < 0:
-		return bad("MaxWaiting", cfg.MaxWaiting, "zero or more")
+		return refuse[*Bulkhead[R]]("bulkhead", "MaxWaiting", cfg.MaxWaiting, "zero or more")
 	case cfg.MaxWait < 0:
-		return bad("MaxWait", cfg.MaxWait, "a positive duration, or zero for no limit")
+		return refuse[*Bulkhead[R]]("bulkhead", "MaxWait", cfg.MaxWait, wantNoLimitDuration)
 	}
 	return &Bulkhead[R]{
 		sem:        make(chan struct{}, cfg.MaxConcurrent),

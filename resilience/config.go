@@ -43,6 +43,19 @@ func (e *ConfigError) Error() string {
 // Is matches ErrInvalidConfig.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
+// What the constructors want of the fields they refuse.
+const (
+	wantDefaultDuration = "a positive duration, or zero for the default"
+	wantNoLimitDuration = "a positive duration, or zero for no limit"
+	wantDefaultCount    = "at least 1, or zero for the default"
+)
+
+// refuse returns P's zero value and the *ConfigError of policy's field.
+func refuse[P any](policy, field string, value any, want string) (P, error) {
+	var zero P
+	return zero, &ConfigError{Policy: policy, Field: field, Value: value, Want: want}
+}
+
 // must returns p, or panics with err, for the Must… constructors.
 func must[P any](p P, err error) P {
 	if err != nil {

@@ -31,7 +31,7 @@ type Fallback[R any] struct {
 // cfg.Handler is nil.
 func NewFallback[R any](cfg FallbackConfig[R]) (*Fallback[R], error) {
 	if cfg.Handler == nil {
-		return nil, &ConfigError{Policy: "fallback", Field: "Handler", Value: "nil", Want: "a function"}
+		return refuse[*Fallback[R]]("fallback", "Handler", "nil", "a function")
 	}
 	return &Fallback[R]{handler: cfg.Handler, classify: cfg.Classifier}, nil
 }

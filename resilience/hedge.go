@@ -79,10 +79,10 @@ type Hedge[R any] struct {
 // HedgeConfig.
 func NewHedge[R any](cfg HedgeConfig[R]) (*Hedge[R], error) {
 	if cfg.Delay <= 0 {
-		return nil, &ConfigError{Policy: "hedge", Field: "Delay", Value: cfg.Delay, Want: "a positive duration"}
+		return refuse[*Hedge[R]]("hedge", "Delay", cfg.Delay, "a positive duration")
 	}
 	if cfg.MaxHedges < 0 {
-		return nil, &ConfigError{Policy: "hedge", Field: "MaxHedges", Value: cfg.MaxHedges, Want: "at least 1, or zero for the default"}
+		return refuse[*Hedge[R]]("hedge", "MaxHedges", cfg.MaxHedges, wantDefaultCount)
 	}
 	h := &Hedge[R]{
 		delay:     cfg.Delay,

@@ -69,16 +69,13 @@ type RateLimiter[R any] struct {
 // *ConfigError naming the first field it refuses; zero fields take the
 // defaults documented on RateLimiterConfig.
 func NewRateLimiter[R any](cfg RateLimiterConfig) (*RateLimiter[R], error) {
-	bad := func(field string, v any, want string) (*RateLimiter[R], error) {
-		return nil, &ConfigError{Policy: "rate limiter", Field: field, Value: v, Want: want}
-	}
 	switch {
 	case !(cfg.Rate > 0):
-		return bad("Rate", cfg.Rate, "a positive number of calls per second")
+		return refuse[*RateLimiter[R]]("rate limiter", "Rate", cfg.Rate, "a positive number of calls per second")
 	case cfg.Burst < 0:
-		return bad("Burst", cfg.Burst, "at least 1, or zero for the default")
+		return refuse[*RateLimiter[R]]("rate limiter", "Burst", cfg.Burst, wantDefaultCount)
 	case cfg.MaxWait < 0:
-		return bad("MaxWait", cfg.MaxWait, "a positive duration, or zero for no limit")
+		return refuse[*RateLimiter[R]]("rate limiter", "MaxWait", cfg.MaxWait, wantNoLimitDuration)
 	}
 	burst := cfg.Burst
 	if burst == 0 {

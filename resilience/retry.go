@@ -129,22 +129,19 @@ type Retry[R any] struct {
 // the first field it refuses; zero fields take the defaults documented on
 // RetryConfig.
 func NewRetry[R any](cfg RetryConfig[R]) (*Retry[R], error) {
-	bad := func(field string, v any, want string) (*Retry[R], error) {
-		return nil, &ConfigError{Policy: "retry", Field: field, Value: v, Want: want}
-	}
 	switch {
 	case cfg.MaxAttempts < 0:
-		return bad("MaxAttempts", cfg.MaxAttempts, "at least 1, or zero for the default")
+		return refuse[*Retry[R]]("retry", "MaxAttempts", cfg.MaxAttempts, wantDefaultCount)
 	case cfg.BaseDelay < 0:
-		return bad("BaseDelay", cfg.BaseDelay, "a positive duration, or zero for the default")
+		return refuse[*Retry[R]]("retry", "BaseDelay", cfg.BaseDelay, wantDefaultDuration)
 	case cfg.MaxDelay < 0:
-		return bad("MaxDelay", cfg.MaxDelay, "a positive duration, or zero for the default")
+		return refuse[*Retry[R]]("retry", "MaxDelay", cfg.MaxDelay, wantDefaultDuration)
 	case cfg.MaxDelay > 0 && cfg.MaxDelay < cfg.BaseDelay:
-		return bad("MaxDelay", cfg.MaxDelay, "at least BaseDelay ("+cfg.BaseDelay.String()+")")
+		return refuse[*Retry[R]]("retry", "MaxDelay", cfg.MaxDelay, "at least BaseDelay ("+cfg.BaseDelay.String()+")")
 	case cfg.Jitter != FullJitter && cfg.Jitter != DecorrelatedJitter:
-		return bad("Jitter", cfg.Jitter, "FullJitter or DecorrelatedJitter")
+		return refuse[*Retry[R]]("retry", "Jitter", cfg.Jitter, "FullJitter or DecorrelatedJitter")
 	case cfg.MaxRetryAfter < 0:
-		return bad("MaxRetryAfter", cfg.MaxRetryAfter, "a positive duration, or zero for the default")
+		return refuse[*Retry[R]]("retry", "MaxRetryAfter", cfg.MaxRetryAfter, wantDefaultDuration)
 	}
 	r := &Retry[R]{
 		maxAttempts:   cmp.Or(cfg.MaxAttempts, DefaultRetryMaxAttempts),

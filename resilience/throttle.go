@@ -92,16 +92,13 @@ type throttleBucket struct{ requests, accepts int64 }
 // *ConfigError naming the first field it refuses; zero fields take the
 // defaults documented on AdaptiveThrottleConfig.
 func NewAdaptiveThrottle[R any](cfg AdaptiveThrottleConfig[R]) (*AdaptiveThrottle[R], error) {
-	bad := func(field string, v any, want string) (*AdaptiveThrottle[R], error) {
-		return nil, &ConfigError{Policy: "adaptive throttle", Field: field, Value: v, Want: want}
-	}
 	switch {
 	case cfg.K != 0 && !(cfg.K >= 1 && !math.IsInf(cfg.K, 1)):
-		return bad("K", cfg.K, "a finite number of at least 1, or zero for the default")
+		return refuse[*AdaptiveThrottle[R]]("adaptive throttle", "K", cfg.K, "a finite number of at least 1, or zero for the default")
 	case cfg.Window < 0:
-		return bad("Window", cfg.Window, "a positive duration, or zero for the default")
+		return refuse[*AdaptiveThrottle[R]]("adaptive throttle", "Window", cfg.Window, wantDefaultDuration)
 	case cfg.Buckets < 0:
-		return bad("Buckets", cfg.Buckets, "at least 1, or zero for the default")
+		return refuse[*AdaptiveThrottle[R]]("adaptive throttle", "Buckets", cfg.Buckets, wantDefaultCount)
 	}
 	k := cmp.Or(cfg.K, DefaultThrottleK)
 	window := cmp.Or(cfg.Window, DefaultThrottleWindow)

@@ -82,7 +82,7 @@ type Timeout[R any] struct {
 // cfg.Timeout is not positive.
 func NewTimeout[R any](cfg TimeoutConfig[R]) (*Timeout[R], error) {
 	if cfg.Timeout <= 0 {
-		return nil, &ConfigError{Policy: "timeout", Field: "Timeout", Value: cfg.Timeout, Want: "a positive duration"}
+		return refuse[*Timeout[R]]("timeout", "Timeout", cfg.Timeout, "a positive duration")
 	}
 	hold := cfg.Hold
 	if hold == nil {
