@@ -51,9 +51,13 @@ var deadlineEpoch = time.Now()
 func deadlineNow() int64 { return int64(time.Since(deadlineEpoch)) }
 
 // newDeadlineCtx returns a context ending at now+d, or at parent's
-// deadline if that is sooner.
-func newDeadlineCtx(parent context.Context, d time.Duration) *deadlineCtx {
+// deadline or at deferred (a deadline on deadlineCtx's clock, when not
+// zero) if either is sooner.
+func newDeadlineCtx(parent context.Context, d time.Duration, deferred int64) *deadlineCtx {
 	c := &deadlineCtx{parent: parent, deadline: deadlineNow() + int64(d), own: true}
+	if deferred != 0 && deferred < c.deadline {
+		c.deadline, c.own = deferred, false
+	}
 	if p, ok := parent.(*deadlineCtx); ok {
 		c.root = p.root
 		if p.deadline < c.deadline {

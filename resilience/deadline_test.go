@@ -179,3 +179,57 @@ func TestTimeoutSystemClockDerivedContextsEndWithIt(t *testing.T) {
 		t.Fatalf("derived contexts ended with %v and %v; want context.Canceled", child.Err(), cancelled.Err())
 	}
 }
+
+// In a pipeline, an overall Timeout ahead of a Retry and an attempt
+// Timeout makes no context of its own, yet still bounds the whole call:
+// the retries stop at its deadline and the timeout is its own.
+func TestPipelineOverallTimeoutBoundsRetries(t *testing.T) {
+	p := resilience.NewPipeline[int](
+		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: 5 * time.Millisecond}),
+		resilience.MustRetry(resilience.RetryConfig[int]{MaxAttempts: 1 << 30, BaseDelay: time.Nanosecond, MaxDelay: time.Nanosecond}),
+		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: time.Hour}),
+	)
+	attempts := 0
+	var first, latest time.Time
+	_, err := p.Execute(context.Background(), func(ctx context.Context) (int, error) {
+		if attempts++; attempts == 1 {
+			first = time.Now()
+		}
+		latest, _ = ctx.Deadline()
+		return 0, errRetryBackend
+	})
+	var te *resilience.TimeoutError
+	if !errors.As(err, &te) || te.Timeout != 5*time.Millisecond || !errors.Is(err, errRetryBackend) {
+		t.Fatalf("err %v after %d attempts; want the overall timeout of 5ms wrapping the last failure", err, attempts)
+	}
+	if latest.After(first.Add(5 * time.Millisecond)) {
+		t.Fatalf("the last attempt's deadline is %v after the first attempt, later than the overall limit", latest.Sub(first))
+	}
+}
+
+// A service client's pipeline allocates its attempt's context and that
+// context's Done channel, and nothing else, per call.
+func TestClientPipelineAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes what sync.Pool keeps")
+	}
+	p := resilience.NewPipeline[int](
+		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: 10 * time.Second}),
+		resilience.MustRetry(resilience.RetryConfig[int]{MaxAttempts: 3, Budget: resilience.MustRetryBudget(resilience.RetryBudgetConfig{})}),
+		resilience.MustCircuitBreaker(resilience.BreakerConfig[int]{WindowSize: 50, MinimumCalls: 10}),
+		resilience.MustBulkhead[int](resilience.BulkheadConfig{MaxConcurrent: 256}),
+		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: 3 * time.Second}),
+	)
+	call := func(ctx context.Context) (int, error) {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		default:
+			return 1, nil
+		}
+	}
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(1000, func() { _, _ = p.Execute(ctx, call) }); n > 2 {
+		t.Fatalf("%v allocations per call; want at most 2", n)
+	}
+}

@@ -3,6 +3,9 @@ package resilience
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/trellis-go/trellis/clock"
 )
 
 // Func is the call a policy protects: it returns a result and an error.
@@ -25,17 +28,64 @@ type Pipeline[R any] struct {
 	// a chainedPolicy, so that calls pass from one to the next without a
 	// closure per policy and per call.
 	chained []chainedPolicy[R]
+	// deferred marks the Timeouts that need no context of their own: a
+	// later Timeout puts their deadline into the context it makes, and
+	// the policies in between honour it without one (see deferrable).
+	deferred []bool
 }
 
 // NewPipeline returns the policies composed in the order given, outermost
 // first: NewPipeline(fallback, timeout, retry, breaker, bulkhead) has the
 // retry calling the breaker on each attempt.
+//
+// An overall Timeout separated from a per-attempt Timeout only by a Retry,
+// a CircuitBreaker, a Bulkhead that queues no call or an AdaptiveThrottle
+// (all on the system clock) makes no context of its own: each attempt's
+// context ends at the earlier of the two deadlines, the Retry stops at the
+// overall one, and a call failing past it still gets the overall
+// Timeout's *TimeoutError. Holding a result's context (TimeoutConfig.Hold)
+// is then the attempt Timeout's.
 func NewPipeline[R any](policies ...Policy[R]) *Pipeline[R] {
-	p := &Pipeline[R]{policies: policies, chained: make([]chainedPolicy[R], len(policies))}
+	p := &Pipeline[R]{policies: policies, chained: make([]chainedPolicy[R], len(policies)), deferred: make([]bool, len(policies))}
 	for i, pol := range policies {
 		p.chained[i], _ = pol.(chainedPolicy[R])
 	}
+	for i := range policies {
+		p.deferred[i] = deferrable(policies[i:])
+	}
 	return p
+}
+
+// deferrable reports whether policies[0], a Timeout on the system clock,
+// can leave its context to a later Timeout on the system clock: every
+// policy in between must be one that honours a deadline carried in next
+// without a context (a Retry on the system clock) or that never waits and
+// gives the context to nothing but the rest of the pipeline (a breaker, a
+// bulkhead that queues no call, an adaptive throttle). The later Timeout's
+// context then ends at the earlier of the two deadlines, which is all the
+// call can see of either.
+func deferrable[R any](policies []Policy[R]) bool {
+	if t, ok := policies[0].(*Timeout[R]); !ok || t.clock != clock.System() {
+		return false
+	}
+	for _, pol := range policies[1:] {
+		switch pol := pol.(type) {
+		case *Timeout[R]:
+			return pol.clock == clock.System()
+		case *Retry[R]:
+			if pol.clock != clock.System() {
+				return false
+			}
+		case *Bulkhead[R]:
+			if pol.maxWaiting != 0 {
+				return false
+			}
+		case *CircuitBreaker[R], *AdaptiveThrottle[R]:
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // Execute runs fn through every policy of the pipeline.
@@ -50,6 +100,26 @@ type next[R any] struct {
 	p  *Pipeline[R]
 	i  int
 	fn Func[R]
+	// deadline, when not zero, is the deadline of a deferred Timeout (see
+	// Pipeline.deferred), on deadlineCtx's clock, that no context carries
+	// yet.
+	deadline int64
+}
+
+// deadlineTime returns ctx's deadline or n's, whichever is earlier.
+func (n next[R]) deadlineTime(ctx context.Context) (time.Time, bool) {
+	d, ok := ctx.Deadline()
+	if n.deadline != 0 {
+		if nd := deadlineEpoch.Add(time.Duration(n.deadline)); !ok || nd.Before(d) {
+			return nd, true
+		}
+	}
+	return d, ok
+}
+
+// expired reports whether n's deadline has passed.
+func (n next[R]) expired() bool {
+	return n.deadline != 0 && deadlineNow() >= n.deadline
 }
 
 // call runs the rest of the pipeline, then fn.
@@ -57,7 +127,7 @@ func (n next[R]) call(ctx context.Context) (R, error) {
 	if n.p == nil || n.i == len(n.p.policies) {
 		return n.fn(ctx)
 	}
-	rest := next[R]{p: n.p, i: n.i + 1, fn: n.fn}
+	rest := next[R]{p: n.p, i: n.i + 1, fn: n.fn, deadline: n.deadline}
 	if c := n.p.chained[n.i]; c != nil {
 		return c.executeNext(ctx, rest)
 	}

@@ -197,7 +197,7 @@ func (r *Retry[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 		// says otherwise (see there).
 		open := err != nil && errors.Is(err, ErrBreakerOpen)
 		if attempt >= r.maxAttempts || (err != nil && errors.Is(err, context.Canceled)) || (open && !r.retryOpen) ||
-			ctx.Err() != nil || IsSingleAttempt(ctx) {
+			ctx.Err() != nil || n.expired() || IsSingleAttempt(ctx) {
 			return res, err
 		}
 		delay := r.backoff(attempt, &prev)
@@ -218,7 +218,7 @@ func (r *Retry[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 				delay = max(delay, rejection.RetryAfter)
 			}
 		}
-		if deadline, ok := ctx.Deadline(); ok && !r.clock.Now().Add(delay).Before(deadline) {
+		if deadline, ok := n.deadlineTime(ctx); ok && !r.clock.Now().Add(delay).Before(deadline) {
 			return res, err
 		}
 		if r.budget != nil && !r.budget.TryWithdraw() {

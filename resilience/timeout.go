@@ -53,7 +53,8 @@ type TimeoutConfig[R any] struct {
 	// release. It is for results read after Execute returns. Default: for
 	// an *http.Response, HoldHTTPBody, so that the body stays readable
 	// until it is closed; for other types none, and the context ends when
-	// Execute returns.
+	// Execute returns. A Timeout whose context a later one makes (see
+	// NewPipeline) leaves holding to that one.
 	Hold func(result R, release func()) R
 	// Clock times the limit. Default clock.System().
 	Clock clock.Clock
@@ -108,9 +109,13 @@ func (t *Timeout[R]) Execute(ctx context.Context, fn Func[R]) (R, error) {
 }
 
 func (t *Timeout[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
+	if n.p != nil && n.p.deferred[n.i-1] {
+		return t.executeDeferred(ctx, n)
+	}
 	var c timeoutContext
 	if t.clock == clock.System() {
-		c = newDeadlineCtx(ctx, t.d)
+		c = newDeadlineCtx(ctx, t.d, n.deadline)
+		n.deadline = 0 // it is in c now
 	} else {
 		c = timeoutStart(ctx, t.clock, t.d)
 	}
@@ -136,6 +141,28 @@ func (t *Timeout[R]) executeNext(ctx context.Context, n next[R]) (R, error) {
 	}
 	c.release()
 	return res, nil
+}
+
+// executeDeferred runs a Timeout whose deadline a later one puts into its
+// context (see Pipeline.deferred): it only carries its deadline down the
+// pipeline and judges, when the call failed, whether its limit passed.
+func (t *Timeout[R]) executeDeferred(ctx context.Context, n next[R]) (R, error) {
+	deadline, own := deadlineNow()+int64(t.d), true
+	if n.deadline != 0 && n.deadline < deadline {
+		deadline, own = n.deadline, false
+	}
+	if pd, ok := ctx.Deadline(); ok {
+		if at := int64(pd.Sub(deadlineEpoch)); at < deadline {
+			deadline, own = at, false
+		}
+	}
+	n.deadline = deadline
+	res, err := n.call(ctx)
+	if err != nil && own && ctx.Err() == nil && deadlineNow() >= deadline {
+		var zero R
+		return zero, &TimeoutError{Timeout: t.d, Err: err}
+	}
+	return res, err
 }
 
 // timeoutContext is the context a Timeout gives fn: a deadlineCtx on the
