@@ -44,11 +44,11 @@ type pipeline struct {
 	bind func(ctx context.Context) func(attempt func(context.Context) (int, error)) (int, error)
 }
 
-// trellisPipeline is the composition in Trellis. Retries wait nothing (the
-// full jitter draws 0) so the benchmark measures the policies, not sleep.
-func trellisPipeline(tb testing.TB) pipeline {
-	tb.Helper()
-	p := resilience.NewPipeline[int](
+// trellisPolicies returns the composition's policies in Trellis,
+// outermost first. Retries wait nothing (the full jitter draws 0) so the
+// benchmark measures the policies, not sleep.
+func trellisPolicies() []resilience.Policy[int] {
+	return []resilience.Policy[int]{
 		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: pipeTimeout}),
 		resilience.MustRetry(resilience.RetryConfig[int]{
 			MaxAttempts: pipeMaxAttempts, BaseDelay: 50 * time.Millisecond, MaxDelay: time.Second,
@@ -61,8 +61,17 @@ func trellisPipeline(tb testing.TB) pipeline {
 		}),
 		resilience.MustBulkhead[int](resilience.BulkheadConfig{MaxConcurrent: pipeMaxConcurrent}),
 		resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: pipeAttemptTimeout}),
-	)
-	return pipeline{name: "trellis", bind: func(ctx context.Context) func(func(context.Context) (int, error)) (int, error) {
+	}
+}
+
+// trellisPipeline is the composition in Trellis.
+func trellisPipeline(testing.TB) pipeline {
+	return trellisPipelineOf("trellis", trellisPolicies()...)
+}
+
+func trellisPipelineOf(name string, policies ...resilience.Policy[int]) pipeline {
+	p := resilience.NewPipeline(policies...)
+	return pipeline{name: name, bind: func(ctx context.Context) func(func(context.Context) (int, error)) (int, error) {
 		return func(attempt func(context.Context) (int, error)) (int, error) { return p.Execute(ctx, attempt) }
 	}}
 }
@@ -127,17 +136,20 @@ func patternAttempt(pattern []bool, start uint64, calls *uint64) func(context.Co
 // attempt's context must then follow.
 func BenchmarkClientPipeline(b *testing.B) {
 	pattern := failurePattern(failureShare)
-	for _, root := range []struct {
-		name string
-		ctx  func() (context.Context, context.CancelFunc)
-	}{
-		{"Background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
-		{"Request", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
-	} {
+	for _, root := range roots {
 		for _, newPipeline := range pipelines {
 			benchmarkPipeline(b, root.name+"/"+newPipeline(b).name, newPipeline(b), pattern, root.ctx)
 		}
 	}
+}
+
+// roots are the callers' contexts the pipelines run under.
+var roots = []struct {
+	name string
+	ctx  func() (context.Context, context.CancelFunc)
+}{
+	{"Background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
+	{"Request", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
 }
 
 func benchmarkPipeline(b *testing.B, name string, p pipeline, pattern []bool, root func() (context.Context, context.CancelFunc)) {
@@ -207,56 +219,12 @@ func TestPipelinesAlike(t *testing.T) {
 // kinds of root context.
 func BenchmarkClientPipelineLayers(b *testing.B) {
 	pattern := failurePattern(failureShare)
-	retry := func() resilience.Policy[int] {
-		return resilience.MustRetry(resilience.RetryConfig[int]{
-			MaxAttempts: pipeMaxAttempts, BaseDelay: 50 * time.Millisecond, MaxDelay: time.Second,
-			Budget: resilience.MustRetryBudget(resilience.RetryBudgetConfig{Ratio: pipeBudgetRatio}),
-			Rand:   func() float64 { return 0 },
-		})
-	}
-	breaker := func() resilience.Policy[int] {
-		return resilience.MustCircuitBreaker(resilience.BreakerConfig[int]{
-			Name: "bench", WindowSize: pipeWindow, MinimumCalls: pipeMinimumCalls, FailureRateThreshold: failureRate,
-			OpenDuration: pipeOpenDuration, HalfOpenMaxCalls: pipeProbes,
-		})
-	}
-	bulkhead := func() resilience.Policy[int] {
-		return resilience.MustBulkhead[int](resilience.BulkheadConfig{MaxConcurrent: pipeMaxConcurrent})
-	}
-	timeoutOf := func(d time.Duration) func() resilience.Policy[int] {
-		return func() resilience.Policy[int] {
-			return resilience.MustTimeout(resilience.TimeoutConfig[int]{Timeout: d})
-		}
-	}
-	layers := []struct {
-		name string
-		make func() resilience.Policy[int]
-	}{
-		{"1-attempt-timeout", timeoutOf(pipeAttemptTimeout)},
-		{"2-bulkhead", bulkhead},
-		{"3-breaker", breaker},
-		{"4-retry-budget", retry},
-		{"5-overall-timeout", timeoutOf(pipeTimeout)},
-	}
-	for _, root := range []struct {
-		name string
-		ctx  func() (context.Context, context.CancelFunc)
-	}{
-		{"Background", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
-		{"Request", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
-	} {
-		benchmarkPipeline(b, root.name+"/0-call", pipeline{name: "call", bind: func(ctx context.Context) func(func(context.Context) (int, error)) (int, error) {
-			return func(attempt func(context.Context) (int, error)) (int, error) { return attempt(ctx) }
-		}}, pattern, root.ctx)
-		for n := 1; n <= len(layers); n++ {
-			var policies []resilience.Policy[int]
-			for i := n - 1; i >= 0; i-- {
-				policies = append(policies, layers[i].make())
-			}
-			p := resilience.NewPipeline(policies...)
-			benchmarkPipeline(b, root.name+"/"+layers[n-1].name, pipeline{name: layers[n-1].name, bind: func(ctx context.Context) func(func(context.Context) (int, error)) (int, error) {
-				return func(attempt func(context.Context) (int, error)) (int, error) { return p.Execute(ctx, attempt) }
-			}}, pattern, root.ctx)
+	names := []string{"5-overall-timeout", "4-retry-budget", "3-breaker", "2-bulkhead", "1-attempt-timeout"}
+	for _, root := range roots {
+		benchmarkPipeline(b, root.name+"/0-call", trellisPipelineOf("call"), pattern, root.ctx)
+		for n := len(names) - 1; n >= 0; n-- {
+			policies := trellisPolicies()[n:]
+			benchmarkPipeline(b, root.name+"/"+names[n], trellisPipelineOf(names[n], policies...), pattern, root.ctx)
 		}
 	}
 }
