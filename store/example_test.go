@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"sync"
 	"testing/fstest"
 
 	"github.com/trellis-go/trellis/store"
@@ -68,4 +69,90 @@ func Example() {
 func ExampleEnvVar() {
 	fmt.Println(store.EnvVar("order-history"))
 	// Output: ORDER_HISTORY_DATABASE_URL
+}
+
+// ExampleBatcher appends lines to a log table from many goroutines at once:
+// the lines that arrive while a transaction is being committed go into the
+// next one, so a few COMMITs (and disk syncs) serve them all, and each
+// caller returns once its own line is durable, or with its own error.
+func ExampleBatcher() {
+	dataDir, err := os.MkdirTemp("", "audit")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dataDir) }()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{Service: "audit", DataDir: dataDir, Migrations: fstest.MapFS{
+		"0001_log.sql": {Data: []byte(`CREATE TABLE log (line TEXT NOT NULL UNIQUE);`)},
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+
+	lines := store.NewBatcher(store.BatcherConfig[string]{
+		MaxBatch: 100,
+		Write: func(ctx context.Context, take func() []string) []error {
+			// Hold the writer before taking the batch, so that a line whose
+			// caller gives up meanwhile is never written.
+			tx, err := db.Writer().BeginTx(ctx, nil)
+			if err != nil && ctx.Err() != nil {
+				return nil // the caller writing alone gave up
+			}
+			batch := take()
+			errs := make([]error, len(batch))
+			all := func(err error) []error {
+				for i := range errs {
+					errs[i] = err
+				}
+				return errs
+			}
+			if err != nil {
+				return all(err)
+			}
+			// The statements do not use the caller's context: a caller
+			// giving up must not undo the others' lines.
+			ctx = context.Background()
+			for i, line := range batch {
+				// A savepoint per line: a line refused leaves the others.
+				if _, err := tx.ExecContext(ctx, "SAVEPOINT line"); err != nil {
+					_ = tx.Rollback()
+					return all(err)
+				}
+				if _, errs[i] = tx.ExecContext(ctx, "INSERT INTO log (line) VALUES ($1)", line); errs[i] != nil {
+					if _, err := tx.ExecContext(ctx, "ROLLBACK TO line"); err != nil {
+						_ = tx.Rollback()
+						return all(err)
+					}
+				}
+				if _, err := tx.ExecContext(ctx, "RELEASE line"); err != nil {
+					_ = tx.Rollback()
+					return all(err)
+				}
+			}
+			if err := tx.Commit(); err != nil {
+				return all(err)
+			}
+			return errs
+		},
+	})
+	defer lines.Close()
+
+	var wg sync.WaitGroup
+	refused := make(chan error, 1)
+	for i := range 50 {
+		wg.Go(func() {
+			// "line 0" comes twice: one of its calls is refused.
+			if err := lines.Do(ctx, fmt.Sprint("line ", i%49)); err != nil {
+				refused <- err
+			}
+		})
+	}
+	wg.Wait()
+	var n int
+	if err := db.Reader().QueryRowContext(ctx, "SELECT COUNT(*) FROM log").Scan(&n); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(n, "lines; a duplicate refused:", <-refused != nil)
+	// Output: 49 lines; a duplicate refused: true
 }

@@ -4,7 +4,7 @@ package store
 // as before group commit: the baseline of BenchmarkInTx.
 func DisableGroupCommit(db *DB) {
 	if db.group != nil {
-		db.group.close()
+		db.group.b.Close()
 		db.group = nil
 	}
 }
@@ -15,9 +15,7 @@ func QueuedInTx(db *DB) int {
 	if db.group == nil {
 		return 0
 	}
-	db.group.mu.Lock()
-	defer db.group.mu.Unlock()
-	return len(db.group.queue)
+	return db.group.b.Len()
 }
 
 // StmtCacheSize is how many statements a SQLite connection keeps

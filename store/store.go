@@ -567,7 +567,7 @@ func (db *DB) Version(ctx context.Context) (int, error) {
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		if db.group != nil {
-			db.group.close()
+			db.group.b.Close()
 		}
 		var errs []error
 		if db.reader != nil && db.reader != db.writer {
