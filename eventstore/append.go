@@ -59,7 +59,7 @@ func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]App
 		return nil, ErrClosed
 	}
 	if s.dialect == store.SQLite {
-		return s.group.submit(ctx, ps)
+		return s.appendSQLite(ctx, ps)
 	}
 	res, err := s.appendPostgres(ctx, ps)
 	if err != nil {

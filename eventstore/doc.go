@@ -60,9 +60,9 @@
 //		return addToOutbox(ctx, tx, msg) // the service's own outbox table
 //	})
 //
-// On SQLite, concurrent appends are group-committed: the appends that queue
-// for the single writer while it commits share its next transaction and
-// fsync, each in a savepoint of its own. Never call Append (rather than
+// On SQLite, concurrent appends are group-committed (by a [store.Batcher]):
+// the appends that queue for the single writer while it commits share its
+// next transaction and fsync, each in a savepoint of its own. Never call Append (rather than
 // AppendTx) inside a transaction of the same SQLite database: it would wait
 // for the writer that transaction holds.
 //

@@ -246,9 +246,9 @@ type Store struct {
 	maxBatch  int
 	log       *slog.Logger
 
-	appended broadcast       // signalled after every commit this process knows of
-	group    *groupCommitter // SQLite only
-	notices  *notices        // nil without a notifier
+	appended broadcast                      // signalled after every commit this process knows of
+	group    *store.Batcher[*appendRequest] // SQLite only
+	notices  *notices                       // nil without a notifier
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -290,7 +290,7 @@ func New(db *store.DB, opts Options) (*Store, error) {
 		s.maxBatch = 4096
 	}
 	if d == store.SQLite {
-		s.group = &groupCommitter{s: s}
+		s.group = newAppendBatcher(s)
 	}
 	n := opts.Notifier
 	if n == nil && d == store.Postgres {
@@ -310,7 +310,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.closeMu.Unlock()
 	if s.group != nil {
-		s.group.close()
+		s.group.Close()
 	}
 	if s.notices != nil {
 		s.notices.close()
