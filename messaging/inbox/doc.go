@@ -41,8 +41,8 @@
 // synchronous=FULL, PostgreSQL with synchronous_commit). Concurrent
 // [Inbox.Handle] calls (a consumer with Concurrency above 1) therefore
 // share one transaction, up to [Config.MaxBatch], each in its own
-// savepoint: one sync for the group, and a failing effect still undoes
-// only itself. Handle returns after the commit, so an acknowledged
+// savepoint (a [store.Batcher] writes the groups): one sync for the group,
+// and a failing effect still undoes only itself. Handle returns after the commit, so an acknowledged
 // message's effect is durable. Two deliveries of one message are never in
 // the same group.
 package inbox

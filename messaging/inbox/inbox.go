@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,13 +81,9 @@ const batchTimeout = 30 * time.Second
 // transaction of their effect, so that a message delivered again has no
 // second effect. It is safe for concurrent use.
 type Inbox struct {
-	db       *store.DB
-	now      func() time.Time
-	maxBatch int
-
-	mu        sync.Mutex
-	queue     []*request
-	committer bool // a goroutine is committing the queue
+	db  *store.DB
+	now func() time.Time
+	b   *store.Batcher[*request]
 
 	transactions atomic.Uint64
 	messages     atomic.Uint64
@@ -112,21 +107,23 @@ type request struct {
 	consumer, id string
 	effect       func(tx *sql.Tx) error
 
+	taken    bool // by a group
 	handled  bool
 	err      error
 	panicked any // what effect panicked with, re-raised in Handle
-	done     chan struct{}
 }
 
 // New returns the inbox of db. Call Setup (or apply Schema) first.
 func New(db *store.DB, cfg Config) *Inbox {
-	in := &Inbox{db: db, now: cfg.Now, maxBatch: cfg.MaxBatch}
+	in := &Inbox{db: db, now: cfg.Now}
 	if in.now == nil {
 		in.now = time.Now
 	}
-	if in.maxBatch <= 0 {
-		in.maxBatch = DefaultMaxBatch
+	maxBatch := cfg.MaxBatch
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
 	}
+	in.b = store.NewBatcher(store.BatcherConfig[*request]{MaxBatch: maxBatch, Take: distinct, Write: in.commit})
 	return in
 }
 
@@ -140,10 +137,14 @@ func New(db *store.DB, cfg Config) *Inbox {
 // commit, one disk sync, for all of them. Each effect runs in its own
 // savepoint, so one that fails undoes only its own changes; if the commit
 // fails, every call of the group fails and its message is redelivered.
-// Effects therefore run one after the other on the committing goroutine:
-// keep them to statements on tx (never on the database's writer pool, which
-// on SQLite would wait for this very transaction) and keep them short. A
-// panic in effect is raised again in its caller.
+// Effects therefore run one after the other on the goroutine committing the
+// group (the caller's own when the inbox is idle): keep them to statements
+// on tx (never on the database's writer pool, which on SQLite would wait
+// for this very transaction) and keep them short. A panic in effect is
+// raised again in its caller. A call whose ctx ends before its group takes
+// it returns ctx's error at once and writes nothing; once taken, its
+// effect is not started if ctx has ended by its turn, and the call returns
+// when its group's transaction has ended.
 //
 // On PostgreSQL, two deliveries of one message handled at once (by two
 // replicas) are serialised by the primary key: the second waits for the
@@ -153,102 +154,93 @@ func (in *Inbox) Handle(ctx context.Context, consumer, messageID string, effect 
 	if consumer == "" || messageID == "" || effect == nil {
 		return false, fmt.Errorf("%w: consumer, message id and effect are required", ErrInvalidConfig)
 	}
-	req := &request{ctx: ctx, consumer: consumer, id: messageID, effect: effect, done: make(chan struct{})}
-	in.mu.Lock()
-	in.queue = append(in.queue, req)
-	if !in.committer {
-		in.committer = true
-		go in.commitLoop()
-	}
-	in.mu.Unlock()
-	select {
-	case <-req.done:
-	case <-ctx.Done():
-		// The committer skips a request whose context has ended, or its
-		// statements fail with it: nothing of it commits, unless it was
-		// already running, in which case a redelivery finds it recorded.
-		return false, fmt.Errorf("inbox: handle %s for %s: %w", messageID, consumer, ctx.Err())
-	}
+	req := &request{ctx: ctx, consumer: consumer, id: messageID, effect: effect}
+	err = in.b.Do(ctx, req)
 	if req.panicked != nil {
 		panic(req.panicked)
 	}
-	return req.handled, req.err
-}
-
-// commitLoop commits the queue in groups until it is empty, then returns.
-func (in *Inbox) commitLoop() {
-	for {
-		in.mu.Lock()
-		batch := in.takeBatch()
-		if len(batch) == 0 {
-			in.committer = false
-			in.mu.Unlock()
-			return
-		}
-		in.mu.Unlock()
-		in.commit(batch)
-		for _, r := range batch {
-			close(r.done)
-		}
-	}
-}
-
-// takeBatch removes up to maxBatch requests from the queue, in order. A
-// request for a message already in the batch stays queued for the next
-// one: within a transaction it would see the first one's uncommitted
-// record, which a failure of the first could still undo.
-func (in *Inbox) takeBatch() []*request {
-	type key struct{ consumer, id string }
-	seen := make(map[key]bool, min(len(in.queue), in.maxBatch))
-	var batch, rest []*request
-	for _, r := range in.queue {
-		k := key{r.consumer, r.id}
-		if len(batch) < in.maxBatch && !seen[k] {
-			seen[k] = true
-			batch = append(batch, r)
-			continue
-		}
-		rest = append(rest, r)
-	}
-	in.queue = rest
-	return batch
-}
-
-// commit runs the effects of batch in one transaction and records each
-// request's outcome.
-func (in *Inbox) commit(batch []*request) {
-	in.transactions.Add(1)
-	in.messages.Add(uint64(len(batch)))
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	fail := func(err error) {
-		for _, r := range batch {
-			if r.err == nil && r.panicked == nil {
-				r.err, r.handled = err, false
-			}
-		}
-	}
-	tx, err := in.db.Writer().BeginTx(ctx, nil)
 	if err != nil {
-		fail(fmt.Errorf("inbox: begin transaction: %w", err))
-		return
+		if !req.taken && ctx.Err() != nil {
+			// Withdrawn before its group: nothing of it was written.
+			err = fmt.Errorf("inbox: handle %s for %s: %w", messageID, consumer, err)
+		}
+		return false, err
 	}
+	return req.handled, nil
+}
+
+// distinct returns how many of the queued requests, from the first, go
+// into one group: up to the first request for a message already in it,
+// which waits for the next group. Within a transaction it would see the
+// first one's uncommitted record, which a failure of the first could still
+// undo.
+func distinct(queued []*request) int {
+	type key struct{ consumer, id string }
+	seen := make(map[key]bool, len(queued))
+	for i, r := range queued {
+		k := key{r.consumer, r.id}
+		if seen[k] {
+			return i
+		}
+		seen[k] = true
+	}
+	return len(queued)
+}
+
+// commit runs the effects of a group in one transaction and returns each
+// request's error. A caller that finds the inbox idle commits a group of
+// its own request alone, with ctx its context: it gives up waiting for the
+// writer when ctx ends, and then nothing of it is written. The groups
+// written by the inbox's goroutine get a ctx that never ends.
+func (in *Inbox) commit(ctx context.Context, take func() []*request) []error {
+	in.transactions.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	tx, err := in.db.Writer().BeginTx(ctx, nil)
+	if err != nil && ctx.Err() != nil {
+		return nil // its caller gave up waiting: nothing taken
+	}
+	batch := take()
+	in.messages.Add(uint64(len(batch)))
+	for _, r := range batch {
+		r.taken = true
+	}
+	if err != nil {
+		err = fmt.Errorf("inbox: begin transaction: %w", err)
+	} else {
+		err = in.run(ctx, tx, batch)
+	}
+	errs := make([]error, len(batch))
+	for i, r := range batch {
+		if err != nil && r.err == nil && r.panicked == nil {
+			// The transaction failed as a whole.
+			r.err, r.handled = err, false
+		}
+		errs[i] = r.err
+	}
+	return errs
+}
+
+// run applies the batch's requests in tx and ends it, committing unless
+// the batch is one request that failed. The outcome of each goes into it;
+// the error returned fails the whole batch.
+func (in *Inbox) run(ctx context.Context, tx *sql.Tx, batch []*request) error {
 	single := len(batch) == 1
 	for _, r := range batch {
 		if err := in.apply(ctx, tx, r, single); err != nil {
 			// The transaction cannot go on.
 			_ = tx.Rollback()
-			fail(err)
-			return
+			return err
 		}
 	}
-	if single && (batch[0].err != nil || batch[0].panicked != nil) {
+	if len(batch) == 0 || (single && (batch[0].err != nil || batch[0].panicked != nil)) {
 		_ = tx.Rollback()
-		return
+		return nil
 	}
 	if err := tx.Commit(); err != nil {
-		fail(fmt.Errorf("inbox: commit: %w", err))
+		return fmt.Errorf("inbox: commit: %w", err)
 	}
+	return nil
 }
 
 // apply records r and runs its effect within tx, in a savepoint unless r
@@ -262,7 +254,7 @@ func (in *Inbox) commit(batch []*request) {
 // fail and the whole group fails, as it must.
 func (in *Inbox) apply(ctx context.Context, tx *sql.Tx, r *request, single bool) error {
 	if err := r.ctx.Err(); err != nil {
-		r.err = err
+		r.err = fmt.Errorf("inbox: handle %s for %s: %w", r.id, r.consumer, err)
 		return nil
 	}
 	if !single {

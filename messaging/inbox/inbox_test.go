@@ -327,10 +327,10 @@ func TestGroupCommitIsolatesEachMessage(t *testing.T) {
 			})
 		})
 	}
-	// The first call is taken by the committer, which then waits for the
-	// writer; the others queue behind it.
+	// The first call finds the inbox idle and waits for the writer, to
+	// commit alone; the others queue behind it.
 	call(0)
-	testenv.Eventually(t, "the committer to take the first call", func() (bool, error) { return in.Stats().Messages == 1, nil })
+	testenv.Eventually(t, "the first call to wait for the writer", func() (bool, error) { return in.Stats().Transactions == 1, nil })
 	for i := 1; i < n; i++ {
 		call(i)
 	}
