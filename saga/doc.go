@@ -72,10 +72,11 @@
 // the next record it waits for at the latest. Options.SyncSteps waits for
 // every record instead.
 //
-// The records of all sagas in flight go through one log writer that
-// commits them together (group commit): one transaction, hence one fsync on
-// SQLite, covers the progress of many sagas, so throughput is not bounded
-// by the disk's synchronous writes per second.
+// The records of all sagas in flight go through one log writer (a
+// [store.Batcher]) that commits them together (group commit): one
+// transaction, hence one fsync on SQLite, covers the progress of many
+// sagas, so throughput is not bounded by the disk's synchronous writes per
+// second.
 //
 // A saga resumed after a crash continues from its last durable record, and
 // the steps after it run again. If it then compensates, it compensates

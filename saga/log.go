@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -170,18 +169,18 @@ type stepRow struct {
 	started, ended      time.Time
 }
 
-// logWriter commits the writes of many sagas together (group commit).
-// Writes queue up while a transaction is being committed and go into the
-// next one, so one commit (one fsync on SQLite) makes a batch durable and
-// the batch grows with the load. The queue is FIFO and a batch applies its
-// writes in queue order, so the records of one saga become durable in the
-// order they were made: a later record is never committed before an
-// earlier one. A caller either waits until its write is committed (do) or
-// queues it and goes on (queueProgress), checking the outcome later.
+// logWriter commits the writes of many sagas together (group commit, by a
+// store.Batcher). Writes queue up while a transaction is being committed
+// and go into the next one, so one commit (one fsync on SQLite) makes a
+// batch durable and the batch grows with the load. The queue is FIFO and a
+// batch applies its writes in queue order, so the records of one saga
+// become durable in the order they were made: a later record is never
+// committed before an earlier one. A caller either waits until its write
+// is committed (do) or queues it and goes on (queueProgress), checking the
+// outcome later.
 type logWriter struct {
-	db       *store.DB
-	owner    string
-	maxBatch int
+	db    *store.DB
+	owner string
 	// idleTimeout is the lease in milliseconds: on PostgreSQL the server
 	// ends a log transaction left idle that long (see stallTimeout).
 	idleTimeout string
@@ -192,9 +191,14 @@ type logWriter struct {
 	// crash is the orchestrator's crashPoint.
 	crash func(point string)
 
-	mu    sync.Mutex
-	queue []*logOp
-	busy  bool
+	b *store.Batcher[*logOp]
+}
+
+// startBatches makes w ready to write, in batches of at most maxBatch
+// writes.
+func (w *logWriter) startBatches(maxBatch int) *logWriter {
+	w.b = store.NewBatcher(store.BatcherConfig[*logOp]{MaxBatch: maxBatch, Write: w.write})
+	return w
 }
 
 // logOp is one write: fn runs in the batch's transaction and records its
@@ -212,7 +216,9 @@ type logOp struct {
 	// from one around the writes before and after it.
 	renewal bool
 	err     error
-	done    chan struct{}
+	// done is closed once the write is committed or has failed: in the
+	// middle of a batch that commits its writes one by one.
+	done chan struct{}
 }
 
 // finished reports whether op has been committed or has failed; then its
@@ -255,56 +261,37 @@ const logTimeout = 30 * time.Second
 // do runs fn in a group-committed transaction and returns once that
 // transaction committed (nil) or failed.
 func (w *logWriter) do(fn func(ctx context.Context, tx *sql.Tx) error) error {
-	op := &logOp{fn: fn, done: make(chan struct{})}
-	w.enqueue(op)
-	<-op.done
-	return op.err
+	return w.b.Do(context.Background(), &logOp{fn: fn, done: make(chan struct{})})
 }
 
 // renew is do for a lease renewal.
 func (w *logWriter) renew(fn func(ctx context.Context, tx *sql.Tx) error) error {
-	op := &logOp{fn: fn, renewal: true, done: make(chan struct{})}
-	w.enqueue(op)
-	<-op.done
-	return op.err
+	return w.b.Do(context.Background(), &logOp{fn: fn, renewal: true, done: make(chan struct{})})
 }
 
 // queueProgress queues p after prev (nil: none) without waiting; the
 // returned op's done channel closes once it is committed or failed.
 func (w *logWriter) queueProgress(p *progress, prev *logOp) *logOp {
 	op := &logOp{prog: p, prev: prev, done: make(chan struct{})}
-	w.enqueue(op)
+	if _, err := w.b.Add(op); err != nil {
+		op.err = err
+		close(op.done)
+	}
 	return op
 }
 
-func (w *logWriter) enqueue(op *logOp) {
-	w.mu.Lock()
-	w.queue = append(w.queue, op)
-	if !w.busy {
-		w.busy = true
-		go w.loop()
+// write commits a batch and returns its writes' errors.
+func (w *logWriter) write(_ context.Context, take func() []*logOp) []error {
+	batch := take()
+	if len(batch) == 0 {
+		return nil
 	}
-	w.mu.Unlock()
-}
-
-// loop commits batches while writes are queued; it exits when the queue is
-// empty, so an idle orchestrator holds no goroutine here.
-func (w *logWriter) loop() {
-	for {
-		w.mu.Lock()
-		n := min(len(w.queue), w.maxBatch)
-		if n == 0 {
-			w.busy = false
-			w.queue = nil
-			w.mu.Unlock()
-			return
-		}
-		batch := make([]*logOp, n)
-		copy(batch, w.queue)
-		w.queue = w.queue[n:]
-		w.mu.Unlock()
-		w.flush(batch)
+	w.flush(batch)
+	errs := make([]error, len(batch))
+	for i, op := range batch {
+		errs[i] = op.err
 	}
+	return errs
 }
 
 func (w *logWriter) flush(batch []*logOp) {

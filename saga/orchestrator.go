@@ -253,8 +253,8 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		}
 		o.m = m
 	}
-	o.w = &logWriter{db: db, owner: o.owner, maxBatch: maxBatch, observe: o.m.batch, crash: o.crashPoint,
-		idleTimeout: strconv.FormatInt(max(o.lease.Milliseconds(), 1), 10)}
+	o.w = (&logWriter{db: db, owner: o.owner, observe: o.m.batch, crash: o.crashPoint,
+		idleTimeout: strconv.FormatInt(max(o.lease.Milliseconds(), 1), 10)}).startBatches(maxBatch)
 	return o, nil
 }
 
