@@ -33,9 +33,10 @@ type appendRequest struct {
 
 func newAppendBatcher(s *Store) *store.Batcher[*appendRequest] {
 	return store.NewBatcher(store.BatcherConfig[*appendRequest]{
-		MaxBatch: s.maxBatch,
-		Take:     s.fitEvents,
-		Write:    s.writeAppends,
+		MaxBatch:     s.maxBatch,
+		Take:         s.fitEvents,
+		Write:        s.writeAppends,
+		CallerWrites: true,
 	})
 }
 

@@ -24,12 +24,14 @@ var errNotTaken = errors.New("store: the batch writer returned without taking it
 // log, the inbox and [DB.InTx] on SQLite are written by Batchers.
 //
 // One batch is written at a time, by the [BatcherConfig.Write] function.
-// A Do that finds the Batcher idle writes its item at once, alone, in its
-// own goroutine and under its own context: without load, nothing waits
-// and no goroutine is woken. Items that arrive while a batch is being
-// written queue, in order, and when the writing caller is done a goroutine
-// of the Batcher writes them, a batch at a time, until the queue is empty;
-// a Batcher without work holds no goroutine.
+// Items queue, in order, and a goroutine of the Batcher writes them, a
+// batch at a time, until the queue is empty; a Batcher without work holds
+// no goroutine. Items that arrive together (the callers a commit has just
+// released) share the first batch. With [BatcherConfig.CallerWrites], a Do
+// that finds the Batcher idle rather writes its item at once, alone, in its
+// own goroutine and under its own context: a caller writing one item at a
+// time waits for no goroutine, and the items that arrive meanwhile queue
+// for the Batcher's goroutine.
 //
 // Write gets hold of what it needs to write (a connection, a transaction)
 // before it takes its batch from the queue, so an item whose caller gives
@@ -40,10 +42,11 @@ var errNotTaken = errors.New("store: the batch writer returned without taking it
 // A Batcher is safe for concurrent use. The zero Batcher is not usable;
 // create one with [NewBatcher].
 type Batcher[T any] struct {
-	maxBatch  int
-	takeLimit func(queued []T) int
-	write     func(ctx context.Context, take func() []T) []error
-	workers   *workers.Pool
+	maxBatch     int
+	takeLimit    func(queued []T) int
+	write        func(ctx context.Context, take func() []T) []error
+	callerWrites bool
+	workers      *workers.Pool
 
 	mu      sync.Mutex
 	items   []T        // the queue, oldest first
@@ -74,12 +77,15 @@ type BatcherConfig[T any] struct {
 	// item when all that were queued have been withdrawn meanwhile; Write
 	// then has nothing to write.
 	//
-	// ctx is the context of the caller of Do whose item is written alone in
-	// its own goroutine (see Batcher); Write may give up waiting when it
-	// ends, and then returns without calling take, and the item is not
-	// written. For the batches written by the Batcher's goroutine, ctx never
-	// ends and Write must call take.
+	// For the batches written by the Batcher's goroutine, ctx never ends
+	// and Write must call take. With CallerWrites, ctx may be the context
+	// of the caller of Do whose item is written alone in its own goroutine:
+	// Write may give up waiting when it ends, and then returns without
+	// calling take, and the item is not written.
 	Write func(ctx context.Context, take func() []T) (errs []error)
+	// CallerWrites makes a Do that finds the Batcher idle write its item
+	// itself, alone (see Batcher).
+	CallerWrites bool
 }
 
 // NewBatcher returns a Batcher that writes with cfg.Write.
@@ -90,7 +96,8 @@ func NewBatcher[T any](cfg BatcherConfig[T]) *Batcher[T] {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	return &Batcher[T]{maxBatch: cfg.MaxBatch, takeLimit: cfg.Take, write: cfg.Write, workers: workers.New(workers.DefaultIdle)}
+	return &Batcher[T]{maxBatch: cfg.MaxBatch, takeLimit: cfg.Take, write: cfg.Write, callerWrites: cfg.CallerWrites,
+		workers: workers.New(workers.DefaultIdle)}
 }
 
 // Pending is an item added to a [Batcher], waiting for its batch.
@@ -112,14 +119,14 @@ func (p *Pending) Err() error { return p.err }
 // and Done is never closed.
 func (p *Pending) Withdraw() bool { return p.b.withdraw(p) }
 
-// Do writes item and returns its outcome. When the Batcher is idle, Do
-// writes the item alone, at once, in this goroutine (Write gets ctx);
-// otherwise it queues the item and waits for its batch. If ctx ends before
-// a batch has taken the item, the item is not written and Do returns
+// Do writes item and returns its outcome: it queues the item and waits for
+// its batch or, with CallerWrites and the Batcher idle, writes the item
+// alone, at once, in this goroutine (Write gets ctx). If ctx ends before a
+// batch has taken the item, the item is not written and Do returns
 // ctx.Err(); once taken, Do waits for the outcome.
 func (b *Batcher[T]) Do(ctx context.Context, item T) error {
 	var err error
-	if b.Alone(func() { err = b.writeAlone(ctx, item) }) {
+	if b.callerWrites && b.Alone(func() { err = b.writeAlone(ctx, item) }) {
 		return err
 	}
 	p, err := b.Add(item)

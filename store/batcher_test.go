@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -29,6 +30,10 @@ func (w *itemWriter) write(ctx context.Context, take func() []int) []error {
 		return nil // the caller writing alone gave up
 	}
 	batch := take()
+	if len(batch) == 0 && err == nil {
+		_ = tx.Rollback()
+		return nil
+	}
 	w.mu.Lock()
 	w.batches = append(w.batches, slices.Clone(batch))
 	w.ctxs = append(w.ctxs, ctx)
@@ -76,23 +81,30 @@ func (w *itemWriter) written() [][]int {
 	return slices.Clone(w.batches)
 }
 
-func newItemBatcher(t *testing.T, take func([]int) int) (*store.Batcher[int], *itemWriter) {
+func newItemBatcher(t *testing.T, take func([]int) int, callerWrites bool) (*store.Batcher[int], *itemWriter) {
 	t.Helper()
 	w := &itemWriter{db: open(t, sqliteConfig(t, baseMigrations))}
-	b := store.NewBatcher(store.BatcherConfig[int]{MaxBatch: 16, Take: take, Write: w.write})
+	b := store.NewBatcher(store.BatcherConfig[int]{MaxBatch: 16, Take: take, Write: w.write, CallerWrites: callerWrites})
 	t.Cleanup(b.Close)
 	return b, w
 }
 
-// busy makes b busy (Alone) until the returned function is called.
+// busy makes b busy (Alone) until the returned function is called. The
+// Batcher's goroutine may still be finishing the batch of an earlier Do:
+// Alone runs once it is idle.
 func busy(t *testing.T, b *store.Batcher[int]) (release func()) {
 	t.Helper()
 	started, stop, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		if !b.Alone(func() { close(started); <-stop }) {
-			t.Error("Alone refused on an idle Batcher")
-			close(started)
+		deadline := time.Now().Add(10 * time.Second)
+		for !b.Alone(func() { close(started); <-stop }) {
+			if time.Now().After(deadline) {
+				t.Error("the Batcher stays busy")
+				close(started)
+				return
+			}
+			runtime.Gosched()
 		}
 	}()
 	<-started
@@ -111,7 +123,7 @@ func waitLen(t *testing.T, b *store.Batcher[int], n int) {
 }
 
 func TestBatcherWritesQueuedItemsInOneBatch(t *testing.T) {
-	b, w := newItemBatcher(t, nil)
+	b, w := newItemBatcher(t, nil, false)
 	ctx := ctxT(t)
 	if err := b.Do(ctx, 1); err != nil { // alone
 		t.Fatal(err)
@@ -153,7 +165,7 @@ func TestBatcherTakeLimitsABatch(t *testing.T) {
 			}
 		}
 		return len(queued)
-	})
+	}, false)
 	ctx := ctxT(t)
 	release := busy(t, b)
 	var wg sync.WaitGroup
@@ -173,7 +185,7 @@ func TestBatcherTakeLimitsABatch(t *testing.T) {
 }
 
 func TestBatcherMaxBatch(t *testing.T) {
-	b, w := newItemBatcher(t, nil)
+	b, w := newItemBatcher(t, nil, false)
 	ctx := ctxT(t)
 	release := busy(t, b)
 	var wg sync.WaitGroup
@@ -193,7 +205,13 @@ func TestBatcherMaxBatch(t *testing.T) {
 }
 
 func TestBatcherWithdrawsAnItemWhoseContextEnds(t *testing.T) {
-	b, w := newItemBatcher(t, nil)
+	for _, callerWrites := range []bool{false, true} {
+		t.Run(fmt.Sprint("CallerWrites=", callerWrites), func(t *testing.T) { testWithdraw(t, callerWrites) })
+	}
+}
+
+func testWithdraw(t *testing.T, callerWrites bool) {
+	b, w := newItemBatcher(t, nil, callerWrites)
 	ctx := ctxT(t)
 
 	// Queued: withdrawn at once, never written.
@@ -218,8 +236,9 @@ func TestBatcherWithdrawsAnItemWhoseContextEnds(t *testing.T) {
 	}
 	release()
 
-	// Alone, waiting for the writer connection, which another holds: the
-	// caller gives up and its item is not written.
+	// While the writer connection, which another holds, is waited for
+	// (alone by the caller, or by the Batcher's goroutine): the caller gives
+	// up and its item is not written.
 	conn, err := w.db.Writer().Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +246,7 @@ func TestBatcherWithdrawsAnItemWhoseContextEnds(t *testing.T) {
 	actx, acancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer acancel()
 	if err := b.Do(actx, 3); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("alone item whose context ended: %v, want context.DeadlineExceeded", err)
+		t.Fatalf("item whose context ended: %v, want context.DeadlineExceeded", err)
 	}
 	_ = conn.Close()
 	if err := b.Do(ctx, 4); err != nil {
@@ -240,8 +259,8 @@ func TestBatcherWithdrawsAnItemWhoseContextEnds(t *testing.T) {
 
 type ctxKey struct{}
 
-func TestBatcherWritesAnItemAloneInItsCallersGoroutine(t *testing.T) {
-	b, w := newItemBatcher(t, nil)
+func TestBatcherCallerWritesAnItemAloneWhenIdle(t *testing.T) {
+	b, w := newItemBatcher(t, nil, true)
 	ctx := context.WithValue(ctxT(t), ctxKey{}, "caller")
 	if err := b.Do(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -270,7 +289,7 @@ func TestBatcherGoesOnAfterPanicAndGoexit(t *testing.T) {
 		{"Goexit", runtime.Goexit},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, w := newItemBatcher(t, nil)
+			b, w := newItemBatcher(t, nil, false)
 			ctx := ctxT(t)
 			started, stop := make(chan struct{}), make(chan struct{})
 			ended := make(chan any, 1)
@@ -312,7 +331,7 @@ func TestBatcherGoesOnAfterPanicAndGoexit(t *testing.T) {
 }
 
 func TestBatcherCloseWritesWhatIsQueued(t *testing.T) {
-	b, w := newItemBatcher(t, nil)
+	b, w := newItemBatcher(t, nil, false)
 	ctx := ctxT(t)
 	release := busy(t, b)
 	var ps []*store.Pending

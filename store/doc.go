@@ -101,6 +101,22 @@
 // lock): a wait in one call delays the commit, and so the return, of the
 // calls before it in its group. [DB.TxStats] counts calls and commits.
 //
+// # Group commit for anything: Batcher
+//
+// InTx's groups are written by a [Batcher], the one group-commit engine of
+// Trellis: the event store's appends, the saga log and the inbox use it too,
+// each with its own Write function. A Batcher queues the items that arrive
+// while a batch is being written and writes up to [BatcherConfig.MaxBatch]
+// of them (or what [BatcherConfig.Take] lets through) in the next batch,
+// with one outcome per item. The items that arrive together share a batch;
+// with [BatcherConfig.CallerWrites] (the event store's choice) an item that
+// finds the Batcher idle is rather written at once, alone, in its caller's
+// goroutine. Write holds the writer before it takes its batch, so an item
+// whose context ends before it is taken is withdrawn for certain;
+// [Batcher.Close] writes what is queued. What goes
+// into one transaction, savepoints and what a failure undoes are Write's
+// business. See [ExampleBatcher].
+//
 // # Migrations
 //
 // [Config.Migrations] is usually an embed.FS (use [io/fs.Sub] so that the

@@ -137,10 +137,9 @@ func New(db *store.DB, cfg Config) *Inbox {
 // commit, one disk sync, for all of them. Each effect runs in its own
 // savepoint, so one that fails undoes only its own changes; if the commit
 // fails, every call of the group fails and its message is redelivered.
-// Effects therefore run one after the other on the goroutine committing the
-// group (the caller's own when the inbox is idle): keep them to statements
-// on tx (never on the database's writer pool, which on SQLite would wait
-// for this very transaction) and keep them short. A panic in effect is
+// Effects therefore run one after the other on the committing goroutine:
+// keep them to statements on tx (never on the database's writer pool, which
+// on SQLite would wait for this very transaction) and keep them short. A panic in effect is
 // raised again in its caller. A call whose ctx ends before its group takes
 // it returns ctx's error at once and writes nothing; once taken, its
 // effect is not started if ctx has ended by its turn, and the call returns
@@ -188,18 +187,14 @@ func distinct(queued []*request) int {
 }
 
 // commit runs the effects of a group in one transaction and returns each
-// request's error. A caller that finds the inbox idle commits a group of
-// its own request alone, with ctx its context: it gives up waiting for the
-// writer when ctx ends, and then nothing of it is written. The groups
-// written by the inbox's goroutine get a ctx that never ends.
+// request's error. The group is taken once the transaction has begun: a
+// request whose caller gives up while the writer is busy is withdrawn for
+// certain.
 func (in *Inbox) commit(ctx context.Context, take func() []*request) []error {
 	in.transactions.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	tx, err := in.db.Writer().BeginTx(ctx, nil)
-	if err != nil && ctx.Err() != nil {
-		return nil // its caller gave up waiting: nothing taken
-	}
 	batch := take()
 	in.messages.Add(uint64(len(batch)))
 	for _, r := range batch {
