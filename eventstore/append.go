@@ -45,7 +45,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected ExpectedVers
 // expectation holds and all are stored, or none is. Results are in the order
 // of appends. A stream may not appear twice.
 func (s *Store) AppendMulti(ctx context.Context, appends ...StreamAppend) ([]AppendResult, error) {
-	ps, err := s.prepareAll(appends)
+	ps, err := s.prepareAll(ctx, appends)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (s *Store) AppendMultiTx(ctx context.Context, tx *sql.Tx, appends ...Stream
 	if tx == nil {
 		return nil, fmt.Errorf("%w: nil transaction", ErrInvalidEvent)
 	}
-	ps, err := s.prepareAll(appends)
+	ps, err := s.prepareAll(ctx, appends)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +404,7 @@ type preparedAppend struct {
 	meta     []string // "" for none
 }
 
-func (s *Store) prepareAll(appends []StreamAppend) ([]*preparedAppend, error) {
+func (s *Store) prepareAll(ctx context.Context, appends []StreamAppend) ([]*preparedAppend, error) {
 	if len(appends) == 0 {
 		return nil, fmt.Errorf("%w: no streams to append to", ErrInvalidEvent)
 	}
@@ -415,7 +415,7 @@ func (s *Store) prepareAll(appends []StreamAppend) ([]*preparedAppend, error) {
 			return nil, fmt.Errorf("%w: stream %q appears twice in one AppendMulti", ErrInvalidEvent, a.Stream)
 		}
 		seen[a.Stream] = true
-		p, err := prepare(a)
+		p, err := prepare(a, traceOf(ctx))
 		if err != nil {
 			return nil, err
 		}
@@ -424,7 +424,7 @@ func (s *Store) prepareAll(appends []StreamAppend) ([]*preparedAppend, error) {
 	return out, nil
 }
 
-func prepare(a StreamAppend) (*preparedAppend, error) {
+func prepare(a StreamAppend, tr traceFields) (*preparedAppend, error) {
 	if err := checkName("stream id", a.Stream, MaxStreamIDLen); err != nil {
 		return nil, err
 	}
@@ -474,17 +474,18 @@ func prepare(a StreamAppend) (*preparedAppend, error) {
 		default:
 			p.data[i] = string(e.Data)
 		}
-		if len(e.Metadata) > 0 {
-			if i > 0 && sameMetadata(e.Metadata, a.Events[i-1].Metadata) {
+		md := tr.addTo(e.Metadata)
+		if len(md) > 0 {
+			if i > 0 && (sameMetadata(e.Metadata, a.Events[i-1].Metadata) || len(e.Metadata) == 0 && len(a.Events[i-1].Metadata) == 0) {
 				p.meta[i] = p.meta[i-1] // checked and encoded already
 				continue
 			}
-			for k, v := range e.Metadata {
+			for k, v := range md {
 				if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
 					return nil, fmt.Errorf("%w: stream %q, event %d (%s): metadata %q contains NUL", ErrInvalidEvent, a.Stream, i, e.Type, k)
 				}
 			}
-			m, err := encodeMetadata(e.Metadata)
+			m, err := encodeMetadata(md)
 			if err != nil {
 				return nil, fmt.Errorf("%w: stream %q, event %d (%s): metadata: %w", ErrInvalidEvent, a.Stream, i, e.Type, err)
 			}

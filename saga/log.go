@@ -34,7 +34,8 @@ const (
     owner          TEXT    NOT NULL DEFAULT '',
     lease_until_ns INTEGER NOT NULL DEFAULT 0,
     created_ns     INTEGER NOT NULL,
-    updated_ns     INTEGER NOT NULL
+    updated_ns     INTEGER NOT NULL,
+    trace          TEXT    NOT NULL DEFAULT ''
 );
 DROP INDEX IF EXISTS trellis_sagas_active;
 CREATE INDEX IF NOT EXISTS trellis_sagas_live ON trellis_sagas (lease_until_ns) WHERE status IN ('running', 'retrying', 'aborting', 'compensating');
@@ -66,7 +67,8 @@ CREATE INDEX IF NOT EXISTS trellis_saga_steps_saga ON trellis_saga_steps (saga_i
     owner          TEXT    NOT NULL DEFAULT '',
     lease_until_ns BIGINT  NOT NULL DEFAULT 0,
     created_ns     BIGINT  NOT NULL,
-    updated_ns     BIGINT  NOT NULL
+    updated_ns     BIGINT  NOT NULL,
+    trace          TEXT    NOT NULL DEFAULT ''
 );
 DROP INDEX IF EXISTS trellis_sagas_active;
 CREATE INDEX IF NOT EXISTS trellis_sagas_live ON trellis_sagas (lease_until_ns) WHERE status IN ('running', 'retrying', 'aborting', 'compensating');
@@ -110,9 +112,9 @@ const activeStatuses = "('running', 'retrying', 'aborting', 'compensating')"
 // saga is aborting, unless it is the write that acknowledges the abort
 // ($11 = 'aborting'): the executing orchestrator finds out that way.
 const (
-	sqlInsert = `INSERT INTO trellis_sagas (id, name, status, step, step_name, data, reason, failed_step, deadline_ns, owner, lease_until_ns, created_ns, updated_ns)
-VALUES ($1, $2, 'running', 0, $3, $4, '', '', $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING`
-	rowColumns = `id, name, status, step, data, reason, failed_step, deadline_ns, created_ns`
+	sqlInsert = `INSERT INTO trellis_sagas (id, name, status, step, step_name, data, reason, failed_step, deadline_ns, owner, lease_until_ns, created_ns, updated_ns, trace)
+VALUES ($1, $2, 'running', 0, $3, $4, '', '', $5, $6, $7, $8, $8, $9) ON CONFLICT (id) DO NOTHING`
+	rowColumns = `id, name, status, step, data, reason, failed_step, deadline_ns, created_ns, trace`
 	sqlClaim   = `UPDATE trellis_sagas SET owner = $1, lease_until_ns = $2
 WHERE id = $3 AND status IN ` + activeStatuses + ` AND (owner = $1 OR lease_until_ns < $4)
 RETURNING ` + rowColumns
@@ -145,6 +147,9 @@ type sagaRow struct {
 	reason, failedStep string
 	deadline           int64 // Unix ns, 0 = none
 	created            int64 // Unix ns
+	// trace is the trace context of the request that started the saga,
+	// W3C fields as JSON; "" when it had none.
+	trace string
 	// leaseUntil is the lease this process took with the claim (Unix ns);
 	// not a column of rowColumns.
 	leaseUntil int64
@@ -156,7 +161,7 @@ type sagaRow struct {
 func scanRow(sc interface{ Scan(...any) error }, extra ...any) (sagaRow, error) {
 	var r sagaRow
 	var status string
-	err := sc.Scan(append([]any{&r.id, &r.name, &status, &r.step, &r.data, &r.reason, &r.failedStep, &r.deadline, &r.created}, extra...)...)
+	err := sc.Scan(append([]any{&r.id, &r.name, &status, &r.step, &r.data, &r.reason, &r.failedStep, &r.deadline, &r.created, &r.trace}, extra...)...)
 	r.status = Status(status)
 	return r, err
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/trellis-go/trellis/clock"
 	jitter "github.com/trellis-go/trellis/internal/backoff"
@@ -37,6 +39,15 @@ type Options struct {
 	// Clock tells time for deadlines, leases and backoff; nil means the
 	// system clock.
 	Clock clock.Clock
+	// TracerProvider gives the span of each execution of a saga, a child
+	// of the trace context of the request that started it (stored with
+	// the saga, so a saga resumed after a crash continues the same
+	// trace). nil records no spans, but the steps still run in the
+	// request's trace: their calls and messages carry its trace id.
+	TracerProvider trace.TracerProvider
+	// Propagator stores and restores that trace context; nil means W3C
+	// trace context and baggage.
+	Propagator propagation.TextMapPropagator
 	// PollInterval is how often Run looks for sagas due that nobody kicked
 	// (a crash between commit and Kick, another replica's expired leases);
 	// 0 means 1 s.
@@ -109,6 +120,7 @@ type Orchestrator struct {
 	db           *store.DB
 	log          *slog.Logger
 	clock        clock.Clock
+	tracing      tracing
 	identity     string // Options.Owner, or a random id
 	owner        string // what the owner column records: identity/incarnation
 	lease        time.Duration
@@ -199,6 +211,7 @@ func New(db *store.DB, opts Options) (*Orchestrator, error) {
 		db:                db,
 		log:               opts.Logger,
 		clock:             opts.Clock,
+		tracing:           newTracing(opts.TracerProvider, opts.Propagator),
 		owner:             opts.Owner,
 		lease:             opts.Lease,
 		pollInterval:      opts.PollInterval,
@@ -275,6 +288,10 @@ func (o *Orchestrator) Setup(ctx context.Context) error {
 	if err := o.db.ApplySchema(ctx, setupLockKey, Schema(o.db.Dialect())); err != nil {
 		return fmt.Errorf("saga: setup: %w", err)
 	}
+	// A log made before sagas carried their trace lacks the column.
+	if err := o.db.AddColumn(ctx, "trellis_sagas", "trace", "TEXT NOT NULL DEFAULT ''"); err != nil {
+		return fmt.Errorf("saga: setup: %w", err)
+	}
 	return nil
 }
 
@@ -334,7 +351,8 @@ func (o *Orchestrator) Start(ctx context.Context, tx *sql.Tx, name, id string, d
 	// The saga is recorded with this orchestrator's lease, so that Kick
 	// starts it without a write to claim it; if this process dies before
 	// it runs, another replica takes it over when the lease ends.
-	res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), deadline(r, now), o.owner, now.Add(o.lease).UnixNano(), now.UnixNano())
+	res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), deadline(r, now), o.owner, now.Add(o.lease).UnixNano(),
+		now.UnixNano(), o.tracing.capture(ctx))
 	if err != nil {
 		return fmt.Errorf("saga: start %s %q: %w", name, id, err)
 	}
@@ -358,10 +376,11 @@ func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) 
 	}
 	now := o.clock.Now()
 	row := sagaRow{id: id, name: name, status: Running, data: raw, deadline: deadline(r, now), created: now.UnixNano(),
-		leaseUntil: now.Add(o.lease).UnixNano(), fresh: true}
+		leaseUntil: now.Add(o.lease).UnixNano(), fresh: true, trace: o.tracing.capture(ctx)}
 	var inserted bool
 	err = o.w.do(func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, row.leaseUntil, row.created)
+		res, err := tx.ExecContext(ctx, sqlInsert, id, name, r.stepName(0), string(raw), row.deadline, o.owner, row.leaseUntil, row.created,
+			row.trace)
 		if err != nil {
 			return err
 		}
@@ -736,6 +755,8 @@ func (o *Orchestrator) execute(ctx context.Context, id string, claimed *sagaRow,
 	if row.status != Compensating {
 		x.ranUpTo = row.step - 1
 	}
+	ctx, span := o.tracing.start(ctx, row, x.resumed)
+	defer span.End()
 	r.run(ctx, x)
 	// Stopped (shutdown, lost lease, log error) with records still
 	// queued: let them commit or fail before another execution of the

@@ -267,9 +267,10 @@ func Register(h *service.Host, cfg Config) error {
 // flow.
 func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config) error {
 	// The replica's stable identity: a restarted process resumes at once
-	// the sagas it left in flight.
+	// the sagas it left in flight. Each saga runs in the trace of the
+	// request that placed or cancelled the order.
 	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry(), RecordDelay: app.SagaRecordDelay,
-		Owner: h.Config().Instance})
+		Owner: h.Config().Instance, TracerProvider: h.TracerProvider(), Propagator: h.Propagator()})
 	if err != nil {
 		return fmt.Errorf("order: sagas: %w", err)
 	}
