@@ -779,7 +779,7 @@ func TestLoggingMiddleware(t *testing.T) {
 	}
 	// Without a delivery limit a failure is retried however often it
 	// happened, and a panic is given up on at once.
-	want := []slog.Level{slog.LevelDebug, slog.LevelWarn, slog.LevelError, slog.LevelWarn, slog.LevelError}
+	want := []slog.Level{slog.LevelInfo, slog.LevelWarn, slog.LevelError, slog.LevelWarn, slog.LevelError}
 	if fmt.Sprint(levels) != fmt.Sprint(want) {
 		t.Fatalf("levels %v, want %v", levels, want)
 	}
