@@ -886,6 +886,12 @@ func (x *execution) save(ctx context.Context, data any, wait bool, hist ...stepR
 	ack := x.ackAbort
 	x.ackAbort = false
 	if !ack && !x.settle(ctx, false) {
+		if x.row.status == Aborting {
+			// The records queued were refused by an abort: this one's
+			// history (a step that ran meanwhile) goes with the
+			// acknowledgement, as theirs does.
+			x.lost = append(x.lost, x.takeDeferred(hist)...)
+		}
 		return false
 	}
 	raw, err := json.Marshal(data)

@@ -27,7 +27,7 @@ var errNotTaken = errors.New("store: the batch writer returned without taking it
 // Items queue, in order, and a goroutine of the Batcher writes them, a
 // batch at a time, until the queue is empty; a Batcher without work holds
 // no goroutine. Items that arrive together (the callers a commit has just
-// released) share the first batch. With [BatcherConfig.CallerWrites], a Do
+// released) go into one batch, taken once its Write is ready. With [BatcherConfig.CallerWrites], a Do
 // that finds the Batcher idle rather writes its item at once, alone, in its
 // own goroutine and under its own context: a caller writing one item at a
 // time waits for no goroutine, and the items that arrive meanwhile queue
