@@ -67,7 +67,7 @@ func TestAbortRacesEveryMoment(t *testing.T) {
 			},
 		}
 		o = newOrchestrator(t, open(), saga.Options{RecordDelay: 100 * time.Millisecond}, func(o *saga.Orchestrator) error {
-			return saga.Register(o, def)
+			return register(o, def)
 		})
 		const n = 150
 		var wg sync.WaitGroup

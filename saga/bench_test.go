@@ -59,7 +59,8 @@ func benchSagas(b *testing.B, kind string, inflight int) {
 		}
 	}
 	def := saga.Definition[order]{Name: "bench", Steps: []saga.Step[order]{step("reserve"), step("pay"), step("notify"), step("ship")}}
-	if err := saga.Register(o, def); err != nil {
+	s, err := saga.Register(o, def)
+	if err != nil {
 		b.Fatal(err)
 	}
 	if err := o.Setup(ctx); err != nil {
@@ -90,7 +91,7 @@ func benchSagas(b *testing.B, kind string, inflight int) {
 				}
 				id := fmt.Sprintf("s%d", i)
 				t0 := time.Now()
-				if err := o.StartNow(ctx, "bench", id, order{ID: id}); err != nil {
+				if err := s.StartNow(ctx, id, order{ID: id}); err != nil {
 					failed.Store(err)
 					return
 				}

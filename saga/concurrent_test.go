@@ -94,7 +94,7 @@ func TestConcurrentStepsRunTogether(t *testing.T) {
 			b, _ := bars.LoadOrStore(sc.SagaID, newBarrier(2))
 			return saga.Permanent(b.(*barrier).wait(ctx))
 		})
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 		for i := range 5 {
 			id := fmt.Sprintf("together-%d", i)
 			if err := o.StartNow(context.Background(), "group", id, order{ID: id}); err != nil {
@@ -145,7 +145,7 @@ func TestConcurrentGroupFailureCompensatesEveryStep(t *testing.T) {
 			}
 			return nil
 		})
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 		id := "group-fails"
 		if err := o.StartNow(context.Background(), "group", id, order{ID: id}); err != nil {
 			t.Fatal(err)
@@ -208,7 +208,7 @@ func TestConcurrentGroupResumesAfterCrash(t *testing.T) {
 			}
 		}
 		db1 := open()
-		o1 := newOrchestrator(t, db1, saga.Options{Owner: "A"}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o1 := newOrchestrator(t, db1, saga.Options{Owner: "A"}, func(o *saga.Orchestrator) error { return register(o, def) })
 		id := "group-crash"
 		if err := o1.StartNow(context.Background(), "group", id, order{ID: id}); err != nil {
 			t.Fatal(err)
@@ -223,7 +223,7 @@ func TestConcurrentGroupResumesAfterCrash(t *testing.T) {
 
 		resumed := seen.record(groupSaga(svc, nil))
 		o2 := newOrchestrator(t, open(), saga.Options{Owner: "A", PollInterval: 20 * time.Millisecond},
-			func(o *saga.Orchestrator) error { return saga.Register(o, resumed) })
+			func(o *saga.Orchestrator) error { return register(o, resumed) })
 		info := wait(t, o2.Orchestrator, id)
 		if info.Status != saga.Completed {
 			t.Fatalf("resumed saga ended %+v, history %+v", info.Summary, info.Steps)
@@ -250,7 +250,7 @@ func TestRegisterRefusesAConcurrentFirstStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	act := func(context.Context, saga.StepContext, *order) error { return nil }
-	err = saga.Register(o, saga.Definition[order]{Name: "x", Steps: []saga.Step[order]{{Name: "a", Concurrent: true, Action: act}}})
+	err = register(o, saga.Definition[order]{Name: "x", Steps: []saga.Step[order]{{Name: "a", Concurrent: true, Action: act}}})
 	if !errors.Is(err, saga.ErrInvalidDefinition) {
 		t.Fatalf("Register = %v, want ErrInvalidDefinition", err)
 	}

@@ -169,7 +169,7 @@ func TestCrashChild(t *testing.T) {
 				select {} // the signal is on its way
 			}
 		})
-	if err := o.StartNow(ctx, "crash", "c1", order{ID: "c1"}); err != nil {
+	if err := saga.StartNowByName(ctx, o, "crash", "c1", order{ID: "c1"}); err != nil {
 		t.Fatal(err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -199,7 +199,7 @@ func runCrashOrchestrator(t *testing.T, db *store.DB, opts saga.Options, scenari
 	if hook != nil {
 		saga.SetCrashHook(o, hook)
 	}
-	if err := saga.Register(o, crashDefinition(db, scenario, onReserve)); err != nil {
+	if err := register(o, crashDefinition(db, scenario, onReserve)); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Setup(ctx); err != nil {

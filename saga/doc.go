@@ -3,8 +3,10 @@
 // Orchestrator whose log is durable in the orchestrator's own database
 // (SQLite or PostgreSQL, see package store).
 //
-// A saga is started inside the caller's transaction (Start), so it exists
-// if and only if that transaction commits, or on its own (StartNow). Run
+// Register checks a Definition and returns its Saga, a handle typed by the
+// saga's data. A saga is started inside the caller's transaction
+// (Saga.Start), so it exists if and only if that transaction commits, or
+// on its own (Saga.StartNow). Run
 // then executes the steps in order. When a step fails (a Permanent error,
 // retries exhausted, or the saga's deadline passed) the orchestrator runs
 // the compensations of that step and of every earlier step, in reverse

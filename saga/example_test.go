@@ -40,7 +40,7 @@ func Example() {
 		ID            string `json:"id"`
 		ReservationID string `json:"reservation_id,omitempty"`
 	}
-	err = saga.Register(o, saga.Definition[Order]{
+	placeOrder, err := saga.Register(o, saga.Definition[Order]{
 		Name: "place-order",
 		Steps: []saga.Step[Order]{
 			{
@@ -84,7 +84,7 @@ func Example() {
 	go func() { done <- o.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	if err := o.StartNow(ctx, "place-order", "order-1", Order{ID: "order-1"}); err != nil {
+	if err := placeOrder.StartNow(ctx, "order-1", Order{ID: "order-1"}); err != nil {
 		log.Fatal(err)
 	}
 	info, err := o.Wait(ctx, "order-1")
@@ -134,7 +134,7 @@ func ExampleDefinition_finishTx() {
 	type Order struct {
 		ID string `json:"id"`
 	}
-	err = saga.Register(o, saga.Definition[Order]{
+	placeOrder, err := saga.Register(o, saga.Definition[Order]{
 		Name: "place-order",
 		Steps: []saga.Step[Order]{{
 			Name: "reserve",
@@ -166,7 +166,7 @@ func ExampleDefinition_finishTx() {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO orders (id, status) VALUES ('order-1', 'pending')"); err != nil {
 			return err
 		}
-		return o.Start(ctx, tx, "place-order", "order-1", Order{ID: "order-1"})
+		return placeOrder.Start(ctx, tx, "order-1", Order{ID: "order-1"})
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -211,7 +211,7 @@ func ExampleStep_concurrent() {
 		Reservation string `json:"reservation"`
 		PaymentID   string `json:"payment_id"`
 	}
-	err = saga.Register(o, saga.Definition[Order]{
+	placeOrder, err := saga.Register(o, saga.Definition[Order]{
 		Name: "place-order",
 		Steps: []saga.Step[Order]{
 			{Name: "reserve", Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
@@ -238,7 +238,7 @@ func ExampleStep_concurrent() {
 	go func() { done <- o.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	if err := o.StartNow(ctx, "place-order", "order-1", Order{ID: "order-1"}); err != nil {
+	if err := placeOrder.StartNow(ctx, "order-1", Order{ID: "order-1"}); err != nil {
 		log.Fatal(err)
 	}
 	info, err := o.Wait(ctx, "order-1")
@@ -279,7 +279,7 @@ func ExampleKind() {
 		OrderID string `json:"order_id"`
 	}
 	paymentDown := 2 // the refund fails twice, then the service is back
-	err = saga.Register(o, saga.Definition[Cancel]{
+	cancelOrder, err := saga.Register(o, saga.Definition[Cancel]{
 		Name: "cancel-order",
 		Steps: []saga.Step[Cancel]{
 			{Name: "cancel-shipment", Kind: saga.Pivot, Action: func(ctx context.Context, sc saga.StepContext, c *Cancel) error {
@@ -307,7 +307,7 @@ func ExampleKind() {
 	go func() { done <- o.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	if err := o.StartNow(ctx, "cancel-order", "order-1:cancel", Cancel{OrderID: "order-1"}); err != nil {
+	if err := cancelOrder.StartNow(ctx, "order-1:cancel", Cancel{OrderID: "order-1"}); err != nil {
 		log.Fatal(err)
 	}
 	info, err := o.Wait(ctx, "order-1:cancel")
@@ -345,7 +345,7 @@ func ExampleOrchestrator_Abort() {
 	}
 	reserved := make(chan struct{})
 	aborted := make(chan struct{})
-	err = saga.Register(o, saga.Definition[Order]{
+	placeOrder, err := saga.Register(o, saga.Definition[Order]{
 		Name: "place-order",
 		Steps: []saga.Step[Order]{
 			{Name: "reserve", Action: func(ctx context.Context, sc saga.StepContext, ord *Order) error {
@@ -377,7 +377,7 @@ func ExampleOrchestrator_Abort() {
 	go func() { done <- o.Run(runCtx) }()
 	defer func() { stop(); <-done }()
 
-	if err := o.StartNow(ctx, "place-order", "order-1", Order{ID: "order-1"}); err != nil {
+	if err := placeOrder.StartNow(ctx, "order-1", Order{ID: "order-1"}); err != nil {
 		log.Fatal(err)
 	}
 	<-reserved

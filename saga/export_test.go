@@ -1,5 +1,11 @@
 package saga
 
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
 // SetLogGate makes o's log writer call gate before committing each batch,
 // so that a test can hold the log (a stalled disk) while the sagas go on,
 // and then crash with records queued but not durable. Set it before Run.
@@ -15,3 +21,24 @@ func SetPurgeChunk(o *Orchestrator, n int) { o.purgeChunk = n }
 // transaction, "log committed" after it, "end <status> written" and
 // "end <status> committed" for FinishTx). Set it before Run.
 func SetCrashHook(o *Orchestrator, hook func(point string)) { o.hook = hook }
+
+// StartByName and StartNowByName start a saga of the definition registered
+// under name, as Saga.Start and Saga.StartNow do: tests that drive several
+// definitions through helpers that register them use these instead of
+// threading each typed handle through.
+func StartByName(ctx context.Context, o *Orchestrator, tx *sql.Tx, name, id string, data any) error {
+	r := o.runner(name)
+	if r == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownSaga, name)
+	}
+	return o.start(ctx, tx, r, id, data)
+}
+
+// StartNowByName: see StartByName.
+func StartNowByName(ctx context.Context, o *Orchestrator, name, id string, data any) error {
+	r := o.runner(name)
+	if r == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownSaga, name)
+	}
+	return o.startNow(ctx, r, id, data)
+}

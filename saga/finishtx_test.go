@@ -64,7 +64,7 @@ func TestFinishTxCommitsWithTheTerminalStatus(t *testing.T) {
 			defer mu.Unlock()
 			ended[id] = append(ended[id], r)
 		}
-		o := newOrchestrator(t, db, saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, db, saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 
 		for _, c := range []struct {
 			id, status string
@@ -123,7 +123,7 @@ func TestRegisterRefusesFinishAndFinishTx(t *testing.T) {
 	def := orderSaga("order", newService(), nil)
 	def.Finish = func(context.Context, string, *order, saga.Result) error { return nil }
 	def.FinishTx = func(context.Context, *sql.Tx, string, *order, saga.Result) error { return nil }
-	if err := saga.Register(o, def); !errors.Is(err, saga.ErrInvalidDefinition) {
+	if err := register(o, def); !errors.Is(err, saga.ErrInvalidDefinition) {
 		t.Fatalf("Register with Finish and FinishTx: %v, want ErrInvalidDefinition", err)
 	}
 }

@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -233,4 +234,20 @@ func keys(id string, steps ...string) []string {
 		out[i] = fmt.Sprintf("%s:%s", id, s)
 	}
 	return out
+}
+
+// register registers def with o for tests that start sagas by name.
+func register[T any](o *saga.Orchestrator, def saga.Definition[T]) error {
+	_, err := saga.Register(o, def)
+	return err
+}
+
+// Start starts a saga of the definition registered under name in tx.
+func (r *running) Start(ctx context.Context, tx *sql.Tx, name, id string, data any) error {
+	return saga.StartByName(ctx, r.Orchestrator, tx, name, id, data)
+}
+
+// StartNow starts a saga of the definition registered under name.
+func (r *running) StartNow(ctx context.Context, name, id string, data any) error {
+	return saga.StartNowByName(ctx, r.Orchestrator, name, id, data)
 }

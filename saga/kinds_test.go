@@ -113,7 +113,7 @@ func TestRegisterChecksKindOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = saga.Register(o, saga.Definition[order]{Name: "s", Steps: c.steps})
+			err = register(o, saga.Definition[order]{Name: "s", Steps: c.steps})
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -139,7 +139,7 @@ func TestPivotRefusedCompensatesEverything(t *testing.T) {
 			return nil
 		})
 		def.Finish = res.finish
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 		if err := o.StartNow(context.Background(), "kinds", "k1", order{ID: "k1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +187,7 @@ func TestForwardStepsOutliveTheDeadline(t *testing.T) {
 				def.Timeout = 500 * time.Millisecond // room for the steps before the pivot on a loaded machine
 				reg := prometheus.NewRegistry()
 				o := newOrchestrator(t, open(), saga.Options{Registerer: reg, PollInterval: 10 * time.Millisecond},
-					func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+					func(o *saga.Orchestrator) error { return register(o, def) })
 				id := "k-" + c.step
 				if err := o.StartNow(context.Background(), "kinds", id, order{ID: id}); err != nil {
 					t.Fatal(err)
@@ -251,7 +251,7 @@ func TestAbort(t *testing.T) {
 				<-release
 				return inner(ctx, sc, o)
 			}
-			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 			if err := o.StartNow(context.Background(), "kinds", "k1", order{ID: "k1"}); err != nil {
 				t.Fatal(err)
 			}
@@ -297,7 +297,7 @@ func TestAbort(t *testing.T) {
 			})
 			def.Finish = res.finish
 			def.Steps[1].Retry.MaxAttempts = 1_000_000
-			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 			if err := o.StartNow(context.Background(), "kinds", "k6", order{ID: "k6"}); err != nil {
 				t.Fatal(err)
 			}
@@ -332,8 +332,8 @@ func TestAbort(t *testing.T) {
 				<-release
 				return inner(ctx, sc, o)
 			}
-			a := newOrchestrator(t, open(), saga.Options{Owner: "A"}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
-			b := newOrchestrator(t, open(), saga.Options{Owner: "B"}, func(o *saga.Orchestrator) error { return saga.Register(o, kindSaga(svc, nil)) })
+			a := newOrchestrator(t, open(), saga.Options{Owner: "A"}, func(o *saga.Orchestrator) error { return register(o, def) })
+			b := newOrchestrator(t, open(), saga.Options{Owner: "B"}, func(o *saga.Orchestrator) error { return register(o, kindSaga(svc, nil)) })
 			if err := a.StartNow(context.Background(), "kinds", "k2", order{ID: "k2"}); err != nil {
 				t.Fatal(err)
 			}
@@ -377,13 +377,14 @@ func TestAbort(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := saga.Register(o, def); err != nil {
+			ks, err := saga.Register(o, def)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if err := o.Setup(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if err := o.StartNow(context.Background(), "kinds", "k3", order{ID: "k3"}); err != nil {
+			if err := ks.StartNow(context.Background(), "k3", order{ID: "k3"}); err != nil {
 				t.Fatal(err)
 			}
 			if err := o.Abort(context.Background(), "k3", "too late"); err != nil {
@@ -414,7 +415,7 @@ func TestAbort(t *testing.T) {
 				<-release
 				return inner(ctx, sc, o)
 			}
-			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+			o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 			if err := o.StartNow(context.Background(), "kinds", "k4", order{ID: "k4"}); err != nil {
 				t.Fatal(err)
 			}
@@ -449,7 +450,7 @@ func TestAbort(t *testing.T) {
 				ended.Store(r)
 				return nil
 			}
-			o := newOrchestrator(t, open(), saga.Options{RecordDelay: time.Second}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+			o := newOrchestrator(t, open(), saga.Options{RecordDelay: time.Second}, func(o *saga.Orchestrator) error { return register(o, def) })
 			if err := o.StartNow(context.Background(), "order", "k5", order{ID: "k5"}); err != nil {
 				t.Fatal(err)
 			}
@@ -501,7 +502,7 @@ func TestSameIdentityTwice(t *testing.T) {
 		}
 		reg := prometheus.NewRegistry()
 		a := newOrchestrator(t, open(), saga.Options{Owner: "order-0", Registerer: reg},
-			func(o *saga.Orchestrator) error { return saga.Register(o, slow) })
+			func(o *saga.Orchestrator) error { return register(o, slow) })
 		if err := a.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -511,7 +512,7 @@ func TestSameIdentityTwice(t *testing.T) {
 			return err == nil && info.Step == "pay"
 		})
 		b := newOrchestrator(t, open(), saga.Options{Owner: "order-0"},
-			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
+			func(o *saga.Orchestrator) error { return register(o, orderSaga("order", svc, nil)) })
 		if a.Owner() == b.Owner() || !strings.HasPrefix(b.Owner(), "order-0/") {
 			t.Fatalf("owners %q and %q: want one identity, two incarnations", a.Owner(), b.Owner())
 		}

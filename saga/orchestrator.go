@@ -311,23 +311,22 @@ func (o *Orchestrator) runner(name string) runner {
 	return o.defs[name]
 }
 
-// prepare validates a new saga and encodes its data.
-func (o *Orchestrator) prepare(name, id string, data any) (runner, []byte, error) {
+// prepare validates a new saga of r's definition and encodes its data.
+func (o *Orchestrator) prepare(r runner, id string, data any) (name string, raw []byte, err error) {
+	name = r.sagaName()
 	if id == "" {
-		return nil, nil, fmt.Errorf("%w: empty saga id", ErrInvalidConfig)
+		return name, nil, fmt.Errorf("%w: empty saga id", ErrInvalidConfig)
 	}
-	r := o.runner(name)
-	if r == nil {
-		return nil, nil, fmt.Errorf("%w: %q", ErrUnknownSaga, name)
-	}
-	raw, err := json.Marshal(data)
+	raw, err = json.Marshal(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("saga: start %s %q: encode data: %w", name, id, err)
+		return name, nil, fmt.Errorf("saga: start %s %q: encode data: %w", name, id, err)
 	}
+	// Data that does not decode as it was encoded would fail the saga at
+	// every run: refuse it now, while the caller can still see why.
 	if err := r.check(raw); err != nil {
-		return nil, nil, fmt.Errorf("saga: start %s %q: %w", name, id, err)
+		return name, nil, fmt.Errorf("saga: start %s %q: %w", name, id, err)
 	}
-	return r, raw, nil
+	return name, raw, nil
 }
 
 func deadline(r runner, now time.Time) int64 {
@@ -337,13 +336,10 @@ func deadline(r runner, now time.Time) int64 {
 	return 0
 }
 
-// Start records a new saga named id of definition name with its initial
-// data within tx, the caller's transaction: the saga exists if and only if
-// tx commits. Call Kick(id) after the commit so it starts at once rather
-// than at the next poll. It fails with ErrUnknownSaga for an unregistered
-// name and ErrDuplicate for an id already used.
-func (o *Orchestrator) Start(ctx context.Context, tx *sql.Tx, name, id string, data any) error {
-	r, raw, err := o.prepare(name, id, data)
+// start records a new saga id of r's definition with its encoded data
+// within tx, the caller's transaction (see Saga.Start).
+func (o *Orchestrator) start(ctx context.Context, tx *sql.Tx, r runner, id string, data any) error {
+	name, raw, err := o.prepare(r, id, data)
 	if err != nil {
 		return err
 	}
@@ -365,12 +361,10 @@ func (o *Orchestrator) Start(ctx context.Context, tx *sql.Tx, name, id string, d
 	return nil
 }
 
-// StartNow records a new saga in a transaction of its own and starts it
-// (if Run is running; otherwise when it starts). It fails like Start. Do
-// not call it inside a transaction of the same SQLite database: it would
-// wait for that transaction's connection.
-func (o *Orchestrator) StartNow(ctx context.Context, name, id string, data any) error {
-	r, raw, err := o.prepare(name, id, data)
+// startNow records a new saga in a transaction of its own and dispatches
+// it (see Saga.StartNow).
+func (o *Orchestrator) startNow(ctx context.Context, r runner, id string, data any) error {
+	name, raw, err := o.prepare(r, id, data)
 	if err != nil {
 		return err
 	}

@@ -32,8 +32,8 @@ func purgeSagas(svc *service) func(o *saga.Orchestrator) error {
 		stuck.Steps[1].Compensate = func(context.Context, saga.StepContext, *order) error {
 			return errors.New("refund service down")
 		}
-		return errors.Join(saga.Register(o, orderSaga("order", svc, nil)), saga.Register(o, orderSaga("refused", svc, refuse)),
-			saga.Register(o, stuck))
+		return errors.Join(register(o, orderSaga("order", svc, nil)), register(o, orderSaga("refused", svc, refuse)),
+			register(o, stuck))
 	}
 }
 

@@ -50,7 +50,7 @@ func TestRecordDelayFoldsQuickStepsIntoFewerCommits(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, d := range []saga.Definition[order]{def, failing} {
-			if err := saga.Register(o, d); err != nil {
+			if err := register(o, d); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -78,7 +78,7 @@ func TestRecordDelayFoldsQuickStepsIntoFewerCommits(t *testing.T) {
 				"ship compensation succeeded", "pay compensation succeeded", "reserve compensation succeeded"}},
 		} {
 			before := db.TxStats()
-			if err := o.StartNow(context.Background(), c.name, c.id, order{ID: c.id}); err != nil {
+			if err := saga.StartNowByName(context.Background(), o, c.name, c.id, order{ID: c.id}); err != nil {
 				t.Fatal(err)
 			}
 			info := wait(t, o, c.id)
@@ -113,7 +113,7 @@ func TestRecordDelayBoundsTheLagBehindASlowStep(t *testing.T) {
 				entered := make(chan struct{}, 1)
 				db1 := open()
 				o1 := newOrchestrator(t, db1, saga.Options{Clock: clock, Owner: "A", RecordDelay: delay}, func(o *saga.Orchestrator) error {
-					return saga.Register(o, blockingAt(svc, "pay", entered, &seen))
+					return register(o, blockingAt(svc, "pay", entered, &seen))
 				})
 				if err := o1.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
 					t.Fatal(err)
@@ -138,7 +138,7 @@ func TestRecordDelayBoundsTheLagBehindASlowStep(t *testing.T) {
 
 				def := seen.record(orderSaga("order", svc, nil))
 				o2 := newOrchestrator(t, open(), saga.Options{Owner: "A", PollInterval: 20 * time.Millisecond},
-					func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+					func(o *saga.Orchestrator) error { return register(o, def) })
 				info = wait(t, o2.Orchestrator, id)
 				if info.Status != saga.Completed {
 					t.Fatalf("resumed saga ended %+v", info.Summary)

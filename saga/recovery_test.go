@@ -102,7 +102,7 @@ func TestResumesAfterCrash(t *testing.T) {
 					entered := make(chan struct{}, 1)
 					db1 := open()
 					o1 := newOrchestrator(t, db1, saga.Options{Clock: clock, Owner: "A"}, func(o *saga.Orchestrator) error {
-						return saga.Register(o, blockingAt(svc, step, entered, &seen))
+						return register(o, blockingAt(svc, step, entered, &seen))
 					})
 					if err := o1.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
 						t.Fatal(err)
@@ -142,7 +142,7 @@ func TestResumesAfterCrash(t *testing.T) {
 					}
 					def := seen.record(orderSaga("order", svc, nil))
 					o2 := newOrchestrator(t, db2, saga.Options{Clock: clock, Owner: owner, PollInterval: 20 * time.Millisecond},
-						func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+						func(o *saga.Orchestrator) error { return register(o, def) })
 					info = wait(t, o2.Orchestrator, id)
 					if info.Status != saga.Completed {
 						t.Fatalf("resumed saga ended %+v", info.Summary)
@@ -184,7 +184,7 @@ func TestStepTimeout(t *testing.T) {
 		})
 		def.Steps[1].Timeout = 30 * time.Millisecond
 		def.Steps[1].Retry.MaxAttempts = 2
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 		if err := o.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +213,7 @@ func TestSagaTimeout(t *testing.T) {
 			return nil
 		})
 		def.Timeout = 300 * time.Millisecond
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 		if err := o.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func TestResumedPastDeadline(t *testing.T) {
 		entered := make(chan struct{}, 1)
 		def := blockingAt(svc, "pay", entered, &seen)
 		def.Timeout = time.Hour
-		o1 := newOrchestrator(t, open(), saga.Options{Clock: clock}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o1 := newOrchestrator(t, open(), saga.Options{Clock: clock}, func(o *saga.Orchestrator) error { return register(o, def) })
 		if err := o1.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +254,7 @@ func TestResumedPastDeadline(t *testing.T) {
 
 		def2 := orderSaga("order", svc, nil)
 		def2.Timeout = time.Hour
-		o2 := newOrchestrator(t, open(), saga.Options{Clock: clock}, func(o *saga.Orchestrator) error { return saga.Register(o, def2) })
+		o2 := newOrchestrator(t, open(), saga.Options{Clock: clock}, func(o *saga.Orchestrator) error { return register(o, def2) })
 		info := wait(t, o2.Orchestrator, "o1")
 		if info.Status != saga.Compensated || info.Reason != "saga timed out" || info.FailedStep != "pay" {
 			t.Fatalf("ended %+v", info.Summary)
@@ -271,7 +271,7 @@ func TestResumedPastDeadline(t *testing.T) {
 func TestReplicasRunEachSagaOnce(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		svc := newService()
-		reg := func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) }
+		reg := func(o *saga.Orchestrator) error { return register(o, orderSaga("order", svc, nil)) }
 		db := open()
 		a := newOrchestrator(t, db, saga.Options{Owner: "A", PollInterval: 10 * time.Millisecond}, reg)
 		b := newOrchestrator(t, open(), saga.Options{Owner: "B", PollInterval: 10 * time.Millisecond}, reg)
@@ -316,9 +316,9 @@ func TestLostLeaseStopsTheSaga(t *testing.T) {
 		}
 		reg := prometheus.NewRegistry()
 		a := newOrchestrator(t, open(), saga.Options{Owner: "A", Clock: clock, Lease: time.Minute, Registerer: reg},
-			func(o *saga.Orchestrator) error { return saga.Register(o, slow) })
+			func(o *saga.Orchestrator) error { return register(o, slow) })
 		b := newOrchestrator(t, open(), saga.Options{Owner: "B", Clock: clock, Lease: time.Minute, PollInterval: 10 * time.Millisecond},
-			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
+			func(o *saga.Orchestrator) error { return register(o, orderSaga("order", svc, nil)) })
 		if err := a.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +424,7 @@ func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
 					db1 := open()
 					o1 := newOrchestrator(t, db1, saga.Options{Clock: clock, Owner: "A"}, func(o *saga.Orchestrator) error {
 						saga.SetLogGate(o, gate.wait)
-						return saga.Register(o, def)
+						return register(o, def)
 					})
 					if err := o1.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
 						t.Fatal(err)
@@ -455,7 +455,7 @@ func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
 					}
 					def2 := seen.record(orderSaga("order", svc, nil))
 					o2 := newOrchestrator(t, open(), saga.Options{Clock: clock, Owner: owner, PollInterval: 20 * time.Millisecond},
-						func(o *saga.Orchestrator) error { return saga.Register(o, def2) })
+						func(o *saga.Orchestrator) error { return register(o, def2) })
 					info = wait(t, o2.Orchestrator, id)
 					if info.Status != saga.Completed {
 						t.Fatalf("resumed saga ended %+v", info.Summary)
@@ -528,7 +528,7 @@ func TestResumesAfterCrashBeforeCompensationRecordDurable(t *testing.T) {
 		db1 := open()
 		o1 := newOrchestrator(t, db1, saga.Options{Clock: clock, Owner: "A"}, func(o *saga.Orchestrator) error {
 			saga.SetLogGate(o, gate.wait)
-			return saga.Register(o, def)
+			return register(o, def)
 		})
 		if err := o1.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
@@ -556,7 +556,7 @@ func TestResumesAfterCrashBeforeCompensationRecordDurable(t *testing.T) {
 		o1.stop(t)
 
 		o2 := newOrchestrator(t, open(), saga.Options{Clock: clock, Owner: "A", PollInterval: 20 * time.Millisecond},
-			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
+			func(o *saga.Orchestrator) error { return register(o, orderSaga("order", svc, nil)) })
 		info = wait(t, o2.Orchestrator, "o1")
 		if info.Status != saga.Compensated || info.FailedStep != "ship" {
 			t.Fatalf("resumed saga ended %+v", info.Summary)
@@ -611,7 +611,7 @@ func TestTakeoverStopsPipelinedSaga(t *testing.T) {
 				}
 				db := open()
 				reg := prometheus.NewRegistry()
-				a := newOrchestrator(t, db, saga.Options{Owner: "A", Registerer: reg}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+				a := newOrchestrator(t, db, saga.Options{Owner: "A", Registerer: reg}, func(o *saga.Orchestrator) error { return register(o, def) })
 				if err := a.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {
 					t.Fatal(err)
 				}

@@ -64,7 +64,8 @@ func TestResumeChild(t *testing.T) {
 		{Name: "wait", Action: block, Compensate: nop, Timeout: time.Hour},
 		{Name: "done", Action: nop},
 	}}
-	if err := saga.Register(o, def); err != nil {
+	s, err := saga.Register(o, def)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Setup(ctx); err != nil {
@@ -73,7 +74,7 @@ func TestResumeChild(t *testing.T) {
 	go func() { _ = o.Run(ctx) }()
 	n, _ := strconv.Atoi(os.Getenv(envResumeStart))
 	for i := range n {
-		if err := o.StartNow(ctx, "resume", fmt.Sprintf("r%d", i), order{}); err != nil {
+		if err := s.StartNow(ctx, fmt.Sprintf("r%d", i), order{}); err != nil {
 			t.Fatal(err)
 		}
 	}

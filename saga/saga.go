@@ -58,7 +58,8 @@ var (
 	// ErrNotRetryable reports a Retry of a saga that is not
 	// compensation_failed.
 	ErrNotRetryable = errors.New("saga: not retryable: only a compensation_failed saga can be retried")
-	// ErrUnknownSaga reports a definition name that was not registered.
+	// ErrUnknownSaga reports a saga whose definition is not registered
+	// with this orchestrator (from Abort, which runs the compensations).
 	ErrUnknownSaga = errors.New("saga: unknown saga definition")
 	// ErrDuplicate reports a saga id that already exists.
 	ErrDuplicate = errors.New("saga: id already exists")
@@ -263,26 +264,56 @@ const (
 	compensationMaxDelay        = 10 * time.Second
 )
 
-// Register adds def to o, so that sagas named def.Name can be started and
-// executed. Every process that runs sagas of a definition must register it
-// (before Run, so that sagas in flight are resumed at once). It fails with
-// ErrInvalidDefinition for an empty name, no steps, an empty, duplicate or
-// action-less step, a Concurrent first step, a name already registered,
-// or kinds out of order: compensatable steps, then at most one pivot
-// (with the Concurrent steps of its group), then retriable steps, which
-// have no Compensate and share a group only with retriable steps.
-func Register[T any](o *Orchestrator, def Definition[T]) error {
+// Saga is a definition registered with an Orchestrator: the handle that
+// starts sagas of it, with data of the definition's type, checked at
+// compile time.
+type Saga[T any] struct {
+	d *definition[T]
+}
+
+// Name returns the definition's name, as List, Get and the metrics show it.
+func (s *Saga[T]) Name() string { return s.d.def.Name }
+
+// Start records a new saga named id with its initial data within tx, the
+// caller's transaction in the orchestrator's database: the saga exists if
+// and only if tx commits. Call Kick(id) on the orchestrator after the
+// commit so it starts at once rather than at its next poll. It fails with
+// ErrDuplicate for an id already used (by a saga of any definition),
+// ErrInvalidConfig for an empty id, and with an error naming the saga when
+// data does not encode as JSON and decode back as a T.
+func (s *Saga[T]) Start(ctx context.Context, tx *sql.Tx, id string, data T) error {
+	return s.d.o.start(ctx, tx, s.d, id, data)
+}
+
+// StartNow records a new saga in a transaction of its own and starts it
+// (if the orchestrator's Run is running; otherwise when it starts). It
+// fails like Start. Do not call it inside a transaction of the same SQLite
+// database: it would wait for that transaction's connection.
+func (s *Saga[T]) StartNow(ctx context.Context, id string, data T) error {
+	return s.d.o.startNow(ctx, s.d, id, data)
+}
+
+// Register adds def to o and returns the handle that starts its sagas.
+// Every process that runs sagas of a definition must register it (before
+// Run, so that sagas in flight are resumed at once), even one that never
+// starts any. It fails with ErrInvalidDefinition for an empty name, no
+// steps, an empty, duplicate or action-less step, a Concurrent first
+// step, a name already registered, or kinds out of order: compensatable
+// steps, then at most one pivot (with the Concurrent steps of its group),
+// then retriable steps, which have no Compensate and share a group only
+// with retriable steps.
+func Register[T any](o *Orchestrator, def Definition[T]) (*Saga[T], error) {
 	if o == nil {
-		return fmt.Errorf("%w: nil Orchestrator", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: nil Orchestrator", ErrInvalidConfig)
 	}
 	if def.Name == "" {
-		return fmt.Errorf("%w: Name is empty", ErrInvalidDefinition)
+		return nil, fmt.Errorf("%w: Name is empty", ErrInvalidDefinition)
 	}
 	if len(def.Steps) == 0 {
-		return fmt.Errorf("%w: saga %q has no steps", ErrInvalidDefinition, def.Name)
+		return nil, fmt.Errorf("%w: saga %q has no steps", ErrInvalidDefinition, def.Name)
 	}
 	if def.Finish != nil && def.FinishTx != nil {
-		return fmt.Errorf("%w: saga %q sets both Finish and FinishTx", ErrInvalidDefinition, def.Name)
+		return nil, fmt.Errorf("%w: saga %q sets both Finish and FinishTx", ErrInvalidDefinition, def.Name)
 	}
 	d := &definition[T]{
 		def:     def,
@@ -299,17 +330,17 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 	for i, s := range def.Steps {
 		switch {
 		case s.Name == "":
-			return fmt.Errorf("%w: saga %q: step %d has no Name", ErrInvalidDefinition, def.Name, i)
+			return nil, fmt.Errorf("%w: saga %q: step %d has no Name", ErrInvalidDefinition, def.Name, i)
 		case seen[s.Name]:
-			return fmt.Errorf("%w: saga %q: step name %q is used twice", ErrInvalidDefinition, def.Name, s.Name)
+			return nil, fmt.Errorf("%w: saga %q: step name %q is used twice", ErrInvalidDefinition, def.Name, s.Name)
 		case s.Action == nil:
-			return fmt.Errorf("%w: saga %q: step %q has no Action", ErrInvalidDefinition, def.Name, s.Name)
+			return nil, fmt.Errorf("%w: saga %q: step %q has no Action", ErrInvalidDefinition, def.Name, s.Name)
 		case s.Concurrent && i == 0:
-			return fmt.Errorf("%w: saga %q: the first step %q cannot be Concurrent", ErrInvalidDefinition, def.Name, s.Name)
+			return nil, fmt.Errorf("%w: saga %q: the first step %q cannot be Concurrent", ErrInvalidDefinition, def.Name, s.Name)
 		}
 		seen[s.Name] = true
 		if s.Kind < Compensatable || s.Kind > Retriable {
-			return fmt.Errorf("%w: saga %q: step %q has an unknown Kind %d", ErrInvalidDefinition, def.Name, s.Name, int(s.Kind))
+			return nil, fmt.Errorf("%w: saga %q: step %q has an unknown Kind %d", ErrInvalidDefinition, def.Name, s.Name, int(s.Kind))
 		}
 		rc := s.Retry
 		rc.MaxAttempts = cmp.Or(rc.MaxAttempts, defaultActionAttempts)
@@ -331,13 +362,13 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		rc.RetryBreakerOpen = true
 		r, err := resilience.NewRetry(rc)
 		if err != nil {
-			return fmt.Errorf("%w: saga %q: step %q: Retry: %w", ErrInvalidDefinition, def.Name, s.Name, err)
+			return nil, fmt.Errorf("%w: saga %q: step %q: Retry: %w", ErrInvalidDefinition, def.Name, s.Name, err)
 		}
 		d.retries[i] = r
 	}
 	commit, pivotEnd, err := commitPoint(def)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d.commit, d.pivotEnd = commit, pivotEnd
 	// A pivot that can be undone runs without waiting for the record of
@@ -354,7 +385,10 @@ func Register[T any](o *Orchestrator, def Definition[T]) error {
 		},
 		RetryBreakerOpen: true,
 	})
-	return o.register(def.Name, d)
+	if err := o.register(def.Name, d); err != nil {
+		return nil, err
+	}
+	return &Saga[T]{d: d}, nil
 }
 
 // commitPoint checks the order of def's step kinds and returns the index
@@ -434,6 +468,8 @@ func breakerWait(err error) (time.Duration, bool) {
 
 // runner is a registered definition with its type erased.
 type runner interface {
+	// sagaName returns Definition.Name.
+	sagaName() string
 	// check reports whether data decodes as the definition's T.
 	check(data []byte) error
 	// sagaTimeout returns Definition.Timeout.
@@ -478,6 +514,8 @@ func decodeData[T any](name string, data []byte) (T, error) {
 	}
 	return v, nil
 }
+
+func (d *definition[T]) sagaName() string { return d.def.Name }
 
 func (d *definition[T]) sagaTimeout() time.Duration { return d.def.Timeout }
 

@@ -60,7 +60,7 @@ func testCompletes(t *testing.T, db *store.DB, syncSteps bool) {
 		def.Finish = dl.finish(fin.fn)
 		o := newOrchestrator(t, db, saga.Options{SyncSteps: syncSteps}, func(o *saga.Orchestrator) error {
 			dl.o.Store(o)
-			return saga.Register(o, def)
+			return register(o, def)
 		})
 		ctx := context.Background()
 		if err := o.StartNow(ctx, "order", "o1", order{ID: "o1"}); err != nil {
@@ -192,7 +192,7 @@ func TestEachStepFailingCompensatesInReverse(t *testing.T) {
 		}
 		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error {
 			dl.o.Store(o)
-			return saga.Register(o, def)
+			return register(o, def)
 		})
 		ctx := context.Background()
 		steps := []string{"reserve", "pay", "notify", "ship"}
@@ -273,7 +273,7 @@ func TestCompensationFailedThenRetry(t *testing.T) {
 			return nil
 		}
 		reg := prometheus.NewRegistry()
-		o := newOrchestrator(t, open(), saga.Options{Registerer: reg}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+		o := newOrchestrator(t, open(), saga.Options{Registerer: reg}, func(o *saga.Orchestrator) error { return register(o, def) })
 		ctx := context.Background()
 		if err := o.StartNow(ctx, "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
@@ -355,13 +355,26 @@ func TestStartInTransaction(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		svc := newService()
 		db := open()
+		var place *saga.Saga[order]
+		var odd *saga.Saga[oneWay]
 		o := newOrchestrator(t, db, saga.Options{PollInterval: 20 * time.Millisecond},
-			func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) })
+			func(o *saga.Orchestrator) (err error) {
+				if place, err = saga.Register(o, orderSaga("order", svc, nil)); err != nil {
+					return err
+				}
+				odd, err = saga.Register(o, saga.Definition[oneWay]{Name: "one-way", Steps: []saga.Step[oneWay]{
+					{Name: "a", Action: func(context.Context, saga.StepContext, *oneWay) error { return nil }},
+				}})
+				return err
+			})
 		ctx := context.Background()
+		if place.Name() != "order" {
+			t.Fatalf("Name() = %q", place.Name())
+		}
 
 		rollback := errors.New("order rejected")
 		err := db.InTx(ctx, func(tx *sql.Tx) error {
-			if err := o.Start(ctx, tx, "order", "rolled-back", order{ID: "rolled-back"}); err != nil {
+			if err := place.Start(ctx, tx, "rolled-back", order{ID: "rolled-back"}); err != nil {
 				return err
 			}
 			return rollback
@@ -376,7 +389,7 @@ func TestStartInTransaction(t *testing.T) {
 
 		// Committed but never kicked: the poll finds it.
 		if err := db.InTx(ctx, func(tx *sql.Tx) error {
-			return o.Start(ctx, tx, "order", "unkicked", order{ID: "unkicked"})
+			return place.Start(ctx, tx, "unkicked", order{ID: "unkicked"})
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -387,31 +400,43 @@ func TestStartInTransaction(t *testing.T) {
 			t.Fatal("the rolled-back saga ran")
 		}
 
-		err = db.InTx(ctx, func(tx *sql.Tx) error { return o.Start(ctx, tx, "order", "unkicked", order{}) })
+		err = db.InTx(ctx, func(tx *sql.Tx) error { return place.Start(ctx, tx, "unkicked", order{}) })
 		if !errors.Is(err, saga.ErrDuplicate) {
 			t.Fatalf("Start of an existing id: %v, want ErrDuplicate", err)
 		}
-		if err := o.StartNow(ctx, "order", "unkicked", order{}); !errors.Is(err, saga.ErrDuplicate) {
+		if err := place.StartNow(ctx, "unkicked", order{}); !errors.Is(err, saga.ErrDuplicate) {
 			t.Fatalf("StartNow of an existing id: %v, want ErrDuplicate", err)
 		}
-		if err := o.StartNow(ctx, "nope", "x", order{}); !errors.Is(err, saga.ErrUnknownSaga) {
-			t.Fatalf("StartNow of an unknown definition: %v, want ErrUnknownSaga", err)
+		if err := place.StartNow(ctx, "", order{}); !errors.Is(err, saga.ErrInvalidConfig) {
+			t.Fatalf("StartNow with an empty id: %v, want ErrInvalidConfig", err)
 		}
-		if err := o.StartNow(ctx, "order", "bad-data", []int{1}); err == nil {
-			t.Fatal("StartNow accepted data that does not decode as the definition's type")
+		// Data whose JSON does not decode back would fail the saga at
+		// every run: Start refuses it while the caller can see why.
+		if err := odd.StartNow(ctx, "bad-data", oneWay{}); err == nil || !strings.Contains(err.Error(), "does not decode") {
+			t.Fatalf("StartNow of data that does not decode as its type: %v", err)
+		}
+		if _, err := o.Get(ctx, "bad-data"); !errors.Is(err, saga.ErrNotFound) {
+			t.Fatalf("Get of refused data: %v, want ErrNotFound", err)
 		}
 	})
 }
+
+// oneWay encodes as JSON that it refuses to decode.
+type oneWay struct{}
+
+func (oneWay) MarshalJSON() ([]byte, error) { return []byte(`"one way"`), nil }
+
+func (*oneWay) UnmarshalJSON([]byte) error { return errors.New("one way only") }
 
 func TestListGetWait(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		svc := newService()
 		block := make(chan struct{})
 		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error {
-			if err := saga.Register(o, orderSaga("order", svc, nil)); err != nil {
+			if err := register(o, orderSaga("order", svc, nil)); err != nil {
 				return err
 			}
-			return saga.Register(o, saga.Definition[order]{Name: "slow", Steps: []saga.Step[order]{{
+			return register(o, saga.Definition[order]{Name: "slow", Steps: []saga.Step[order]{{
 				Name: "hold",
 				Action: func(ctx context.Context, _ saga.StepContext, _ *order) error {
 					select {
@@ -498,15 +523,15 @@ func TestRegisterValidates(t *testing.T) {
 		"duplicate step": {Name: "x", Steps: []saga.Step[order]{{Name: "a", Action: act}, {Name: "a", Action: act}}},
 		"no action":      {Name: "x", Steps: []saga.Step[order]{{Name: "a"}}},
 	} {
-		if err := saga.Register(o, def); !errors.Is(err, saga.ErrInvalidDefinition) {
+		if err := register(o, def); !errors.Is(err, saga.ErrInvalidDefinition) {
 			t.Errorf("%s: Register = %v, want ErrInvalidDefinition", name, err)
 		}
 	}
 	good := saga.Definition[order]{Name: "x", Steps: []saga.Step[order]{{Name: "a", Action: act}}}
-	if err := saga.Register(o, good); err != nil {
+	if err := register(o, good); err != nil {
 		t.Fatal(err)
 	}
-	if err := saga.Register(o, good); !errors.Is(err, saga.ErrInvalidDefinition) {
+	if err := register(o, good); !errors.Is(err, saga.ErrInvalidDefinition) {
 		t.Errorf("second Register of %q = %v", good.Name, err)
 	}
 	if saga.IsPermanent(errors.New("x")) || !saga.IsPermanent(fmt.Errorf("wrapped: %w", saga.Permanent(errors.New("x")))) || saga.Permanent(nil) != nil {
@@ -529,7 +554,7 @@ func TestPanickingActionCompensates(t *testing.T) {
 		}
 		return nil
 	})
-	o := newOrchestrator(t, backend(t, "sqlite")(), saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+	o := newOrchestrator(t, backend(t, "sqlite")(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 	if err := o.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +595,7 @@ func TestBreakerRejectionIsRetried(t *testing.T) {
 			},
 		},
 	}
-	o := newOrchestrator(t, db, saga.Options{}, func(o *saga.Orchestrator) error { return saga.Register(o, def) })
+	o := newOrchestrator(t, db, saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
 	if err := o.StartNow(context.Background(), "breaker", "b1", order{ID: "b1"}); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func TestFrozenInALogTransactionIsTakenOver(t *testing.T) {
 ON CONFLICT (id) DO UPDATE SET commits = finished.commits + 1`, id)
 		return err
 	}
-	register := func(o *saga.Orchestrator) error { return saga.Register(o, def) }
+	register := func(o *saga.Orchestrator) error { return register(o, def) }
 
 	var logs syncbuf.Buffer
 	reg := prometheus.NewRegistry()
@@ -87,7 +87,7 @@ ON CONFLICT (id) DO UPDATE SET commits = finished.commits + 1`, id)
 	}()
 
 	b := newOrchestrator(t, open(), saga.Options{Owner: "B", Lease: lease, PollInterval: poll}, register)
-	if err := a.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
+	if err := saga.StartNowByName(context.Background(), a, "order", "o1", order{ID: "o1"}); err != nil {
 		t.Fatal(err)
 	}
 	recv(t, frozen, "A frozen in the transaction that ends o1")
@@ -149,7 +149,7 @@ ON CONFLICT (id) DO UPDATE SET commits = finished.commits + 1`, id)
 func TestPollPassesOverALockedSaga(t *testing.T) {
 	open := backend(t, "postgres") // skips without PostgreSQL
 	svc := newService()
-	register := func(o *saga.Orchestrator) error { return saga.Register(o, orderSaga("order", svc, nil)) }
+	register := func(o *saga.Orchestrator) error { return register(o, orderSaga("order", svc, nil)) }
 	b := newOrchestrator(t, open(), saga.Options{Owner: "B", PollInterval: 20 * time.Millisecond}, register)
 	// C records x1 and never runs it: its lease expires.
 	const lease = time.Second
@@ -166,7 +166,7 @@ func TestPollPassesOverALockedSaga(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := c.StartNow(context.Background(), "order", "x1", order{ID: "x1"}); err != nil {
+	if err := saga.StartNowByName(context.Background(), c, "order", "x1", order{ID: "x1"}); err != nil {
 		t.Fatal(err)
 	}
 	var id string

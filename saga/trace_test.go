@@ -44,13 +44,13 @@ func TestStepsRunInTheStartersTrace(t *testing.T) {
 		}
 
 		db := open()
-		o1 := newOrchestrator(t, db, saga.Options{Owner: "A"}, func(o *saga.Orchestrator) error { return saga.Register(o, def(true)) })
+		o1 := newOrchestrator(t, db, saga.Options{Owner: "A"}, func(o *saga.Orchestrator) error { return register(o, def(true)) })
 		if err := o1.StartNow(started, "traced", "with-trace", order{ID: "with-trace"}); err != nil {
 			t.Fatal(err)
 		}
 		recv(t, entered, "the second step in flight")
 		o1.stop(t) // a graceful stop releases the lease: B resumes at once
-		o2 := newOrchestrator(t, db, saga.Options{Owner: "B"}, func(o *saga.Orchestrator) error { return saga.Register(o, def(false)) })
+		o2 := newOrchestrator(t, db, saga.Options{Owner: "B"}, func(o *saga.Orchestrator) error { return register(o, def(false)) })
 		if info := wait(t, o2.Orchestrator, "with-trace"); info.Status != saga.Completed {
 			t.Fatalf("resumed saga ended %+v", info.Summary)
 		}

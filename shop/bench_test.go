@@ -172,10 +172,9 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 	if err := o.Setup(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if err := saga.Register(o, a.PlaceOrderDefinition(ordapp.SagaConfig{})); err != nil {
+	if err := a.RegisterSagas(o, ordapp.SagaConfig{}); err != nil {
 		b.Fatal(err)
 	}
-	a.Sagas = o
 	workers.Go(func() { _ = o.Run(ctx) })
 	defer func() { cancel(); workers.Wait() }()
 

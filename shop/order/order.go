@@ -278,13 +278,9 @@ func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config)
 		return fmt.Errorf("order: sagas: %w", err)
 	}
 	sc := app.SagaConfig{Timeout: cfg.SagaTimeout, StepTimeout: cfg.StepTimeout}
-	if err := saga.Register(o, a.PlaceOrderDefinition(sc)); err != nil {
+	if err := a.RegisterSagas(o, sc); err != nil {
 		return fmt.Errorf("order: sagas: %w", err)
 	}
-	if err := saga.Register(o, a.CancelOrderDefinition(sc)); err != nil {
-		return fmt.Errorf("order: sagas: %w", err)
-	}
-	a.Sagas = o
 	h.Go("sagas", o.Run)
 	h.AddCheck("sagas", o.Check)
 	return nil

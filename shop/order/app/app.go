@@ -105,11 +105,14 @@ type App struct {
 	// Flow runs new orders' place-order saga: domain.FlowOrchestrated
 	// (the default when empty) or domain.FlowChoreography.
 	Flow string
-	// Sagas runs the orchestrated sagas, with the services below.
-	Sagas     *saga.Orchestrator
-	Inventory Inventory
-	Payments  Payments
-	Shipping  Shipping
+	// Sagas runs the orchestrated sagas, with the services below; set by
+	// RegisterSagas, with the handles that start them.
+	Sagas       *saga.Orchestrator
+	placeOrder  *saga.Saga[PlaceOrderData]
+	cancelOrder *saga.Saga[CancelOrderData]
+	Inventory   Inventory
+	Payments    Payments
+	Shipping    Shipping
 	// Deadlines and SagaTimeout bound the choreographed flow.
 	Deadlines   Deadlines
 	SagaTimeout time.Duration
@@ -259,7 +262,7 @@ func (a *App) startSaga(ctx context.Context, tx *sql.Tx, p domain.Placed, now ti
 		for i, it := range p.Items {
 			items[i] = contract.Item{SKU: it.SKU, Qty: it.Qty, PriceCents: it.PriceCents}
 		}
-		return a.Sagas.Start(ctx, tx, PlaceOrderSaga, p.OrderID, PlaceOrderData{OrderID: p.OrderID, Items: items,
+		return a.placeOrder.Start(ctx, tx, p.OrderID, PlaceOrderData{OrderID: p.OrderID, Items: items,
 			TotalCents: p.TotalCents, PaymentToken: p.PaymentToken, ShippingAddress: p.ShippingAddress})
 	}
 	return nil

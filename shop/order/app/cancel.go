@@ -109,7 +109,7 @@ func (a *App) Cancel(ctx context.Context, orderID, reason string, wait time.Dura
 // waits up to wait for it.
 func (a *App) cancelConfirmed(ctx context.Context, orderID, reason string, wait time.Duration) (Summary, error) {
 	id := CancelSagaID(orderID)
-	if err := a.Sagas.StartNow(ctx, CancelOrderSaga, id, CancelOrderData{OrderID: orderID, Reason: reason}); err != nil && !errors.Is(err, saga.ErrDuplicate) {
+	if err := a.cancelOrder.StartNow(ctx, id, CancelOrderData{OrderID: orderID, Reason: reason}); err != nil && !errors.Is(err, saga.ErrDuplicate) {
 		return Summary{}, fmt.Errorf("cancel order %s: %w", orderID, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)

@@ -298,7 +298,7 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 // startCancel records the cancel-order saga of a confirmed order within
 // tx; a cancellation already recorded is left as it is.
 func (a *App) startCancel(ctx context.Context, tx *sql.Tx, orderID, reason string) error {
-	err := a.Sagas.Start(ctx, tx, CancelOrderSaga, CancelSagaID(orderID), CancelOrderData{OrderID: orderID, Reason: reason})
+	err := a.cancelOrder.Start(ctx, tx, CancelSagaID(orderID), CancelOrderData{OrderID: orderID, Reason: reason})
 	if errors.Is(err, saga.ErrDuplicate) {
 		return nil
 	}
@@ -364,4 +364,19 @@ func (a *App) decision(orderID string, decide func(*domain.Order) ([]any, error)
 			},
 		}, nil
 	}
+}
+
+// RegisterSagas registers the place-order and cancel-order sagas with o,
+// which then runs them for a.
+func (a *App) RegisterSagas(o *saga.Orchestrator, c SagaConfig) error {
+	place, err := saga.Register(o, a.PlaceOrderDefinition(c))
+	if err != nil {
+		return err
+	}
+	cancel, err := saga.Register(o, a.CancelOrderDefinition(c))
+	if err != nil {
+		return err
+	}
+	a.Sagas, a.placeOrder, a.cancelOrder = o, place, cancel
+	return nil
 }
