@@ -97,3 +97,51 @@ func ExampleStartServer() {
 	fmt.Println("embedded:", b.Embedded(), "ready:", b.Check(ctx) == nil)
 	// Output: embedded: false ready: true
 }
+
+// Notices wake readers in other processes when something they poll for
+// has changed, such as new events in a shared database: at most once, no
+// payload, so a reader still polls, and a notice only makes it look
+// sooner. Each process takes its own Notices on the shared subject; a
+// process is not woken by its own.
+func ExampleBroker_Notices() {
+	dataDir, err := os.MkdirTemp("", "notices")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = os.RemoveAll(dataDir) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := broker.Open(ctx, broker.Config{DataDir: dataDir, Name: "orders"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+
+	const subject = "trellis.notices.eventstore.orders"
+	// The reader's process.
+	ready, changed := make(chan struct{}), make(chan struct{}, 1)
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		_ = b.Notices(subject).Listen(lctx, func() { close(ready) }, func() {
+			select {
+			case changed <- struct{}{}:
+			default: // a wake-up is already pending: one read covers both
+			}
+		})
+	}()
+	<-ready
+
+	// The writer's process, after its commit.
+	if err := b.Notices(subject).Notify(ctx); err != nil {
+		log.Fatal(err)
+	}
+	select {
+	case <-changed:
+		fmt.Println("woken: read what changed")
+	case <-ctx.Done():
+		fmt.Println("no notice: the next poll reads it")
+	}
+	// Output:
+	// woken: read what changed
+}

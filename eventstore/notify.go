@@ -165,8 +165,6 @@ func (ns *notices) close() {
 
 func (ns *notices) send() {
 	failing := false
-	gap := time.NewTimer(0)
-	defer gap.Stop()
 	for {
 		select {
 		case <-ns.ctx.Done():
@@ -184,11 +182,10 @@ func (ns *notices) send() {
 			failing = false
 			ns.s.log.Info("eventstore: notifying other processes of new events again")
 		}
-		gap.Reset(noticeGap)
 		select {
 		case <-ns.ctx.Done():
 			return
-		case <-gap.C:
+		case <-time.After(noticeGap):
 		}
 	}
 }
