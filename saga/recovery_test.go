@@ -206,14 +206,20 @@ func TestStepTimeout(t *testing.T) {
 func TestSagaTimeout(t *testing.T) {
 	backends(t, func(t *testing.T, open func() *store.DB) {
 		svc := newService()
+		// The orchestrator's clock stands still until ship starts, then
+		// passes the deadline; ship's context still ends when the
+		// deadline's real time is up. So however slow the machine, the
+		// steps before ship run within the deadline, and ship outlives it.
+		clock := clocktest.New(time.Now())
 		def := orderSaga("order", svc, func(step string, _ int) error {
 			if step == "ship" {
+				clock.Advance(2 * time.Second)
 				return errBlock
 			}
 			return nil
 		})
-		def.Timeout = 300 * time.Millisecond
-		o := newOrchestrator(t, open(), saga.Options{}, func(o *saga.Orchestrator) error { return register(o, def) })
+		def.Timeout = 500 * time.Millisecond
+		o := newOrchestrator(t, open(), saga.Options{Clock: clock}, func(o *saga.Orchestrator) error { return register(o, def) })
 		if err := o.StartNow(context.Background(), "order", "o1", order{ID: "o1"}); err != nil {
 			t.Fatal(err)
 		}

@@ -652,16 +652,8 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		}
 		if err == nil {
 			r.step, r.status = e, Running
-			if r.step == len(steps) && d.def.FinishTx != nil {
-				// The last actions' records (and one held back) commit
-				// with FinishTx.
-				if h := x.takeDeferred(hist); x.settle(ctx, true) {
-					d.end(ctx, x, data, Result{Status: Completed}, h)
-				}
-				return false
-			}
-			if r.step == len(steps) && d.def.Finish == nil {
-				r.status = Completed
+			if r.step == len(steps) {
+				return d.conclude(ctx, x, data, Result{Status: Completed}, hist...)
 			}
 		} else {
 			reason := err.Error()
@@ -674,14 +666,7 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 		}
 		// A failure switches to compensating, and the commit point must be
 		// durable before what depends on it runs: wait for them (see run).
-		if !x.save(ctx, data, err != nil || d.waitsFor(r.step), hist...) {
-			return false
-		}
-		if r.status.Terminal() {
-			d.ended(ctx, x, data, Result{Status: Completed})
-			return false
-		}
-		return true
+		return x.save(ctx, data, err != nil || d.waitsFor(r.step), hist...)
 	case Aborting:
 		// Abort is refused from the commit point on, so only compensatable
 		// steps can have run.
@@ -726,22 +711,32 @@ func (d *definition[T]) transition(ctx context.Context, x *execution, data *T) b
 }
 
 // conclude ends the saga with res once its last action or compensation is
-// done: with FinishTx, which commits with the terminal status (and any
-// record held back), or with Finish, once every record is durable, then
-// the terminal status. It returns false: the saga stops executing here
-// whatever happened (ended, stopped, or found aborted, see run).
-func (d *definition[T]) conclude(ctx context.Context, x *execution, data *T, res Result) bool {
+// done; hist holds the records of the last actions not yet queued (none
+// after a compensation, or on resuming). With FinishTx, they, any record
+// held back and the terminal status commit with what FinishTx writes, in
+// one transaction; with Finish, they are made durable first, Finish runs,
+// then the terminal status is recorded; with neither, the terminal status
+// is recorded with them in one write. It returns false: the saga stops
+// executing here whatever happened (ended, stopped, or found aborted, see
+// run).
+func (d *definition[T]) conclude(ctx context.Context, x *execution, data *T, res Result, hist ...stepRow) bool {
 	if d.def.FinishTx != nil {
-		if held := x.takeDeferred(nil); x.settle(ctx, true) {
+		if held := x.takeDeferred(hist); x.settle(ctx, true) {
 			d.end(ctx, x, data, res, held)
 		}
 		return false
 	}
-	if !x.settle(ctx, true) || !d.finish(ctx, x, data, res) {
-		return false
+	if d.def.Finish != nil {
+		if len(hist) > 0 && !x.save(ctx, data, true, hist...) {
+			return false
+		}
+		hist = nil
+		if !x.settle(ctx, true) || !d.finish(ctx, x, data, res) {
+			return false
+		}
 	}
 	x.row.status = res.Status
-	if x.save(ctx, data, true) {
+	if x.save(ctx, data, true, hist...) {
 		d.ended(ctx, x, data, res)
 	}
 	return false
