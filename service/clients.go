@@ -37,7 +37,8 @@ type ClientPolicy struct {
 	Budget resilience.RetryBudgetConfig
 	// Breaker is each destination's circuit breaker.
 	Breaker resilience.BreakerConfig[*http.Response]
-	// Bulkhead bounds each destination's calls in flight.
+	// Bulkhead bounds each destination's calls in flight; as many idle
+	// connections are kept to it for the next calls.
 	Bulkhead resilience.BulkheadConfig
 	// AttemptTimeout bounds one attempt; it must be positive.
 	AttemptTimeout time.Duration
@@ -170,7 +171,7 @@ func (h *Host) ServiceClientWith(name string, p ClientPolicy) (*http.Client, err
 		return nil, fmt.Errorf("service client %s: %w", name, err)
 	}
 	c := &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, resilience.NewTransport(resilience.TransportConfig{
-		Base: h.signed(http.DefaultTransport.(*http.Transport).Clone(), name),
+		Base: h.signed(pooledTransport(p.Bulkhead.MaxConcurrent), name),
 		Pipeline: func(destination string) *resilience.Pipeline[*http.Response] {
 			pl, err := build(destination)
 			if err != nil {
@@ -186,6 +187,24 @@ func (h *Host) ServiceClientWith(name string, p ClientPolicy) (*http.Client, err
 	h.clients[name] = c
 	return c, nil
 }
+
+// pooledTransport returns a transport that keeps up to perHost idle
+// connections to each destination (0: defaultIdlePerHost). The standard
+// library keeps two, so that a service calling another with more than two
+// requests in flight closes the rest after each and dials again:
+// a TCP handshake, a socket and a TIME_WAIT entry per call.
+func pooledTransport(perHost int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if perHost <= 0 {
+		perHost = defaultIdlePerHost
+	}
+	t.MaxIdleConnsPerHost = perHost
+	t.MaxIdleConns = 0 // no limit across destinations; idle ones close after IdleConnTimeout
+	return t
+}
+
+// defaultIdlePerHost is the idle pool per destination of HTTPClient.
+const defaultIdlePerHost = 64
 
 func hostOf(destination string) string {
 	if u, err := url.Parse(destination); err == nil && u.Host != "" {

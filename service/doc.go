@@ -16,6 +16,7 @@
 //	GET  /metrics     Prometheus: requests, latency and in-flight by route and status, Go runtime
 //	POST /-/faults    inject errors and latency into business routes (development mode or admin token)
 //	DELETE /-/faults  clear them
+//	GET /debug/pprof/ profiles for go tool pprof (development mode or admin token)
 //
 // A route's error becomes a problem document; a 5xx is logged at error
 // with the cause the client does not see. A request whose client went away

@@ -127,3 +127,22 @@ func TestFaultsNeedTokenOutsideDevelopment(t *testing.T) {
 		t.Fatalf("fault not applied: %d", resp.StatusCode)
 	}
 }
+
+// Profiles are admin routes: open in development mode, else only with the
+// admin token.
+func TestProfilesAreAdminRoutes(t *testing.T) {
+	dev := start(t, func(c *service.Config) { c.Dev = true }, service.Options{}, okRoute)
+	if resp, body := send(t, "GET", dev.url+"/debug/pprof/goroutine?debug=1", "", ""); resp.StatusCode != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Fatalf("development mode: %d %.200s", resp.StatusCode, body)
+	}
+	if resp, body := send(t, "GET", dev.url+"/debug/pprof/profile?seconds=1", "", ""); resp.StatusCode != 200 || len(body) == 0 {
+		t.Fatalf("CPU profile: %d %.200s", resp.StatusCode, body)
+	}
+	guarded := start(t, func(c *service.Config) { c.Dev = false; c.AdminToken = "s3cret" }, service.Options{}, okRoute)
+	if resp, body := send(t, "GET", guarded.url+"/debug/pprof/heap", "", ""); resp.StatusCode != 401 || !problem.Is(resp) {
+		t.Fatalf("no token: %d %.200s", resp.StatusCode, body)
+	}
+	if resp, _ := send(t, "GET", guarded.url+"/debug/pprof/heap", "s3cret", ""); resp.StatusCode != 200 {
+		t.Fatalf("right token: %d", resp.StatusCode)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,13 @@ func (h *Host) routeBuiltins() {
 	h.handleBuiltin("GET /-/faults", h.admin(http.HandlerFunc(h.faults.serveGet)))
 	h.handleBuiltin("POST /-/faults", h.admin(http.HandlerFunc(h.faults.servePost(h))))
 	h.handleBuiltin("DELETE /-/faults", h.admin(http.HandlerFunc(h.faults.serveDelete(h))))
+	// Profiles, for `go tool pprof http://host/debug/pprof/profile`, are
+	// admin routes: they show the program's internals and a CPU profile
+	// costs while it runs.
+	h.handleBuiltin("GET /debug/pprof/", h.admin(http.HandlerFunc(pprof.Index)))
+	h.handleBuiltin("GET /debug/pprof/profile", h.admin(http.HandlerFunc(pprof.Profile)))
+	h.handleBuiltin("GET /debug/pprof/trace", h.admin(http.HandlerFunc(pprof.Trace)))
+	h.handleBuiltin("GET /debug/pprof/symbol", h.admin(http.HandlerFunc(pprof.Symbol)))
 }
 
 // Ready runs the readiness checks now.

@@ -192,9 +192,9 @@ func (h *Host) AddDegradedCheck(name string, c Check) {
 
 // HTTPClient returns a client whose calls carry the W3C trace context of
 // their request's context and produce client spans. Resilience policies wrap
-// its Transport.
+// its Transport, which keeps up to 64 idle connections per destination.
 func (h *Host) HTTPClient() *http.Client {
-	return &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, http.DefaultTransport.(*http.Transport).Clone())}
+	return &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, pooledTransport(0))}
 }
 
 // HandlerFunc is an HTTP handler that returns its error; the host writes it

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,7 +106,10 @@ func benchPlaceOrderUp(b *testing.B, flow string, inFlight int) {
 	next := make(chan int)
 	errs := make(chan error, inFlight)
 	var wg sync.WaitGroup
+	procs := sh.cpuProcesses(b)
+	profiled := sh.profile(b, strings.ReplaceAll(b.Name(), "/", "-"), procs)
 	b.ResetTimer()
+	cpu0 := cpuTimes(b, procs)
 	start := time.Now()
 	for range inFlight {
 		wg.Go(func() {
@@ -128,16 +134,105 @@ func benchPlaceOrderUp(b *testing.B, flow string, inFlight int) {
 	close(next)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1 := cpuTimes(b, procs)
 	b.StopTimer()
 	select {
 	case err := <-errs:
 		b.Fatal(err)
 	default:
 	}
+	profiled()
 	slices.Sort(latencies)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sagas/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+	var total time.Duration
+	for i, p := range procs {
+		d := cpu1[i] - cpu0[i]
+		total += d
+		b.ReportMetric(float64(d.Microseconds())/1000/float64(b.N), "cpu-ms/order-"+p.name)
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "cpu-ms/order")
+}
+
+// cpuProcess is a process whose CPU time the benchmark reads: the
+// supervisor (with the embedded NATS server), a service, or the benchmark
+// itself (the clients).
+type cpuProcess struct {
+	name string
+	pid  int
+	// profileURL serves its CPU profile ("" for none).
+	profileURL string
+}
+
+func (sh *runningShop) cpuProcesses(b *testing.B) []cpuProcess {
+	ps := []cpuProcess{{name: "supervisor+nats", pid: sh.cmd.Process.Pid, profileURL: sh.admin + "/debug/pprof/profile"}}
+	for _, p := range sh.processes(b) {
+		ps = append(ps, cpuProcess{name: p.Name, pid: p.PID, profileURL: p.URL + "/debug/pprof/profile"})
+	}
+	return append(ps, cpuProcess{name: "clients", pid: os.Getpid()})
+}
+
+// clockTicks is the unit of /proc/PID/stat's times (USER_HZ, 100 on
+// Linux).
+const clockTicks = 100
+
+// cpuTimes returns each process's CPU time (user and system) so far, from
+// /proc/PID/stat.
+func cpuTimes(b *testing.B, ps []cpuProcess) []time.Duration {
+	out := make([]time.Duration, len(ps))
+	for i, p := range ps {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat")
+		if err != nil {
+			b.Skipf("needs /proc/PID/stat for CPU times: %v", err)
+		}
+		// The fields after the command's name, which is in parentheses
+		// and may hold spaces: state is field 3, utime 14, stime 15.
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			b.Fatalf("/proc/%d/stat: %q", p.pid, data)
+		}
+		out[i] = time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return out
+}
+
+// profile starts a CPU profile of every process (but the benchmark's own)
+// for TRELLIS_BENCH_PROFILE_SECONDS (default 5) when
+// TRELLIS_BENCH_PROFILE_DIR is set, written there as <run>-<process>.pprof;
+// the function it returns waits for them. Read them with
+// `go tool pprof -top <file>`.
+func (sh *runningShop) profile(b *testing.B, run string, ps []cpuProcess) func() {
+	dir := os.Getenv("TRELLIS_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	secs := cmp.Or(os.Getenv("TRELLIS_BENCH_PROFILE_SECONDS"), "5")
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		if p.profileURL == "" {
+			continue
+		}
+		wg.Go(func() {
+			resp, err := http.Get(p.profileURL + "?seconds=" + secs)
+			if err != nil {
+				b.Errorf("profile %s: %v", p.name, err)
+				return
+			}
+			defer resp.Body.Close()
+			data, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				b.Errorf("profile %s: %d %v %.200s", p.name, resp.StatusCode, err, data)
+				return
+			}
+			if err := os.WriteFile(filepath.Join(dir, run+"-"+p.name+".pprof"), data, 0o644); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	return wg.Wait
 }
 
 func placeAndWait(ctx context.Context, c *http.Client, orderURL, key string) (string, error) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -176,6 +177,15 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 	}
 
 	adminSrv := sup.AdminServer()
+	// The supervisor's process, with the embedded NATS server, can be
+	// profiled like every service's: `trellis up` is for development.
+	admin := http.NewServeMux()
+	admin.Handle("/", adminSrv.Handler)
+	admin.HandleFunc("GET /debug/pprof/", pprof.Index)
+	admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	admin.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	adminSrv.Handler = admin
 	go func() {
 		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin API stopped", slog.Any("error", err))
