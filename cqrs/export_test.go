@@ -3,7 +3,7 @@ package cqrs
 import "github.com/trellis-go/trellis/eventstore"
 
 // SetBeforeTx makes pr call fn before each projection transaction, with
-// the event it is about to apply: a test stalls a projector there, holding
+// the first event it is about to apply: a test stalls a projector there, holding
 // an event it read, to see what it does with it once it wakes. Call it
 // before Run.
 func SetBeforeTx(pr *Projector, fn func(eventstore.Event)) { pr.beforeTx = fn }

@@ -27,7 +27,8 @@ type Projection interface {
 	// from scratch under a new name.
 	Name() string
 	// Apply updates the read model for one event. Events it does not care
-	// about it ignores.
+	// about it ignores. The events of one read of the store are applied in
+	// one transaction, in order: an event's Apply sees the earlier ones'.
 	Apply(ctx context.Context, tx *sql.Tx, e eventstore.Event) error
 	// Reset empties the read model, for a rebuild.
 	Reset(ctx context.Context, tx *sql.Tx) error
@@ -267,8 +268,8 @@ func (pr *Projector) lead(ctx context.Context, l lease, cp eventstore.Checkpoint
 		defer close(kept)
 		pr.keep(lctx, cancel, l)
 	}()
-	sub, err := pr.events.NewSubscription(cp, func(ctx context.Context, e eventstore.Event) error {
-		return pr.project(ctx, l, e)
+	sub, err := pr.events.NewBatchSubscription(cp, func(ctx context.Context, evs []eventstore.Event) error {
+		return pr.project(ctx, l, evs)
 	}, eventstore.SubscriptionOptions{Name: pr.p.Name(), PollInterval: pr.opts.PollInterval})
 	if err == nil {
 		pr.setSub(sub)
@@ -301,11 +302,12 @@ func (pr *Projector) lead(ctx context.Context, l lease, cp eventstore.Checkpoint
 	return err
 }
 
-// project applies e in a transaction that first confirms l, and only if
-// e comes after the stored checkpoint.
-func (pr *Projector) project(ctx context.Context, l lease, e eventstore.Event) error {
+// project applies evs, the events of one read, in one transaction that
+// first confirms l, skipping those not after the stored checkpoint, and
+// stores the last one's checkpoint: one commit for all of them.
+func (pr *Projector) project(ctx context.Context, l lease, evs []eventstore.Event) error {
 	if pr.beforeTx != nil {
-		pr.beforeTx(e)
+		pr.beforeTx(evs[0])
 	}
 	now := pr.clock.Now()
 	until := now.Add(pr.lease).UnixNano()
@@ -314,13 +316,20 @@ func (pr *Projector) project(ctx context.Context, l lease, e eventstore.Event) e
 		if err != nil {
 			return err
 		}
-		if e.Checkpoint().Compare(stored) <= 0 {
-			return nil // projected already: the checkpoint only moves forward
+		applied := false
+		for _, e := range evs {
+			if e.Checkpoint().Compare(stored) <= 0 {
+				continue // projected already: the checkpoint only moves forward
+			}
+			if err := pr.p.Apply(ctx, tx, e); err != nil {
+				return fmt.Errorf("cqrs: project %s %s of %s: %w", e.Type, e.ID, e.Stream, err)
+			}
+			applied = true
 		}
-		if err := pr.p.Apply(ctx, tx, e); err != nil {
-			return fmt.Errorf("cqrs: project %s %s of %s: %w", e.Type, e.ID, e.Stream, err)
+		if !applied {
+			return nil
 		}
-		return pr.saveCheckpoint(ctx, tx, e.Checkpoint())
+		return pr.saveCheckpoint(ctx, tx, evs[len(evs)-1].Checkpoint())
 	})
 	if err == nil {
 		l.extend(until)

@@ -33,6 +33,13 @@ var ErrRunning = errors.New("eventstore: subscription is already running")
 // subscription (see Subscription.Run).
 type Handler func(ctx context.Context, e Event) error
 
+// BatchHandler handles the events of one read of a subscription, in order
+// (at most SubscriptionOptions.BatchSize, at least one), for example in
+// one transaction that stores the last one's checkpoint with their
+// effects. An error stops the subscription before the batch's first
+// event: none of them counts as handled.
+type BatchHandler func(ctx context.Context, evs []Event) error
+
 // SubscriptionOptions tune a subscription. The zero value is usable.
 type SubscriptionOptions struct {
 	// Name identifies the subscription in errors, e.g. "order-summary".
@@ -54,6 +61,7 @@ type SubscriptionOptions struct {
 type Subscription struct {
 	s     *Store
 	h     Handler
+	hb    BatchHandler
 	name  string
 	batch int
 	poll  time.Duration
@@ -85,6 +93,23 @@ func (s *Store) NewSubscription(from Checkpoint, h Handler, opts SubscriptionOpt
 	if sub.poll == 0 {
 		sub.poll = DefaultPollInterval
 	}
+	return sub, nil
+}
+
+// NewBatchSubscription returns a subscription that hands h the events
+// after from in batches: each read's events together. It does nothing
+// until Run, and delivers like a subscription of NewSubscription, but a
+// failed batch stops Run before its first event, which the HandlerError
+// names.
+func (s *Store) NewBatchSubscription(from Checkpoint, h BatchHandler, opts SubscriptionOptions) (*Subscription, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: nil handler", ErrInvalidOptions)
+	}
+	sub, err := s.NewSubscription(from, func(context.Context, Event) error { return nil }, opts)
+	if err != nil {
+		return nil, err
+	}
+	sub.h, sub.hb = nil, h
 	return sub, nil
 }
 
@@ -144,11 +169,8 @@ func (sub *Subscription) Run(ctx context.Context) error {
 		} else {
 			errDelay = 0
 			sub.setReadErr(nil)
-			for _, e := range evs {
-				if err := sub.h(ctx, e); err != nil {
-					return &HandlerError{Subscription: sub.name, Event: e, Err: err}
-				}
-				sub.advance(e)
+			if err := sub.deliver(ctx, evs); err != nil {
+				return err
 			}
 			if len(evs) == sub.batch {
 				heldDelay = 0
@@ -177,6 +199,29 @@ func (sub *Subscription) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// deliver hands evs to the handler, advancing past each one handled.
+func (sub *Subscription) deliver(ctx context.Context, evs []Event) error {
+	if sub.hb != nil {
+		if len(evs) == 0 {
+			return nil
+		}
+		if err := sub.hb(ctx, evs); err != nil {
+			return &HandlerError{Subscription: sub.name, Event: evs[0], Err: err}
+		}
+		for _, e := range evs {
+			sub.advance(e)
+		}
+		return nil
+	}
+	for _, e := range evs {
+		if err := sub.h(ctx, e); err != nil {
+			return &HandlerError{Subscription: sub.name, Event: e, Err: err}
+		}
+		sub.advance(e)
+	}
+	return nil
 }
 
 // wait returns when wake is closed, d has passed or ctx ends.

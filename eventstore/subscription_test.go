@@ -704,3 +704,57 @@ func TestLagReporting(t *testing.T) {
 		_ = stop()
 	})
 }
+
+// A batch subscription hands over each read's events together, in order;
+// a failed batch stops Run before its first event, and the next Run hands
+// it over again.
+func TestBatchSubscriptionDeliversReadsTogether(t *testing.T) {
+	forEach(t, func(t *testing.T, b backend) {
+		s, _ := newStore(t, b, eventstore.Options{})
+		ctx := ctxT(t, time.Minute)
+		if _, err := s.Append(ctx, "s", eventstore.NoStream, evs("A", 1, 7)...); err != nil {
+			t.Fatal(err)
+		}
+		errPoison := errors.New("poison")
+		fail := true
+		var batches [][]int64
+		sub, err := s.NewBatchSubscription(eventstore.Checkpoint{}, func(_ context.Context, es []eventstore.Event) error {
+			var vs []int64
+			for _, e := range es {
+				vs = append(vs, e.Version)
+			}
+			if fail && vs[0] == 4 {
+				fail = false
+				return errPoison
+			}
+			batches = append(batches, vs)
+			return nil
+		}, eventstore.SubscriptionOptions{Name: "projection", BatchSize: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = sub.Run(ctx)
+		var he *eventstore.HandlerError
+		if !errors.Is(err, errPoison) || !errors.As(err, &he) || he.Event.Version != 4 {
+			t.Fatalf("Run = %v, want a HandlerError on the batch's first event, version 4", err)
+		}
+		all := readAll(t, s)
+		if sub.Checkpoint() != all[2].Checkpoint() {
+			t.Errorf("checkpoint %s, want that of version 3, %s", sub.Checkpoint(), all[2].Checkpoint())
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- sub.Run(rctx) }()
+		if err := sub.WaitFor(ctx, all[6].Checkpoint()); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		<-done
+		if fmt.Sprint(batches) != "[[1 2 3] [4 5 6] [7]]" {
+			t.Errorf("batches %v", batches)
+		}
+	})
+	if _, err := (&eventstore.Store{}).NewBatchSubscription(eventstore.Checkpoint{}, nil, eventstore.SubscriptionOptions{}); !errors.Is(err, eventstore.ErrInvalidOptions) {
+		t.Errorf("nil handler: %v, want ErrInvalidOptions", err)
+	}
+}
