@@ -415,3 +415,54 @@ func TestExecuteTxSharesTheCallersTransaction(t *testing.T) {
 		}
 	})
 }
+
+// Applied hears of every event once its projection has committed, in
+// order, so that a reader waiting for the read model can be woken.
+func TestProjectorAppliedHearsEveryCommittedEvent(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		var mu sync.Mutex
+		var heard []eventstore.Checkpoint
+		var stale int
+		pr := cqrs.NewProjector(e.events, e.readDB, &balances{}, cqrs.ProjectorOptions{PollInterval: 10 * time.Millisecond,
+			Applied: func(evs []eventstore.Event) {
+				// Each event heard is in the read model already.
+				got := readModel(t, e.readDB)["wallet-w5"]
+				mu.Lock()
+				defer mu.Unlock()
+				for _, ev := range evs {
+					heard = append(heard, ev.Checkpoint())
+				}
+				if got[1] < int64(len(heard)) {
+					stale++
+				}
+			}})
+		if err := pr.Setup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- pr.Run(rctx) }()
+		for i := range 20 {
+			if _, _, err := e.wallets.Execute(ctx, "w5", deposit(int64(i+1))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all := visibleEvents(t, e.events, 20)
+		if err := pr.WaitFor(ctx, all[19].Checkpoint()); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if len(heard) != 20 || stale != 0 {
+			t.Fatalf("heard %d events (%d before they were in the read model), want 20, none early", len(heard), stale)
+		}
+		for i, cp := range heard {
+			if cp != all[i].Checkpoint() {
+				t.Fatalf("event %d heard as %s, want %s, in order", i, cp, all[i].Checkpoint())
+			}
+		}
+	})
+}

@@ -71,6 +71,13 @@ type ProjectorOptions struct {
 	// Logger receives the lease's changes (info) and failures to renew or
 	// release it (warn); nil discards them.
 	Logger *slog.Logger
+	// Applied, if set, is called with the events of each projection
+	// transaction once it has committed, in the process that projects
+	// (the lease holder), for example to wake readers waiting for a read
+	// model to change. It must return quickly: the next events wait for
+	// it. It is not called after a crash, nor by Rebuild: use it for
+	// hints, not for effects.
+	Applied func(evs []eventstore.Event)
 }
 
 // Projector feeds every event of an event store, in order, to a Projection
@@ -333,6 +340,9 @@ func (pr *Projector) project(ctx context.Context, l lease, evs []eventstore.Even
 	})
 	if err == nil {
 		l.extend(until)
+		if pr.opts.Applied != nil {
+			pr.opts.Applied(evs)
+		}
 	}
 	return err
 }
