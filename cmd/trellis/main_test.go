@@ -178,6 +178,13 @@ var shopPorts = []struct {
 // environment of `trellis up`, which its processes inherit.
 func startShop(t testing.TB, env ...string) *runningShop {
 	t.Helper()
+	return startShopOf(t, trellisBin, env...)
+}
+
+// startShopOf is startShop with the binary bin, e.g. an earlier build to
+// compare with.
+func startShopOf(t testing.TB, bin string, env ...string) *runningShop {
+	t.Helper()
 	ports := freePorts(t, len(shopPorts))
 	spec, err := os.ReadFile("../../shop/system.yaml")
 	if err != nil {
@@ -191,13 +198,18 @@ func startShop(t testing.TB, env ...string) *runningShop {
 		s = strings.ReplaceAll(s, "127.0.0.1:"+from, "127.0.0.1:"+to)
 		urls[p.name] = "http://127.0.0.1:" + to
 	}
-	return upShop(t, []byte(s), urls, env...)
+	return upShopOf(t, bin, []byte(s), urls, env...)
 }
 
 // upShop runs `trellis up` on spec, whose listeners urls names by
 // process ("admin" for the admin API), and returns once every process is
 // ready. env is added to the environment of `trellis up`.
 func upShop(t testing.TB, spec []byte, urls map[string]string, env ...string) *runningShop {
+	t.Helper()
+	return upShopOf(t, trellisBin, spec, urls, env...)
+}
+
+func upShopOf(t testing.TB, bin string, spec []byte, urls map[string]string, env ...string) *runningShop {
 	t.Helper()
 	dir := t.TempDir()
 	specFile := filepath.Join(dir, "system.yaml")
@@ -214,7 +226,7 @@ func upShop(t testing.TB, spec []byte, urls map[string]string, env ...string) *r
 		stdout:  &syncbuf.Buffer{},
 		waited:  make(chan error, 1),
 	}
-	sh.cmd = exec.Command(trellisBin, "up", "-f", specFile, "--data-dir", sh.dataDir)
+	sh.cmd = exec.Command(bin, "up", "-f", specFile, "--data-dir", sh.dataDir)
 	sh.cmd.Env = append(os.Environ(), env...)
 	sh.cmd.Stdout, sh.cmd.Stderr = sh.stdout, sh.stdout
 	pr, pw := io.Pipe()
