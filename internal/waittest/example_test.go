@@ -1,0 +1,60 @@
+package waittest_test
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/internal/waittest"
+)
+
+// printingT stands in for the *testing.T of a test: it prints a failure
+// instead of ending the test.
+type printingT struct{ testing.TB }
+
+func (printingT) Helper() {}
+
+func (printingT) Fatalf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+
+// A test waits for a replica that catches up in the background, and says
+// how far behind it was when the wait gives up.
+func ExampleEventually() {
+	var t testing.TB = printingT{} // a test passes its own t
+	var lag atomic.Int64
+	lag.Store(3)
+	go func() { // replicating, an event a millisecond
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			if lag.Add(-1) == 0 {
+				return
+			}
+		}
+	}()
+
+	waittest.Eventually(t, 10*time.Second, "the replica to catch up", func() error {
+		if n := lag.Load(); n > 0 {
+			return fmt.Errorf("%d events behind", n)
+		}
+		return nil
+	})
+	fmt.Println("caught up")
+
+	waittest.Eventually(t, 20*time.Millisecond, "the replica to run ahead", func() error {
+		return fmt.Errorf("%d events behind", lag.Load())
+	})
+	// Output:
+	// caught up
+	// timed out after 20ms waiting for the replica to run ahead: 0 events behind
+}
+
+func ExampleUntil() {
+	var t testing.TB = printingT{} // a test passes its own t
+	var ready atomic.Bool
+	time.AfterFunc(5*time.Millisecond, func() { ready.Store(true) })
+
+	waittest.Until(t, 10*time.Second, "the server to be ready", ready.Load)
+	fmt.Println("ready")
+	// Output: ready
+}

@@ -1,0 +1,82 @@
+// Package waittest waits, in tests, for a condition that nothing signals:
+// the state of a server, of a database, of another process. [Eventually]
+// and [Until] call the condition until it holds, a millisecond apart at
+// first and up to 50 ms apart later, and fail the test once the wait's
+// limit passes, with what was awaited and, from Eventually, the
+// condition's last error.
+//
+// Wait on a channel, a sync.WaitGroup or a hook where the code under test
+// offers one; poll only what offers nothing to wait on.
+package waittest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/trellis-go/trellis/internal/backoff"
+)
+
+const (
+	// firstPoll is the pause after the first call that fails; each
+	// further pause doubles, up to maxPoll: a condition that holds soon
+	// is seen soon, and one that takes seconds costs few calls.
+	firstPoll = time.Millisecond
+	maxPoll   = 50 * time.Millisecond
+	// grace is how long before the test binary's deadline (go test
+	// -timeout) a wait gives up, so that the test fails with the wait's
+	// message rather than the binary with a panic.
+	grace = time.Second
+)
+
+// errNotYet is the last error of a condition of Until that does not hold.
+var errNotYet = errors.New("not yet")
+
+// Eventually calls cond, on the test's goroutine, until it returns nil.
+// If cond still returns an error when within has passed, or when the
+// test binary's -timeout draws near, Eventually fails t with what was
+// awaited and that last error: make it say what was seen instead. A
+// condition that meets a failure no wait can mend ends the test itself,
+// with t.Fatal.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	start := time.Now()
+	end, cut := start.Add(within), false
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if dl, ok := d.Deadline(); ok && dl.Add(-grace).Before(end) {
+			end, cut = dl.Add(-grace), true
+		}
+	}
+	for n := 0; ; n++ {
+		err := cond()
+		if err == nil {
+			return
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			limit := within.String()
+			if cut {
+				limit = time.Since(start).Round(time.Millisecond).String() + ", close to the test's -timeout,"
+			}
+			if errors.Is(err, errNotYet) {
+				t.Fatalf("timed out after %s waiting for %s", limit, what)
+			} else {
+				t.Fatalf("timed out after %s waiting for %s: %v", limit, what, err)
+			}
+			return // t is not a *testing.T whose Fatalf ends the test
+		}
+		time.Sleep(min(left, backoff.Ceiling(firstPoll, maxPoll, n))) // the poll interval
+	}
+}
+
+// Until is [Eventually] for a condition that holds or does not, with
+// nothing to tell about it.
+func Until(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Eventually(t, within, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+}
