@@ -26,6 +26,7 @@ import (
 
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -88,24 +89,6 @@ func waitStatus(t *testing.T, ch chan nats.Status, want ...nats.Status) {
 		case <-timer.C:
 			t.Fatalf("connection did not become %v within 10s", want)
 		}
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after 10s: %v", what, err)
-		}
-		<-tick.C
 	}
 }
 
@@ -491,7 +474,7 @@ func TestCheckFollowsExternalServerDownAndUp(t *testing.T) {
 	defer b.Conn().RemoveStatusListener(up)
 	startServer(t, broker.ServerConfig{StoreDir: dir, Port: port})
 	waitStatus(t, up, nats.CONNECTED)
-	waitFor(t, "Check after the server restarted", func() error { return b.Check(ctxT(t)) })
+	waittest.Eventually(t, 10*time.Second, "Check after the server restarted", func() error { return b.Check(ctxT(t)) })
 	for _, want := range []string{"broker: disconnected", "broker: reconnected"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
@@ -520,7 +503,7 @@ func TestOpenBeforeExternalServerIsUp(t *testing.T) {
 	defer b.Conn().RemoveStatusListener(up)
 	startServer(t, broker.ServerConfig{StoreDir: t.TempDir(), Port: port})
 	waitStatus(t, up, nats.CONNECTED)
-	waitFor(t, "Check once the server is up", func() error { return b.Check(ctxT(t)) })
+	waittest.Eventually(t, 10*time.Second, "Check once the server is up", func() error { return b.Check(ctxT(t)) })
 }
 
 func TestStartServerFailsFast(t *testing.T) {

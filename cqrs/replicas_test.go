@@ -17,6 +17,7 @@ import (
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -211,22 +212,10 @@ func (s *staller) held(t *testing.T) eventstore.Event {
 
 func (s *staller) release() { s.once.Do(func() { close(s.resume) }) }
 
-// waitUntil waits until cond holds, failing the test after limit.
-func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", limit, what)
-		}
-		time.Sleep(time.Millisecond) // poll interval
-	}
-}
-
 // waitCheckpoint waits until the stored checkpoint of pr reaches cp.
 func waitCheckpoint(t *testing.T, pr *cqrs.Projector, cp eventstore.Checkpoint) {
 	t.Helper()
-	waitUntil(t, "the read model reaches "+cp.String(), 20*time.Second, func() bool {
+	waittest.Until(t, 20*time.Second, "the read model reaches "+cp.String(), func() bool {
 		got, err := pr.Checkpoint(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -293,7 +282,7 @@ func TestReplicasProjectEveryEventOnce(t *testing.T) {
 		var handovers []time.Duration
 		for range 6 {
 			var leader int
-			waitUntil(t, "a replica leads", 20*time.Second, func() bool {
+			waittest.Until(t, 20*time.Second, "a replica leads", func() bool {
 				for i, pr := range projs {
 					if pr.Leading() {
 						leader = i
@@ -304,7 +293,7 @@ func TestReplicasProjectEveryEventOnce(t *testing.T) {
 			})
 			start := time.Now()
 			runs[leader].stop(t)
-			waitUntil(t, "the standby takes over", 20*time.Second, projs[1-leader].Leading)
+			waittest.Until(t, 20*time.Second, "the standby takes over", projs[1-leader].Leading)
 			handovers = append(handovers, time.Since(start))
 			runs[leader] = run(t, projs[leader])
 		}
@@ -342,11 +331,11 @@ func TestTakeoverTimes(t *testing.T) {
 			a := rs[0].projector(t, newExactlyOnce(), cqrs.ProjectorOptions{PollInterval: 5 * time.Millisecond})
 			b := rs[1].projector(t, newExactlyOnce(), cqrs.ProjectorOptions{PollInterval: 5 * time.Millisecond})
 			runA := run(t, a)
-			waitUntil(t, "the first replica leads", 10*time.Second, a.Leading)
+			waittest.Until(t, 10*time.Second, "the first replica leads", a.Leading)
 			runB := run(t, b)
 			start := time.Now()
 			runA.stop(t)
-			waitUntil(t, "the standby takes over", 10*time.Second, b.Leading)
+			waittest.Until(t, 10*time.Second, "the standby takes over", b.Leading)
 			took := time.Since(start)
 			t.Logf("takeover after a stop: %s (lease %s, poll %s)", took, cqrs.DefaultLease, cqrs.DefaultLeasePoll)
 			if took >= cqrs.DefaultLease/2 {
@@ -364,10 +353,10 @@ func TestTakeoverTimes(t *testing.T) {
 			b := rs[1].projector(t, newExactlyOnce(), cqrs.ProjectorOptions{PollInterval: 5 * time.Millisecond,
 				Lease: lease, LeasePoll: poll})
 			runA := run(t, a)
-			waitUntil(t, "the first replica leads", 10*time.Second, a.Leading)
+			waittest.Until(t, 10*time.Second, "the first replica leads", a.Leading)
 			acquired := frozen.Now() // its lease's start: it never renews
 			runB := run(t, b)
-			waitUntil(t, "the standby takes over", 10*time.Second, b.Leading)
+			waittest.Until(t, 10*time.Second, "the standby takes over", b.Leading)
 			took := time.Since(acquired)
 			t.Logf("takeover after a crash: %s after the last renewal (lease %s, poll %s)", took, lease, poll)
 			if took < lease {
@@ -381,7 +370,7 @@ func TestTakeoverTimes(t *testing.T) {
 			if _, _, err := rs[0].wallets.Execute(context.Background(), "w1", deposit(10)); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "the frozen replica stands by", 10*time.Second, func() bool { return !a.Leading() })
+			waittest.Until(t, 10*time.Second, "the frozen replica stands by", func() bool { return !a.Leading() })
 			waitCheckpoint(t, b, visibleEvents(t, rs[0].events, 1)[0].Checkpoint())
 			if n := countApplied(t, rs[0].readDB); n != 1 {
 				t.Fatalf("%d events applied, want 1", n)
@@ -416,7 +405,7 @@ func TestStalledLeaderCommitsNothing(t *testing.T) {
 		cqrs.SetBeforeTx(a, stall.hook)
 
 		runA := run(t, a)
-		waitUntil(t, "a leads", 10*time.Second, a.Leading)
+		waittest.Until(t, 10*time.Second, "a leads", a.Leading)
 		runB := run(t, b)
 		t.Cleanup(stall.release) // before the Runs stop, should the test fail
 		if !clockB.WaitForTimers(1, 10*time.Second) || b.Leading() {
@@ -440,7 +429,7 @@ func TestStalledLeaderCommitsNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		held := stall.held(t)
-		waitUntil(t, "the standby reports the lag", 10*time.Second, func() bool {
+		waittest.Until(t, 10*time.Second, "the standby reports the lag", func() bool {
 			return errors.Is(b.Check(ctx), eventstore.ErrLagging)
 		})
 
@@ -462,11 +451,11 @@ func TestStalledLeaderCommitsNothing(t *testing.T) {
 			t.Fatalf("b took over after %s, want after the lease of %s and within a poll of %s more", took, lease, poll)
 		}
 		waitCheckpoint(t, b, held.Checkpoint())
-		waitUntil(t, "the standby turned leader is ready", 10*time.Second, func() bool { return b.Check(ctx) == nil })
+		waittest.Until(t, 10*time.Second, "the standby turned leader is ready", func() bool { return b.Check(ctx) == nil })
 		model, cp := readModel(t, rs[1].readDB), mustCheckpoint(t, b)
 
 		stall.release()
-		waitUntil(t, "the stalled leader stands by", 10*time.Second, func() bool { return !a.Leading() })
+		waittest.Until(t, 10*time.Second, "the stalled leader stands by", func() bool { return !a.Leading() })
 		if got := readModel(t, rs[0].readDB); fmt.Sprint(got) != fmt.Sprint(model) || got["wallet-w1"] != [2]int64{30, 2} {
 			t.Fatalf("after the stalled leader woke: %v, want %v", got, model)
 		}
@@ -514,7 +503,7 @@ func TestLeaderStalledInATransaction(t *testing.T) {
 				}
 			})
 			runA := run(t, a)
-			waitUntil(t, "a leads", 10*time.Second, a.Leading)
+			waittest.Until(t, 10*time.Second, "a leads", a.Leading)
 			runB := run(t, b)
 			t.Cleanup(stall.release) // before the Runs stop, should the test fail
 
@@ -524,12 +513,12 @@ func TestLeaderStalledInATransaction(t *testing.T) {
 			}
 			held := stall.held(t)
 			start := time.Now()
-			waitUntil(t, "b takes over", 20*time.Second, b.Leading)
+			waittest.Until(t, 20*time.Second, "b takes over", b.Leading)
 			t.Logf("takeover of a leader %s in a transaction: %s after the stall began (lease %s, poll %s)",
 				t.Name()[strings.LastIndex(t.Name(), "/")+1:], time.Since(start), lease, poll)
 			waitCheckpoint(t, b, held.Checkpoint())
 			stall.release()
-			waitUntil(t, "the stalled leader stands by", 10*time.Second, func() bool { return !a.Leading() })
+			waittest.Until(t, 10*time.Second, "the stalled leader stands by", func() bool { return !a.Leading() })
 			if _, _, err := rs[0].wallets.Execute(ctx, "w1", deposit(20)); err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -167,7 +168,7 @@ func TestLogicalCopyRefusesUntilSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, sub)
-	waitUntil(t, 30*time.Second, "the subscription to report the copy", func() bool {
+	waittest.Until(t, 30*time.Second, "the subscription to report the copy", func() bool {
 		return errors.Is(sub.Check(ctx, time.Hour), eventstore.ErrLogicalCopy)
 	})
 	if got := resumed.events(); len(got) != 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -111,17 +112,14 @@ func readAll(t testing.TB, s *eventstore.Store) []eventstore.Event {
 			t.Fatalf("count events: %v", err)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out := readAllNow(t, s)
-		if len(out) >= committed {
-			return out
+	var out []eventstore.Event
+	waittest.Eventually(t, 30*time.Second, "ReadAll to return every committed event", func() error {
+		if out = readAllNow(t, s); len(out) < committed {
+			return fmt.Errorf("it returns %d of %d", len(out), committed)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ReadAll returned %d of %d committed events after 30s", len(out), committed)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return nil
+	})
+	return out
 }
 
 // readAllNow reads every event ReadAll returns now.
@@ -139,19 +137,6 @@ func readAllNow(t testing.TB, s *eventstore.Store) []eventstore.Event {
 			return out
 		}
 		cp = page[len(page)-1].Checkpoint()
-	}
-}
-
-// waitUntil polls cond until it holds or d passes. It is for conditions no
-// event signals, such as a PostgreSQL transaction of another test ending.
-func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

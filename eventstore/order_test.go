@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/eventstore"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -50,7 +51,7 @@ func TestStreamOrderWhenAnOlderTransactionWaitsForAStream(t *testing.T) {
 		appended <- err
 	}()
 	// tx1 waits for tx2's lock on s's row.
-	waitUntil(t, 30*time.Second, "tx1 to wait for the lock on stream s", func() bool {
+	waittest.Until(t, 30*time.Second, "tx1 to wait for the lock on stream s", func() bool {
 		var waiting bool
 		err := db.Reader().QueryRowContext(ctx,
 			`SELECT COALESCE(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid1).Scan(&waiting)

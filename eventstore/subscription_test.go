@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/trellis-go/trellis/eventstore"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -129,7 +130,7 @@ func TestSubscriptionMissesNothingWhenCommitsRace(t *testing.T) {
 		var all []eventstore.Event
 		// On PostgreSQL a transaction of another test in the same cluster
 		// may hold events back for a moment.
-		waitUntil(t, time.Minute, "ReadAll to return every committed event", func() bool {
+		waittest.Until(t, time.Minute, "ReadAll to return every committed event", func() bool {
 			all = readAll(t, s)
 			return len(all) >= total
 		})

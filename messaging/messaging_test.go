@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/internal/testenv"
 )
@@ -425,12 +426,8 @@ func TestPoisonMessageIsDeadLettered(t *testing.T) {
 	if _, err := messaging.Publish(ctx, c, "order.placed", "order.placed", orderPlaced{OrderID: "sentinel"}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "the consumer to settle every message", func() (bool, error) {
-		info, err := sub.Consumer().Info(ctx)
-		if err != nil {
-			return false, err
-		}
-		return info.AckFloor.Stream == 3 && info.NumAckPending == 0 && info.NumPending == 0, nil
+	waittest.Eventually(t, testenv.Timeout, "the consumer to settle every message", func() error {
+		return testenv.Settled(ctx, sub.Consumer(), 3)
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -551,8 +548,8 @@ func TestDeadLetterIsRetriedUntilStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop(t, sub)
-	testenv.Eventually(t, "a second attempt after the dead letter could not be stored", func() (bool, error) {
-		return attempts.Load() >= 2, nil
+	waittest.Until(t, testenv.Timeout, "a second attempt after the dead letter could not be stored", func() bool {
+		return attempts.Load() >= 2
 	})
 	if _, err := messaging.EnsureDeadLetterStream(ctx, c.JetStream()); err != nil {
 		t.Fatal(err)
@@ -603,16 +600,16 @@ func TestTraceContextReachesHandler(t *testing.T) {
 	if s.local.TraceID() != want.TraceID() || s.local.SpanID() == want.SpanID() {
 		t.Fatalf("handler's span %v: want a new span in trace %s", s.local, want.TraceID())
 	}
-	testenv.Eventually(t, "the consumer span to end", func() (bool, error) {
+	waittest.Until(t, testenv.Timeout, "the consumer span to end", func() bool {
 		for _, sp := range rec.Ended() {
 			if sp.SpanKind() == trace.SpanKindConsumer {
 				if sp.Parent().SpanID() != want.SpanID() || sp.SpanContext().SpanID() != s.local.SpanID() {
-					return false, fmt.Errorf("consumer span %v has parent %v, want %v", sp.SpanContext(), sp.Parent(), want)
+					t.Fatalf("consumer span %v has parent %v, want %v", sp.SpanContext(), sp.Parent(), want)
 				}
-				return true, nil
+				return true
 			}
 		}
-		return false, nil
+		return false
 	})
 }
 
@@ -665,12 +662,8 @@ func TestJetStreamRestartKeepsAcknowledgedMessages(t *testing.T) {
 		return sub
 	}
 	waitAcked := func(sub *messaging.Subscription, seq uint64) {
-		testenv.Eventually(t, fmt.Sprintf("acknowledgements up to %d", seq), func() (bool, error) {
-			info, err := sub.Consumer().Info(ctx)
-			if err != nil {
-				return false, nil // the server may be on its way back
-			}
-			return info.AckFloor.Stream == seq && info.NumAckPending == 0, nil
+		waittest.Eventually(t, testenv.Timeout, fmt.Sprintf("acknowledgements up to %d", seq), func() error {
+			return testenv.Settled(ctx, sub.Consumer(), seq) // an error while the server is on its way back
 		})
 	}
 
@@ -688,7 +681,7 @@ func TestJetStreamRestartKeepsAcknowledgedMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv2.Shutdown)
-	testenv.Eventually(t, "the broker to reconnect", func() (bool, error) { return b.Check(ctx) == nil, nil })
+	waittest.Eventually(t, testenv.Timeout, "the broker to reconnect", func() error { return b.Check(ctx) })
 
 	sub = consume()
 	stop(t, sub)

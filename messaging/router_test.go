@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/internal/testenv"
 )
@@ -92,8 +93,8 @@ func TestRouterDispatches(t *testing.T) {
 	all := func(name string) float64 {
 		return testutil.ToFloat64(counter(t, reg, "messaging_handled_total", map[string]string{"consumer": name, "outcome": "ok"}))
 	}
-	testenv.Eventually(t, "every message to be handled", func() (bool, error) {
-		return all("all") == 5 && all("payments") == 2, nil
+	waittest.Until(t, testenv.Timeout, "every message to be handled", func() bool {
+		return all("all") == 5 && all("payments") == 2
 	})
 	stop()
 	if err := <-run; err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/internal/testenv"
 )
@@ -103,12 +104,8 @@ func TestUnlimitedRetriesTransientFailuresUntilHandled(t *testing.T) {
 	}
 	stop(t, sub)
 
-	testenv.Eventually(t, "the message to be acknowledged", func() (bool, error) {
-		info, err := sub.Consumer().Info(ctx)
-		if err != nil {
-			return false, err
-		}
-		return info.AckFloor.Stream == 1 && info.NumAckPending == 0 && info.NumPending == 0, nil
+	waittest.Eventually(t, testenv.Timeout, "the message to be acknowledged", func() error {
+		return testenv.Settled(ctx, sub.Consumer(), 1)
 	})
 	mu.Lock()
 	if handled != 1 || len(deliveries) != failures+1 || deliveries[len(deliveries)-1] != failures+1 {
@@ -210,12 +207,8 @@ func TestUnlimitedDeadLettersPoisonAtOnce(t *testing.T) {
 			t.Errorf("%s not dead-lettered; dead letters: %v", want, got)
 		}
 	}
-	testenv.Eventually(t, "the consumer to settle every message", func() (bool, error) {
-		info, err := sub.Consumer().Info(ctx)
-		if err != nil {
-			return false, err
-		}
-		return info.AckFloor.Stream == 5 && info.NumAckPending == 0 && info.NumPending == 0, nil
+	waittest.Eventually(t, testenv.Timeout, "the consumer to settle every message", func() error {
+		return testenv.Settled(ctx, sub.Consumer(), 5)
 	})
 	for _, dl := range streamMsgs(t, ctx, c.JetStream(), messaging.DefaultDeadLetterStream) {
 		if n := dl.Header.Get(messaging.HeaderDeadDeliveries); n != "1" {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/clock/clocktest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/resilience"
 )
 
@@ -54,7 +55,7 @@ func TestBulkheadLimitsConcurrencyAndQueue(t *testing.T) {
 	for range 2 {
 		go func() { _, err := b.Execute(context.Background(), g.call); errs <- err }()
 	}
-	retryEventually(t, "two queued calls", func() bool { return b.Waiting() == 2 })
+	waittest.Until(t, retryTestLimit, "two queued calls", func() bool { return b.Waiting() == 2 })
 	if b.Running() != 3 {
 		t.Fatalf("Running %d, want 3", b.Running())
 	}
@@ -127,7 +128,7 @@ func TestBulkheadWaitRespectsContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := b.Execute(ctx, g.call); done <- err }()
-	retryEventually(t, "the call to queue", func() bool { return b.Waiting() == 1 })
+	waittest.Until(t, retryTestLimit, "the call to queue", func() bool { return b.Waiting() == 1 })
 	cancel()
 	err := retryRecv(t, "the queued call to give up", done)
 	if !errors.Is(err, context.Canceled) || errors.Is(err, resilience.ErrBulkheadFull) {

@@ -3,7 +3,6 @@ package resilience_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -98,18 +97,6 @@ func (c retryDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true
 
 // retryConst returns a random source that always returns x.
 func retryConst(x float64) func() float64 { return func() float64 { return x } }
-
-// retryEventually waits, without sleeping, until cond holds.
-func retryEventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(retryTestLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
-	}
-}
 
 // retryRecv receives from ch or fails the test after the limit.
 func retryRecv[T any](t *testing.T, what string, ch <-chan T) T {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -214,7 +215,7 @@ func TestConcurrentGroupResumesAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		recv(t, entered, "label in flight after pay succeeded")
-		eventually(t, "reserve's record durable", func() bool {
+		waittest.Until(t, waitLimit, "reserve's record durable", func() bool {
 			info, err := o1.Get(context.Background(), id)
 			return err == nil && info.Step == "pay"
 		})

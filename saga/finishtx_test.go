@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -93,7 +94,7 @@ func TestFinishTxCommitsWithTheTerminalStatus(t *testing.T) {
 			}
 			// Ended runs after the end is durable, perhaps after Wait
 			// returned.
-			eventually(t, c.id+": Ended called", func() bool {
+			waittest.Until(t, waitLimit, c.id+": Ended called", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(ended[c.id]) > 0

@@ -212,21 +212,8 @@ func wait(t *testing.T, o *saga.Orchestrator, id string) saga.Info {
 	return info
 }
 
-// eventually waits until cond holds, failing after a deadline.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(20 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+// waitLimit bounds every wait of the tests for a condition.
+const waitLimit = 20 * time.Second
 
 func keys(id string, steps ...string) []string {
 	out := make([]string, len(steps))

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
@@ -193,7 +194,7 @@ func TestForwardStepsOutliveTheDeadline(t *testing.T) {
 					t.Fatal(err)
 				}
 				var info saga.Info
-				eventually(t, "the saga retrying past its deadline", func() bool {
+				waittest.Until(t, waitLimit, "the saga retrying past its deadline", func() bool {
 					var err error
 					info, err = o.Get(context.Background(), id)
 					return err == nil && info.Status == saga.Retrying && time.Now().After(*info.Deadline) &&
@@ -219,7 +220,7 @@ func TestForwardStepsOutliveTheDeadline(t *testing.T) {
 						t.Fatalf("%s after the pivot: %v", call, svc.Calls())
 					}
 				}
-				eventually(t, "the retrying gauge back to zero", func() bool {
+				waittest.Until(t, waitLimit, "the retrying gauge back to zero", func() bool {
 					return testutil.ToFloat64(metric(t, reg, "trellis_saga_retrying")) == 0
 				})
 			})
@@ -507,7 +508,7 @@ func TestSameIdentityTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 		recv(t, entered, "pay in flight at the first process")
-		eventually(t, "reserve recorded", func() bool {
+		waittest.Until(t, waitLimit, "reserve recorded", func() bool {
 			info, err := a.Get(context.Background(), "o1")
 			return err == nil && info.Step == "pay"
 		})
@@ -520,7 +521,7 @@ func TestSameIdentityTwice(t *testing.T) {
 			t.Fatalf("the second process ended the saga %s", info.Status)
 		}
 		close(release)
-		eventually(t, "the first process's execution ended", func() bool {
+		waittest.Until(t, waitLimit, "the first process's execution ended", func() bool {
 			return testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")) == 0
 		})
 		for _, s := range []string{"reserve", "pay", "notify", "ship"} {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -136,7 +137,7 @@ func TestRunPurgesAndNegativeRetentionKeeps(t *testing.T) {
 		keep.stop(t)
 
 		o := newOrchestrator(t, open(), saga.Options{Clock: clock, Retention: time.Hour, PollInterval: 10 * time.Millisecond}, purgeSagas(svc))
-		eventually(t, "Run purges o1", func() bool {
+		waittest.Until(t, waitLimit, "Run purges o1", func() bool {
 			_, err := o.Get(ctx, "o1")
 			return errors.Is(err, saga.ErrNotFound)
 		})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/clock/clocktest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -63,7 +64,7 @@ func TestRecordDelayFoldsQuickStepsIntoFewerCommits(t *testing.T) {
 		go func() { done <- o.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 		if db.Dialect() == store.SQLite {
-			eventually(t, "Run's first poll", func() bool { return db.TxStats().Calls == setUp.Calls+1 })
+			waittest.Until(t, waitLimit, "Run's first poll", func() bool { return db.TxStats().Calls == setUp.Calls+1 })
 		}
 		for _, c := range []struct {
 			name, id string
@@ -128,7 +129,7 @@ func TestRecordDelayBoundsTheLagBehindASlowStep(t *testing.T) {
 				}
 				if flushed {
 					clock.Advance(delay)
-					eventually(t, "reserve's record written after the delay", func() bool {
+					waittest.Until(t, waitLimit, "reserve's record written after the delay", func() bool {
 						info, err := o1.Get(context.Background(), id)
 						return err == nil && info.Step == "pay" && len(info.Steps) == 1
 					})

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/trellis-go/trellis/clock/clocktest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/store"
 )
@@ -110,7 +111,7 @@ func TestResumesAfterCrash(t *testing.T) {
 					recv(t, entered, step+" in flight")
 					// The completion records of the earlier steps are
 					// committed while the saga goes on: crash once they are.
-					eventually(t, "the steps before "+step+" durable", func() bool {
+					waittest.Until(t, waitLimit, "the steps before "+step+" durable", func() bool {
 						info, err := o1.Get(context.Background(), id)
 						return err == nil && info.Step == step
 					})
@@ -334,7 +335,7 @@ func TestLostLeaseStopsTheSaga(t *testing.T) {
 			t.Fatalf("B ended the saga %s", info.Status)
 		}
 		close(release) // A's pay finally returns
-		eventually(t, "A's execution ended", func() bool {
+		waittest.Until(t, waitLimit, "A's execution ended", func() bool {
 			return testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")) == 0
 		})
 		for _, s := range []string{"notify", "ship"} {
@@ -436,7 +437,7 @@ func TestResumesAfterCrashBeforeStepRecordDurable(t *testing.T) {
 						t.Fatal(err)
 					}
 					recv(t, atK, step+" in flight")
-					eventually(t, "the steps before "+step+" durable", func() bool {
+					waittest.Until(t, waitLimit, "the steps before "+step+" durable", func() bool {
 						info, err := o1.Get(context.Background(), id)
 						return err == nil && info.Step == step
 					})
@@ -542,7 +543,7 @@ func TestResumesAfterCrashBeforeCompensationRecordDurable(t *testing.T) {
 		// ship's compensation ran; once its record is durable, hold the log
 		// so that pay's will not be, and let pay's compensation return.
 		recv(t, atPay, "pay's compensation in flight")
-		eventually(t, "ship's compensation durable", func() bool {
+		waittest.Until(t, waitLimit, "ship's compensation durable", func() bool {
 			info, err := o1.Get(context.Background(), "o1")
 			return err == nil && info.Status == saga.Compensating && len(info.Steps) == 5
 		})
@@ -622,7 +623,7 @@ func TestTakeoverStopsPipelinedSaga(t *testing.T) {
 					t.Fatal(err)
 				}
 				recv(t, atPay, "pay in flight")
-				eventually(t, "reserve durable", func() bool {
+				waittest.Until(t, waitLimit, "reserve durable", func() bool {
 					info, err := a.Get(context.Background(), id)
 					return err == nil && info.Step == "pay"
 				})
@@ -634,7 +635,7 @@ func TestTakeoverStopsPipelinedSaga(t *testing.T) {
 					t.Fatal(err)
 				}
 				close(goPay)
-				eventually(t, "A stops the saga", func() bool {
+				waittest.Until(t, waitLimit, "A stops the saga", func() bool {
 					return testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")) == 0
 				})
 				if got := fin.of(id); len(got) != 0 {

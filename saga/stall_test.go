@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 )
 
@@ -113,7 +114,7 @@ ON CONFLICT (id) DO UPDATE SET commits = finished.commits + 1`, id)
 	thawed()
 	// A, woken, finds the saga lost: it stops it without writing anything
 	// more. Its execution ends once it has.
-	eventually(t, "A's execution of o1 ended", func() bool {
+	waittest.Until(t, waitLimit, "A's execution of o1 ended", func() bool {
 		return testutil.ToFloat64(metric(t, reg, "trellis_saga_in_flight")) == 0
 	})
 	cancel()
@@ -173,7 +174,7 @@ func TestPollPassesOverALockedSaga(t *testing.T) {
 	if err := tx.QueryRow(`SELECT id FROM trellis_sagas WHERE id = 'x1' FOR UPDATE`).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "x1's lease expired", func() bool {
+	waittest.Until(t, waitLimit, "x1's lease expired", func() bool {
 		var until int64
 		err := db.Reader().QueryRow(`SELECT lease_until_ns FROM trellis_sagas WHERE id = 'x1'`).Scan(&until)
 		return err == nil && until < time.Now().Add(-2*20*time.Millisecond).UnixNano() // and B polled since

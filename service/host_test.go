@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
@@ -69,19 +70,8 @@ func start(t *testing.T, mutate func(*service.Config), opts service.Options, rou
 			t.Error("host did not stop")
 		}
 	})
-	waitFor(t, 5*time.Second, "host ready", func() bool { return h.Ready(context.Background()).Status == "ready" })
+	waittest.Until(t, 5*time.Second, "host ready", func() bool { return h.Ready(context.Background()).Status == "ready" })
 	return r
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func get(t *testing.T, url string) (*http.Response, []byte) {
@@ -125,7 +115,7 @@ func TestGracefulStopFinishesInFlightRequest(t *testing.T) {
 	<-entered
 
 	r.cancel() // what SIGTERM does in the binary
-	waitFor(t, 5*time.Second, "readiness to turn false", func() bool {
+	waittest.Until(t, 5*time.Second, "readiness to turn false", func() bool {
 		rd := r.h.Ready(context.Background())
 		return rd.Status == "unready" && rd.Checks["server"] == "stopping"
 	})
@@ -315,12 +305,12 @@ func TestWorkersRestartAndStop(t *testing.T) {
 			return ctx.Err()
 		})
 	})
-	waitFor(t, 10*time.Second, "the worker to be restarted", func() bool {
+	waittest.Until(t, 10*time.Second, "the worker to be restarted", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return runs == 2
 	})
-	waitFor(t, 5*time.Second, "readiness to recover", func() bool { return r.h.Ready(context.Background()).Status == "ready" })
+	waittest.Until(t, 5*time.Second, "readiness to recover", func() bool { return r.h.Ready(context.Background()).Status == "ready" })
 	if !strings.Contains(r.logs.String(), "database is locked") {
 		t.Fatal("the worker's failure was not logged")
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/service"
 )
 
@@ -177,7 +178,7 @@ func TestClientClosedRequestIsNotAServerError(t *testing.T) {
 		`http_server_requests_total{method="GET",route="GET /v1/broken",status="500"} 1`,
 	}
 	var metrics string
-	waitFor(t, 10*time.Second, "the cancelled requests to be counted", func() bool {
+	waittest.Until(t, 10*time.Second, "the cancelled requests to be counted", func() bool {
 		_, metrics = send(t, "GET", r.url+"/metrics", "", "")
 		for _, line := range want {
 			if !strings.Contains(metrics, line) {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/supervisor"
 )
 
@@ -205,16 +206,16 @@ processes:
 		served = make(chan error, 1)
 		go func() { served <- h.sup.ServeAdmin(ctx, addr) }()
 		var early error
-		waitFor(t, "admin API to answer", func() bool {
+		waittest.Eventually(t, testTimeout, "admin API to answer", func() error {
 			select {
 			case early = <-served:
-				return true
+				return nil
 			default:
 			}
 			var err error
 			ps, err = supervisor.FetchProcesses(context.Background(), addr)
-			return err == nil
-		}, nil)
+			return err
+		})
 		if early == nil {
 			break
 		}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/supervisor"
 )
 
@@ -202,10 +203,12 @@ func (h *harness) status(name string, replica int) supervisor.ProcessStatus {
 func (h *harness) waitStatus(name string, replica int, what string, cond func(supervisor.ProcessStatus) bool) supervisor.ProcessStatus {
 	h.t.Helper()
 	var last supervisor.ProcessStatus
-	waitFor(h.t, what, func() bool {
-		last = h.status(name, replica)
-		return cond(last)
-	}, func() string { return fmt.Sprintf("last status: %+v", last) })
+	waittest.Eventually(h.t, testTimeout, what, func() error {
+		if last = h.status(name, replica); !cond(last) {
+			return fmt.Errorf("last status: %+v", last)
+		}
+		return nil
+	})
 	return last
 }
 
@@ -231,22 +234,6 @@ func readLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return lines
-}
-
-// waitFor polls cond until it holds or testTimeout passes.
-func waitFor(t *testing.T, what string, cond func() bool, detail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := ""
-			if detail != nil {
-				msg = ": " + detail()
-			}
-			t.Fatalf("timed out after %s waiting for %s%s", testTimeout, what, msg)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
-	}
 }
 
 // gone reports whether no process with the given PID is alive. A zombie

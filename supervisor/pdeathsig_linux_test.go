@@ -5,6 +5,8 @@ package supervisor_test
 import (
 	"fmt"
 	"testing"
+
+	"github.com/trellis-go/trellis/internal/waittest"
 )
 
 // TestChildrenDieWithKilledSupervisor kills a supervisor process with
@@ -19,7 +21,11 @@ func TestChildrenDieWithKilledSupervisor(t *testing.T) {
 	}
 	_ = waitProcess(t, cmd)
 	for _, pid := range pids {
-		waitFor(t, fmt.Sprintf("child %d to die", pid), func() bool { return gone(pid) },
-			func() string { return "supervisor output:\n" + out.String() })
+		waittest.Eventually(t, testTimeout, fmt.Sprintf("child %d to die", pid), func() error {
+			if !gone(pid) {
+				return fmt.Errorf("alive; supervisor output:\n%s", out.String())
+			}
+			return nil
+		})
 	}
 }

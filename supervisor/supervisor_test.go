@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/supervisor"
 )
 
@@ -549,21 +550,23 @@ processes:
 func waitAllReady(t *testing.T, adminURL string, n int) []int {
 	t.Helper()
 	var ps []supervisor.ProcessStatus
-	waitFor(t, "all replicas ready via the admin API", func() bool {
+	waittest.Eventually(t, testTimeout, "all replicas ready via the admin API", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		var err error
-		ps, err = supervisor.FetchProcesses(ctx, adminURL)
-		if err != nil || len(ps) != n {
-			return false
+		if ps, err = supervisor.FetchProcesses(ctx, adminURL); err != nil {
+			return err
+		}
+		if len(ps) != n {
+			return fmt.Errorf("%d replicas, want %d: %+v", len(ps), n, ps)
 		}
 		for _, p := range ps {
 			if p.State != supervisor.StateReady {
-				return false
+				return fmt.Errorf("%+v", ps)
 			}
 		}
-		return true
-	}, func() string { return fmt.Sprintf("%+v", ps) })
+		return nil
+	})
 	var pids []int
 	for _, p := range ps {
 		pids = append(pids, p.PID)
@@ -648,10 +651,12 @@ processes:
 				}
 			})
 			var delays []time.Duration
-			waitFor(t, "three restarts", func() bool {
-				delays = backoffDelays(t, logs.String())
-				return len(delays) >= 3
-			}, func() string { return fmt.Sprint(delays) })
+			waittest.Eventually(t, testTimeout, "three restarts", func() error {
+				if delays = backoffDelays(t, logs.String()); len(delays) < 3 {
+					return fmt.Errorf("delays so far: %v", delays)
+				}
+				return nil
+			})
 			if err := h.stop(); err != nil {
 				t.Fatalf("Run: %v", err)
 			}

@@ -5,19 +5,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-)
 
-// waitFor waits until cond holds, failing after a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+	"github.com/trellis-go/trellis/internal/waittest"
+)
 
 // An idle worker takes the next function: one worker runs functions
 // handed over one after another. synctest.Wait returns once the worker is
@@ -75,7 +65,7 @@ func TestIdleWorkersExit(t *testing.T) {
 	done := make(chan struct{})
 	p.Go(func() { close(done) })
 	<-done
-	waitFor(t, "the idle worker to exit", func() bool { return p.exited.Load() == 1 })
+	waittest.Until(t, 10*time.Second, "the idle worker to exit", func() bool { return p.exited.Load() == 1 })
 	// The next function starts a new worker: nobody is waiting for it.
 	ran := make(chan struct{})
 	p.Go(func() { close(ran) })

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/inbox"
 	"github.com/trellis-go/trellis/messaging/internal/testenv"
@@ -263,20 +264,13 @@ func TestRunPurgesPastRetention(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- in.Run(rctx, inbox.DefaultRetention) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		waittest.Eventually(t, testenv.Timeout, "Run to purge a record past the retention", func() error {
 			seen, err := in.Processed(ctx, "c", "old")
-			if err != nil {
-				t.Fatal(err)
+			if err == nil && seen {
+				err = errors.New("the record is kept")
 			}
-			if !seen {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("Run did not purge a record past the retention")
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+			return err
+		})
 		if seen, err := in.Processed(ctx, "c", "recent"); err != nil || !seen {
 			t.Fatalf("Processed(recent) = %v, %v after Run; want kept", seen, err)
 		}
@@ -330,11 +324,11 @@ func TestGroupCommitIsolatesEachMessage(t *testing.T) {
 	// The committer waits for the writer before it takes a group: all the
 	// calls queue for one group.
 	call(0)
-	testenv.Eventually(t, "the committer to wait for the writer", func() (bool, error) { return in.Stats().Transactions == 1, nil })
+	waittest.Until(t, testenv.Timeout, "the committer to wait for the writer", func() bool { return in.Stats().Transactions == 1 })
 	for i := 1; i < n; i++ {
 		call(i)
 	}
-	testenv.Eventually(t, "the calls to queue", func() (bool, error) { return inbox.QueueLen(in) == n, nil })
+	waittest.Until(t, testenv.Timeout, "the calls to queue", func() bool { return inbox.QueueLen(in) == n })
 	if err := hold.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/inbox"
 	"github.com/trellis-go/trellis/messaging/internal/testenv"
@@ -418,15 +419,11 @@ func TestRelayCrashBetweenPublishAndMark(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer func() { _ = sub.Stop(e.ctx) }()
-				testenv.Eventually(t, "every stored message to be handled", func() (bool, error) {
-					return int(deliveries.Load()) >= tc.wantStored, nil
+				waittest.Until(t, testenv.Timeout, "every stored message to be handled", func() bool {
+					return int(deliveries.Load()) >= tc.wantStored
 				})
-				testenv.Eventually(t, "the consumer to acknowledge everything", func() (bool, error) {
-					info, err := sub.Consumer().Info(e.ctx)
-					if err != nil {
-						return false, err
-					}
-					return info.NumAckPending == 0 && info.NumPending == 0, nil
+				waittest.Eventually(t, testenv.Timeout, "the consumer to acknowledge everything", func() error {
+					return testenv.Settled(e.ctx, sub.Consumer(), 0)
 				})
 				if got := e.count(t, "SELECT COUNT(*) FROM effects"); got != n {
 					t.Fatalf("%d effects, want exactly %d", got, n)
@@ -467,12 +464,12 @@ func waitDuplicateWindow(t *testing.T, e *env) {
 	if _, err := e.c.PublishEnvelope(e.ctx, probe); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "the duplicate window to pass", func() (bool, error) {
+	waittest.Eventually(t, testenv.Timeout, "the duplicate window to pass", func() error {
 		ack, err := e.c.PublishEnvelope(e.ctx, probe)
-		if err != nil {
-			return false, err
+		if err == nil && ack.Duplicate {
+			err = errors.New("the probe is still a duplicate")
 		}
-		return !ack.Duplicate, nil
+		return err
 	})
 }
 
@@ -614,8 +611,8 @@ func TestRunWakesOnNotifyAndStops(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		e.placeOrders(t, "order.placed", round, round)
 		e.ob.Notify()
-		testenv.Eventually(t, fmt.Sprintf("message %d to be published", round), func() (bool, error) {
-			return len(stored(t, e.ctx, e.c.JetStream(), "ORDERS")) == round, nil
+		waittest.Until(t, testenv.Timeout, fmt.Sprintf("message %d to be published", round), func() bool {
+			return len(stored(t, e.ctx, e.c.JetStream(), "ORDERS")) == round
 		})
 	}
 	if err := r.Run(ctx); !errors.Is(err, outbox.ErrRunning) {
@@ -626,8 +623,8 @@ func TestRunWakesOnNotifyAndStops(t *testing.T) {
 	// makes the last ones.
 	e.placeOrders(t, "order.placed", 4, 4)
 	e.ob.Notify()
-	testenv.Eventually(t, "message 4 to be published", func() (bool, error) {
-		return len(stored(t, e.ctx, e.c.JetStream(), "ORDERS")) == 4, nil
+	waittest.Until(t, testenv.Timeout, "message 4 to be published", func() bool {
+		return len(stored(t, e.ctx, e.c.JetStream(), "ORDERS")) == 4
 	})
 	cancel()
 	if err := <-ran; err != nil {
@@ -783,7 +780,7 @@ func TestRelaySurvivesBrokerRestart(t *testing.T) {
 	const perRound = 120
 	e.placeOrders(t, "order.placed", 1, perRound)
 	e.ob.Notify()
-	testenv.Eventually(t, "the relay to start publishing", func() (bool, error) { return r.Stats().Published > 0, nil })
+	waittest.Until(t, testenv.Timeout, "the relay to start publishing", func() bool { return r.Stats().Published > 0 })
 	srv.Shutdown()
 	e.placeOrders(t, "order.placed", perRound+1, 2*perRound) // added while the broker is down
 	srv2, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: dir, Port: port})
@@ -793,9 +790,12 @@ func TestRelaySurvivesBrokerRestart(t *testing.T) {
 	t.Cleanup(srv2.Shutdown)
 	e.placeOrders(t, "order.placed", 2*perRound+1, 3*perRound)
 	e.ob.Notify()
-	testenv.Eventually(t, "the outbox to drain", func() (bool, error) {
+	waittest.Eventually(t, testenv.Timeout, "the outbox to drain", func() error {
 		n, err := e.ob.Pending(ctx)
-		return err == nil && n == 0, nil
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d messages pending", n)
+		}
+		return err
 	})
 	stopRelay()
 	if err := <-ran; err != nil {

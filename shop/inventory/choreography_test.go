@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
@@ -76,7 +77,7 @@ func (c *choreo) waitHandled(t *testing.T, seq uint64) {
 func (c *choreo) waitEvent(t *testing.T, typ, orderID string) messaging.Envelope {
 	t.Helper()
 	var found messaging.Envelope
-	shoptestenv.Eventually(t, typ+" of "+orderID, func() bool {
+	waittest.Until(t, shoptestenv.Timeout, typ+" of "+orderID, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, e := range c.events {

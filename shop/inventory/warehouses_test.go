@@ -18,6 +18,7 @@ import (
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/inventory"
@@ -26,22 +27,6 @@ import (
 	"github.com/trellis-go/trellis/store"
 	"github.com/trellis-go/trellis/twopc"
 )
-
-// waitFor polls cond until it holds, failing the test after limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("%s: not within %s", what, limit)
-		case <-tick.C:
-		}
-	}
-}
 
 // Four clients move units of one sku between the warehouses at once, two
 // each way, with plenty of stock: every transfer commits (none waits for
@@ -317,7 +302,7 @@ func TestInventoryServesWhileAWarehouseIsDown(t *testing.T) {
 			expectUnavailable(t, "a transfer from west", postTransfer(t, s, "while-down-2", `{"sku":"MUG-001","qty":1,"from":"west","to":"east"}`))
 
 			up()
-			waitFor(t, 20*time.Second, "west's in-doubt part committed once it is back", func() bool {
+			waittest.Until(t, 20*time.Second, "west's in-doubt part committed once it is back", func() bool {
 				r := s.Do(t, "GET", "/v1/warehouses/west/stock/MUG-001", "")
 				var w domain.WarehouseStock
 				return r.Status == 200 && json.Unmarshal(r.Body, &w) == nil && w.OnHand == 3 && w.Held == 0
@@ -346,7 +331,7 @@ func TestInventoryServesWhileAWarehouseIsDown(t *testing.T) {
 			// seen the next ones are answered 503; none is half applied.
 			down()
 			n := 0
-			waitFor(t, 20*time.Second, "a transfer answered 503 while west is down again", func() bool {
+			waittest.Until(t, 20*time.Second, "a transfer answered 503 while west is down again", func() bool {
 				n++
 				r := postTransfer(t, s, fmt.Sprint("second-outage-", n), `{"sku":"MUG-001","qty":1,"from":"east","to":"west"}`)
 				if r.Status == 503 {
@@ -359,7 +344,7 @@ func TestInventoryServesWhileAWarehouseIsDown(t *testing.T) {
 				return false
 			})
 			up()
-			waitFor(t, 20*time.Second, "transfers once west is back again", func() bool {
+			waittest.Until(t, 20*time.Second, "transfers once west is back again", func() bool {
 				r := postTransfer(t, s, "after-second-outage", `{"sku":"MUG-001","qty":1,"from":"west","to":"east"}`)
 				if r.Status == 503 {
 					return false
@@ -371,7 +356,7 @@ func TestInventoryServesWhileAWarehouseIsDown(t *testing.T) {
 			})
 			// A transfer decided as west went away may still owe west its
 			// commit: recovery delivers it.
-			waitFor(t, 20*time.Second, "the units conserved and nothing held after the second outage", func() bool {
+			waittest.Until(t, 20*time.Second, "the units conserved and nothing held after the second outage", func() bool {
 				e, w := warehouseStock(t, s, "east", "MUG-001"), warehouseStock(t, s, "west", "MUG-001")
 				return e.OnHand+w.OnHand == 10 && e.Held+w.Held == 0
 			})

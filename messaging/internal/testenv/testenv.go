@@ -1,6 +1,6 @@
 // Package testenv gives the messaging tests what they run against: a real
 // embedded JetStream server, a messaging client, SQLite and PostgreSQL
-// databases, and a way to wait for a condition with a deadline.
+// databases, and the condition that a consumer settled.
 package testenv
 
 import (
@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/pgtest"
@@ -111,33 +113,18 @@ func Dialects(t *testing.T, fn func(t *testing.T, db *store.DB)) {
 	t.Run("postgres", func(t *testing.T) { fn(t, Postgres(t)) })
 }
 
-// Eventually calls cond until it returns true, failing the test if that
-// does not happen within Timeout or if cond returns an error. It polls
-// every few milliseconds: the conditions are states of a server or a
-// database, which offer nothing to wait on.
-func Eventually(t testing.TB, what string, cond func() (bool, error)) {
-	t.Helper()
-	if err := Wait(Context(t), cond); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
+// Settled is a condition for waittest.Eventually: it returns nil once
+// consumer c has acknowledged the stream through sequence floor (any
+// sequence, when floor is 0) and has nothing delivered and unacknowledged
+// nor left to deliver, and otherwise says what is left.
+func Settled(ctx context.Context, c jetstream.Consumer, floor uint64) error {
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
 	}
-}
-
-// Wait calls cond until it returns true or an error, or ctx ends.
-func Wait(ctx context.Context, cond func() (bool, error)) error {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("condition not met: %w", ctx.Err())
-		case <-tick.C:
-		}
+	if (floor != 0 && info.AckFloor.Stream != floor) || info.NumAckPending != 0 || info.NumPending != 0 {
+		return fmt.Errorf("acknowledged through %d (want %d), %d awaiting acknowledgement, %d to deliver",
+			info.AckFloor.Stream, floor, info.NumAckPending, info.NumPending)
 	}
+	return nil
 }

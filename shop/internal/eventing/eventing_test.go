@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/inbox"
 	"github.com/trellis-go/trellis/service"
@@ -83,7 +84,7 @@ func TestStart(t *testing.T) {
 	if err := s.Host.DB().InTx(ctx, func(tx *sql.Tx) error { return ev.Outbox.Add(ctx, tx, env) }); err != nil {
 		t.Fatal(err)
 	}
-	wait(t, "the outbox to publish", func() bool {
+	waittest.Until(t, 20*time.Second, "the outbox to publish", func() bool {
 		st, err := js.Stream(ctx, contract.StreamPayment)
 		if err != nil {
 			return false
@@ -107,7 +108,7 @@ func TestStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait(t, "the consumer to settle every event", func() bool {
+	waittest.Until(t, 20*time.Second, "the consumer to settle every event", func() bool {
 		c, err := js.Consumer(ctx, contract.StreamOrder, "test")
 		if err != nil {
 			return false
@@ -179,7 +180,7 @@ func TestConsumersRetryWithoutLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, durable := range []string{"refunds", "capped"} {
-		wait(t, durable+" to settle the event", func() bool {
+		waittest.Until(t, 20*time.Second, durable+" to settle the event", func() bool {
 			c, err := js.Consumer(ctx, contract.StreamOrder, durable)
 			if err != nil {
 				return false
@@ -209,7 +210,7 @@ func TestConsumersRetryWithoutLimit(t *testing.T) {
 		`messaging_dead_letters_total{consumer="capped",reason="max_deliveries",stream="ORDER"} 1`,
 	}
 	var metrics string
-	wait(t, "the metrics to count the dead letter", func() bool {
+	waittest.Until(t, 20*time.Second, "the metrics to count the dead letter", func() bool {
 		resp, err := http.Get(s.URL + "/metrics")
 		if err != nil {
 			return false
@@ -222,20 +223,6 @@ func TestConsumersRetryWithoutLimit(t *testing.T) {
 	for _, line := range want {
 		if !strings.Contains(metrics, line) {
 			t.Errorf("/metrics lacks %s", line)
-		}
-	}
-}
-
-func wait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(20 * time.Second)
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("waiting for %s: timed out", what)
-		case <-tick.C:
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
 )
 
@@ -93,13 +94,16 @@ func (b *Bus) Redeliver(t testing.TB, env messaging.Envelope) uint64 {
 // (acknowledged) every message up to seq: their effects have committed.
 func (b *Bus) WaitHandled(t testing.TB, stream, durable string, seq uint64) {
 	t.Helper()
-	Eventually(t, fmt.Sprintf("consumer %s on %s to handle message %d", durable, stream, seq), func() bool {
+	waittest.Eventually(t, Timeout, fmt.Sprintf("consumer %s on %s to handle message %d", durable, stream, seq), func() error {
 		c, err := b.JetStream().Consumer(context.Background(), stream, durable)
 		if err != nil {
-			return false
+			return err
 		}
 		info, err := c.Info(context.Background())
-		return err == nil && info.AckFloor.Stream >= seq
+		if err == nil && info.AckFloor.Stream < seq {
+			err = fmt.Errorf("acknowledged through %d", info.AckFloor.Stream)
+		}
+		return err
 	})
 }
 
@@ -114,7 +118,7 @@ type Event struct {
 func (b *Bus) WaitEvent(t testing.TB, stream, causeID string) Event {
 	t.Helper()
 	var found Event
-	Eventually(t, "an event on "+stream+" caused by "+causeID, func() bool {
+	waittest.Until(t, Timeout, "an event on "+stream+" caused by "+causeID, func() bool {
 		evs := b.EventsCausedBy(t, stream, causeID)
 		if len(evs) > 0 {
 			found = evs[0]
@@ -189,22 +193,4 @@ type DeadLetter struct {
 	ID, Subject string
 	// Error is the last error; Deliveries counts the deliveries made.
 	Error, Deliveries string
-}
-
-// Eventually waits until cond holds, failing the test after Timeout. It
-// polls: the conditions are states of a server or a database, which offer
-// nothing to wait on.
-func Eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.NewTimer(Timeout)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("waiting for %s: not within %s", what, Timeout)
-		case <-tick.C:
-		}
-	}
 }
