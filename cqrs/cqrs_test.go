@@ -13,6 +13,7 @@ import (
 	"github.com/trellis-go/trellis/cqrs"
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -248,17 +249,13 @@ func TestProjectionLiveAndRebuildAgree(t *testing.T) {
 		last = all[len(all)-1].Checkpoint()
 		waitCtx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 		defer wcancel()
-		for {
-			if err := pr.WaitFor(waitCtx, last); err == nil {
-				break
-			} else if !errors.Is(err, cqrs.ErrNotRunning) {
+		waittest.Eventually(t, 20*time.Second, "the projector to start and reach the last event", func() error {
+			err := pr.WaitFor(waitCtx, last)
+			if err != nil && !errors.Is(err, cqrs.ErrNotRunning) {
 				t.Fatal(err)
 			}
-			if waitCtx.Err() != nil {
-				t.Fatal("projector never started")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return err
+		})
 		live := readModel(t, e.readDB)
 		if len(live) != 4 || live["wallet-w0"] != [2]int64{325, 25} {
 			t.Fatalf("live read model %v", live)
@@ -313,16 +310,13 @@ func TestProjectionResumesAfterFailure(t *testing.T) {
 		go func() { done <- pr.Run(rctx) }()
 		all := visibleEvents(t, e.events, 10)
 		head := all[len(all)-1].Checkpoint()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if cp, _ := pr.Checkpoint(ctx); cp == head {
-				break
+		waittest.Eventually(t, 20*time.Second, "the projection to catch up", func() error {
+			cp, err := pr.Checkpoint(ctx)
+			if err == nil && cp != head {
+				err = fmt.Errorf("at %s, the head at %s", cp, head)
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("projection did not catch up")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return err
+		})
 		cancel()
 		<-done
 		if got := readModel(t, e.readDB)["wallet-w9"]; got != [2]int64{55, 10} {
@@ -351,20 +345,18 @@ func (f *failingOnce) Apply(ctx context.Context, tx *sql.Tx, e eventstore.Event)
 // on the server (another test package's) is open.
 func visibleEvents(t *testing.T, es *eventstore.Store, want int) []eventstore.Event {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		evs, err := es.ReadAll(context.Background(), eventstore.Checkpoint{}, want+1)
-		if err != nil {
+	var evs []eventstore.Event
+	waittest.Eventually(t, 30*time.Second, fmt.Sprintf("%d events to be readable", want), func() error {
+		var err error
+		if evs, err = es.ReadAll(context.Background(), eventstore.Checkpoint{}, want+1); err != nil {
 			t.Fatal(err)
 		}
-		if len(evs) >= want {
-			return evs
+		if len(evs) < want {
+			return fmt.Errorf("%d are", len(evs))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events readable after 30s, want %d", len(evs), want)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return nil
+	})
+	return evs
 }
 
 // ExecuteTx runs commands inside the caller's transaction: a command sees

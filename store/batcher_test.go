@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -113,13 +114,12 @@ func busy(t *testing.T, b *store.Batcher[int]) (release func()) {
 
 func waitLen(t *testing.T, b *store.Batcher[int], n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Len() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d items queued, want %d", b.Len(), n)
+	waittest.Eventually(t, 10*time.Second, fmt.Sprintf("%d items to queue", n), func() error {
+		if q := b.Len(); q != n {
+			return fmt.Errorf("%d are queued", q)
 		}
-		runtime.Gosched()
-	}
+		return nil
+	})
 }
 
 func TestBatcherWritesQueuedItemsInOneBatch(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/store"
 )
 
@@ -50,13 +51,12 @@ func (h *holder) let(t *testing.T) {
 // waitQueued waits until n calls are queued.
 func waitQueued(t *testing.T, db *store.DB, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for store.QueuedInTx(db) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls queued, want %d", store.QueuedInTx(db), n)
+	waittest.Eventually(t, 10*time.Second, fmt.Sprintf("%d calls to queue", n), func() error {
+		if q := store.QueuedInTx(db); q < n {
+			return fmt.Errorf("%d are queued", q)
 		}
-		runtime.Gosched()
-	}
+		return nil
+	})
 }
 
 func insertItem(ctx context.Context, tx *sql.Tx, id int) error {

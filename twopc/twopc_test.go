@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/clock/clocktest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/twopc"
 )
 
@@ -435,20 +436,10 @@ func TestRunRecoversInBackground(t *testing.T) {
 	e.expect(1, "bob", 10)
 	// Past the retention, a later round purges the ended record.
 	clock.Advance(twopc.DefaultRetention + time.Minute)
-	deadline := time.NewTimer(20 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := c.Get(t.Context(), "tx-run"); errors.Is(err, twopc.ErrNotFound) {
-			break
-		}
-		select {
-		case <-deadline.C:
-			t.Fatal("Run never purged the ended transaction")
-		case <-tick.C:
-		}
-	}
+	waittest.Until(t, 20*time.Second, "Run to purge the ended transaction", func() bool {
+		_, err := c.Get(t.Context(), "tx-run")
+		return errors.Is(err, twopc.ErrNotFound)
+	})
 	cancel()
 	if err := <-stopped; err != nil {
 		t.Fatal(err)

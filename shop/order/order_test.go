@@ -13,6 +13,7 @@ import (
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/order"
@@ -67,18 +68,15 @@ const body = `{"customer_id":"c-42","items":[{"sku":"TEA-001","qty":2},{"sku":"M
 // waitSummary polls the query side until the order shows up there.
 func waitSummary(t *testing.T, s *servicetest.Server, customer string, n int) []app.Summary {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var list struct{ Items []app.Summary }
+	var list struct{ Items []app.Summary }
+	waittest.Eventually(t, 15*time.Second, fmt.Sprintf("the read model to show %d orders of %s", n, customer), func() error {
 		s.Do(t, "GET", "/v1/customers/"+customer+"/orders", "").JSON(t, &list)
-		if len(list.Items) >= n {
-			return list.Items
+		if len(list.Items) < n {
+			return fmt.Errorf("it shows %d", len(list.Items))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read model has %d orders of %s, want %d", len(list.Items), customer, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return list.Items
 }
 
 func TestPlaceOrder(t *testing.T) {
@@ -207,30 +205,29 @@ func TestEventsLeaveThroughTheOutbox(t *testing.T) {
 	}
 	post(t, s.order, "k-0", body) // a repeat announces nothing
 	js := s.order.Host.Broker().JetStream()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		st, err := js.Stream(context.Background(), order.StreamName)
-		if err != nil {
-			t.Fatal(err)
-		}
+	st, err := js.Stream(context.Background(), order.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waittest.Eventually(t, 15*time.Second, "the ORDER stream to hold 3 messages", func() error {
 		info, err := st.Info(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 3 {
-			msg, err := st.GetMsg(context.Background(), 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if msg.Subject != "order.placed" || !strings.Contains(string(msg.Data), `"customer_id":"c-42"`) {
-				t.Fatalf("message %s %s", msg.Subject, msg.Data)
-			}
-			return
-		}
-		if info.State.Msgs > 3 || time.Now().After(deadline) {
+		if info.State.Msgs > 3 {
 			t.Fatalf("ORDER stream holds %d messages, want 3", info.State.Msgs)
 		}
-		time.Sleep(10 * time.Millisecond)
+		if info.State.Msgs < 3 {
+			return fmt.Errorf("it holds %d", info.State.Msgs)
+		}
+		return nil
+	})
+	msg, err := st.GetMsg(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != "order.placed" || !strings.Contains(string(msg.Data), `"customer_id":"c-42"`) {
+		t.Fatalf("message %s %s", msg.Subject, msg.Data)
 	}
 }
 

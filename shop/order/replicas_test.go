@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/order"
 	"github.com/trellis-go/trellis/shop/order/domain"
@@ -86,20 +87,16 @@ func (b *barrier) wait(t *testing.T) {
 // waitReady polls GET /readyz until it answers 200.
 func waitReady(t *testing.T, s *servicetest.Server) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	waittest.Eventually(t, 20*time.Second, s.URL+" to be ready", func() error {
 		resp, err := http.Get(s.URL + "/readyz")
-		if err == nil {
-			body := readAll(resp)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			err = fmt.Errorf("%d %s", resp.StatusCode, body)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 20s: %v", s.URL, err)
+		body := readAll(resp)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
 		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 }
