@@ -29,9 +29,12 @@
 //
 // # Table
 //
-// trellis_inbox(consumer, message_id, processed_at_ns) with primary key
-// (consumer, message_id). [Setup] creates it idempotently; [Schema] gives
-// the statements for a migration. [Inbox.Purge] forgets old records: keep
+// [Table] (trellis_inbox) holds the records: consumer, message_id,
+// processed_at_ns, with primary key (consumer, message_id). Every
+// statement of the package uses that name unqualified (on PostgreSQL, the
+// table of the connection's search_path), so a grant, a migration or a
+// query that names Table names the same table. [Setup] creates it
+// idempotently; [Schema] gives the statements for a migration. [Inbox.Purge] forgets old records: keep
 // them longer than any message can come again. [Inbox.Run] purges every
 // minute, with a retention such as [DefaultRetention] (7 days).
 //

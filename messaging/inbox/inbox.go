@@ -12,7 +12,8 @@ import (
 	"github.com/trellis-go/trellis/store"
 )
 
-// Table is the name of the inbox table.
+// Table is the name of the inbox table, which every statement of the
+// package uses.
 const Table = "trellis_inbox"
 
 // ErrInvalidConfig reports a configuration or argument that cannot work.
@@ -23,21 +24,21 @@ var ErrInvalidConfig = errors.New("inbox: invalid config")
 const setupLockKey int64 = 0x74726c73696e6273 // "trlsinbs"
 
 const (
-	schemaSQLite = `CREATE TABLE IF NOT EXISTS trellis_inbox (
+	schemaSQLite = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
     consumer        TEXT    NOT NULL,
     message_id      TEXT    NOT NULL,
     processed_at_ns INTEGER NOT NULL,
     PRIMARY KEY (consumer, message_id)
 );
-CREATE INDEX IF NOT EXISTS trellis_inbox_processed ON trellis_inbox (processed_at_ns);
+CREATE INDEX IF NOT EXISTS ` + Table + `_processed ON ` + Table + ` (processed_at_ns);
 `
-	schemaPostgres = `CREATE TABLE IF NOT EXISTS trellis_inbox (
+	schemaPostgres = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
     consumer        TEXT   NOT NULL,
     message_id      TEXT   NOT NULL,
     processed_at_ns BIGINT NOT NULL,
     PRIMARY KEY (consumer, message_id)
 );
-CREATE INDEX IF NOT EXISTS trellis_inbox_processed ON trellis_inbox (processed_at_ns);
+CREATE INDEX IF NOT EXISTS ` + Table + `_processed ON ` + Table + ` (processed_at_ns);
 `
 )
 
@@ -280,7 +281,7 @@ func (in *Inbox) apply(ctx context.Context, tx *sql.Tx, r *request, single bool)
 // record inserts (consumer, id) and reports whether it is new.
 func (in *Inbox) record(ctx context.Context, tx *sql.Tx, r *request) (bool, error) {
 	res, err := tx.ExecContext(ctx,
-		"INSERT INTO trellis_inbox (consumer, message_id, processed_at_ns) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+		"INSERT INTO "+Table+" (consumer, message_id, processed_at_ns) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
 		r.consumer, r.id, in.now().UnixNano())
 	if err != nil {
 		return false, fmt.Errorf("inbox: record %s for %s: %w", r.id, r.consumer, err)
@@ -307,7 +308,7 @@ func runEffect(tx *sql.Tx, r *request) (err error) {
 func (in *Inbox) Processed(ctx context.Context, consumer, messageID string) (bool, error) {
 	var n int
 	err := in.db.Reader().QueryRowContext(ctx,
-		"SELECT COUNT(*) FROM trellis_inbox WHERE consumer = $1 AND message_id = $2", consumer, messageID).Scan(&n)
+		"SELECT COUNT(*) FROM "+Table+" WHERE consumer = $1 AND message_id = $2", consumer, messageID).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("inbox: look up %s for %s: %w", messageID, consumer, err)
 	}
@@ -323,8 +324,8 @@ const purgeChunk = 1000
 // stream's retention, or at least the outbox relay's longest outage plus
 // the duplicate window.
 func (in *Inbox) Purge(ctx context.Context, before time.Time) (int64, error) {
-	n, err := in.db.DeleteChunked(ctx, `DELETE FROM trellis_inbox WHERE (consumer, message_id) IN (
-SELECT consumer, message_id FROM trellis_inbox WHERE processed_at_ns < $1 LIMIT $2)`, purgeChunk, before.UnixNano())
+	n, err := in.db.DeleteChunked(ctx, `DELETE FROM `+Table+` WHERE (consumer, message_id) IN (
+SELECT consumer, message_id FROM `+Table+` WHERE processed_at_ns < $1 LIMIT $2)`, purgeChunk, before.UnixNano())
 	if err != nil {
 		return n, fmt.Errorf("inbox: purge: %w", err)
 	}

@@ -355,7 +355,7 @@ func TestGroupCommitIsolatesEachMessage(t *testing.T) {
 	if got := count(t, ctx, db, "SELECT COUNT(*) FROM shipments"); got != want {
 		t.Fatalf("%d shipments, want %d: a failed effect leaked or a good one was lost", got, want)
 	}
-	if got := count(t, ctx, db, "SELECT COUNT(*) FROM trellis_inbox"); got != want {
+	if got := count(t, ctx, db, "SELECT COUNT(*) FROM "+inbox.Table); got != want {
 		t.Fatalf("%d inbox records, want %d", got, want)
 	}
 	if st := in.Stats(); st.Transactions != 1 || st.Messages != n {

@@ -30,14 +30,17 @@
 //
 // # Table
 //
-// trellis_outbox(position, id UNIQUE, subject, type, source, time_ns,
-// correlation_id, causation_id, trace_context, data, sent_at_ns), with a
-// partial index on the pending rows. [Setup] creates it idempotently
-// (under an advisory lock on PostgreSQL, so replicas may race); services
-// that keep all DDL in migrations apply [Schema] instead. Rows keep the
-// envelope, including the trace context of the context Add was called
-// with, so the consumer's span joins the trace of the request that
-// changed the state.
+// [Table] (trellis_outbox) holds the messages: position, id UNIQUE,
+// subject, type, source, time_ns, correlation_id, causation_id,
+// trace_context, data, sent_at_ns, with a partial index on the pending
+// rows. Every statement of the package uses that name unqualified (on
+// PostgreSQL, the table of the connection's search_path), so a grant, a
+// migration or a query that names Table names the same table. [Setup]
+// creates it idempotently (under an advisory lock on PostgreSQL, so
+// replicas may race); services that keep all DDL in migrations apply
+// [Schema] instead. Rows keep the envelope, including the trace context
+// of the context Add was called with, so the consumer's span joins the
+// trace of the request that changed the state.
 //
 // # What the relay guarantees
 //

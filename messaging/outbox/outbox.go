@@ -15,7 +15,8 @@ import (
 	"github.com/trellis-go/trellis/store"
 )
 
-// Table is the name of the outbox table.
+// Table is the name of the outbox table, which every statement of the
+// package uses.
 const Table = "trellis_outbox"
 
 // Errors returned by this package, to be tested with [errors.Is].
@@ -46,7 +47,7 @@ const setupLockKey int64 = 0x74726c736f627375 // "trlsobsu"
 // partial index keeps finding pending messages cheap however many sent
 // ones the retention keeps.
 const (
-	schemaSQLite = `CREATE TABLE IF NOT EXISTS trellis_outbox (
+	schemaSQLite = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
     position       INTEGER PRIMARY KEY AUTOINCREMENT,
     id             TEXT    NOT NULL UNIQUE,
     subject        TEXT    NOT NULL,
@@ -59,10 +60,10 @@ const (
     data           BLOB    NOT NULL,
     sent_at_ns     INTEGER
 );
-CREATE INDEX IF NOT EXISTS trellis_outbox_pending ON trellis_outbox (position) WHERE sent_at_ns IS NULL;
-CREATE INDEX IF NOT EXISTS trellis_outbox_sent ON trellis_outbox (sent_at_ns) WHERE sent_at_ns IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ` + Table + `_pending ON ` + Table + ` (position) WHERE sent_at_ns IS NULL;
+CREATE INDEX IF NOT EXISTS ` + Table + `_sent ON ` + Table + ` (sent_at_ns) WHERE sent_at_ns IS NOT NULL;
 `
-	schemaPostgres = `CREATE TABLE IF NOT EXISTS trellis_outbox (
+	schemaPostgres = `CREATE TABLE IF NOT EXISTS ` + Table + ` (
     position       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id             TEXT   NOT NULL UNIQUE,
     subject        TEXT   NOT NULL,
@@ -75,8 +76,8 @@ CREATE INDEX IF NOT EXISTS trellis_outbox_sent ON trellis_outbox (sent_at_ns) WH
     data           BYTEA  NOT NULL,
     sent_at_ns     BIGINT
 );
-CREATE INDEX IF NOT EXISTS trellis_outbox_pending ON trellis_outbox (position) WHERE sent_at_ns IS NULL;
-CREATE INDEX IF NOT EXISTS trellis_outbox_sent ON trellis_outbox (sent_at_ns) WHERE sent_at_ns IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ` + Table + `_pending ON ` + Table + ` (position) WHERE sent_at_ns IS NULL;
+CREATE INDEX IF NOT EXISTS ` + Table + `_sent ON ` + Table + ` (sent_at_ns) WHERE sent_at_ns IS NOT NULL;
 `
 )
 
@@ -156,7 +157,7 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, msgs ...messaging.Envelope
 	return insertEach(ctx, tx, rows)
 }
 
-const insertColumns = "INSERT INTO trellis_outbox (id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data) VALUES "
+const insertColumns = "INSERT INTO " + Table + " (id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data) VALUES "
 
 // The times the outbox stores: nanoseconds since 1970 in 64 bits.
 var (
@@ -266,7 +267,7 @@ func (o *Outbox) Notify() {
 // Pending returns the number of messages not yet published.
 func (o *Outbox) Pending(ctx context.Context) (int, error) {
 	var n int
-	if err := o.db.Reader().QueryRowContext(ctx, "SELECT COUNT(*) FROM trellis_outbox WHERE sent_at_ns IS NULL").Scan(&n); err != nil {
+	if err := o.db.Reader().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+Table+" WHERE sent_at_ns IS NULL").Scan(&n); err != nil {
 		return 0, fmt.Errorf("outbox: count pending: %w", err)
 	}
 	return n, nil

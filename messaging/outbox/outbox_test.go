@@ -431,7 +431,7 @@ func TestRelayCrashBetweenPublishAndMark(t *testing.T) {
 				if got := e.count(t, "SELECT COUNT(DISTINCT order_id) FROM effects"); got != n {
 					t.Fatalf("%d distinct orders affected, want %d: a message was lost", got, n)
 				}
-				if got := e.count(t, "SELECT COUNT(*) FROM trellis_inbox WHERE consumer = 'fulfilment'"); got != n {
+				if got := e.count(t, "SELECT COUNT(*) FROM "+inbox.Table+" WHERE consumer = 'fulfilment'"); got != n {
 					t.Fatalf("inbox holds %d messages, want %d", got, n)
 				}
 			})
@@ -711,7 +711,7 @@ func TestPurgeDeletesSentMessagesPastRetention(t *testing.T) {
 		if err != nil || n != 5 {
 			t.Fatalf("Purge = %d, %v; want the 5 messages sent 75 minutes ago", n, err)
 		}
-		if got := e.count(t, "SELECT COUNT(*) FROM trellis_outbox"); got != 3 {
+		if got := e.count(t, "SELECT COUNT(*) FROM "+outbox.Table); got != 3 {
 			t.Fatalf("%d rows left, want 2 sent recently and 1 pending", got)
 		}
 		keep := e.relay(t, outbox.RelayConfig{Retention: -1, Now: clock})

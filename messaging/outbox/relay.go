@@ -337,7 +337,7 @@ func (r *Relay) markLocked(ctx context.Context) error {
 	defer cancel()
 	through := r.published
 	err := r.db.InTx(mctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(mctx, "UPDATE trellis_outbox SET sent_at_ns = $1 WHERE sent_at_ns IS NULL AND position <= $2",
+		_, err := tx.ExecContext(mctx, "UPDATE "+Table+" SET sent_at_ns = $1 WHERE sent_at_ns IS NULL AND position <= $2",
 			r.cfg.Now().UnixNano(), through)
 		return err
 	})
@@ -550,7 +550,7 @@ func (r *Relay) load(ctx context.Context, q interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }, after int64) ([]pending, error) {
 	rows, err := q.QueryContext(ctx, `SELECT position, id, subject, type, source, time_ns, correlation_id, causation_id, trace_context, data
-FROM trellis_outbox WHERE sent_at_ns IS NULL AND position > $1 ORDER BY position LIMIT $2`, after, r.cfg.BatchSize)
+FROM `+Table+` WHERE sent_at_ns IS NULL AND position > $1 ORDER BY position LIMIT $2`, after, r.cfg.BatchSize)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: read pending messages: %w", err)
 	}
@@ -602,7 +602,7 @@ func (r *Relay) mark(ctx context.Context, tx *sql.Tx, rows []pending) error {
 	for i, p := range rows {
 		positions[i] = p.position
 	}
-	_, err := tx.ExecContext(ctx, "UPDATE trellis_outbox SET sent_at_ns = $1 WHERE position = ANY($2)", r.cfg.Now().UnixNano(), positions)
+	_, err := tx.ExecContext(ctx, "UPDATE "+Table+" SET sent_at_ns = $1 WHERE position = ANY($2)", r.cfg.Now().UnixNano(), positions)
 	if err != nil {
 		return fmt.Errorf("outbox: mark %d messages sent: %w", len(rows), err)
 	}
@@ -617,8 +617,8 @@ func (r *Relay) Purge(ctx context.Context) (int64, error) {
 		return 0, nil
 	}
 	cutoff := r.cfg.Now().Add(-r.cfg.Retention).UnixNano()
-	n, err := r.db.DeleteChunked(ctx, `DELETE FROM trellis_outbox WHERE position IN (
-SELECT position FROM trellis_outbox WHERE sent_at_ns IS NOT NULL AND sent_at_ns < $1 LIMIT $2)`, purgeChunk, cutoff)
+	n, err := r.db.DeleteChunked(ctx, `DELETE FROM `+Table+` WHERE position IN (
+SELECT position FROM `+Table+` WHERE sent_at_ns IS NOT NULL AND sent_at_ns < $1 LIMIT $2)`, purgeChunk, cutoff)
 	if err != nil {
 		return n, fmt.Errorf("outbox: purge sent messages: %w", err)
 	}

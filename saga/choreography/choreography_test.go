@@ -64,7 +64,7 @@ func TestEmitFailsPermanentlyOnlyForEventsThatCannotBeMessages(t *testing.T) {
 			h := choreography.React(in, ob, "inventory", func(ctx context.Context, tx *sql.Tx, _ messaging.Message[string], emit *choreography.Emitter) error {
 				if tc.breakDB {
 					// Rolled back with the reaction.
-					if _, err := tx.ExecContext(ctx, "DROP TABLE trellis_outbox"); err != nil {
+					if _, err := tx.ExecContext(ctx, "DROP TABLE "+outbox.Table); err != nil {
 						return err
 					}
 				}

@@ -12,6 +12,7 @@ import (
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/messaging"
+	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/shoptestenv"
@@ -97,7 +98,7 @@ func (c *choreo) emitted(t *testing.T, typ, orderID string) int {
 	t.Helper()
 	var n int
 	err := c.inv.Host.DB().Reader().QueryRowContext(context.Background(),
-		`SELECT COUNT(*) FROM trellis_outbox WHERE type = $1 AND correlation_id = $2`, typ, orderID).Scan(&n)
+		"SELECT COUNT(*) FROM "+outbox.Table+" WHERE type = $1 AND correlation_id = $2", typ, orderID).Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +206,7 @@ func testChoreography(t *testing.T, c *choreo) {
 		}
 	}
 	var n int
-	if err := c.inv.Host.DB().Reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM trellis_outbox`).Scan(&n); err != nil || n != 4 {
+	if err := c.inv.Host.DB().Reader().QueryRowContext(ctx, "SELECT COUNT(*) FROM "+outbox.Table).Scan(&n); err != nil || n != 4 {
 		t.Fatalf("outbox holds %d events, want 4 (%v)", n, err)
 	}
 	if dead := c.DeadLetters(t, contract.StreamOrder, inventory.ChoreographyConsumer); len(dead) != 0 {

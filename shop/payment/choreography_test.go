@@ -8,6 +8,7 @@ import (
 
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
+	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/shoptestenv"
 	"github.com/trellis-go/trellis/shop/payment/domain"
@@ -33,7 +34,7 @@ func (w *world) emitted(t *testing.T, causeID string) int {
 	t.Helper()
 	var n int
 	if err := w.payment.Host.DB().Reader().QueryRowContext(context.Background(),
-		`SELECT COUNT(*) FROM trellis_outbox WHERE causation_id = $1`, causeID).Scan(&n); err != nil {
+		"SELECT COUNT(*) FROM "+outbox.Table+" WHERE causation_id = $1", causeID).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
