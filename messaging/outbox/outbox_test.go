@@ -42,7 +42,7 @@ type env struct {
 	ob  *outbox.Outbox
 }
 
-func newEnv(t *testing.T, db *store.DB, stream messaging.StreamConfig) *env {
+func newEnv(t testing.TB, db *store.DB, stream messaging.StreamConfig) *env {
 	t.Helper()
 	ctx := testenv.Context(t)
 	c := testenv.Client(t, testenv.Broker(t), "orders")
@@ -55,7 +55,7 @@ func newEnv(t *testing.T, db *store.DB, stream messaging.StreamConfig) *env {
 	return newEnvOn(t, db, c)
 }
 
-func newEnvOn(t *testing.T, db *store.DB, c *messaging.Client) *env {
+func newEnvOn(t testing.TB, db *store.DB, c *messaging.Client) *env {
 	t.Helper()
 	ctx := testenv.Context(t)
 	if err := outbox.Setup(ctx, db); err != nil {
@@ -79,7 +79,7 @@ func newEnvOn(t *testing.T, db *store.DB, c *messaging.Client) *env {
 	return &env{ctx: ctx, db: db, c: c, ob: ob}
 }
 
-func (e *env) relay(t *testing.T, cfg outbox.RelayConfig) *outbox.Relay {
+func (e *env) relay(t testing.TB, cfg outbox.RelayConfig) *outbox.Relay {
 	t.Helper()
 	r, err := e.ob.NewRelay(cfg)
 	if err != nil {
