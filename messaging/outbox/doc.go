@@ -68,8 +68,11 @@
 //     that allows atomic publish (streams made by messaging.EnsureStream
 //     do) is published as one JetStream atomic batch: all stored, in
 //     order, or none. On a SyncAlways server the batch costs one disk sync
-//     instead of one per message, which is what makes the relay an order
-//     of magnitude faster than publishing one by one.
+//     instead of one per message. Draining a backlog, the relay publishes
+//     several times as fast as one by one; at a steady load, where a
+//     cycle finds a few dozen messages, it carries 1.3 to 1.6 times what
+//     requests publishing synchronously do, each message reaching its
+//     consumers 5 to 25 ms later (BenchmarkRelay).
 //   - Shorter runs are published one by one, each after the previous one
 //     is acknowledged; the relay stops at the first failure.
 //   - Longer runs for streams that deny atomic publish are published

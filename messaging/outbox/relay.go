@@ -28,8 +28,9 @@ const (
 	// that the relay publishes as an atomic batch. Below about twenty,
 	// publishing one by one is as fast or faster: the server sets up a
 	// staging area on disk for every atomic batch, a fixed cost of a few
-	// fsyncs (BenchmarkRelay with BatchSize 10: 2,200 msgs/s atomic, 2,900
-	// one by one; 20: 2,800 and 2,600; 30: 4,400 and 2,500).
+	// fsyncs (the backlog case of BenchmarkRelay with BatchSize 10: 2,200
+	// msgs/s atomic, 2,900 one by one; 20: 2,800 and 2,600; 30: 4,400 and
+	// 2,500).
 	DefaultAtomicMinBatch = 20
 	// MaxBatchSize is the server's default limit on an atomic batch.
 	MaxBatchSize = 1000
