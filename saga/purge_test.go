@@ -158,7 +158,7 @@ func TestStoppingRunLogsNoErrors(t *testing.T) {
 		for i := range 20 {
 			// Polls every millisecond, so that cancelling catches one in
 			// flight.
-			o := newOrchestrator(t, db, saga.Options{Logger: log, PollInterval: time.Millisecond, Lease: 30 * time.Millisecond,
+			o := newOrchestrator(t, db, saga.Options{Logger: log, PollInterval: time.Millisecond, Lease: 300 * time.Millisecond,
 				Registerer: prometheus.NewRegistry()}, purgeSagas(svc))
 			id := fmt.Sprintf("o%d", i)
 			if err := o.StartNow(context.Background(), "order", id, order{ID: id}); err != nil {

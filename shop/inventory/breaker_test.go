@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/clock/clocktest"
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/service"
@@ -36,7 +37,11 @@ func TestCatalogFaultsOpenTheBreakerThenItCloses(t *testing.T) {
 	cat := startCatalog(t)
 	policy := service.DefaultClientPolicy()
 	policy.Retry.MaxAttempts, policy.Retry.BaseDelay, policy.Retry.MaxDelay = 2, time.Millisecond, 5*time.Millisecond
-	policy.Breaker.WindowSize, policy.Breaker.MinimumCalls, policy.Breaker.OpenDuration = 10, 5, 300*time.Millisecond
+	policy.Breaker.WindowSize, policy.Breaker.MinimumCalls, policy.Breaker.OpenDuration = 10, 5, time.Minute
+	// The breaker's clock moves only when the test says the open period is
+	// over, however slow the machine.
+	breakerClock := clocktest.New(time.Now())
+	policy.Breaker.Clock = breakerClock
 	inv := startInventory(t, "", cat.URL, &policy)
 	catalogCalls := func() float64 {
 		return metric(t, cat, "http_server_requests_total", `route="GET /v1/products/{sku}"`+`,status="503"`)
@@ -81,6 +86,7 @@ func TestCatalogFaultsOpenTheBreakerThenItCloses(t *testing.T) {
 	if r := cat.Do(t, "DELETE", "/-/faults", ""); r.Status != 204 {
 		t.Fatalf("clear faults: %d", r.Status)
 	}
+	breakerClock.Advance(time.Minute)
 	waittest.Eventually(t, 10*time.Second, "the breaker to close after the faults were cleared", func() error {
 		r := inv.Do(t, "PUT", "/v1/stock/KET-001", `{"on_hand":5}`) // known sku: no catalog call
 		if r.Status != 200 {
