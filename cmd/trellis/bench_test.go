@@ -83,8 +83,11 @@ func procKiB(b *testing.B, pid int, file, field string) int64 {
 // (six services, each its own process and SQLite database, the embedded
 // NATS server with SyncAlways), orders placed over HTTP with a fixed
 // number in flight. A saga's latency runs from POST /v1/orders to the
-// first GET /v1/orders/{id} that shows it confirmed, polled every 2 ms
-// (so the figures include up to 2 ms of polling). It reports the CPU time
+// GET /v1/orders/{id} that shows it confirmed. The clients of the "wait"
+// cases ask the order service to hold each GET until the order is no
+// longer pending (Prefer: wait=10); those of the "poll" cases, and any
+// client of a server that does not honour the preference, poll every 2 ms
+// (so their figures include up to 2 ms of polling). It reports the CPU time
 // per order of each process (cpu-ms/order-<process>, "clients" being the
 // benchmark's own) and of all together.
 //
@@ -99,16 +102,19 @@ func BenchmarkPlaceOrderUp(b *testing.B) {
 	}
 	for _, flow := range []string{"orchestrated", "choreography"} {
 		for _, inFlight := range []int{1, 16} {
-			for _, bin := range bins {
-				b.Run(fmt.Sprintf("%s/in-flight-%d%s", flow, inFlight, bin.name), func(b *testing.B) {
-					benchPlaceOrderUp(b, bin.path, flow, inFlight)
-				})
+			for _, wait := range []bool{true, false} {
+				for _, bin := range bins {
+					client := map[bool]string{true: "wait", false: "poll"}[wait]
+					b.Run(fmt.Sprintf("%s/in-flight-%d/%s%s", flow, inFlight, client, bin.name), func(b *testing.B) {
+						benchPlaceOrderUp(b, bin.path, flow, inFlight, wait)
+					})
+				}
 			}
 		}
 	}
 }
 
-func benchPlaceOrderUp(b *testing.B, bin, flow string, inFlight int) {
+func benchPlaceOrderUp(b *testing.B, bin, flow string, inFlight int, wait bool) {
 	sh := startShopOf(b, bin, "ORDER_SAGA_FLOW="+flow)
 	ctx := context.Background()
 	if _, err := shoptest.Do(ctx, http.MethodPut, sh.inv+"/v1/stock/TEA-001", "", map[string]int64{"on_hand": 1_000_000_000}, nil); err != nil {
@@ -128,7 +134,7 @@ func benchPlaceOrderUp(b *testing.B, bin, flow string, inFlight int) {
 		wg.Go(func() {
 			for i := range next {
 				t0 := time.Now()
-				id, err := placeAndWait(ctx, client, sh.order, fmt.Sprintf("bench-%d", i))
+				id, err := placeAndWait(ctx, client, sh.order, fmt.Sprintf("bench-%d", i), wait)
 				latencies[i] = time.Since(t0)
 				if err != nil {
 					errs <- fmt.Errorf("order %s: %w", id, err)
@@ -249,7 +255,7 @@ func (sh *runningShop) profile(b *testing.B, run string, ps []cpuProcess) func()
 	return wg.Wait
 }
 
-func placeAndWait(ctx context.Context, c *http.Client, orderURL, key string) (string, error) {
+func placeAndWait(ctx context.Context, c *http.Client, orderURL, key string, wait bool) (string, error) {
 	body := `{"customer_id":"c-bench","items":[{"sku":"TEA-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Bench Street"}`
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, orderURL+"/v1/orders", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -268,7 +274,11 @@ func placeAndWait(ctx context.Context, c *http.Client, orderURL, key string) (st
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := c.Get(orderURL + "/v1/orders/" + placed.OrderID)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, orderURL+"/v1/orders/"+placed.OrderID, nil)
+		if wait {
+			req.Header.Set("Prefer", "wait=10")
+		}
+		resp, err := c.Do(req)
 		if err != nil {
 			return placed.OrderID, err
 		}
