@@ -812,3 +812,112 @@ func TestRelaySurvivesBrokerRestart(t *testing.T) {
 	}
 	assertAscending(t, got, 1, 3*perRound)
 }
+
+// TestRelayFailoverUnderConcurrentCommits runs writers that commit
+// messages concurrently while relay A publishes them; A dies between
+// publishing a batch and marking it sent, its Run cancelled, and relay B,
+// another replica on its own connection, takes over. Every message is
+// stored once (the batch A did not mark is published again and dropped as
+// duplicates), none is lost, and each writer's messages are stored in the
+// order it committed them.
+func TestRelayFailoverUnderConcurrentCommits(t *testing.T) {
+	run := func(t *testing.T, url string) {
+		a := newEnv(t, testenv.Open(t, url), messaging.StreamConfig{})
+		b := newEnvOn(t, testenv.Open(t, url), a.c)
+		const writers, each = 4, 50
+
+		relayA := a.relay(t, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+		aCtx, killA := context.WithCancel(a.ctx)
+		crashed := make(chan struct{})
+		var seen int
+		outbox.SetAfterPublish(relayA, func(_ context.Context, ids []string) error {
+			seen += len(ids)
+			if seen < 40 {
+				return nil
+			}
+			killA()
+			close(crashed)
+			outbox.SetAfterPublish(relayA, nil)
+			return errCrash
+		})
+		aDone := make(chan error, 1)
+		go func() { aDone <- relayA.Run(aCtx) }()
+
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for k := range each {
+					n := w*1000 + k
+					err := a.db.InTx(a.ctx, func(tx *sql.Tx) error {
+						m, err := messaging.NewEnvelope("order.placed", "order.placed", orderEvent{OrderID: strconv.Itoa(n), N: n})
+						if err != nil {
+							return err
+						}
+						return a.ob.Add(a.ctx, tx, m)
+					})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					a.ob.Notify()
+					b.ob.Notify()
+				}
+			})
+		}
+
+		select {
+		case <-crashed:
+		case <-a.ctx.Done():
+			t.Fatal("relay A did not publish 40 messages")
+		}
+		if err := <-aDone; err != nil {
+			t.Fatalf("relay A: Run = %v", err)
+		}
+		relayB := b.relay(t, outbox.RelayConfig{PollInterval: 10 * time.Millisecond})
+		bCtx, stopB := context.WithCancel(b.ctx)
+		bDone := make(chan error, 1)
+		go func() { bDone <- relayB.Run(bCtx) }()
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		b.ob.Notify()
+		waittest.Eventually(t, testenv.Timeout, "relay B to drain the outbox", func() error {
+			if n := b.pending(t); n > 0 {
+				return fmt.Errorf("%d messages pending", n)
+			}
+			return nil
+		})
+		stopB()
+		if err := <-bDone; err != nil {
+			t.Fatalf("relay B: Run = %v", err)
+		}
+
+		last := map[int]int{}
+		ids := map[string]bool{}
+		for _, m := range storedOn(t, a, "order.placed") {
+			id := m.Header.Get(messaging.HeaderMsgID)
+			if ids[id] {
+				t.Fatalf("message %s stored twice", id)
+			}
+			ids[id] = true
+			var ev orderEvent
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			w, k := ev.N/1000, ev.N%1000
+			if prev, ok := last[w]; ok && k != prev+1 || !ok && k != 0 {
+				t.Fatalf("writer %d: message %d stored after %d (%v): order lost", w, k, prev, ok)
+			}
+			last[w] = k
+		}
+		if len(ids) != writers*each {
+			t.Fatalf("stream holds %d messages, want %d", len(ids), writers*each)
+		}
+		if st := relayB.Stats(); st.Published == 0 {
+			t.Fatalf("relay B published nothing: %+v", st)
+		}
+	}
+	t.Run("sqlite", func(t *testing.T) { run(t, "sqlite:"+filepath.Join(t.TempDir(), "orders.db")) })
+	t.Run("postgres", func(t *testing.T) { run(t, testenv.PostgresURL(t)) })
+}
