@@ -45,11 +45,13 @@
 // # What the relay guarantees
 //
 // No loss: a message is marked sent only after JetStream acknowledged it
-// (on PostgreSQL in the transaction that read it; on SQLite in a short
-// transaction up to 100 ms after the publication, so that one write marks
-// the messages of many cycles, while the relay remembers what it
-// published). A relay that dies in between leaves it pending and it is
-// published again. Pending rows are found by their
+// (on PostgreSQL in the transaction that read it, which commits without
+// waiting for its WAL flush, so a database crash may forget the last
+// marks; on SQLite in a short transaction up to 100 ms after the
+// publication, so that one write marks the messages of many cycles, while
+// the relay remembers what it published). A relay or database that dies
+// in between leaves it pending and it is published again. Pending rows
+// are found by their
 // mark, not by a position cursor, so a row whose transaction commits late
 // (on PostgreSQL, positions become visible at commit) is not skipped.
 //
@@ -70,9 +72,13 @@
 //     order, or none. On a SyncAlways server the batch costs one disk sync
 //     instead of one per message. Draining a backlog, the relay publishes
 //     several times as fast as one by one; at a steady load, where a
-//     cycle finds a few dozen messages, it carries 1.3 to 1.6 times what
+//     cycle finds a few dozen messages, it carries 1.2 to 4 times what
 //     requests publishing synchronously do, each message reaching its
-//     consumers 5 to 25 ms later (BenchmarkRelay).
+//     consumers 10 to 25 ms after the commit instead of 2 to 4 (go test
+//     -run x -bench 'BenchmarkRelay/steady' -benchtime=2000x). Most of
+//     that is JetStream's fixed cost of an atomic batch (a staging store
+//     created and synced per batch), for the message's own batch and the
+//     one in flight before it.
 //   - Shorter runs are published one by one, each after the previous one
 //     is acknowledged; the relay stops at the first failure.
 //   - Longer runs for streams that deny atomic publish are published
