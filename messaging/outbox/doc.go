@@ -45,12 +45,11 @@
 // # What the relay guarantees
 //
 // No loss: a message is marked sent only after JetStream acknowledged it
-// (on PostgreSQL in the transaction that read it, which commits without
-// waiting for its WAL flush, so a database crash may forget the last
-// marks; on SQLite in a short transaction up to 100 ms after the
-// publication, so that one write marks the messages of many cycles, while
-// the relay remembers what it published). A relay or database that dies
-// in between leaves it pending and it is published again. Pending rows
+// (on PostgreSQL in the transaction that read it; on SQLite in a short
+// transaction up to 100 ms after the publication, so that one write marks
+// the messages of many cycles, while the relay remembers what it
+// published). A relay or database that dies in between leaves it pending
+// and it is published again. Pending rows
 // are found by their
 // mark, not by a position cursor, so a row whose transaction commits late
 // (on PostgreSQL, positions become visible at commit) is not skipped.
