@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/usertext"
 )
 
@@ -25,21 +25,9 @@ type Product struct {
 	PriceCents  int64  `json:"price_cents"`
 }
 
-// FieldError names a field that breaks a rule.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// ValidationError lists every field of a product that breaks a rule.
-type ValidationError struct{ Fields []FieldError }
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + " " + f.Reason
-	}
-	return "invalid product: " + strings.Join(parts, ", ")
+// Invalid returns the error of a product whose fields break a rule.
+func Invalid(fields ...validation.FieldError) error {
+	return &validation.Error{Of: "product", Fields: fields}
 }
 
 var skuPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
@@ -65,21 +53,21 @@ var (
 
 // Validate checks a product before it is stored.
 func (p Product) Validate() error {
-	var bad []FieldError
+	var bad []validation.FieldError
 	if !ValidSKU(p.SKU) {
-		bad = append(bad, FieldError{"sku", "must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"})
+		bad = append(bad, validation.FieldError{Field: "sku", Reason: "must be 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"})
 	}
 	if err := NameText.Check(p.Name); err != nil {
-		bad = append(bad, FieldError{"name", err.Error()})
+		bad = append(bad, validation.FieldError{Field: "name", Reason: err.Error()})
 	}
 	if err := DescriptionText.Check(p.Description); err != nil {
-		bad = append(bad, FieldError{"description", err.Error()})
+		bad = append(bad, validation.FieldError{Field: "description", Reason: err.Error()})
 	}
 	if p.PriceCents <= 0 || p.PriceCents > 100_000_000_00 {
-		bad = append(bad, FieldError{"price_cents", fmt.Sprintf("must be between 1 and %d", int64(100_000_000_00))})
+		bad = append(bad, validation.FieldError{Field: "price_cents", Reason: fmt.Sprintf("must be between 1 and %d", int64(100_000_000_00))})
 	}
 	if len(bad) > 0 {
-		return &ValidationError{Fields: bad}
+		return Invalid(bad...)
 	}
 	return nil
 }

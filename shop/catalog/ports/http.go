@@ -12,6 +12,7 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog/app"
 	"github.com/trellis-go/trellis/shop/catalog/domain"
+	"github.com/trellis-go/trellis/shop/internal/validation/httpvalidation"
 )
 
 // HTTP serves the catalog API.
@@ -78,14 +79,11 @@ func (s *HTTP) create(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	created, err := s.app.Create(r.Context(), p)
-	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &bad):
-		return invalid(bad)
 	case errors.Is(err, domain.ErrExists):
 		return problem.New(http.StatusConflict, "a product with sku %q exists already", p.SKU)
 	case err != nil:
-		return err
+		return httpvalidation.Problem(err)
 	}
 	w.Header().Set("Location", "/v1/products/"+created.SKU)
 	return service.WriteJSON(w, http.StatusCreated, created)
@@ -98,14 +96,5 @@ func parseProduct(w http.ResponseWriter, r *http.Request) (domain.Product, error
 	if err := service.DecodeJSON(w, r, &p); err != nil {
 		return p, err
 	}
-	err := p.Validate()
-	var bad *domain.ValidationError
-	if errors.As(err, &bad) {
-		return p, invalid(bad)
-	}
-	return p, err
-}
-
-func invalid(err *domain.ValidationError) error {
-	return problem.InvalidFields(err.Error(), err.Fields)
+	return p, httpvalidation.Problem(p.Validate())
 }

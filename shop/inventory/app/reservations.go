@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 )
 
@@ -30,7 +31,7 @@ type ReservationStore interface {
 // repeat has no second effect and returns the reservation as it is.
 // Business refusals match contract.ErrRefused with errors.Is (and the
 // domain's ErrOutOfStock, ErrReleased or ErrItemsDiffer); bad input is a
-// *domain.ValidationError.
+// *validation.Error.
 type Reservations struct{ store ReservationStore }
 
 // NewReservations returns the use cases over store.
@@ -123,6 +124,6 @@ func notFound(id string) error {
 }
 
 func invalidID(id string) error {
-	return &domain.ValidationError{Fields: []domain.FieldError{{Field: "reservation_id",
-		Reason: fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : - (starting with a letter or digit)", id)}}}
+	return domain.Invalid(validation.FieldError{Field: "reservation_id",
+		Reason: fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : - (starting with a letter or digit)", id)})
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 )
 
 // Reservation statuses. A reservation is held, then committed (the units
@@ -79,21 +80,9 @@ func (e *ShortError) Error() string {
 // Unwrap makes the error match ErrOutOfStock (and so contract.ErrRefused).
 func (e *ShortError) Unwrap() error { return ErrOutOfStock }
 
-// FieldError names one input field that breaks a rule.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// ValidationError lists the input fields that break a rule.
-type ValidationError struct{ Fields []FieldError }
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + " " + f.Reason
-	}
-	return "invalid reservation: " + strings.Join(parts, ", ")
+// Invalid returns the error of a reservation request whose fields break a rule.
+func Invalid(fields ...validation.FieldError) error {
+	return &validation.Error{Of: "reservation", Fields: fields}
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
@@ -104,28 +93,28 @@ func ValidReservationID(s string) bool { return idPattern.MatchString(s) }
 // ValidateReservation checks a reservation request: its id, 1 to 50 items,
 // each a sku appearing once with a quantity from 1 to 1000.
 func ValidateReservation(id string, items []contract.Item) error {
-	var bad []FieldError
+	var bad []validation.FieldError
 	if !ValidReservationID(id) {
-		bad = append(bad, FieldError{"reservation_id", "must be 1 to 128 letters, digits or _ . : - (starting with a letter or digit)"})
+		bad = append(bad, validation.FieldError{Field: "reservation_id", Reason: "must be 1 to 128 letters, digits or _ . : - (starting with a letter or digit)"})
 	}
 	if len(items) == 0 || len(items) > MaxReservationItems {
-		bad = append(bad, FieldError{"items", fmt.Sprintf("must hold 1 to %d items", MaxReservationItems)})
+		bad = append(bad, validation.FieldError{Field: "items", Reason: fmt.Sprintf("must hold 1 to %d items", MaxReservationItems)})
 	}
 	seen := make(map[string]bool, len(items))
 	for i, it := range items {
 		switch {
 		case !ValidSKU(it.SKU):
-			bad = append(bad, FieldError{fmt.Sprintf("items[%d].sku", i), fmt.Sprintf("%q is not a sku (1 to 64 letters, digits, '-' or '_')", it.SKU)})
+			bad = append(bad, validation.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: fmt.Sprintf("%q is not a sku (1 to 64 letters, digits, '-' or '_')", it.SKU)})
 		case seen[it.SKU]:
-			bad = append(bad, FieldError{fmt.Sprintf("items[%d].sku", i), fmt.Sprintf("%q appears twice; add up the quantities", it.SKU)})
+			bad = append(bad, validation.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: fmt.Sprintf("%q appears twice; add up the quantities", it.SKU)})
 		}
 		seen[it.SKU] = true
 		if it.Qty < 1 || it.Qty > MaxReservationQty {
-			bad = append(bad, FieldError{fmt.Sprintf("items[%d].qty", i), fmt.Sprintf("must be 1 to %d, got %d", MaxReservationQty, it.Qty)})
+			bad = append(bad, validation.FieldError{Field: fmt.Sprintf("items[%d].qty", i), Reason: fmt.Sprintf("must be 1 to %d, got %d", MaxReservationQty, it.Qty)})
 		}
 	}
 	if len(bad) > 0 {
-		return &ValidationError{Fields: bad}
+		return Invalid(bad...)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/eventing"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 )
@@ -52,7 +53,7 @@ type reactions struct {
 func (r *reactions) reserve(ctx context.Context, tx *sql.Tx, msg messaging.Message[contract.OrderPlaced], emit *choreography.Emitter) error {
 	p := msg.Payload
 	res, err := r.app.ReserveTx(ctx, tx, contract.ReservationID(p.OrderID), p.Items)
-	var invalid *domain.ValidationError
+	var invalid *validation.Error
 	switch {
 	case err == nil:
 		return emit.Emit(contract.SubjectStockReserved, contract.StockReserved{
@@ -83,7 +84,7 @@ func (r *reactions) commit(ctx context.Context, tx *sql.Tx, msg messaging.Messag
 
 func (r *reactions) release(ctx context.Context, tx *sql.Tx, msg messaging.Message[contract.OrderEnded], _ *choreography.Emitter) error {
 	_, err := r.app.ReleaseTx(ctx, tx, contract.ReservationID(msg.Payload.OrderID))
-	var invalid *domain.ValidationError
+	var invalid *validation.Error
 	if errors.As(err, &invalid) {
 		// An order id that cannot name a reservation names one on no
 		// delivery: an operator must look.
@@ -95,7 +96,7 @@ func (r *reactions) release(ctx context.Context, tx *sql.Tx, msg messaging.Messa
 // refusalReason says in words why an order's stock cannot be held.
 func refusalReason(err error) string {
 	var short *domain.ShortError
-	var invalid *domain.ValidationError
+	var invalid *validation.Error
 	switch {
 	case errors.As(err, &short):
 		if short.Unknown {

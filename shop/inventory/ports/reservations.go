@@ -7,6 +7,7 @@ import (
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/domain"
 )
@@ -91,7 +92,7 @@ func (s *ReservationsHTTP) release(w http.ResponseWriter, r *http.Request) error
 // 400, unknown reservation 404, refusals 409 naming the sku or the
 // reservation; anything else stays an internal error.
 func reservationProblem(err error, id string) error {
-	var invalid *domain.ValidationError
+	var invalid *validation.Error
 	var short *domain.ShortError
 	switch {
 	case errors.As(err, &invalid):

@@ -19,6 +19,7 @@ import (
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
@@ -150,7 +151,7 @@ type Placed struct {
 }
 
 // Validate checks the command's input, item prices aside: a
-// *domain.ValidationError names every field at fault.
+// *validation.Error names every field at fault.
 func (cmd PlaceOrder) Validate() error {
 	return domain.ValidatePlace(cmd.CustomerID, cmd.items(), cmd.PaymentToken, cmd.ShippingAddress)
 }
@@ -189,8 +190,8 @@ func (a *App) Place(ctx context.Context, cmd PlaceOrder) (Placed, error) {
 			return Placed{}, fmt.Errorf("%w: %w", ErrCatalogUnavailable, err)
 		}
 		if !found {
-			return Placed{}, &domain.ValidationError{Fields: []domain.FieldError{{
-				Field: fmt.Sprintf("items[%d].sku", i), Reason: fmt.Sprintf("%q is not in the catalog: %v", items[i].SKU, ErrUnknownProduct)}}}
+			return Placed{}, domain.Invalid(validation.FieldError{
+				Field: fmt.Sprintf("items[%d].sku", i), Reason: fmt.Sprintf("%q is not in the catalog: %v", items[i].SKU, ErrUnknownProduct)})
 		}
 		items[i].PriceCents = price
 	}

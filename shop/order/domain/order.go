@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/usertext"
 )
 
@@ -160,21 +160,9 @@ const (
 	FlowChoreography = "choreography"
 )
 
-// FieldError names a field that breaks a rule.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// ValidationError lists every field of a command that breaks a rule.
-type ValidationError struct{ Fields []FieldError }
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + " " + f.Reason
-	}
-	return "invalid order: " + strings.Join(parts, ", ")
+// Invalid returns the error of an order request whose fields break a rule.
+func Invalid(fields ...validation.FieldError) error {
+	return &validation.Error{Of: "order", Fields: fields}
 }
 
 var (
@@ -214,34 +202,34 @@ var (
 
 // ValidatePlace checks a place command's input, item prices aside.
 func ValidatePlace(customerID string, items []Item, paymentToken, address string) error {
-	var bad []FieldError
+	var bad []validation.FieldError
 	if !ValidID(customerID) {
-		bad = append(bad, FieldError{"customer_id", "must be 1 to 128 letters, digits or _ . : -"})
+		bad = append(bad, validation.FieldError{Field: "customer_id", Reason: "must be 1 to 128 letters, digits or _ . : -"})
 	}
 	if len(items) == 0 || len(items) > MaxItems {
-		bad = append(bad, FieldError{"items", fmt.Sprintf("must hold 1 to %d items", MaxItems)})
+		bad = append(bad, validation.FieldError{Field: "items", Reason: fmt.Sprintf("must hold 1 to %d items", MaxItems)})
 	}
 	seen := map[string]bool{}
 	for i, it := range items {
 		switch {
 		case !skuPattern.MatchString(it.SKU):
-			bad = append(bad, FieldError{fmt.Sprintf("items[%d].sku", i), "must be a sku"})
+			bad = append(bad, validation.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "must be a sku"})
 		case seen[it.SKU]:
-			bad = append(bad, FieldError{fmt.Sprintf("items[%d].sku", i), "appears twice; add up the quantities"})
+			bad = append(bad, validation.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "appears twice; add up the quantities"})
 		}
 		seen[it.SKU] = true
 		if it.Qty < 1 || it.Qty > MaxQty {
-			bad = append(bad, FieldError{fmt.Sprintf("items[%d].qty", i), fmt.Sprintf("must be 1 to %d", MaxQty)})
+			bad = append(bad, validation.FieldError{Field: fmt.Sprintf("items[%d].qty", i), Reason: fmt.Sprintf("must be 1 to %d", MaxQty)})
 		}
 	}
 	if err := contract.PaymentTokenText.Check(paymentToken); err != nil {
-		bad = append(bad, FieldError{"payment_token", err.Error()})
+		bad = append(bad, validation.FieldError{Field: "payment_token", Reason: err.Error()})
 	}
 	if err := contract.ShippingAddressText.Check(address); err != nil {
-		bad = append(bad, FieldError{"shipping_address", err.Error()})
+		bad = append(bad, validation.FieldError{Field: "shipping_address", Reason: err.Error()})
 	}
 	if len(bad) > 0 {
-		return &ValidationError{Fields: bad}
+		return Invalid(bad...)
 	}
 	return nil
 }
@@ -249,7 +237,7 @@ func ValidatePlace(customerID string, items []Item, paymentToken, address string
 // ValidateCancel checks a customer's reason to cancel an order.
 func ValidateCancel(reason string) error {
 	if err := CancelReasonText.Check(reason); err != nil {
-		return &ValidationError{Fields: []FieldError{{"reason", err.Error()}}}
+		return Invalid(validation.FieldError{Field: "reason", Reason: err.Error()})
 	}
 	return nil
 }

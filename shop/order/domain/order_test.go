@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
@@ -103,7 +104,7 @@ func TestCancelPending(t *testing.T) {
 
 func TestValidationNamesEveryField(t *testing.T) {
 	err := domain.ValidatePlace("", []domain.Item{{SKU: "bad sku", Qty: 0}, {SKU: "TEA-001", Qty: 1}, {SKU: "TEA-001", Qty: 1}}, "", " ")
-	var v *domain.ValidationError
+	var v *validation.Error
 	if !errors.As(err, &v) {
 		t.Fatalf("got %v", err)
 	}

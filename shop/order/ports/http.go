@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/internal/validation/httpvalidation"
 	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
@@ -40,16 +41,13 @@ func (s *HTTP) place(w http.ResponseWriter, r *http.Request) error {
 	}
 	cmd.IdempotencyKey = key
 	res, err := s.app.Place(r.Context(), cmd)
-	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &bad):
-		return invalid(bad)
 	case errors.Is(err, app.ErrIdempotencyConflict):
 		return problem.New(http.StatusUnprocessableEntity, "Idempotency-Key %q was already used for a different request", key)
 	case errors.Is(err, app.ErrCatalogUnavailable):
 		return service.Unavailable(w, err, "cannot price the order")
 	case err != nil:
-		return err
+		return httpvalidation.Problem(err)
 	}
 	w.Header().Set("Location", "/v1/orders/"+res.OrderID)
 	if res.Replayed {
@@ -66,16 +64,7 @@ func parsePlace(w http.ResponseWriter, r *http.Request) (app.PlaceOrder, error) 
 	if err := service.DecodeJSON(w, r, &cmd); err != nil {
 		return cmd, err
 	}
-	err := cmd.Validate()
-	var bad *domain.ValidationError
-	if errors.As(err, &bad) {
-		return cmd, invalid(bad)
-	}
-	return cmd, err
-}
-
-func invalid(err *domain.ValidationError) error {
-	return problem.InvalidFields(err.Error(), err.Fields)
+	return cmd, httpvalidation.Problem(cmd.Validate())
 }
 
 func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {

@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/service"
+	"github.com/trellis-go/trellis/shop/internal/validation/httpvalidation"
 	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
@@ -61,12 +62,7 @@ func parseCancel(w http.ResponseWriter, r *http.Request) (cancelBody, error) {
 	if _, err := service.DecodeOptionalJSON(w, r, &body); err != nil {
 		return body, err
 	}
-	err := domain.ValidateCancel(body.Reason)
-	var bad *domain.ValidationError
-	if errors.As(err, &bad) {
-		return body, invalid(bad)
-	}
-	return body, err
+	return body, httpvalidation.Problem(domain.ValidateCancel(body.Reason))
 }
 
 type sagaList struct {

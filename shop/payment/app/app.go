@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/payment/domain"
 )
 
@@ -149,11 +150,11 @@ func (a *App) Refund(ctx context.Context, paymentID string) (domain.Payment, err
 // amount 0, recording orderID if known) takes its place, so the charge,
 // should it still arrive, is refused. Refunding is therefore idempotent
 // and safe to send before, after or instead of the charge. An id that
-// cannot be a payment id is a *domain.ValidationError.
+// cannot be a payment id is a *validation.Error.
 func (a *App) RefundTx(ctx context.Context, tx *sql.Tx, paymentID, orderID string) (domain.Payment, error) {
 	if !domain.ValidPaymentID(paymentID) {
-		return domain.Payment{}, &domain.ValidationError{Fields: []domain.FieldError{{Field: "id",
-			Reason: fmt.Sprintf("%q must be pay_ followed by 24 hex digits", paymentID)}}}
+		return domain.Payment{}, domain.Invalid(validation.FieldError{Field: "id",
+			Reason: fmt.Sprintf("%q must be pay_ followed by 24 hex digits", paymentID)})
 	}
 	return a.repo.Refund(ctx, tx, domain.Tombstone(paymentID, orderID, a.now()))
 }

@@ -10,10 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 )
 
 // Errors of the model.
@@ -79,21 +79,9 @@ type ChargeRequest struct {
 	PaymentToken   string
 }
 
-// FieldError names one bad input field.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// ValidationError lists the fields of a request that are wrong.
-type ValidationError struct{ Fields []FieldError }
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + " " + f.Reason
-	}
-	return "invalid charge: " + strings.Join(parts, "; ")
+// Invalid returns the error of a payment request whose fields break a rule.
+func Invalid(fields ...validation.FieldError) error {
+	return &validation.Error{Of: "charge", Fields: fields, Sep: "; "}
 }
 
 var (
@@ -113,25 +101,25 @@ const MaxKeyLen = 200
 
 // Validate checks a charge request, naming every bad field.
 func (r ChargeRequest) Validate() error {
-	var bad []FieldError
+	var bad []validation.FieldError
 	if r.IdempotencyKey == "" || len(r.IdempotencyKey) > MaxKeyLen {
-		bad = append(bad, FieldError{"Idempotency-Key", "is required, 1 to 200 characters"})
+		bad = append(bad, validation.FieldError{Field: "Idempotency-Key", Reason: "is required, 1 to 200 characters"})
 	}
 	if r.OrderID == "" {
-		bad = append(bad, FieldError{"order_id", "is required"})
+		bad = append(bad, validation.FieldError{Field: "order_id", Reason: "is required"})
 	} else if !ValidOrderID(r.OrderID) {
-		bad = append(bad, FieldError{"order_id", fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : -", r.OrderID)})
+		bad = append(bad, validation.FieldError{Field: "order_id", Reason: fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : -", r.OrderID)})
 	}
 	if r.AmountCents < 1 || r.AmountCents > MaxAmountCents {
-		bad = append(bad, FieldError{"amount_cents", fmt.Sprintf("must be between 1 and %d, not %d", MaxAmountCents, r.AmountCents)})
+		bad = append(bad, validation.FieldError{Field: "amount_cents", Reason: fmt.Sprintf("must be between 1 and %d, not %d", MaxAmountCents, r.AmountCents)})
 	}
 	// The token is the one an order was placed with: its rule is the
 	// shop's, which the order service checks too.
 	if err := contract.PaymentTokenText.Check(r.PaymentToken); err != nil {
-		bad = append(bad, FieldError{"payment_token", err.Error()})
+		bad = append(bad, validation.FieldError{Field: "payment_token", Reason: err.Error()})
 	}
 	if bad != nil {
-		return &ValidationError{Fields: bad}
+		return Invalid(bad...)
 	}
 	return nil
 }

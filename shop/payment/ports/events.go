@@ -12,6 +12,7 @@ import (
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/eventing"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/payment/app"
 	"github.com/trellis-go/trellis/shop/payment/domain"
 )
@@ -49,7 +50,7 @@ func (e *Events) Charge(ctx context.Context, tx *sql.Tx, msg messaging.Message[c
 	key := contract.ChargeKey(c.OrderID)
 	res, err := e.app.ChargeTx(ctx, tx, domain.ChargeRequest{IdempotencyKey: key, OrderID: c.OrderID,
 		AmountCents: c.TotalCents, PaymentToken: c.PaymentToken})
-	var bad *domain.ValidationError
+	var bad *validation.Error
 	switch {
 	case errors.As(err, &bad), errors.Is(err, domain.ErrIdempotencyConflict):
 		// Final: asking again gives the same answer, so end the saga.

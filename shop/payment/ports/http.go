@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation/httpvalidation"
 	"github.com/trellis-go/trellis/shop/payment/app"
 	"github.com/trellis-go/trellis/shop/payment/domain"
 )
@@ -32,10 +33,6 @@ type chargeBody struct {
 	PaymentToken string `json:"payment_token"`
 }
 
-func invalid(err *domain.ValidationError) error {
-	return problem.InvalidFields(err.Error(), err.Fields)
-}
-
 func (s *HTTP) charge(w http.ResponseWriter, r *http.Request) error {
 	key, err := service.IdempotencyKey(r, true, "charge only once")
 	if err != nil {
@@ -46,15 +43,12 @@ func (s *HTTP) charge(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := s.app.Charge(r.Context(), req)
-	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &bad):
-		return invalid(bad)
 	case errors.Is(err, domain.ErrIdempotencyConflict):
 		return problem.New(http.StatusUnprocessableEntity,
 			"Idempotency-Key %q was already used for a different charge (payment %s)", key, res.Payment.PaymentID)
 	case err != nil:
-		return err
+		return httpvalidation.Problem(err)
 	}
 	w.Header().Set("Location", "/v1/payments/"+res.Payment.PaymentID)
 	switch res.Outcome {
@@ -75,22 +69,13 @@ func parseCharge(w http.ResponseWriter, r *http.Request, key string) (domain.Cha
 		return domain.ChargeRequest{}, err
 	}
 	req := domain.ChargeRequest{IdempotencyKey: key, OrderID: body.OrderID, AmountCents: body.AmountCents, PaymentToken: body.PaymentToken}
-	err := req.Validate()
-	var bad *domain.ValidationError
-	if errors.As(err, &bad) {
-		return req, invalid(bad)
-	}
-	return req, err
+	return req, httpvalidation.Problem(req.Validate())
 }
 
 func (s *HTTP) refund(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.app.Refund(r.Context(), r.PathValue("id"))
-	var bad *domain.ValidationError
-	switch {
-	case errors.As(err, &bad):
-		return invalid(bad)
-	case err != nil:
-		return err
+	if err != nil {
+		return httpvalidation.Problem(err)
 	}
 	return service.WriteJSON(w, http.StatusOK, p)
 }

@@ -109,7 +109,7 @@ func (a *App) Cancel(ctx context.Context, shipmentID string) (domain.Shipment, e
 // wrapping domain.ErrShipped). If the order has no shipment yet, a
 // tombstone takes its place, so that the schedule, should it still
 // arrive, is refused. shipmentID must be "shp_<order id>" (a
-// *domain.ValidationError otherwise).
+// *validation.Error otherwise).
 func (a *App) CancelTx(ctx context.Context, tx *sql.Tx, shipmentID string) (domain.Shipment, error) {
 	orderID, ok := domain.OrderOf(shipmentID)
 	if !ok {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 )
 
 // Errors of the model.
@@ -65,43 +66,31 @@ func OrderOf(shipmentID string) (string, bool) {
 	return orderID, ok && ValidOrderID(orderID)
 }
 
-// FieldError names one bad input field.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-// ValidationError lists the fields of a request that are wrong.
-type ValidationError struct{ Fields []FieldError }
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Field + " " + f.Reason
-	}
-	return "invalid shipment: " + strings.Join(parts, "; ")
+// Invalid returns the error of a shipment request whose fields break a rule.
+func Invalid(fields ...validation.FieldError) error {
+	return &validation.Error{Of: "shipment", Fields: fields, Sep: "; "}
 }
 
 // ValidateSchedule checks a schedule request, naming every bad field.
 func ValidateSchedule(orderID, address string) error {
-	var bad []FieldError
+	var bad []validation.FieldError
 	if orderID == "" {
-		bad = append(bad, FieldError{"order_id", "is required"})
+		bad = append(bad, validation.FieldError{Field: "order_id", Reason: "is required"})
 	} else if !ValidOrderID(orderID) {
-		bad = append(bad, FieldError{"order_id", fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : -", orderID)})
+		bad = append(bad, validation.FieldError{Field: "order_id", Reason: fmt.Sprintf("%q must be 1 to 128 letters, digits or _ . : -", orderID)})
 	}
 	if err := contract.ShippingAddressText.Check(address); err != nil {
-		bad = append(bad, FieldError{"address", err.Error()})
+		bad = append(bad, validation.FieldError{Field: "address", Reason: err.Error()})
 	}
 	if bad != nil {
-		return &ValidationError{Fields: bad}
+		return Invalid(bad...)
 	}
 	return nil
 }
 
 // InvalidID is the error of a shipment id that is not "shp_<order id>".
 func InvalidID(id string) error {
-	return &ValidationError{Fields: []FieldError{{"id", fmt.Sprintf("%q must be shp_ followed by an order id", id)}}}
+	return Invalid(validation.FieldError{Field: "id", Reason: fmt.Sprintf("%q must be shp_ followed by an order id", id)})
 }
 
 // New returns the scheduled shipment of an order.

@@ -12,6 +12,7 @@ import (
 	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/eventing"
+	"github.com/trellis-go/trellis/shop/internal/validation"
 	"github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/shop/shipping/domain"
 )
@@ -47,7 +48,7 @@ func NewEvents(a *app.App, msgs *messaging.Client, in *inbox.Inbox, ob *outbox.O
 func (e *Events) Schedule(ctx context.Context, tx *sql.Tx, msg messaging.Message[contract.PaymentSucceeded], emit *choreography.Emitter) error {
 	c := msg.Payload.Checkout
 	res, err := e.app.ScheduleTx(ctx, tx, c.OrderID, c.ShippingAddress)
-	var bad *domain.ValidationError
+	var bad *validation.Error
 	switch {
 	case errors.As(err, &bad), errors.Is(err, domain.ErrCancelled):
 		// Final: asking again gives the same answer, so end the saga.
@@ -65,7 +66,7 @@ func (e *Events) Schedule(ctx context.Context, tx *sql.Tx, msg messaging.Message
 func (e *Events) Cancel(ctx context.Context, tx *sql.Tx, msg messaging.Message[contract.OrderEnded], _ *choreography.Emitter) error {
 	id := contract.ShipmentID(msg.Payload.OrderID)
 	_, err := e.app.CancelTx(ctx, tx, id)
-	var bad *domain.ValidationError
+	var bad *validation.Error
 	switch {
 	case errors.Is(err, domain.ErrShipped):
 		e.msgs.Logger().Warn("shipping: order ended after its shipment left", "order_id", msg.Payload.OrderID, "shipment_id", id)

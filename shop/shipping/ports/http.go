@@ -10,6 +10,7 @@ import (
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/shop/internal/validation/httpvalidation"
 	"github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/shop/shipping/domain"
 )
@@ -32,10 +33,6 @@ type scheduleBody struct {
 	Address string `json:"address"`
 }
 
-func invalid(err *domain.ValidationError) error {
-	return problem.InvalidFields(err.Error(), err.Fields)
-}
-
 func (s *HTTP) schedule(w http.ResponseWriter, r *http.Request) error {
 	// The key is optional: the order id already makes a schedule
 	// idempotent. One given must still be well formed.
@@ -47,14 +44,11 @@ func (s *HTTP) schedule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := s.app.Schedule(r.Context(), body.OrderID, body.Address)
-	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &bad):
-		return invalid(bad)
 	case errors.Is(err, domain.ErrCancelled):
 		return problem.New(http.StatusConflict, "shipment for order %s was cancelled", body.OrderID)
 	case err != nil:
-		return err
+		return httpvalidation.Problem(err)
 	}
 	w.Header().Set("Location", "/v1/shipments/"+res.Shipment.ShipmentID)
 	if res.Created {
@@ -72,25 +66,17 @@ func parseSchedule(w http.ResponseWriter, r *http.Request) (scheduleBody, error)
 	if err := service.DecodeJSON(w, r, &body); err != nil {
 		return body, err
 	}
-	err := domain.ValidateSchedule(body.OrderID, body.Address)
-	var bad *domain.ValidationError
-	if errors.As(err, &bad) {
-		return body, invalid(bad)
-	}
-	return body, err
+	return body, httpvalidation.Problem(domain.ValidateSchedule(body.OrderID, body.Address))
 }
 
 func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	sh, err := s.app.Cancel(r.Context(), id)
-	var bad *domain.ValidationError
 	switch {
-	case errors.As(err, &bad):
-		return invalid(bad)
 	case errors.Is(err, domain.ErrShipped):
 		return problem.New(http.StatusConflict, "cannot cancel shipment %s: it was shipped", id)
 	case err != nil:
-		return err
+		return httpvalidation.Problem(err)
 	}
 	return service.WriteJSON(w, http.StatusOK, sh)
 }
