@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/trellis-go/trellis/eventstore"
 )
@@ -32,6 +33,18 @@ func Register[T any](r *Registry, name string) {
 	t := reflect.TypeFor[T]()
 	r.byName[name] = t
 	r.byType[t] = name
+}
+
+// Names returns the registered type names, sorted: what a test needs to
+// check something for every kind of event, such as that each is published
+// or decoded by a consumer.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.byName))
+	for name := range r.byName {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Name returns the type name registered for the event e.

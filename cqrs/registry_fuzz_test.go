@@ -78,3 +78,12 @@ func FuzzRegistryDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestRegistryNames(t *testing.T) {
+	r := cqrs.NewRegistry()
+	cqrs.Register[fuzzPlaced](r, "OrderPlaced")
+	cqrs.Register[fuzzCancelled](r, "OrderCancelled")
+	if got := r.Names(); !reflect.DeepEqual(got, []string{"OrderCancelled", "OrderPlaced"}) {
+		t.Fatalf("Names() = %v", got)
+	}
+}
