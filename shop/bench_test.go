@@ -155,16 +155,6 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 	var workers sync.WaitGroup
 	workers.Go(func() { _ = relay.Run(ctx) })
 
-	a := &ordapp.App{
-		Orders:    order.Aggregate(events),
-		Catalog:   fixedPrices{},
-		Requests:  ordadapters.NewRequests(ordDB),
-		Outbox:    ordadapters.NewEventOutbox(ob),
-		Now:       time.Now,
-		Inventory: inProcessInventory{invapp.NewReservations(invadapters.NewReservations(invDB, nil))},
-		Payments:  inProcessPayments{payapp.New(payadapters.NewRepository(payDB), payDB, nil)},
-		Shipping:  inProcessShipping{shipapp.New(shipadapters.NewRepository(shipDB), shipDB, nil)},
-	}
 	o, err := saga.New(ordDB, saga.Options{Concurrency: 1024, RecordDelay: ordapp.SagaRecordDelay})
 	if err != nil {
 		b.Fatal(err)
@@ -172,7 +162,19 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 	if err := o.Setup(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if err := a.RegisterSagas(o, ordapp.SagaConfig{}); err != nil {
+	orders := ordadapters.NewOrders(order.Aggregate(events), ob)
+	a, err := ordapp.New(ordapp.Deps{
+		Orders:    orders,
+		Requests:  ordadapters.NewRequests(ordDB),
+		Summaries: ordadapters.NewSummaries(ordDB, order.Registry()), // not read: no queries here
+		Deadlines: ordadapters.NewDeadlines(ordDB),
+		Sagas:     ordadapters.NewSagas(o, orders),
+		Catalog:   fixedPrices{},
+		Inventory: inProcessInventory{invapp.NewReservations(invadapters.NewReservations(invDB, nil))},
+		Payments:  inProcessPayments{payapp.New(payadapters.NewRepository(payDB), payDB, nil)},
+		Shipping:  inProcessShipping{shipapp.New(shipadapters.NewRepository(shipDB), shipDB, nil)},
+	}, ordapp.Config{})
+	if err != nil {
 		b.Fatal(err)
 	}
 	workers.Go(func() { _ = o.Run(ctx) })
@@ -191,8 +193,9 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 		wg.Go(func() {
 			for i := range next {
 				t0 := time.Now()
-				placed, err := a.Place(ctx, ordapp.PlaceOrder{IdempotencyKey: fmt.Sprintf("bench-%d", i), CustomerID: "c-bench",
-					Items: []ordapp.ItemRequest{{SKU: "TEA-001", Qty: 1}}, PaymentToken: "tok_ok", ShippingAddress: "1 Bench Street"})
+				placed, err := a.Commands.PlaceOrder.Handle(ctx, ordapp.PlaceOrder{IdempotencyKey: fmt.Sprintf("bench-%d", i),
+					CustomerID: "c-bench", Items: []ordapp.PlaceItem{{SKU: "TEA-001", Qty: 1}}, PaymentToken: "tok_ok",
+					ShippingAddress: "1 Bench Street"})
 				var info saga.Info
 				if err == nil {
 					info, err = o.Wait(ctx, placed.OrderID)

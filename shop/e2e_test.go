@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/notification"
 	"github.com/trellis-go/trellis/shop/order"
+	ordapp "github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/payment"
 	"github.com/trellis-go/trellis/shop/shipping"
 	"github.com/trellis-go/trellis/shop/shoptest"
@@ -74,7 +75,7 @@ func startShopOn(t *testing.T, flow, backend string) *inProcessShop {
 	notes := start(notification.Name, func(h *service.Host) error { return notification.Register(h, notification.Config{}) })
 	ord := start(order.Name, func(h *service.Host) error {
 		return order.Register(h, order.Config{CatalogURL: cat.URL, InventoryURL: inv.URL, PaymentURL: pay.URL, ReadDatabaseURL: database(),
-			ShippingURL: ship.URL, Flow: flow, SagaTimeout: 20 * time.Second, StepTimeout: 2 * time.Second})
+			ShippingURL: ship.URL, Config: ordapp.Config{Flow: flow, SagaTimeout: 20 * time.Second, StepTimeout: 2 * time.Second}})
 	})
 	s := &inProcessShop{payment: pay, logs: map[string]*servicetest.Server{order.Name: ord, payment.Name: pay},
 		urls: shoptest.URLs{Catalog: cat.URL, Inventory: inv.URL, Order: ord.URL, Payment: pay.URL, Shipping: ship.URL,

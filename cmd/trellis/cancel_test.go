@@ -14,6 +14,7 @@ import (
 
 	"github.com/trellis-go/trellis/shop/contract"
 	invclient "github.com/trellis-go/trellis/shop/inventory/client"
+	"github.com/trellis-go/trellis/shop/order/ports"
 	payclient "github.com/trellis-go/trellis/shop/payment/client"
 	"github.com/trellis-go/trellis/shop/shoptest"
 )
@@ -57,14 +58,14 @@ func status(want string) func(shoptest.Order) bool {
 }
 
 // getSaga reads one saga as GET /v1/sagas/{id} shows it.
-func getSaga(ctx context.Context, u shoptest.URLs, id string) (sagaView, error) {
-	var v sagaView
+func getSaga(ctx context.Context, u shoptest.URLs, id string) (ports.SagaView, error) {
+	var v ports.SagaView
 	_, _, err := shoptest.Replicas{URLs: []string{u.Order}, Key: u.Key}.Do(ctx, 0, http.MethodGet, "/v1/sagas/"+id, "", nil, &v, 0)
 	return v, err
 }
 
 // waitSaga polls saga id until ok says yes, and returns it.
-func waitSaga(ctx context.Context, t *testing.T, u shoptest.URLs, id string, timeout time.Duration, ok func(sagaView) bool) sagaView {
+func waitSaga(ctx context.Context, t *testing.T, u shoptest.URLs, id string, timeout time.Duration, ok func(ports.SagaView) bool) ports.SagaView {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -194,7 +195,7 @@ func TestUpKillOrderDuringCancellation(t *testing.T) {
 				_, _ = shoptest.Cancel(ctx, u, p.OrderID)
 			}()
 			sagaID := p.OrderID + ":cancel"
-			waitSaga(ctx, t, u, sagaID, 10*time.Second, func(v sagaView) bool {
+			waitSaga(ctx, t, u, sagaID, 10*time.Second, func(v ports.SagaView) bool {
 				return v.Saga != nil && v.Saga.Status == "running" && v.Saga.Step == "refund"
 			})
 			// When payment is slow, so is reading it: the refund sent when
@@ -290,7 +291,7 @@ func TestUpForwardStepsOutliveTheDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := placeOrder(ctx, t, u, "forward-1", sku, 2, "tok_ok")
-	v := waitSaga(ctx, t, u, p.OrderID, 2*time.Minute, func(v sagaView) bool { return v.Saga != nil && v.Saga.Status == "retrying" })
+	v := waitSaga(ctx, t, u, p.OrderID, 2*time.Minute, func(v ports.SagaView) bool { return v.Saga != nil && v.Saga.Status == "retrying" })
 	t.Logf("place-order retrying %s after its start: %s", time.Since(p.At).Round(time.Millisecond), v.Saga.Reason)
 	if v.Saga.Step != "schedule-shipment" || !strings.HasPrefix(v.Saga.Reason, "schedule-shipment: shipping: ") || strings.Contains(v.Saga.Reason, "refused") {
 		t.Fatalf("retrying saga: step %q, reason %q, want the shipment's last error", v.Saga.Step, v.Saga.Reason)
@@ -320,7 +321,7 @@ func TestUpForwardStepsOutliveTheDeadline(t *testing.T) {
 	if err != nil || a.Code != http.StatusAccepted || a.Status != "confirmed" || a.Cancellation != "running" || a.SagaID != sagaID {
 		t.Fatalf("cancel while payment fails: %d %+v %v, want 202 running", a.Code, a, err)
 	}
-	v = waitSaga(ctx, t, u, sagaID, 2*time.Minute, func(v sagaView) bool { return v.Saga != nil && v.Saga.Status == "retrying" })
+	v = waitSaga(ctx, t, u, sagaID, 2*time.Minute, func(v ports.SagaView) bool { return v.Saga != nil && v.Saga.Status == "retrying" })
 	t.Logf("cancel-order retrying: %s", v.Saga.Reason)
 	if v.Saga.Step != "refund" || !strings.HasPrefix(v.Saga.Reason, "refund: payment: ") || strings.Contains(v.Saga.Reason, "refused") {
 		t.Fatalf("retrying saga: step %q, reason %q, want the refund's last error", v.Saga.Step, v.Saga.Reason)
@@ -481,7 +482,7 @@ func TestUpCancelAtAnyTime(t *testing.T) {
 				t.Fatal(err)
 			}
 			p = placeOrder(ctx, t, u, "any-pivot", sku, 2, "tok_ok")
-			waitSaga(ctx, t, u, p.OrderID, 10*time.Second, func(v sagaView) bool {
+			waitSaga(ctx, t, u, p.OrderID, 10*time.Second, func(v ports.SagaView) bool {
 				return v.Saga != nil && v.Saga.Step == "schedule-shipment"
 			})
 			requested(p.OrderID)

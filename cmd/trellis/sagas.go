@@ -17,18 +17,10 @@ import (
 	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/saga"
-	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/order"
+	"github.com/trellis-go/trellis/shop/order/ports"
 )
-
-type sagaView struct {
-	ID     string              `json:"id"`
-	Flow   string              `json:"flow"`
-	Status string              `json:"status"`
-	Saga   *saga.Info          `json:"saga"`
-	Events []choreography.Step `json:"events"`
-}
 
 func newSagasCmd() *cobra.Command {
 	orderURL := order.DefaultURL
@@ -102,7 +94,7 @@ key: by default the one 'trellis up' keeps in .trellis/service.key.`,
 				fmt.Fprintf(out, "saga %s: compensation restarted (%s)\n", info.ID, info.Status)
 				return nil
 			default:
-				var v sagaView
+				var v ports.SagaView
 				if err := call(ctx, http.MethodGet, base+"/v1/sagas/"+url.PathEscape(args[0]), &v); err != nil {
 					return err
 				}
@@ -122,7 +114,7 @@ key: by default the one 'trellis up' keeps in .trellis/service.key.`,
 	return cmd
 }
 
-func printSaga(out io.Writer, v sagaView) {
+func printSaga(out io.Writer, v ports.SagaView) {
 	fmt.Fprintf(out, "saga %s (%s): %s\n", v.ID, v.Flow, v.Status)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if v.Saga != nil {

@@ -5,9 +5,12 @@
 // kept up to date by a projection. Events leave the service through a
 // transactional outbox written in the same transaction as the append.
 //
-// Layout: domain (the aggregate), app (commands and queries), adapters
-// (idempotency records, outbox, read model), ports (HTTP); this file is the
-// composition root.
+// Layout: domain (the aggregate), app (commands and queries, built once by
+// app.New from the ports it declares), adapters (the orders' units of
+// work, their outbox messages in shop/contract's types, idempotency
+// records, deadlines, the read model, the saga orchestrator and the other
+// services' clients), ports (HTTP, the choreography's events, the
+// deadlines' clock); this file is the composition root.
 package order
 
 import (
@@ -94,20 +97,16 @@ func Aggregate(events *eventstore.Store) *cqrs.Aggregate[domain.Order] {
 		Apply: func(o *domain.Order, e any) error { return o.Apply(e) }}
 }
 
-// Config is the order service's own configuration.
+// Config is the order service's configuration: where its read database
+// and the services it calls are, and the use cases' own settings
+// (app.Config: the saga's flow and timeouts, with their defaults).
 type Config struct {
 	CatalogURL      string // base URL of the catalog service
 	InventoryURL    string // base URL of the inventory service
 	PaymentURL      string // base URL of the payment service
 	ShippingURL     string // base URL of the shipping service
 	ReadDatabaseURL string // "" means a SQLite file order-read.db in the data dir
-	// Flow is how the place-order saga runs: "orchestrated" (the default
-	// when empty) or "choreography".
-	Flow string
-	// SagaTimeout bounds a place-order saga in either flow; 0 means 30 s.
-	SagaTimeout time.Duration
-	// StepTimeout bounds one attempt of an orchestrated step; 0 means 5 s.
-	StepTimeout time.Duration
+	app.Config
 	// CatalogPolicy is the resilience of calls to the catalog, and
 	// ServicePolicy of the saga's calls to inventory, payment and
 	// shipping; nil means service.DefaultClientPolicy.
@@ -123,11 +122,17 @@ const (
 	DefaultShippingURL  = "http://127.0.0.1:8105"
 )
 
+// DefaultConfig is the configuration of the order service in the shop:
+// the services at their default URLs, the use cases' defaults.
+func DefaultConfig() Config {
+	return Config{CatalogURL: DefaultCatalogURL, InventoryURL: DefaultInventoryURL, PaymentURL: DefaultPaymentURL,
+		ShippingURL: DefaultShippingURL, Config: app.DefaultConfig()}
+}
+
 // Setup declares the order service's settings on fs and returns the
 // function that wires it into its host.
 func Setup(fs *pflag.FlagSet) func(*service.Host) error {
-	cfg := Config{CatalogURL: DefaultCatalogURL, InventoryURL: DefaultInventoryURL, PaymentURL: DefaultPaymentURL,
-		ShippingURL: DefaultShippingURL, Flow: domain.FlowOrchestrated, SagaTimeout: 30 * time.Second, StepTimeout: 5 * time.Second}
+	cfg := DefaultConfig()
 	fs.StringVar(&cfg.CatalogURL, "catalog-url", cfg.CatalogURL, "base URL of the catalog service")
 	fs.StringVar(&cfg.InventoryURL, "inventory-url", cfg.InventoryURL, "base URL of the inventory service")
 	fs.StringVar(&cfg.PaymentURL, "payment-url", cfg.PaymentURL, "base URL of the payment service")
@@ -165,13 +170,14 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 }
 
 // Register wires the order service into a host built with its migrations
-// and a broker.
+// and a broker. Zero fields of cfg.Config take their defaults.
 func Register(h *service.Host, cfg Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if h.DB() == nil || h.Broker() == nil {
 		return fmt.Errorf("order: the host needs a database and a broker")
 	}
+	cfg.Config = cfg.Config.WithDefaults()
 	// Replicas sharing the database wake each other's projections: on
 	// PostgreSQL through LISTEN/NOTIFY (the store's default), on SQLite
 	// through the broker.
@@ -188,12 +194,9 @@ func Register(h *service.Host, cfg Config) error {
 		return fmt.Errorf("order: event store: %w", err)
 	}
 
-	flow := cfg.Flow
-	if flow == "" {
-		flow = domain.FlowOrchestrated
-	}
+	choreographed := cfg.Flow == domain.FlowChoreography
 	evCfg := eventing.Config{Service: Name, Writes: []messaging.StreamConfig{eventing.Stream(StreamName)}, Outbox: true}
-	if flow == domain.FlowChoreography {
+	if choreographed {
 		// The other services' answers, read in the choreographed flow.
 		evCfg.Reads = []messaging.StreamConfig{eventing.Stream(contract.StreamInventory),
 			eventing.Stream(contract.StreamPayment), eventing.Stream(contract.StreamShipping)}
@@ -221,6 +224,20 @@ func Register(h *service.Host, cfg Config) error {
 	h.Go("projection "+summaries.Name(), projector.Run)
 	h.AddCheck("projection", projector.Check)
 
+	// The sagas are logged in the write database and run (resuming what a
+	// crash interrupted) as a host worker, under the replica's stable
+	// identity: a restarted process resumes at once the sagas it left in
+	// flight. Each saga runs in the trace of the request that placed or
+	// cancelled the order. Cancellation is orchestrated in either flow.
+	orchestrator, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry(), RecordDelay: app.SagaRecordDelay,
+		Owner: h.Config().Instance, TracerProvider: h.TracerProvider(), Propagator: h.Propagator()})
+	if err != nil {
+		return fmt.Errorf("order: sagas: %w", err)
+	}
+	if err := orchestrator.Setup(ctx); err != nil {
+		return fmt.Errorf("order: sagas: %w", err)
+	}
+
 	clients := map[string]*http.Client{}
 	for name, policy := range map[string]*service.ClientPolicy{
 		"catalog": cfg.CatalogPolicy, "inventory": cfg.ServicePolicy, "payment": cfg.ServicePolicy, "shipping": cfg.ServicePolicy,
@@ -235,84 +252,44 @@ func Register(h *service.Host, cfg Config) error {
 		}
 		clients[name] = c
 	}
-	a := &app.App{
-		Orders:      Aggregate(events),
-		Catalog:     client.New(clients["catalog"], cfg.CatalogURL),
-		Requests:    adapters.NewRequests(h.DB()),
-		Outbox:      adapters.NewEventOutbox(ev.Outbox),
-		Summaries:   summaries,
-		Now:         time.Now,
-		Flow:        flow,
-		Inventory:   adapters.Inventory{C: invclient.New(clients["inventory"], cfg.InventoryURL)},
-		Payments:    adapters.Payments{C: payclient.New(clients["payment"], cfg.PaymentURL)},
-		Shipping:    adapters.Shipping{C: shipclient.New(clients["shipping"], cfg.ShippingURL)},
-		Deadlines:   adapters.NewDeadlines(h.DB()),
-		SagaTimeout: cfg.SagaTimeout,
+	orders := adapters.NewOrders(Aggregate(events), ev.Outbox)
+	deps := app.Deps{
+		Orders:    orders,
+		Requests:  adapters.NewRequests(h.DB()),
+		Summaries: summaries,
+		Deadlines: adapters.NewDeadlines(h.DB()),
+		Sagas:     adapters.NewSagas(orchestrator, orders),
+		Catalog:   client.New(clients["catalog"], cfg.CatalogURL),
+		Inventory: adapters.Inventory{C: invclient.New(clients["inventory"], cfg.InventoryURL)},
+		Payments:  adapters.Payments{C: payclient.New(clients["payment"], cfg.PaymentURL)},
+		Shipping:  adapters.Shipping{C: shipclient.New(clients["shipping"], cfg.ShippingURL)},
 	}
-	if err := registerSagas(ctx, h, a, cfg); err != nil {
+	var progress *choreography.Progress
+	if choreographed {
+		// Every event of each order's conversation, for the saga view.
+		progress = choreography.NewProgress(h.DB())
+		if err := progress.Setup(ctx); err != nil {
+			return fmt.Errorf("order: %w", err)
+		}
+		deps.Progress = progress
+	}
+	a, err := app.New(deps, cfg.Config)
+	if err != nil {
 		return err
 	}
-	if flow == domain.FlowChoreography {
-		if err := registerChoreography(ctx, h, a, ev); err != nil {
-			return err
-		}
+	h.Go("sagas", orchestrator.Run)
+	h.AddCheck("sagas", orchestrator.Check)
+	ports.RegisterHTTP(h, a)
+	if choreographed {
+		// The order service starts and ends the choreographed saga: it
+		// reacts to the other services' answers and rejects the orders
+		// past their deadline.
+		r := ev.Router()
+		ports.NewEvents(a, progress).Route(r)
+		ev.Run("choreography", r)
+		h.Go("choreography-deadlines", func(ctx context.Context) error {
+			return ports.RunDeadlines(ctx, a.Commands.ExpireOrders, cfg.DeadlinePoll)
+		})
 	}
-	ports.Register(h, a)
-	return nil
-}
-
-// registerSagas gives the service its saga orchestrator, logged in the
-// write database, with both sagas; it runs (and resumes what a crash
-// interrupted) as a host worker. Cancellation is orchestrated in either
-// flow.
-func registerSagas(ctx context.Context, h *service.Host, a *app.App, cfg Config) error {
-	// The replica's stable identity: a restarted process resumes at once
-	// the sagas it left in flight. Each saga runs in the trace of the
-	// request that placed or cancelled the order.
-	o, err := saga.New(h.DB(), saga.Options{Logger: h.Logger(), Registerer: h.Registry(), RecordDelay: app.SagaRecordDelay,
-		Owner: h.Config().Instance, TracerProvider: h.TracerProvider(), Propagator: h.Propagator()})
-	if err != nil {
-		return fmt.Errorf("order: sagas: %w", err)
-	}
-	if err := o.Setup(ctx); err != nil {
-		return fmt.Errorf("order: sagas: %w", err)
-	}
-	sc := app.SagaConfig{Timeout: cfg.SagaTimeout, StepTimeout: cfg.StepTimeout}
-	if err := a.RegisterSagas(o, sc); err != nil {
-		return fmt.Errorf("order: sagas: %w", err)
-	}
-	h.Go("sagas", o.Run)
-	h.AddCheck("sagas", o.Check)
-	return nil
-}
-
-// registerChoreography makes the order service the start and the end of
-// the choreographed place-order saga: it reacts to the other services'
-// answers, rejects orders past their deadline, and records every event of
-// each order's conversation for the saga view.
-func registerChoreography(ctx context.Context, h *service.Host, a *app.App, ev *eventing.Eventing) error {
-	progress := choreography.NewProgress(h.DB())
-	if err := progress.Setup(ctx); err != nil {
-		return fmt.Errorf("order: %w", err)
-	}
-	a.Progress = progress
-	const concurrency = 16
-	r := ev.Router()
-	messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamInventory, Durable: "order-choreography",
-		FilterSubjects: []string{contract.SubjectStockRefused}, Concurrency: concurrency}),
-		contract.SubjectStockRefused, a.OnStockRefused)
-	messaging.On(r.Group(messaging.ConsumerConfig{Stream: contract.StreamPayment, Durable: "order-choreography",
-		FilterSubjects: []string{contract.SubjectPaymentDeclined}, Concurrency: concurrency}),
-		contract.SubjectPaymentDeclined, a.OnPaymentDeclined)
-	shipping := r.Group(messaging.ConsumerConfig{Stream: contract.StreamShipping, Durable: "order-choreography",
-		Concurrency: concurrency})
-	messaging.On(shipping, contract.SubjectShipmentRefused, a.OnShipmentRefused)
-	messaging.On(shipping, contract.SubjectShipmentScheduled, a.OnShipmentScheduled)
-	for _, stream := range []string{StreamName, contract.StreamInventory, contract.StreamPayment, contract.StreamShipping} {
-		r.Group(messaging.ConsumerConfig{Stream: stream, Durable: "order-progress", Concurrency: concurrency}).
-			Default(progress.Handler())
-	}
-	ev.Run("choreography", r)
-	h.Go("choreography-deadlines", func(ctx context.Context) error { return a.RunDeadlines(ctx, 250*time.Millisecond) })
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/order"
-	"github.com/trellis-go/trellis/shop/order/app"
+	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
 type shop struct {
@@ -63,12 +63,18 @@ func post(t *testing.T, s *servicetest.Server, key, body string) servicetest.Res
 	return servicetest.Response{Status: resp.StatusCode, Header: resp.Header, Body: []byte(readAll(resp))}
 }
 
+// placedAnswer is the answer to POST /v1/orders.
+type placedAnswer struct {
+	OrderID string `json:"order_id"`
+	Status  string `json:"status"`
+}
+
 const body = `{"customer_id":"c-42","items":[{"sku":"TEA-001","qty":2},{"sku":"MUG-001","qty":1}],"payment_token":"tok_ok","shipping_address":"1 Tea Street"}`
 
 // waitSummary polls the query side until the order shows up there.
-func waitSummary(t *testing.T, s *servicetest.Server, customer string, n int) []app.Summary {
+func waitSummary(t *testing.T, s *servicetest.Server, customer string, n int) []shoptest.Order {
 	t.Helper()
-	var list struct{ Items []app.Summary }
+	var list struct{ Items []shoptest.Order }
 	waittest.Eventually(t, 15*time.Second, fmt.Sprintf("the read model to show %d orders of %s", n, customer), func() error {
 		s.Do(t, "GET", "/v1/customers/"+customer+"/orders", "").JSON(t, &list)
 		if len(list.Items) < n {
@@ -82,13 +88,13 @@ func waitSummary(t *testing.T, s *servicetest.Server, customer string, n int) []
 func TestPlaceOrder(t *testing.T) {
 	backends(t, func(t *testing.T, s shop) {
 		r := post(t, s.order, "key-1", body)
-		var placed app.Placed
+		var placed placedAnswer
 		r.JSON(t, &placed)
 		if r.Status != http.StatusAccepted || placed.Status != "pending" || placed.OrderID == "" ||
 			r.Header.Get("Location") != "/v1/orders/"+placed.OrderID {
 			t.Fatalf("place: %d %s", r.Status, r.Body)
 		}
-		var got app.Summary
+		var got shoptest.Order
 		r = s.order.Do(t, "GET", "/v1/orders/"+placed.OrderID, "")
 		r.JSON(t, &got)
 		// 2 × 1250 + 1 × 1500, priced from the catalog.
@@ -142,7 +148,7 @@ func TestIdempotencyKey(t *testing.T) {
 		waitSummary(t, s.order, "c-race", 1)
 		// The projection applies events in order and the race's winner
 		// committed first, so any second order would be there by now too.
-		var list struct{ Items []app.Summary }
+		var list struct{ Items []shoptest.Order }
 		s.order.Do(t, "GET", "/v1/customers/c-race/orders", "").JSON(t, &list)
 		if len(list.Items) != 1 {
 			t.Fatalf("racing repeats placed %d orders", len(list.Items))
@@ -250,7 +256,7 @@ func TestCancelWithEmptyChunkedBody(t *testing.T) {
 	// Nothing answers for inventory, payment or shipping, so the orders'
 	// sagas keep retrying their first steps and the orders stay pending.
 	for name, framing := range framings {
-		var placed app.Placed
+		var placed placedAnswer
 		post(t, s.order, "cancel-"+name, body).JSON(t, &placed)
 		r := servicetest.Raw(t, s.order.URL, "POST", "/v1/orders/"+placed.OrderID+"/cancel", "Content-Type: application/json\r\n"+framing)
 		var got map[string]any
@@ -303,7 +309,7 @@ func TestTextFollowsTheRule(t *testing.T) {
 			t.Fatalf("%d characters of several lines: %d %s", utf8.RuneCountInString(address), r.Status, r.Body)
 		}
 
-		var placed app.Placed
+		var placed placedAnswer
 		post(t, s.order, "text-cancel", valid).JSON(t, &placed)
 		for reason, want := range map[string]string{`"a\u0000"`: "U+0000", `"a\nb"`: "one line", `"a\ufffd"`: "U+FFFD",
 			`"` + strings.Repeat("x", 501) + `"`: "at most 500 characters, not 501"} {
@@ -311,7 +317,7 @@ func TestTextFollowsTheRule(t *testing.T) {
 				t.Errorf("cancel with reason %s: %d %s (want 400 naming reason: %s)", reason, r.Status, r.Body, want)
 			}
 		}
-		var got app.Summary
+		var got shoptest.Order
 		s.order.Do(t, "GET", "/v1/orders/"+placed.OrderID, "").JSON(t, &got)
 		if got.Status != "pending" {
 			t.Fatalf("after refused cancels the order is %s", got.Status)

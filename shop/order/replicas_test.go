@@ -12,6 +12,7 @@ import (
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/order"
+	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
@@ -42,7 +43,7 @@ func TestReplicasStartTogether(t *testing.T) {
 						cfg := service.Defaults(order.Name)
 						cfg.DataDir = t.TempDir()
 						cfg.DatabaseURL = writeURL
-						oc := order.Config{ReadDatabaseURL: readURL, Flow: flow}
+						oc := order.Config{ReadDatabaseURL: readURL, Config: app.Config{Flow: flow}}
 						start.arrive()
 						start.wait(t)
 						srv := servicetest.Start(t, cfg, service.Options{Migrations: order.Migrations(), Broker: true},

@@ -9,8 +9,9 @@ import (
 	"github.com/trellis-go/trellis/store"
 )
 
-// Deadlines records the deadlines of choreographed orders in the write
-// database. Times are stored as fixed-width UTC text, which sorts as time.
+// Deadlines reads the deadlines of choreographed orders in the write
+// database, which a unit of work (Tx) sets and clears. Times are stored as
+// fixed-width UTC text, which sorts as time.
 type Deadlines struct{ db *store.DB }
 
 // NewDeadlines returns the deadlines on db.
@@ -18,17 +19,7 @@ func NewDeadlines(db *store.DB) *Deadlines { return &Deadlines{db: db} }
 
 const deadlineLayout = "2006-01-02T15:04:05.000000000Z"
 
-// Set records orderID's deadline within tx.
-func (d *Deadlines) Set(ctx context.Context, tx *sql.Tx, orderID string, at time.Time) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO order_deadlines (order_id, deadline) VALUES ($1, $2)
-		ON CONFLICT (order_id) DO NOTHING`, orderID, at.UTC().Format(deadlineLayout)); err != nil {
-		return fmt.Errorf("set deadline of %s: %w", orderID, err)
-	}
-	return nil
-}
-
-// Clear removes orderID's deadline within tx.
-func (d *Deadlines) Clear(ctx context.Context, tx *sql.Tx, orderID string) error {
+func clearDeadline(ctx context.Context, tx *sql.Tx, orderID string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM order_deadlines WHERE order_id = $1`, orderID); err != nil {
 		return fmt.Errorf("clear deadline of %s: %w", orderID, err)
 	}
@@ -37,7 +28,7 @@ func (d *Deadlines) Clear(ctx context.Context, tx *sql.Tx, orderID string) error
 
 // Drop removes orderID's deadline in its own transaction.
 func (d *Deadlines) Drop(ctx context.Context, orderID string) error {
-	return d.db.InTx(ctx, func(tx *sql.Tx) error { return d.Clear(ctx, tx, orderID) })
+	return d.db.InTx(ctx, func(tx *sql.Tx) error { return clearDeadline(ctx, tx, orderID) })
 }
 
 // Due returns up to limit orders whose deadline is before now, earliest

@@ -4,53 +4,77 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/outbox"
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
 
-// SubjectPrefix starts the subjects of the order service's events:
-// order.placed, order.confirmed, order.rejected, order.cancelled.
-const SubjectPrefix = "order."
-
-// EventOutbox announces appended order events through the transactional
-// outbox: one message per event, with the event's id as the message id, so
-// that a relay retry is recognised as a duplicate downstream.
-type EventOutbox struct{ ob *outbox.Outbox }
-
-// NewEventOutbox returns the announcer on ob.
-func NewEventOutbox(ob *outbox.Outbox) *EventOutbox { return &EventOutbox{ob: ob} }
-
-// SubjectOf maps an event type (OrderPlaced) to its subject (order.placed).
-func SubjectOf(eventType string) string {
-	return SubjectPrefix + strings.ToLower(strings.TrimPrefix(eventType, "Order"))
+// Announcement returns the message the shop's published language
+// (shop/contract) gives an order event: its subject and its payload, a
+// contract type. The mapping is explicit, event by event, so a change to
+// the order's events does not silently change what other services read.
+// published is false for the events internal to the order service (a
+// cancellation requested); an event of a kind not listed here is an error,
+// which fails the unit of work that appends it.
+func Announcement(event any) (subject string, payload any, published bool, err error) {
+	switch e := event.(type) {
+	case domain.Placed:
+		return contract.SubjectOrderPlaced, OrderPlaced(e), true, nil
+	case domain.ConfirmedEvent:
+		return contract.SubjectOrderConfirmed, OrderEnded(domain.Ended(e)), true, nil
+	case domain.RejectedEvent:
+		return contract.SubjectOrderRejected, OrderEnded(domain.Ended(e)), true, nil
+	case domain.CancelledEvent:
+		return contract.SubjectOrderCancelled, OrderEnded(domain.Ended(e)), true, nil
+	case domain.CancellationRequestedEvent:
+		return "", nil, false, nil
+	}
+	return "", nil, false, fmt.Errorf("order event %T has no announcement in shop/contract", event)
 }
 
-// AddEvents adds one message per event to the outbox within tx, but for
-// the events internal to the order service (a cancellation requested),
-// which are not part of the shop's published language.
-func (o *EventOutbox) AddEvents(ctx context.Context, tx *sql.Tx, events []eventstore.EventData) error {
+// OrderPlaced is the contract's order.placed of an OrderPlaced event.
+func OrderPlaced(e domain.Placed) contract.OrderPlaced {
+	items := make([]contract.Item, len(e.Items))
+	for i, it := range e.Items {
+		items[i] = contract.Item{SKU: it.SKU, Qty: it.Qty, PriceCents: it.PriceCents}
+	}
+	return contract.OrderPlaced{OrderID: e.OrderID, CustomerID: e.CustomerID, Items: items, TotalCents: e.TotalCents,
+		PaymentToken: e.PaymentToken, ShippingAddress: e.ShippingAddress, PlacedAt: e.PlacedAt, Flow: e.Flow}
+}
+
+// OrderEnded is the contract's order.confirmed, order.rejected or
+// order.cancelled of the event that ended an order.
+func OrderEnded(e domain.Ended) contract.OrderEnded {
+	return contract.OrderEnded{OrderID: e.OrderID, CustomerID: e.CustomerID, TotalCents: e.TotalCents, Reason: e.Reason,
+		Flow: e.Flow, At: e.At}
+}
+
+// announce adds to the outbox, within tx, one message per published event
+// of events, appended as data: the message id is the event's id, so that a
+// relay retry is recognised as a duplicate downstream, and the correlation
+// id the order's.
+func announce(ctx context.Context, ob *outbox.Outbox, tx *sql.Tx, events []any, data []eventstore.EventData) error {
 	envs := make([]messaging.Envelope, 0, len(events))
-	for _, e := range events {
-		if e.Type == domain.TypeCancellationRequested {
+	for i, e := range events {
+		subject, payload, published, err := Announcement(e)
+		if err != nil {
+			return err
+		}
+		if !published {
 			continue
 		}
-		subject := SubjectOf(e.Type)
-		env, err := messaging.NewEnvelope(subject, subject, e.Data,
-			messaging.WithID(e.ID.String()), messaging.WithCorrelationID(e.Metadata[eventstore.MetaCorrelationID]))
+		env, err := messaging.NewEnvelope(subject, subject, payload,
+			messaging.WithID(data[i].ID.String()), messaging.WithCorrelationID(data[i].Metadata[eventstore.MetaCorrelationID]))
 		if err != nil {
-			return fmt.Errorf("announce %s: %w", e.Type, err)
+			return fmt.Errorf("announce %s: %w", data[i].Type, err)
 		}
 		envs = append(envs, env)
 	}
 	if len(envs) == 0 {
 		return nil
 	}
-	return o.ob.Add(ctx, tx, envs...)
+	return ob.Add(ctx, tx, envs...)
 }
-
-// Notify wakes the relay: call it after the transaction commits.
-func (o *EventOutbox) Notify() { o.ob.Notify() }

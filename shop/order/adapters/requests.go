@@ -1,5 +1,5 @@
-// Package adapters connects the order service to its databases, its outbox
-// and the catalog.
+// Package adapters connects the order service to its databases, its outbox,
+// its saga orchestrator and the services it calls.
 package adapters
 
 import (
@@ -7,12 +7,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/trellis-go/trellis/store"
 )
 
-// Requests records idempotency keys in the order service's write database.
+// Requests reads the idempotency keys that a unit of work (Tx) records in
+// the order service's write database.
 type Requests struct{ db *store.DB }
 
 // NewRequests returns the idempotency records on db.
@@ -31,19 +31,4 @@ func (r *Requests) Lookup(ctx context.Context, key string) (orderID, hash string
 		return "", "", false, fmt.Errorf("look up idempotency key: %w", err)
 	}
 	return orderID, hash, true, nil
-}
-
-// Record stores key in tx; taken reports that another request holds it.
-func (r *Requests) Record(ctx context.Context, tx *sql.Tx, key, hash, orderID string) (taken bool, err error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO order_requests (idempotency_key, request_hash, order_id, created_at)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING`,
-		key, hash, orderID, time.Now().UTC().Format(time.RFC3339Nano))
-	if err != nil {
-		return false, fmt.Errorf("record idempotency key: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("record idempotency key: %w", err)
-	}
-	return n == 0, nil
 }

@@ -2,13 +2,10 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/trellis-go/trellis/cqrs"
-	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/resilience"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/shop/contract"
@@ -21,30 +18,6 @@ const (
 	CancelOrderSaga = "cancel-order"
 )
 
-// Inventory holds and releases stock for orders (the inventory service).
-// Every method is idempotent on the reservation id, and Release of a
-// reservation not made yet leaves a tombstone so that a late Reserve is
-// refused. Refusals wrap contract.ErrRefused.
-type Inventory interface {
-	Reserve(ctx context.Context, reservationID string, items []contract.Item) error
-	Commit(ctx context.Context, reservationID string) error
-	Release(ctx context.Context, reservationID string) error
-}
-
-// Payments charges and refunds (the payment service), idempotent on the
-// charge's key; the payment id is contract.PaymentID(key).
-type Payments interface {
-	Charge(ctx context.Context, key, orderID string, amountCents int64, token string) (paymentID string, err error)
-	Refund(ctx context.Context, paymentID string) error
-}
-
-// Shipping schedules and cancels shipments (the shipping service), one per
-// order, with the id contract.ShipmentID(orderID).
-type Shipping interface {
-	Schedule(ctx context.Context, orderID, address string) (shipmentID string, err error)
-	Cancel(ctx context.Context, shipmentID string) error
-}
-
 // PlaceOrderData is the place-order saga's durable state.
 type PlaceOrderData struct {
 	OrderID         string          `json:"order_id"`
@@ -54,7 +27,7 @@ type PlaceOrderData struct {
 	ShippingAddress string          `json:"shipping_address"`
 	PaymentID       string          `json:"payment_id,omitempty"`
 	ShipmentID      string          `json:"shipment_id,omitempty"`
-	// cancelStarted is set by FinishTx when it started the order's
+	// cancelStarted is set by finishPlace when it started the order's
 	// cancellation, for Ended to kick it.
 	cancelStarted bool
 }
@@ -72,25 +45,9 @@ type CancelOrderData struct {
 // three times. A step that hangs is visible in the log after 100 ms.
 const SagaRecordDelay = 100 * time.Millisecond
 
-// SagaConfig tunes the sagas.
-type SagaConfig struct {
-	Timeout     time.Duration // whole place-order saga; 0 means 30 s
-	StepTimeout time.Duration // one attempt of a step; 0 means 5 s
-}
-
-func (c SagaConfig) withDefaults() SagaConfig {
-	if c.Timeout <= 0 {
-		c.Timeout = 30 * time.Second
-	}
-	if c.StepTimeout <= 0 {
-		c.StepTimeout = 5 * time.Second
-	}
-	return c
-}
-
 // stepRetry rides out a service's restarts before the pivot: full-jitter
 // backoff capped at 2 s, with no attempt count worth the name, so that it
-// is the saga's deadline (30 s by default), which bounds every attempt
+// is the saga's deadline (Config.SagaTimeout), which bounds every attempt
 // before the pivot, that gives up on a service that does not come back
 // (invariant 7: a crash of one service does not by itself reject an
 // order), and an Abort that stops the step. A refusal is final
@@ -121,7 +78,7 @@ func refusal(what string, err error) error {
 	return err
 }
 
-// PlaceOrderDefinition is the orchestrated place-order saga: reserve the
+// placeOrderDefinition is the orchestrated place-order saga: reserve the
 // stock and charge the card at the same time, then schedule the shipment
 // and turn the reservation into a sale at the same time, then confirm the
 // order. A refusal, an exhausted retry or the deadline compensates in
@@ -137,20 +94,19 @@ func refusal(what string, err error) error {
 // first) still compensates. Turning the reservation into a sale runs
 // beside the pivot, in its group: it cannot be refused while the
 // reservation is held, and releasing the reservation undoes it.
-func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderData] {
-	cfg = cfg.withDefaults()
+func placeOrderDefinition(deps Deps, cfg Config) saga.Definition[PlaceOrderData] {
 	return saga.Definition[PlaceOrderData]{
 		Name:        PlaceOrderSaga,
-		Timeout:     cfg.Timeout,
+		Timeout:     cfg.SagaTimeout,
 		StepTimeout: cfg.StepTimeout,
 		Steps: []saga.Step[PlaceOrderData]{
 			{
 				Name: "reserve-stock",
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					return refusal("out of stock", a.Inventory.Reserve(ctx, contract.ReservationID(d.OrderID), d.Items))
+					return refusal("out of stock", deps.Inventory.Reserve(ctx, contract.ReservationID(d.OrderID), d.Items))
 				},
 				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					return a.Inventory.Release(ctx, contract.ReservationID(d.OrderID))
+					return deps.Inventory.Release(ctx, contract.ReservationID(d.OrderID))
 				},
 				Retry: stepRetry,
 			},
@@ -160,7 +116,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Name:       "charge",
 				Concurrent: true,
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					id, err := a.Payments.Charge(ctx, contract.ChargeKey(d.OrderID), d.OrderID, d.TotalCents, d.PaymentToken)
+					id, err := deps.Payments.Charge(ctx, contract.ChargeKey(d.OrderID), d.OrderID, d.TotalCents, d.PaymentToken)
 					if err != nil {
 						return refusal("payment declined", err)
 					}
@@ -171,7 +127,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				// was lost is refunded all the same, and a refund that
 				// overtakes its charge voids it.
 				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					return a.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID)))
+					return deps.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID)))
 				},
 				Retry: stepRetry,
 			},
@@ -179,7 +135,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Name: "schedule-shipment",
 				Kind: saga.Pivot,
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					id, err := a.Shipping.Schedule(ctx, d.OrderID, d.ShippingAddress)
+					id, err := deps.Shipping.Schedule(ctx, d.OrderID, d.ShippingAddress)
 					if err != nil {
 						return refusal("shipment refused", err)
 					}
@@ -187,7 +143,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 					return nil
 				},
 				Compensate: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					return a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID))
+					return deps.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID))
 				},
 				Retry: forwardRetry,
 			},
@@ -198,49 +154,58 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 				Name:       "commit-stock",
 				Concurrent: true,
 				Action: func(ctx context.Context, _ saga.StepContext, d *PlaceOrderData) error {
-					return refusal("stock released", a.Inventory.Commit(ctx, contract.ReservationID(d.OrderID)))
+					return refusal("stock released", deps.Inventory.Commit(ctx, contract.ReservationID(d.OrderID)))
 				},
 				Retry: forwardRetry,
 			},
 		},
-		// The order is confirmed or rejected in the transaction that ends
-		// the saga: one durable write, and the order's status and the
-		// saga's can never disagree. A pending order whose customer asked
-		// to cancel it ends cancelled once the saga undid what it did; one
-		// that got past the pivot is confirmed, and its cancellation saga
-		// starts in the same transaction.
-		FinishTx: func(ctx context.Context, tx *sql.Tx, _ string, d *PlaceOrderData, r saga.Result) error {
-			var cancelAfter string
-			err := a.changeTx(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
-				switch {
-				case r.Status == saga.Completed:
-					if o.CancelRequested {
-						cancelAfter = o.CancelReason
-					}
-					return o.Confirm(a.Now())
-				case o.CancelRequested:
-					return o.Cancel(o.CancelReason, domain.FlowOrchestrated, a.Now())
-				default:
-					return o.Reject(r.Reason, a.Now())
-				}
-			})
-			if err != nil || cancelAfter == "" {
-				return err
-			}
-			d.cancelStarted = true
-			return a.startCancel(ctx, tx, d.OrderID, cancelAfter)
-		},
+		// The order's end is written by finishPlace, in the unit of work
+		// that records the saga's.
 		Ended: func(_ context.Context, _ string, d *PlaceOrderData, _ saga.Result) {
-			a.Orders.Store.Notify()
-			a.Outbox.Notify()
+			deps.Orders.Changed()
 			if d.cancelStarted {
-				a.Sagas.Kick(CancelSagaID(d.OrderID))
+				deps.Sagas.Kick(CancelSagaID(d.OrderID))
 			}
 		},
 	}
 }
 
-// CancelOrderDefinition is the orchestrated cancellation of a confirmed
+// finishPlace ends a place-order saga: the order is confirmed or rejected
+// in the unit of work that records the saga's end, one durable write, so
+// the order's status and the saga's can never disagree. A pending order
+// whose customer asked to cancel it ends cancelled once the saga undid
+// what it did; one that got past the pivot is confirmed, and its
+// cancel-order saga starts in the same unit of work.
+func finishPlace(c changer, cancelOrder Saga[CancelOrderData]) Finish[PlaceOrderData] {
+	return func(ctx context.Context, tx Tx, d *PlaceOrderData, r saga.Result) error {
+		var cancelAfter string
+		err := c.changeIn(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
+			switch {
+			case r.Status == saga.Completed:
+				if o.CancelRequested {
+					cancelAfter = o.CancelReason
+				}
+				return o.Confirm(c.now())
+			case o.CancelRequested:
+				return o.Cancel(o.CancelReason, domain.FlowOrchestrated, c.now())
+			default:
+				return o.Reject(r.Reason, c.now())
+			}
+		})
+		if err != nil || cancelAfter == "" {
+			return err
+		}
+		d.cancelStarted = true
+		// A cancellation already recorded is left as it is.
+		err = cancelOrder.Start(ctx, tx, CancelSagaID(d.OrderID), CancelOrderData{OrderID: d.OrderID, Reason: cancelAfter})
+		if errors.Is(err, saga.ErrDuplicate) {
+			return nil
+		}
+		return err
+	}
+}
+
+// cancelOrderDefinition is the orchestrated cancellation of a confirmed
 // order. Cancelling the shipment is the pivot: refused once the parcel
 // has shipped, which ends the saga with the order still confirmed and
 // nothing changed. Once it is cancelled, the refund and the restock are
@@ -248,8 +213,7 @@ func (a *App) PlaceOrderDefinition(cfg SagaConfig) saga.Definition[PlaceOrderDat
 // however long their services are down, and only then is the order
 // recorded cancelled, in the transaction that ends the saga. The pivot is
 // the first step, so the saga has no deadline to miss.
-func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderData] {
-	cfg = cfg.withDefaults()
+func cancelOrderDefinition(deps Deps, cfg Config) saga.Definition[CancelOrderData] {
 	return saga.Definition[CancelOrderData]{
 		Name:        CancelOrderSaga,
 		StepTimeout: cfg.StepTimeout,
@@ -258,7 +222,7 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 				Name: "cancel-shipment",
 				Kind: saga.Pivot,
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
-					return refusal("shipment cannot be cancelled", a.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID)))
+					return refusal("shipment cannot be cancelled", deps.Shipping.Cancel(ctx, contract.ShipmentID(d.OrderID)))
 				},
 				Retry: forwardRetry,
 			},
@@ -266,7 +230,7 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 				Name: "refund",
 				Kind: saga.Retriable,
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
-					return refusal("refund refused", a.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID))))
+					return refusal("refund refused", deps.Payments.Refund(ctx, contract.PaymentID(contract.ChargeKey(d.OrderID))))
 				},
 				Retry: forwardRetry,
 			},
@@ -275,108 +239,27 @@ func (a *App) CancelOrderDefinition(cfg SagaConfig) saga.Definition[CancelOrderD
 				Kind:       saga.Retriable,
 				Concurrent: true,
 				Action: func(ctx context.Context, _ saga.StepContext, d *CancelOrderData) error {
-					return refusal("restock refused", a.Inventory.Release(ctx, contract.ReservationID(d.OrderID)))
+					return refusal("restock refused", deps.Inventory.Release(ctx, contract.ReservationID(d.OrderID)))
 				},
 				Retry: forwardRetry,
 			},
 		},
-		FinishTx: func(ctx context.Context, tx *sql.Tx, _ string, d *CancelOrderData, r saga.Result) error {
-			if r.Status != saga.Completed {
-				return nil // the order stays confirmed; the saga shows why
-			}
-			return a.changeTx(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
-				return o.Cancel(d.Reason, domain.FlowOrchestrated, a.Now())
-			})
-		},
-		Ended: func(context.Context, string, *CancelOrderData, saga.Result) {
-			a.Orders.Store.Notify()
-			a.Outbox.Notify()
-		},
+		// The order's end is written by finishCancel.
+		Ended: func(context.Context, string, *CancelOrderData, saga.Result) { deps.Orders.Changed() },
 	}
 }
 
-// startCancel records the cancel-order saga of a confirmed order within
-// tx; a cancellation already recorded is left as it is.
-func (a *App) startCancel(ctx context.Context, tx *sql.Tx, orderID, reason string) error {
-	err := a.cancelOrder.Start(ctx, tx, CancelSagaID(orderID), CancelOrderData{OrderID: orderID, Reason: reason})
-	if errors.Is(err, saga.ErrDuplicate) {
-		return nil
-	}
-	return err
-}
-
-// Confirm confirms a pending order; confirming a confirmed order does
-// nothing. An order that is no longer pending is left as it is.
-func (a *App) Confirm(ctx context.Context, orderID string) error {
-	return a.change(ctx, orderID, func(o *domain.Order) ([]any, error) { return o.Confirm(a.Now()) })
-}
-
-// Reject rejects a pending order with reason; rejecting a rejected order
-// does nothing. An order that is no longer pending is left as it is.
-func (a *App) Reject(ctx context.Context, orderID, reason string) error {
-	return a.change(ctx, orderID, func(o *domain.Order) ([]any, error) { return o.Reject(reason, a.Now()) })
-}
-
-// changeTx is change inside tx, the caller's transaction of the order
-// database; the caller notifies the store and the outbox after the commit.
-func (a *App) changeTx(ctx context.Context, tx *sql.Tx, orderID string, decide func(*domain.Order) ([]any, error)) error {
-	_, _, err := a.Orders.ExecuteTx(ctx, tx, orderID, a.decision(orderID, decide))
-	if errors.Is(err, domain.ErrTransition) {
-		return nil
-	}
-	return err
-}
-
-// change appends what decide decides, with the outbox messages and the
-// end of any choreography deadline in the same transaction. A transition
-// the order no longer allows is not an error: a late or repeated event
-// finds the order already ended.
-func (a *App) change(ctx context.Context, orderID string, decide func(*domain.Order) ([]any, error)) error {
-	_, err := a.decide(ctx, orderID, decide)
-	if errors.Is(err, domain.ErrTransition) {
-		return nil
-	}
-	return err
-}
-
-// decision turns decide into the command of change and changeTx: the
-// events, with the outbox messages and the end of any choreography
-// deadline written in the same transaction.
-func (a *App) decision(orderID string, decide func(*domain.Order) ([]any, error)) func(*domain.Order, int64) (cqrs.Decision, error) {
-	return func(o *domain.Order, version int64) (cqrs.Decision, error) {
-		if version == 0 {
-			return cqrs.Decision{}, fmt.Errorf("order %s: %w", orderID, domain.ErrNotFound)
+// finishCancel ends a cancel-order saga: a completed one records the
+// order cancelled in the unit of work that records the saga's end; one
+// refused (the parcel has shipped) leaves the order confirmed, and the
+// saga shows why.
+func finishCancel(c changer) Finish[CancelOrderData] {
+	return func(ctx context.Context, tx Tx, d *CancelOrderData, r saga.Result) error {
+		if r.Status != saga.Completed {
+			return nil
 		}
-		events, err := decide(o)
-		if err != nil {
-			return cqrs.Decision{}, err
-		}
-		return cqrs.Decision{
-			Events:   events,
-			Metadata: eventstore.Metadata{eventstore.MetaCorrelationID: orderID},
-			Also: func(ctx context.Context, tx *sql.Tx, _ eventstore.AppendResult, data []eventstore.EventData) error {
-				if a.Deadlines != nil {
-					if err := a.Deadlines.Clear(ctx, tx, orderID); err != nil {
-						return err
-					}
-				}
-				return a.Outbox.AddEvents(ctx, tx, data)
-			},
-		}, nil
+		return c.changeIn(ctx, tx, d.OrderID, func(o *domain.Order) ([]any, error) {
+			return o.Cancel(d.Reason, domain.FlowOrchestrated, c.now())
+		})
 	}
-}
-
-// RegisterSagas registers the place-order and cancel-order sagas with o,
-// which then runs them for a.
-func (a *App) RegisterSagas(o *saga.Orchestrator, c SagaConfig) error {
-	place, err := saga.Register(o, a.PlaceOrderDefinition(c))
-	if err != nil {
-		return err
-	}
-	cancel, err := saga.Register(o, a.CancelOrderDefinition(c))
-	if err != nil {
-		return err
-	}
-	a.Sagas, a.placeOrder, a.cancelOrder = o, place, cancel
-	return nil
 }

@@ -5,19 +5,15 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/saga"
+	"github.com/trellis-go/trellis/saga/choreography"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/internal/validation/httpvalidation"
 	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
 )
-
-// cancelWait is how long POST /v1/orders/{id}/cancel waits for the
-// cancellation before answering 202.
-const cancelWait = 10 * time.Second
 
 type cancelBody struct {
 	Reason string `json:"reason"`
@@ -29,7 +25,7 @@ func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sum, err := s.app.Cancel(r.Context(), id, body.Reason, cancelWait)
+	res, err := s.app.Commands.CancelOrder.Handle(r.Context(), app.CancelOrder{OrderID: id, Reason: body.Reason})
 	var refused *app.CancelRefusedError
 	var rejected *app.RejectedError
 	switch {
@@ -39,19 +35,21 @@ func (s *HTTP) cancel(w http.ResponseWriter, r *http.Request) error {
 		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %s", id, rejected.Error())
 	case errors.As(err, &refused):
 		return problem.New(http.StatusConflict, "order %s cannot be cancelled: %s", id, refused.Reason)
-	case errors.Is(err, app.ErrCancelRequested):
+	case err != nil:
+		return err
+	}
+	switch res.Outcome {
+	case app.CancelRequested:
 		// Pending: it ends cancelled once its saga has undone what it did.
 		w.Header().Set("Location", "/v1/orders/"+id)
 		return service.WriteJSON(w, http.StatusAccepted, map[string]string{"order_id": id, "status": string(domain.Pending),
 			"cancellation": "requested"})
-	case errors.Is(err, app.ErrCancelRunning):
-		w.Header().Set("Location", "/v1/sagas/"+app.CancelSagaID(id))
+	case app.CancelRunning:
+		w.Header().Set("Location", "/v1/sagas/"+res.SagaID)
 		return service.WriteJSON(w, http.StatusAccepted, map[string]string{"order_id": id, "status": string(domain.Confirmed),
-			"cancellation": "running", "saga_id": app.CancelSagaID(id)})
-	case err != nil:
-		return err
+			"cancellation": "running", "saga_id": res.SagaID})
 	}
-	return service.WriteJSON(w, http.StatusOK, sum)
+	return service.WriteJSON(w, http.StatusOK, orderOf(res.Order))
 }
 
 // parseCancel reads and checks the optional body of POST
@@ -65,6 +63,16 @@ func parseCancel(w http.ResponseWriter, r *http.Request) (cancelBody, error) {
 	return body, httpvalidation.Problem(domain.ValidateCancel(body.Reason))
 }
 
+// SagaView is the answer to GET /v1/sagas/{id}: an orchestrated saga's
+// record, or the events of a choreographed order's conversation.
+type SagaView struct {
+	ID     string              `json:"id"`
+	Flow   string              `json:"flow"`
+	Status string              `json:"status"`
+	Saga   *saga.Info          `json:"saga,omitempty"`
+	Events []choreography.Step `json:"events,omitempty"`
+}
+
 type sagaList struct {
 	Items []saga.Summary `json:"items"`
 }
@@ -74,12 +82,9 @@ func (s *HTTP) sagas(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	items, err := s.app.Sagas.List(r.Context(), f)
+	items, err := s.app.Queries.Sagas.Handle(r.Context(), f)
 	if err != nil {
 		return err
-	}
-	if items == nil {
-		items = []saga.Summary{}
 	}
 	return service.WriteJSON(w, http.StatusOK, sagaList{Items: items})
 }
@@ -109,32 +114,25 @@ func parseSagaFilter(q url.Values) (saga.Filter, error) {
 
 func (s *HTTP) saga(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	view, err := s.app.SagaView(r.Context(), id)
+	view, err := s.app.Queries.Saga.Handle(r.Context(), id)
 	if errors.Is(err, saga.ErrNotFound) {
 		return problem.New(http.StatusNotFound, "no saga %q", id)
 	}
 	if err != nil {
 		return err
 	}
-	return service.WriteJSON(w, http.StatusOK, view)
+	return service.WriteJSON(w, http.StatusOK, SagaView(view))
 }
 
 func (s *HTTP) retrySaga(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	err := saga.ErrNotFound
-	if domain.ValidID(id) { // every saga id is an order id, or one with a suffix
-		err = s.app.Sagas.Retry(r.Context(), id)
-	}
+	info, err := s.app.Commands.RetrySaga.Handle(r.Context(), id)
 	switch {
 	case errors.Is(err, saga.ErrNotFound):
 		return problem.New(http.StatusNotFound, "no saga %q", id)
 	case errors.Is(err, saga.ErrNotRetryable):
 		return problem.New(http.StatusConflict, "saga %s is not compensation_failed: only a saga whose compensation failed can be retried", id)
 	case err != nil:
-		return err
-	}
-	info, err := s.app.Sagas.Get(r.Context(), id)
-	if err != nil {
 		return err
 	}
 	return service.WriteJSON(w, http.StatusAccepted, info)
