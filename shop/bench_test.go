@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
 	"sync"
@@ -17,71 +16,12 @@ import (
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/messaging/outbox"
 	"github.com/trellis-go/trellis/saga"
-	"github.com/trellis-go/trellis/shop/contract"
-	"github.com/trellis-go/trellis/shop/inventory"
-	invadapters "github.com/trellis-go/trellis/shop/inventory/adapters"
-	invapp "github.com/trellis-go/trellis/shop/inventory/app"
+	"github.com/trellis-go/trellis/shop/internal/shoptestenv"
 	"github.com/trellis-go/trellis/shop/order"
 	ordadapters "github.com/trellis-go/trellis/shop/order/adapters"
 	ordapp "github.com/trellis-go/trellis/shop/order/app"
-	"github.com/trellis-go/trellis/shop/payment"
-	payadapters "github.com/trellis-go/trellis/shop/payment/adapters"
-	payapp "github.com/trellis-go/trellis/shop/payment/app"
-	paydomain "github.com/trellis-go/trellis/shop/payment/domain"
-	"github.com/trellis-go/trellis/shop/shipping"
-	shipadapters "github.com/trellis-go/trellis/shop/shipping/adapters"
-	shipapp "github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/store"
 )
-
-// The services' application layers, called in-process with the meaning of
-// their API clients.
-
-type inProcessInventory struct{ r *invapp.Reservations }
-
-func (i inProcessInventory) Reserve(ctx context.Context, id string, items []contract.Item) error {
-	_, err := i.r.Reserve(ctx, id, items)
-	return err
-}
-func (i inProcessInventory) Commit(ctx context.Context, id string) error {
-	_, err := i.r.Commit(ctx, id)
-	return err
-}
-func (i inProcessInventory) Release(ctx context.Context, id string) error {
-	_, err := i.r.Release(ctx, id)
-	return err
-}
-
-type inProcessPayments struct{ a *payapp.App }
-
-func (p inProcessPayments) Charge(ctx context.Context, key, orderID string, amount int64, token string) (string, error) {
-	c, err := p.a.Charge(ctx, paydomain.ChargeRequest{IdempotencyKey: key, OrderID: orderID, AmountCents: amount, PaymentToken: token})
-	if err != nil {
-		return "", err
-	}
-	if !c.Payment.Charged() {
-		return c.Payment.PaymentID, fmt.Errorf("payment %s %s: %w", c.Payment.Status, c.Payment.Reason, contract.ErrRefused)
-	}
-	return c.Payment.PaymentID, nil
-}
-func (p inProcessPayments) Refund(ctx context.Context, id string) error {
-	_, err := p.a.Refund(ctx, id)
-	return err
-}
-
-type inProcessShipping struct{ a *shipapp.App }
-
-func (s inProcessShipping) Schedule(ctx context.Context, orderID, address string) (string, error) {
-	sh, err := s.a.Schedule(ctx, orderID, address)
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", contract.ErrRefused, err)
-	}
-	return sh.Shipment.ShipmentID, nil
-}
-func (s inProcessShipping) Cancel(ctx context.Context, id string) error {
-	_, err := s.a.Cancel(ctx, id)
-	return err
-}
 
 type fixedPrices struct{}
 
@@ -107,16 +47,13 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir := b.TempDir()
-	open := func(name string, migrations fs.FS) *store.DB {
-		db, err := store.Open(ctx, store.Config{Service: name, DataDir: dir, Migrations: migrations})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { db.Close() })
-		return db
+	services := shoptestenv.StartServices(b)
+	invDB, payDB, shipDB := services.InventoryDB, services.PaymentDB, services.ShippingDB
+	ordDB, err := store.Open(ctx, store.Config{Service: order.Name, DataDir: dir, Migrations: order.Migrations()})
+	if err != nil {
+		b.Fatal(err)
 	}
-	invDB, payDB := open(inventory.Name, inventory.Migrations()), open(payment.Name, payment.Migrations())
-	shipDB, ordDB := open(shipping.Name, shipping.Migrations()), open(order.Name, order.Migrations())
+	b.Cleanup(func() { ordDB.Close() })
 	if _, err := invDB.Writer().ExecContext(ctx, `UPDATE stock SET on_hand = 1000000000 WHERE sku = 'TEA-001'`); err != nil {
 		b.Fatal(err)
 	}
@@ -170,9 +107,9 @@ func benchPlaceOrder(b *testing.B, inFlight int) {
 		Deadlines: ordadapters.NewDeadlines(ordDB),
 		Sagas:     ordadapters.NewSagas(o, orders),
 		Catalog:   fixedPrices{},
-		Inventory: inProcessInventory{invapp.NewReservations(invadapters.NewReservations(invDB, nil))},
-		Payments:  inProcessPayments{payapp.New(payadapters.NewRepository(payDB), payDB, nil)},
-		Shipping:  inProcessShipping{shipapp.New(shipadapters.NewRepository(shipDB), shipDB, nil)},
+		Inventory: services.Inventory,
+		Payments:  services.Payments,
+		Shipping:  services.Shipping,
 	}, ordapp.Config{})
 	if err != nil {
 		b.Fatal(err)

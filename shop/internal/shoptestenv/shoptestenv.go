@@ -1,7 +1,8 @@
-// Package shoptestenv gives the shop's service tests their event bus: one
-// real embedded NATS server that the services under test and the test
-// share, the test playing the other services by publishing their events
-// and watching what the services emit.
+// Package shoptestenv gives the shop's service tests their environment:
+// an event bus, one real embedded NATS server that the services under test
+// and the test share, the test playing the other services by publishing
+// their events and watching what the services emit; and the services the
+// order service calls, in-process on their own databases (Services).
 package shoptestenv
 
 import (
