@@ -1,5 +1,6 @@
 // Package contract is the shop's published language: the streams, subjects
-// and payloads of the events services exchange, and the identifiers every
+// and payloads of the events services exchange, the resources their APIs
+// answer with (which their clients return), and the identifiers every
 // service derives the same way. Services share these schemas, never their
 // databases; a service imports this package and the API clients of the
 // services it calls, nothing else of theirs.

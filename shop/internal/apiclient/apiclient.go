@@ -1,7 +1,9 @@
-// Package apiclient sends the JSON requests of the shop's API clients:
-// one request, its Idempotency-Key, the answer decoded or turned into the
-// service's problem document, and a refusal (409) made to match
-// contract.ErrRefused, which a saga treats as final.
+// Package apiclient is the core of the shop's API clients: one JSON
+// request with its Idempotency-Key, the answer decoded into a shop/contract
+// type or turned into the service's problem document, a refusal (409) made
+// to match contract.ErrRefused, which a saga treats as final, and errors
+// that name the service and what the call was doing. Each service's client
+// is a list of its calls on top of it.
 package apiclient
 
 import (
@@ -23,23 +25,76 @@ const maxBody = 8 << 20
 
 // Client calls one service at one base URL.
 type Client struct {
-	http *http.Client
-	base string
+	http    *http.Client
+	service string
+	base    string
 }
 
-// New returns a client of the service at base, e.g.
-// http://127.0.0.1:8104, sending through c (a resilient client, such as
-// service.Host.ServiceClient, retries requests that carry a key).
-func New(c *http.Client, base string) Client {
-	return Client{http: c, base: strings.TrimSuffix(base, "/")}
+// New returns a client of service (its name, which starts its errors) at
+// base, e.g. http://127.0.0.1:8104, sending through c (a resilient client,
+// such as service.Host.ServiceClient, retries requests that carry a key).
+func New(c *http.Client, service, base string) Client {
+	return Client{http: c, service: service, base: strings.TrimSuffix(base, "/")}
 }
 
-// Do sends method path with in as its JSON body (none if in is nil) and
-// key, if not empty, as its Idempotency-Key, and decodes a 2xx answer into
-// out. Any other answer is an error carrying the service's
+// Send sends method path with in as its JSON body (none if in is nil) and
+// key, if not empty, as its Idempotency-Key, and returns the 2xx answer
+// decoded into a T. Any other answer is an error carrying the service's
 // *problem.Details (errors.As); a 409 also matches contract.ErrRefused.
-// The caller says in its errors what it was doing.
-func (c Client) Do(ctx context.Context, method, path, key string, in, out any) error {
+// Errors read "<service>: <what>: <cause>"; what "" means method and
+// path.
+func Send[T any](ctx context.Context, c Client, what, method, path, key string, in any) (T, error) {
+	var out T
+	if err := c.do(ctx, method, path, key, in, &out); err != nil {
+		var zero T
+		return zero, c.fail(what, method, path, err)
+	}
+	return out, nil
+}
+
+// Get reads the resource at path into a T; found is false when the
+// service answers 404.
+func Get[T any](ctx context.Context, c Client, what, path string) (v T, found bool, err error) {
+	err = c.do(ctx, http.MethodGet, path, "", nil, &v)
+	var zero T
+	if IsStatus(err, http.StatusNotFound) {
+		return zero, false, nil
+	}
+	if err != nil {
+		return zero, false, c.fail(what, http.MethodGet, path, err)
+	}
+	return v, true, nil
+}
+
+// List reads the items of the list at path ({"items": [...]}); none is an
+// empty slice, never nil.
+func List[T any](ctx context.Context, c Client, what, path string) ([]T, error) {
+	var list struct {
+		Items []T `json:"items"`
+	}
+	if err := c.do(ctx, http.MethodGet, path, "", nil, &list); err != nil {
+		return nil, c.fail(what, http.MethodGet, path, err)
+	}
+	if list.Items == nil {
+		list.Items = []T{}
+	}
+	return list.Items, nil
+}
+
+// IsStatus reports whether err carries a problem of status, e.g. 404.
+func IsStatus(err error, status int) bool {
+	var d *problem.Details
+	return errors.As(err, &d) && d.Status == status
+}
+
+func (c Client) fail(what, method, path string, err error) error {
+	if what == "" {
+		what = method + " " + path
+	}
+	return fmt.Errorf("%s: %s: %w", c.service, what, err)
+}
+
+func (c Client) do(ctx context.Context, method, path, key string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -76,40 +131,4 @@ func (c Client) Do(ctx context.Context, method, path, key string, in, out any) e
 	default:
 		return problem.Read(resp)
 	}
-}
-
-// IsStatus reports whether err carries a problem of status, e.g. 404.
-func IsStatus(err error, status int) bool {
-	var d *problem.Details
-	return errors.As(err, &d) && d.Status == status
-}
-
-// Get reads the resource at path into a T; found is false when the
-// service answers 404.
-func Get[T any](ctx context.Context, c Client, path string) (v T, found bool, err error) {
-	err = c.Do(ctx, http.MethodGet, path, "", nil, &v)
-	if IsStatus(err, http.StatusNotFound) {
-		var zero T
-		return zero, false, nil
-	}
-	if err != nil {
-		var zero T
-		return zero, false, err
-	}
-	return v, true, nil
-}
-
-// List reads the items of the list at path ({"items": [...]}); none is an
-// empty slice, never nil.
-func List[T any](ctx context.Context, c Client, path string) ([]T, error) {
-	var list struct {
-		Items []T `json:"items"`
-	}
-	if err := c.Do(ctx, http.MethodGet, path, "", nil, &list); err != nil {
-		return nil, err
-	}
-	if list.Items == nil {
-		list.Items = []T{}
-	}
-	return list.Items, nil
 }

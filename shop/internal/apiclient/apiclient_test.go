@@ -53,45 +53,51 @@ func server(t *testing.T) apiclient.Client {
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return apiclient.New(srv.Client(), srv.URL+"/")
+	return apiclient.New(srv.Client(), "things", srv.URL+"/")
 }
 
-func TestDo(t *testing.T) {
+func TestSend(t *testing.T) {
 	c := server(t)
 	ctx := context.Background()
-	var got item
-	if err := c.Do(ctx, http.MethodPost, "/items", "k-1", item{ID: "i-1"}, &got); err != nil || got != (item{ID: "i-1", Key: "k-1"}) {
+	if got, err := apiclient.Send[item](ctx, c, "", http.MethodPost, "/items", "k-1", item{ID: "i-1"}); err != nil || got != (item{ID: "i-1", Key: "k-1"}) {
 		t.Fatalf("POST /items: %+v, %v", got, err)
 	}
 
-	err := c.Do(ctx, http.MethodPost, "/refused", "k-2", nil, &got)
+	got, err := apiclient.Send[item](ctx, c, "cancel i-1", http.MethodPost, "/refused", "k-2", nil)
 	var d *problem.Details
-	if !errors.Is(err, contract.ErrRefused) || !errors.As(err, &d) || d.Status != http.StatusConflict || d.Detail != `item "i-1" was cancelled` {
-		t.Fatalf("409: %v, want a problem matching contract.ErrRefused", err)
+	if !errors.Is(err, contract.ErrRefused) || !errors.As(err, &d) || d.Status != http.StatusConflict || d.Detail != `item "i-1" was cancelled` ||
+		got != (item{}) {
+		t.Fatalf("409: %+v, %v, want a problem matching contract.ErrRefused", got, err)
+	}
+	if want := `things: cancel i-1: 409 Conflict: item "i-1" was cancelled: refused`; err.Error() != want {
+		t.Errorf("the error reads %q, want %q", err, want)
 	}
 
-	err = c.Do(ctx, http.MethodGet, "/missing", "", nil, &got)
+	_, err = apiclient.Send[item](ctx, c, "", http.MethodGet, "/missing", "", nil)
 	if !apiclient.IsStatus(err, http.StatusNotFound) || errors.Is(err, contract.ErrRefused) {
 		t.Fatalf("404: %v", err)
+	}
+	if want := "things: GET /missing: 404 Not Found: no item"; err.Error() != want {
+		t.Errorf("the error reads %q, want %q", err, want)
 	}
 }
 
 func TestGetAndList(t *testing.T) {
 	c := server(t)
 	ctx := context.Background()
-	if got, found, err := apiclient.Get[item](ctx, c, "/items/i-7"); err != nil || !found || got.ID != "i-7" {
+	if got, found, err := apiclient.Get[item](ctx, c, "", "/items/i-7"); err != nil || !found || got.ID != "i-7" {
 		t.Fatalf("Get /items/i-7: %+v, %v, %v", got, found, err)
 	}
-	if got, found, err := apiclient.Get[item](ctx, c, "/missing"); err != nil || found || got != (item{}) {
+	if got, found, err := apiclient.Get[item](ctx, c, "", "/missing"); err != nil || found || got != (item{}) {
 		t.Fatalf("Get of a 404: %+v, %v, %v; want not found and no error", got, found, err)
 	}
-	if _, _, err := apiclient.Get[item](ctx, c, "/refused"); err == nil {
+	if _, _, err := apiclient.Get[item](ctx, c, "", "/refused"); err == nil {
 		t.Fatal("Get of a path that is not there for GET: no error")
 	}
-	if items, err := apiclient.List[item](ctx, c, "/lists/2"); err != nil || len(items) != 2 || items[1].ID != "b" {
+	if items, err := apiclient.List[item](ctx, c, "", "/lists/2"); err != nil || len(items) != 2 || items[1].ID != "b" {
 		t.Fatalf("List: %+v, %v", items, err)
 	}
-	if items, err := apiclient.List[item](ctx, c, "/lists/0"); err != nil || items == nil || len(items) != 0 {
+	if items, err := apiclient.List[item](ctx, c, "", "/lists/0"); err != nil || items == nil || len(items) != 0 {
 		t.Fatalf("List of none: %#v, %v; want an empty slice", items, err)
 	}
 }

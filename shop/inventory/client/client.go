@@ -11,7 +11,6 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 
@@ -22,17 +21,17 @@ import (
 
 // Reservation is stock held for one order: {reservation_id, status,
 // items}, status one of held, committed, released.
-type Reservation = domain.Reservation
+type Reservation = contract.Reservation
 
 // Stock is what inventory holds of one sku: {sku, on_hand, reserved,
 // available}.
-type Stock = domain.Stock
+type Stock = contract.Stock
 
 // Reservation statuses.
 const (
-	Held      = domain.Held
-	Committed = domain.Committed
-	Released  = domain.Released
+	Held      = contract.ReservationStatusHeld
+	Committed = contract.ReservationStatusCommitted
+	Released  = contract.ReservationStatusReleased
 )
 
 // Client is a client of the inventory service at one base URL.
@@ -43,7 +42,7 @@ type Client struct {
 // New returns a client of the inventory at base, e.g.
 // http://127.0.0.1:8102.
 func New(c *http.Client, base string) *Client {
-	return &Client{api: apiclient.New(c, base)}
+	return &Client{api: apiclient.New(c, contract.ServiceInventory, base)}
 }
 
 type reserveRequest struct {
@@ -58,18 +57,15 @@ type reserveRequest struct {
 // contract.ErrRefused.
 func (c *Client) Reserve(ctx context.Context, reservationID string, items []contract.Item) (Reservation, error) {
 	body := reserveRequest{ReservationID: reservationID, Items: domain.Lines(items)}
-	var res Reservation
-	err := c.do(ctx, http.MethodPost, "/v1/reservations", reservationID, body, &res)
-	return res, err
+	return apiclient.Send[Reservation](ctx, c.api, "", http.MethodPost, "/v1/reservations", reservationID, body)
 }
 
 // Commit sells what the reservation holds. Committing again returns it
 // unchanged; a released reservation is an error matching
 // contract.ErrRefused.
 func (c *Client) Commit(ctx context.Context, reservationID string) (Reservation, error) {
-	var res Reservation
-	err := c.do(ctx, http.MethodPost, "/v1/reservations/"+url.PathEscape(reservationID)+"/commit", reservationID+":commit", nil, &res)
-	return res, err
+	return apiclient.Send[Reservation](ctx, c.api, "", http.MethodPost, "/v1/reservations/"+url.PathEscape(reservationID)+"/commit",
+		reservationID+":commit", nil)
 }
 
 // Release gives back what the reservation holds (a committed one's units
@@ -77,20 +73,19 @@ func (c *Client) Commit(ctx context.Context, reservationID string) (Reservation,
 // that does not exist leaves a tombstone (status released, no items) so
 // that a Reserve arriving later is refused.
 func (c *Client) Release(ctx context.Context, reservationID string) (Reservation, error) {
-	var res Reservation
-	err := c.do(ctx, http.MethodPost, "/v1/reservations/"+url.PathEscape(reservationID)+"/release", reservationID+":release", nil, &res)
-	return res, err
+	return apiclient.Send[Reservation](ctx, c.api, "", http.MethodPost, "/v1/reservations/"+url.PathEscape(reservationID)+"/release",
+		reservationID+":release", nil)
 }
 
 // Reservation returns the reservation; found is false if there is none.
 func (c *Client) Reservation(ctx context.Context, reservationID string) (Reservation, bool, error) {
-	return get[Reservation](ctx, c, "/v1/reservations/"+url.PathEscape(reservationID))
+	return apiclient.Get[Reservation](ctx, c.api, "", "/v1/reservations/"+url.PathEscape(reservationID))
 }
 
 // Stock returns the stock of sku; found is false if inventory has no
 // record of it.
 func (c *Client) Stock(ctx context.Context, sku string) (Stock, bool, error) {
-	return get[Stock](ctx, c, "/v1/stock/"+url.PathEscape(sku))
+	return apiclient.Get[Stock](ctx, c.api, "", "/v1/stock/"+url.PathEscape(sku))
 }
 
 type setStock struct {
@@ -101,24 +96,5 @@ type setStock struct {
 // of a product the catalog sells; a count below what is reserved is
 // refused (contract.ErrRefused).
 func (c *Client) SetStock(ctx context.Context, sku string, onHand int64) (Stock, error) {
-	var st Stock
-	err := c.do(ctx, http.MethodPut, "/v1/stock/"+url.PathEscape(sku), "", setStock{OnHand: onHand}, &st)
-	return st, err
-}
-
-// do sends one request (see apiclient.Client.Do); its errors name it.
-// get reads the resource at path; found is false when there is none.
-func get[T any](ctx context.Context, c *Client, path string) (T, bool, error) {
-	v, found, err := apiclient.Get[T](ctx, c.api, path)
-	if err != nil {
-		return v, false, fmt.Errorf("inventory: %s %s: %w", http.MethodGet, path, err)
-	}
-	return v, found, nil
-}
-
-func (c *Client) do(ctx context.Context, method, path, idempotencyKey string, in, out any) error {
-	if err := c.api.Do(ctx, method, path, idempotencyKey, in, out); err != nil {
-		return fmt.Errorf("inventory: %s %s: %w", method, path, err)
-	}
-	return nil
+	return apiclient.Send[Stock](ctx, c.api, "", http.MethodPut, "/v1/stock/"+url.PathEscape(sku), "", setStock{OnHand: onHand})
 }

@@ -15,9 +15,9 @@ import (
 // are sold) or released (they go back); a committed reservation can still
 // be released, which puts its units back on hand. Released is final.
 const (
-	Held      = "held"
-	Committed = "committed"
-	Released  = "released"
+	Held      = contract.ReservationStatusHeld
+	Committed = contract.ReservationStatusCommitted
+	Released  = contract.ReservationStatusReleased
 )
 
 // Reservation is stock held for one order: its id is derived from the

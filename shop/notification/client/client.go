@@ -4,24 +4,23 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 
+	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/apiclient"
-	"github.com/trellis-go/trellis/shop/notification/domain"
 )
 
 // Notification is what a customer was told about one order event:
 // {notification_id, customer_id, order_id, kind, message, created_at},
 // kind one of order_confirmed, order_rejected, order_cancelled.
-type Notification = domain.Notification
+type Notification = contract.Notification
 
 // Kinds of notification.
 const (
-	KindOrderConfirmed = domain.KindOrderConfirmed
-	KindOrderRejected  = domain.KindOrderRejected
-	KindOrderCancelled = domain.KindOrderCancelled
+	KindOrderConfirmed = contract.NotificationOrderConfirmed
+	KindOrderRejected  = contract.NotificationOrderRejected
+	KindOrderCancelled = contract.NotificationOrderCancelled
 )
 
 // Client is a client of the notification service at one base URL.
@@ -32,17 +31,12 @@ type Client struct {
 // New returns a client of the notification service at base, e.g.
 // http://127.0.0.1:8106.
 func New(c *http.Client, base string) *Client {
-	return &Client{api: apiclient.New(c, base)}
+	return &Client{api: apiclient.New(c, contract.ServiceNotification, base)}
 }
 
 // ByCustomer returns the customer's notifications, newest first; none is
 // an empty slice. An error carries the service's problem
 // (*problem.Details, with errors.As).
 func (c *Client) ByCustomer(ctx context.Context, customerID string) ([]Notification, error) {
-	path := "/v1/notifications?customer_id=" + url.QueryEscape(customerID)
-	items, err := apiclient.List[Notification](ctx, c.api, path)
-	if err != nil {
-		return nil, fmt.Errorf("notification: GET %s: %w", path, err)
-	}
-	return items, nil
+	return apiclient.List[Notification](ctx, c.api, "", "/v1/notifications?customer_id="+url.QueryEscape(customerID))
 }

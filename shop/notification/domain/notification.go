@@ -14,21 +14,15 @@ import (
 
 // Kinds of notification, one per way an order ends.
 const (
-	KindOrderConfirmed = "order_confirmed"
-	KindOrderRejected  = "order_rejected"
-	KindOrderCancelled = "order_cancelled"
+	KindOrderConfirmed = contract.NotificationOrderConfirmed
+	KindOrderRejected  = contract.NotificationOrderRejected
+	KindOrderCancelled = contract.NotificationOrderCancelled
 )
 
 // Notification is what a customer is told about one order event. Its id is
-// the event's message id: one event, one notification.
-type Notification struct {
-	NotificationID string    `json:"notification_id"`
-	CustomerID     string    `json:"customer_id"`
-	OrderID        string    `json:"order_id"`
-	Kind           string    `json:"kind"`
-	Message        string    `json:"message"`
-	CreatedAt      time.Time `json:"created_at"`
-}
+// the event's message id: one event, one notification. The service's API
+// returns it as it is: the model is the published contract.Notification.
+type Notification = contract.Notification
 
 // KindOf returns the kind of notification an order event's subject calls
 // for; ok is false for an event that notifies no one.

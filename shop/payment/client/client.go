@@ -17,18 +17,17 @@ import (
 
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/apiclient"
-	"github.com/trellis-go/trellis/shop/payment/domain"
 )
 
 // Payment is a payment as the service returns it.
-type Payment = domain.Payment
+type Payment = contract.Payment
 
 // Statuses of a payment.
 const (
-	Succeeded = domain.Succeeded
-	Declined  = domain.Declined
-	Failed    = domain.Failed
-	Refunded  = domain.Refunded
+	Succeeded = contract.PaymentStatusSucceeded
+	Declined  = contract.PaymentStatusDeclined
+	Failed    = contract.PaymentStatusFailed
+	Refunded  = contract.PaymentStatusRefunded
 )
 
 // Client is a client of the payment service at one base URL.
@@ -39,7 +38,7 @@ type Client struct {
 // New returns a client of the payment service at base, e.g.
 // http://127.0.0.1:8104.
 func New(c *http.Client, base string) *Client {
-	return &Client{api: apiclient.New(c, base)}
+	return &Client{api: apiclient.New(c, contract.ServicePayment, base)}
 }
 
 // Charge charges amountCents for orderID with token, once per key: a
@@ -53,14 +52,13 @@ func New(c *http.Client, base string) *Client {
 // was charged") or already refunded.
 func (c *Client) Charge(ctx context.Context, key, orderID string, amountCents int64, token string) (Payment, error) {
 	body := map[string]any{"order_id": orderID, "amount_cents": amountCents, "payment_token": token}
-	var p Payment
-	if err := c.api.Do(ctx, http.MethodPost, "/v1/payments", key, body, &p); err != nil {
-		return Payment{}, fmt.Errorf("payment: charge order %s: %w", orderID, err)
-	}
-	switch p.Status {
-	case domain.Succeeded:
+	p, err := apiclient.Send[Payment](ctx, c.api, "charge order "+orderID, http.MethodPost, "/v1/payments", key, body)
+	switch {
+	case err != nil:
+		return Payment{}, err
+	case p.Status == Succeeded:
 		return p, nil
-	case domain.Refunded:
+	case p.Status == Refunded:
 		return p, fmt.Errorf("payment: charge order %s: payment %s was refunded: %w", orderID, p.PaymentID, contract.ErrRefused)
 	default:
 		return p, fmt.Errorf("payment: charge order %s: payment %s %s: %s: %w", orderID, p.PaymentID, p.Status, p.Reason, contract.ErrRefused)
@@ -72,27 +70,16 @@ func (c *Client) Charge(ctx context.Context, key, orderID string, amountCents in
 // later charge. The request carries an Idempotency-Key (the refund is
 // idempotent by nature) so that a resilient client retries it.
 func (c *Client) Refund(ctx context.Context, paymentID string) (Payment, error) {
-	var p Payment
-	if err := c.api.Do(ctx, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund", "refund:"+paymentID, nil, &p); err != nil {
-		return Payment{}, fmt.Errorf("payment: refund %s: %w", paymentID, err)
-	}
-	return p, nil
+	return apiclient.Send[Payment](ctx, c.api, "refund "+paymentID, http.MethodPost, "/v1/payments/"+url.PathEscape(paymentID)+"/refund",
+		"refund:"+paymentID, nil)
 }
 
 // Payment returns the payment id; found is false if there is none.
 func (c *Client) Payment(ctx context.Context, id string) (Payment, bool, error) {
-	p, found, err := apiclient.Get[Payment](ctx, c.api, "/v1/payments/"+url.PathEscape(id))
-	if err != nil {
-		return Payment{}, false, fmt.Errorf("payment: get %s: %w", id, err)
-	}
-	return p, found, nil
+	return apiclient.Get[Payment](ctx, c.api, "get "+id, "/v1/payments/"+url.PathEscape(id))
 }
 
 // ByOrder returns the payments of an order, oldest first.
 func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Payment, error) {
-	items, err := apiclient.List[Payment](ctx, c.api, "/v1/payments?order_id="+url.QueryEscape(orderID))
-	if err != nil {
-		return nil, fmt.Errorf("payment: payments of order %s: %w", orderID, err)
-	}
-	return items, nil
+	return apiclient.List[Payment](ctx, c.api, "payments of order "+orderID, "/v1/payments?order_id="+url.QueryEscape(orderID))
 }

@@ -28,12 +28,13 @@ var (
 // Status is where a payment stands.
 type Status string
 
-// Statuses of a payment.
+// Statuses of a payment: the values of the payment service's API
+// (contract.PaymentStatus).
 const (
-	Succeeded Status = "succeeded" // charged
-	Declined  Status = "declined"  // the card processor said no
-	Failed    Status = "failed"    // not charged: voided by a refund that came first
-	Refunded  Status = "refunded"  // charged, then fully refunded
+	Succeeded = Status(contract.PaymentStatusSucceeded) // charged
+	Declined  = Status(contract.PaymentStatusDeclined)  // the card processor said no
+	Failed    = Status(contract.PaymentStatusFailed)    // not charged: voided by a refund that came first
+	Refunded  = Status(contract.PaymentStatusRefunded)  // charged, then fully refunded
 )
 
 // Test tokens of the built-in card processor.

@@ -11,23 +11,21 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/internal/apiclient"
-	"github.com/trellis-go/trellis/shop/shipping/domain"
 )
 
 // Shipment is a shipment as the service returns it.
-type Shipment = domain.Shipment
+type Shipment = contract.Shipment
 
 // Statuses of a shipment.
 const (
-	Scheduled = domain.Scheduled
-	Shipped   = domain.Shipped
-	Cancelled = domain.Cancelled
+	Scheduled = contract.ShipmentStatusScheduled
+	Shipped   = contract.ShipmentStatusShipped
+	Cancelled = contract.ShipmentStatusCancelled
 )
 
 // Client is a client of the shipping service at one base URL.
@@ -38,7 +36,7 @@ type Client struct {
 // New returns a client of the shipping service at base, e.g.
 // http://127.0.0.1:8105.
 func New(c *http.Client, base string) *Client {
-	return &Client{api: apiclient.New(c, base)}
+	return &Client{api: apiclient.New(c, contract.ServiceShipping, base)}
 }
 
 // Schedule schedules the shipment of orderID to address; its id is
@@ -47,48 +45,30 @@ func New(c *http.Client, base string) *Client {
 // wraps contract.ErrRefused.
 func (c *Client) Schedule(ctx context.Context, orderID, address string) (Shipment, error) {
 	body := map[string]string{"order_id": orderID, "address": address}
-	var s Shipment
-	if err := c.api.Do(ctx, http.MethodPost, "/v1/shipments", contract.ShipmentID(orderID), body, &s); err != nil {
-		return Shipment{}, fmt.Errorf("shipping: schedule order %s: %w", orderID, err)
-	}
-	return s, nil
+	return apiclient.Send[Shipment](ctx, c.api, "schedule order "+orderID, http.MethodPost, "/v1/shipments", contract.ShipmentID(orderID), body)
 }
 
 // Cancel cancels a shipment. It is idempotent; an id with no shipment
 // gets a tombstone that refuses a later schedule. A shipped shipment
 // cannot be cancelled: the error wraps contract.ErrRefused.
 func (c *Client) Cancel(ctx context.Context, shipmentID string) (Shipment, error) {
-	var s Shipment
-	if err := c.api.Do(ctx, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/cancel", "cancel:"+shipmentID, nil, &s); err != nil {
-		return Shipment{}, fmt.Errorf("shipping: cancel %s: %w", shipmentID, err)
-	}
-	return s, nil
+	return apiclient.Send[Shipment](ctx, c.api, "cancel "+shipmentID, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/cancel",
+		"cancel:"+shipmentID, nil)
 }
 
 // Ship marks a shipment shipped. A cancelled shipment cannot be shipped:
 // the error wraps contract.ErrRefused.
 func (c *Client) Ship(ctx context.Context, shipmentID string) (Shipment, error) {
-	var s Shipment
-	if err := c.api.Do(ctx, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/ship", "ship:"+shipmentID, nil, &s); err != nil {
-		return Shipment{}, fmt.Errorf("shipping: ship %s: %w", shipmentID, err)
-	}
-	return s, nil
+	return apiclient.Send[Shipment](ctx, c.api, "ship "+shipmentID, http.MethodPost, "/v1/shipments/"+url.PathEscape(shipmentID)+"/ship",
+		"ship:"+shipmentID, nil)
 }
 
 // Shipment returns the shipment id; found is false if there is none.
 func (c *Client) Shipment(ctx context.Context, id string) (Shipment, bool, error) {
-	s, found, err := apiclient.Get[Shipment](ctx, c.api, "/v1/shipments/"+url.PathEscape(id))
-	if err != nil {
-		return Shipment{}, false, fmt.Errorf("shipping: get %s: %w", id, err)
-	}
-	return s, found, nil
+	return apiclient.Get[Shipment](ctx, c.api, "get "+id, "/v1/shipments/"+url.PathEscape(id))
 }
 
 // ByOrder returns the shipments of an order (at most one).
 func (c *Client) ByOrder(ctx context.Context, orderID string) ([]Shipment, error) {
-	items, err := apiclient.List[Shipment](ctx, c.api, "/v1/shipments?order_id="+url.QueryEscape(orderID))
-	if err != nil {
-		return nil, fmt.Errorf("shipping: shipments of order %s: %w", orderID, err)
-	}
-	return items, nil
+	return apiclient.List[Shipment](ctx, c.api, "shipments of order "+orderID, "/v1/shipments?order_id="+url.QueryEscape(orderID))
 }

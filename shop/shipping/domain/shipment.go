@@ -28,11 +28,12 @@ var (
 // Status is where a shipment stands.
 type Status string
 
-// Statuses of a shipment.
+// Statuses of a shipment: the values of the shipping service's API
+// (contract.ShipmentStatus).
 const (
-	Scheduled Status = "scheduled"
-	Shipped   Status = "shipped"
-	Cancelled Status = "cancelled"
+	Scheduled = Status(contract.ShipmentStatusScheduled)
+	Shipped   = Status(contract.ShipmentStatusShipped)
+	Cancelled = Status(contract.ShipmentStatusCancelled)
 )
 
 // Shipment is the one shipment of an order, or the tombstone of a cancel
