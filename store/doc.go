@@ -119,8 +119,8 @@
 //
 // # Migrations
 //
-// [Config.Migrations] is usually an embed.FS (use [io/fs.Sub] so that the
-// files sit at its root) holding files named
+// [Config.Migrations] is usually an embed.FS (use [MigrationsIn] so that
+// the files sit at its root) holding files named
 //
 //	0001_create_items.sql           applied on both dialects
 //	0002_add_index.sqlite.sql       applied on SQLite only

@@ -14,6 +14,18 @@ import (
 	"time"
 )
 
+// MigrationsIn returns the directory dir of fsys, usually the embed.FS of a
+// binary's migrations, with its files at the root as Config.Migrations
+// wants them. It panics on a dir that is not a valid path (io/fs.ValidPath),
+// a mistake in the code rather than in its input.
+func MigrationsIn(fsys fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(fmt.Sprintf("store: migrations in %q: %v", dir, err))
+	}
+	return sub
+}
+
 // MigrationError reports a migration that could not be applied. The
 // database is left as it was before the migration.
 type MigrationError struct {

@@ -741,3 +741,18 @@ func TestReadOnly(t *testing.T) {
 		t.Fatalf("a read-only open created %v", entries)
 	}
 }
+
+// MigrationsIn puts a directory's files at the root, as Open wants them;
+// a path that cannot name a directory is a mistake in the code: a panic.
+func TestMigrationsIn(t *testing.T) {
+	fsys := fstest.MapFS{"migrations/0001_items.sql": {Data: []byte("CREATE TABLE items (id TEXT)")}}
+	if _, err := fs.Stat(store.MigrationsIn(fsys, "migrations"), "0001_items.sql"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("an invalid path did not panic")
+		}
+	}()
+	store.MigrationsIn(fsys, "../migrations")
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/trellis-go/trellis/shop/catalog/app"
 	"github.com/trellis-go/trellis/shop/catalog/ports"
 	"github.com/trellis-go/trellis/shop/contract"
+	"github.com/trellis-go/trellis/store"
 )
 
 // Name is the service's name.
@@ -28,13 +29,7 @@ const DefaultPort = 8101
 var migrations embed.FS
 
 // Migrations returns the catalog's database migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory exists by construction
-	}
-	return sub
-}
+func Migrations() fs.FS { return store.MigrationsIn(migrations, "migrations") }
 
 // Setup declares the catalog's own settings (it has none beyond the
 // host's) and returns Register.

@@ -1,9 +1,6 @@
 package inventory
 
 import (
-	"context"
-	"time"
-
 	"github.com/trellis-go/trellis/messaging"
 	"github.com/trellis-go/trellis/service"
 	"github.com/trellis-go/trellis/shop/contract"
@@ -27,19 +24,10 @@ const choreographyConcurrency = 16
 // yet, with the order service's own settings; an existing one is left as
 // its owner configured it.
 func startChoreography(h *service.Host, reservations *app.Reservations) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ev, err := eventing.Start(ctx, h, eventing.Config{Service: Name,
-		Writes: []messaging.StreamConfig{eventing.Stream(contract.StreamInventory)},
-		Reads:  []messaging.StreamConfig{eventing.Stream(contract.StreamOrder)},
-		Outbox: true, Inbox: true})
-	if err != nil {
-		return err
-	}
-	r := ev.Router()
-	ports.Reactions(r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: ChoreographyConsumer,
-		FilterSubjects: ports.OrderEventSubjects, Concurrency: choreographyConcurrency}),
-		reservations, ev.Inbox, ev.Outbox, h.Logger())
-	ev.Run(ChoreographyConsumer, r)
-	return nil
+	return eventing.Consume(h, eventing.Participant(Name, contract.StreamInventory, contract.StreamOrder), ChoreographyConsumer,
+		func(ev *eventing.Eventing, r *messaging.Router) {
+			ports.Reactions(r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: ChoreographyConsumer,
+				FilterSubjects: ports.OrderEventSubjects, Concurrency: choreographyConcurrency}),
+				reservations, ev.Inbox, ev.Outbox, h.Logger())
+		})
 }

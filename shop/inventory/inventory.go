@@ -36,6 +36,7 @@ import (
 	"github.com/trellis-go/trellis/shop/inventory/adapters"
 	"github.com/trellis-go/trellis/shop/inventory/app"
 	"github.com/trellis-go/trellis/shop/inventory/ports"
+	"github.com/trellis-go/trellis/store"
 )
 
 // Name is the service's name.
@@ -51,13 +52,7 @@ const DefaultCatalogURL = "http://127.0.0.1:8101"
 var migrations embed.FS
 
 // Migrations returns inventory's database migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory exists by construction
-	}
-	return sub
-}
+func Migrations() fs.FS { return store.MigrationsIn(migrations, "migrations") }
 
 // Config is inventory's own configuration.
 type Config struct {

@@ -33,11 +33,7 @@ var warehouseMigrations embed.FS
 
 // WarehouseMigrations returns the migrations of a warehouse database.
 func WarehouseMigrations() fs.FS {
-	sub, err := fs.Sub(warehouseMigrations, "warehousemigrations")
-	if err != nil {
-		panic(err) // the embedded directory exists by construction
-	}
-	return sub
+	return store.MigrationsIn(warehouseMigrations, "warehousemigrations")
 }
 
 // TransferConfig configures the warehouses and the transfers between

@@ -14,7 +14,6 @@
 package notification
 
 import (
-	"context"
 	"embed"
 	"io/fs"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/trellis-go/trellis/shop/notification/adapters"
 	"github.com/trellis-go/trellis/shop/notification/app"
 	"github.com/trellis-go/trellis/shop/notification/ports"
+	"github.com/trellis-go/trellis/store"
 )
 
 // Name is the service's name.
@@ -48,13 +48,7 @@ var migrations embed.FS
 
 // Migrations returns the notification service's database migrations (the
 // inbox creates its own table).
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory exists by construction
-	}
-	return sub
-}
+func Migrations() fs.FS { return store.MigrationsIn(migrations, "migrations") }
 
 // Config is the notification service's own configuration.
 type Config struct {
@@ -71,24 +65,17 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 // Register wires the notification service into a host built with its
 // migrations and a broker.
 func Register(h *service.Host, cfg Config) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	a := app.New(adapters.NewRepository(h.DB()), cfg.Now)
+	ports.Register(h, a)
 	// The order service owns ORDER: it is created with the order service's
 	// settings if that has not started yet, never changed.
-	ev, err := eventing.Start(ctx, h, eventing.Config{Service: Name,
-		Reads: []messaging.StreamConfig{eventing.Stream(contract.StreamOrder)}, Inbox: true})
-	if err != nil {
-		return err
-	}
-	a := app.New(adapters.NewRepository(h.DB()), cfg.Now)
-	r := ev.Router()
-	g := r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: Consumer,
-		FilterSubjects: ports.OrderEndSubjects, Concurrency: consumerConcurrency})
-	handle := ports.OrderEvents(a, ev.Inbox, Consumer)
-	for _, subject := range ports.OrderEndSubjects {
-		g.HandleSubject(subject, handle)
-	}
-	ev.Run(Consumer, r)
-	ports.Register(h, a)
-	return nil
+	return eventing.Consume(h, eventing.Config{Service: Name, Reads: []messaging.StreamConfig{eventing.Stream(contract.StreamOrder)},
+		Inbox: true}, Consumer, func(ev *eventing.Eventing, r *messaging.Router) {
+		g := r.Group(messaging.ConsumerConfig{Stream: contract.StreamOrder, Durable: Consumer,
+			FilterSubjects: ports.OrderEndSubjects, Concurrency: consumerConcurrency})
+		handle := ports.OrderEvents(a, ev.Inbox, Consumer)
+		for _, subject := range ports.OrderEndSubjects {
+			g.HandleSubject(subject, handle)
+		}
+	})
 }

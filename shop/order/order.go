@@ -75,10 +75,10 @@ func sub(f embed.FS, dir string) fs.FS {
 
 // Migrations returns the write database's migrations (the event store and
 // the outbox create their own tables).
-func Migrations() fs.FS { return sub(migrations, "migrations") }
+func Migrations() fs.FS { return store.MigrationsIn(migrations, "migrations") }
 
 // ReadMigrations returns the read database's migrations.
-func ReadMigrations() fs.FS { return sub(readMigrations, "readmigrations") }
+func ReadMigrations() fs.FS { return store.MigrationsIn(readMigrations, "readmigrations") }
 
 // Registry returns the order event types.
 func Registry() *cqrs.Registry {

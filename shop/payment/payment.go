@@ -29,7 +29,6 @@
 package payment
 
 import (
-	"context"
 	"embed"
 	"io/fs"
 	"time"
@@ -43,6 +42,7 @@ import (
 	"github.com/trellis-go/trellis/shop/payment/adapters"
 	"github.com/trellis-go/trellis/shop/payment/app"
 	"github.com/trellis-go/trellis/shop/payment/ports"
+	"github.com/trellis-go/trellis/store"
 )
 
 // Name is the service's name.
@@ -56,13 +56,7 @@ var migrations embed.FS
 
 // Migrations returns the payment service's database migrations (the
 // outbox and the inbox create their own tables).
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory exists by construction
-	}
-	return sub
-}
+func Migrations() fs.FS { return store.MigrationsIn(migrations, "migrations") }
 
 // Config is the payment service's own configuration.
 type Config struct {
@@ -79,19 +73,8 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 // Register wires the payment service into a host built with its
 // migrations and a broker.
 func Register(h *service.Host, cfg Config) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ev, err := eventing.Start(ctx, h, eventing.Config{Service: Name,
-		Writes: []messaging.StreamConfig{eventing.Stream(contract.StreamPayment)},
-		Reads:  []messaging.StreamConfig{eventing.Stream(contract.StreamInventory), eventing.Stream(contract.StreamOrder)},
-		Outbox: true, Inbox: true})
-	if err != nil {
-		return err
-	}
 	a := app.New(adapters.NewRepository(h.DB()), h.DB(), cfg.Now)
 	ports.RegisterHTTP(h, a)
-	r := ev.Router()
-	ports.NewEvents(a, ev.Inbox, ev.Outbox).Route(r)
-	ev.Run("choreography", r)
-	return nil
+	return eventing.Consume(h, eventing.Participant(Name, contract.StreamPayment, contract.StreamInventory, contract.StreamOrder),
+		"choreography", func(ev *eventing.Eventing, r *messaging.Router) { ports.NewEvents(a, ev.Inbox, ev.Outbox).Route(r) })
 }

@@ -27,7 +27,6 @@
 package shipping
 
 import (
-	"context"
 	"embed"
 	"io/fs"
 	"time"
@@ -41,6 +40,7 @@ import (
 	"github.com/trellis-go/trellis/shop/shipping/adapters"
 	"github.com/trellis-go/trellis/shop/shipping/app"
 	"github.com/trellis-go/trellis/shop/shipping/ports"
+	"github.com/trellis-go/trellis/store"
 )
 
 // Name is the service's name.
@@ -54,13 +54,7 @@ var migrations embed.FS
 
 // Migrations returns the shipping service's database migrations (the
 // outbox and the inbox create their own tables).
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory exists by construction
-	}
-	return sub
-}
+func Migrations() fs.FS { return store.MigrationsIn(migrations, "migrations") }
 
 // Config is the shipping service's own configuration.
 type Config struct {
@@ -77,19 +71,10 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 // Register wires the shipping service into a host built with its
 // migrations and a broker.
 func Register(h *service.Host, cfg Config) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ev, err := eventing.Start(ctx, h, eventing.Config{Service: Name,
-		Writes: []messaging.StreamConfig{eventing.Stream(contract.StreamShipping)},
-		Reads:  []messaging.StreamConfig{eventing.Stream(contract.StreamPayment), eventing.Stream(contract.StreamOrder)},
-		Outbox: true, Inbox: true})
-	if err != nil {
-		return err
-	}
 	a := app.New(adapters.NewRepository(h.DB()), h.DB(), cfg.Now)
 	ports.RegisterHTTP(h, a)
-	r := ev.Router()
-	ports.NewEvents(a, ev.Client, ev.Inbox, ev.Outbox).Route(r)
-	ev.Run("choreography", r)
-	return nil
+	return eventing.Consume(h, eventing.Participant(Name, contract.StreamShipping, contract.StreamPayment, contract.StreamOrder),
+		"choreography", func(ev *eventing.Eventing, r *messaging.Router) {
+			ports.NewEvents(a, ev.Client, ev.Inbox, ev.Outbox).Route(r)
+		})
 }

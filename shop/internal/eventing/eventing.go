@@ -178,3 +178,35 @@ func (e *Eventing) Run(name string, r *messaging.Router) {
 		return nil
 	})
 }
+
+// SetupTimeout bounds a service's setup of its events: its streams, the
+// tables of its outbox and inbox.
+const SetupTimeout = 30 * time.Second
+
+// Participant is the configuration of a service that takes part in the
+// choreographed place-order saga as inventory, payment and shipping do:
+// it writes its own stream through an outbox, and reacts to the others'
+// streams, each message's effect once (an inbox).
+func Participant(service, writes string, reads ...string) Config {
+	cfg := Config{Service: service, Writes: []messaging.StreamConfig{Stream(writes)}, Outbox: true, Inbox: true}
+	for _, r := range reads {
+		cfg.Reads = append(cfg.Reads, Stream(r))
+	}
+	return cfg
+}
+
+// Consume connects the service on h to the shop's events as cfg says
+// (Start, within SetupTimeout), has route declare the service's consumers
+// on a Router, and runs them as the host worker name.
+func Consume(h *service.Host, cfg Config, name string, route func(*Eventing, *messaging.Router)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), SetupTimeout)
+	defer cancel()
+	ev, err := Start(ctx, h, cfg)
+	if err != nil {
+		return err
+	}
+	r := ev.Router()
+	route(ev, r)
+	ev.Run(name, r)
+	return nil
+}
