@@ -217,7 +217,11 @@ func Register(h *service.Host, cfg Config) error {
 	// One replica projects at a time (a lease in the read database); the
 	// replica's stable identity lets it take its lease back at once after
 	// a restart.
-	projector := cqrs.NewProjector(events, readDB, summaries, cqrs.ProjectorOptions{Owner: h.Config().Instance, Logger: h.Logger()})
+	// The readers waiting for an order to change are woken once the read
+	// model shows it.
+	changes := app.NewChanges()
+	projector := cqrs.NewProjector(events, readDB, summaries, cqrs.ProjectorOptions{Owner: h.Config().Instance, Logger: h.Logger(),
+		Applied: adapters.WakeReaders(changes)})
 	if err := projector.Setup(ctx); err != nil {
 		return fmt.Errorf("order: %w", err)
 	}
@@ -263,6 +267,7 @@ func Register(h *service.Host, cfg Config) error {
 		Inventory: adapters.Inventory{C: invclient.New(clients["inventory"], cfg.InventoryURL)},
 		Payments:  adapters.Payments{C: payclient.New(clients["payment"], cfg.PaymentURL)},
 		Shipping:  adapters.Shipping{C: shipclient.New(clients["shipping"], cfg.ShippingURL)},
+		Changes:   changes,
 	}
 	var progress *choreography.Progress
 	if choreographed {

@@ -101,6 +101,22 @@ func TestPlaceOrder(t *testing.T) {
 		if r.Status != 200 || got.TotalCents != 4000 || got.Status != "pending" || got.CustomerID != "c-42" || len(got.Items) != 2 {
 			t.Fatalf("get: %d %s", r.Status, r.Body)
 		}
+		// A client may ask to wait for the outcome (RFC 7240): the answer
+		// is held while the order is pending, here until the wait is over
+		// (no other service runs to decide it).
+		req, _ := http.NewRequest("GET", s.order.URL+"/v1/orders/"+placed.OrderID, nil)
+		req.Header.Set("Prefer", "wait=1")
+		began := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waited := readAll(resp)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Preference-Applied") != "wait=1" ||
+			(strings.Contains(waited, `"status":"pending"`) && time.Since(began) < time.Second) {
+			t.Fatalf("get with Prefer: wait=1: %d %v after %s: %s", resp.StatusCode, resp.Header, time.Since(began), waited)
+		}
 		list := waitSummary(t, s.order, "c-42", 1)
 		if list[0].OrderID != placed.OrderID || list[0].TotalCents != 4000 {
 			t.Fatalf("customer orders %+v", list)

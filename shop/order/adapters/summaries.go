@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/trellis-go/trellis/cqrs"
@@ -76,6 +77,18 @@ func (s *Summaries) setStatus(ctx context.Context, tx *sql.Tx, stream string, st
 
 // StreamPrefix starts the stream of every order.
 const StreamPrefix = "order-"
+
+// WakeReaders returns the projector's Applied hook that tells c which
+// orders the read model has just changed, to wake their waiting readers.
+func WakeReaders(c *app.Changes) func(evs []eventstore.Event) {
+	return func(evs []eventstore.Event) {
+		for _, e := range evs {
+			if id, ok := strings.CutPrefix(e.Stream, StreamPrefix); ok {
+				c.Changed(id)
+			}
+		}
+	}
+}
 
 const summaryColumns = `order_id, customer_id, status, items, total_cents, reason, placed_at, updated_at`
 

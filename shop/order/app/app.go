@@ -52,6 +52,9 @@ type Deps struct {
 	Shipping  Shipping
 	// Now tells the time of the orders' events; nil means time.Now.
 	Now func() time.Time
+	// Changes wakes the readers waiting for an order (Queries.Order.Wait)
+	// when the read model changes; nil means they look every WaitRecheck.
+	Changes *Changes
 }
 
 // New builds the application from deps, tuned by cfg (zero fields take
@@ -91,7 +94,7 @@ func New(deps Deps, cfg Config) (*Application, error) {
 			RetrySaga:    RetrySagaHandler{sagas: deps.Sagas},
 		},
 		Queries: Queries{
-			Order:          OrderHandler{orders: deps.Orders, summaries: deps.Summaries},
+			Order:          OrderHandler{orders: deps.Orders, summaries: deps.Summaries, changes: deps.Changes},
 			CustomerOrders: CustomerOrdersHandler{summaries: deps.Summaries},
 			Saga:           SagaHandler{orders: deps.Orders, sagas: deps.Sagas, progress: deps.Progress},
 			Sagas:          SagasHandler{sagas: deps.Sagas},

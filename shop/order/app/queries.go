@@ -29,6 +29,7 @@ func SummaryOf(o domain.Order) Summary {
 type OrderHandler struct {
 	orders    Orders
 	summaries Summaries
+	changes   *Changes
 }
 
 // Handle returns the order id from the read model or, if the projection
@@ -50,6 +51,40 @@ func (h OrderHandler) Handle(ctx context.Context, id string) (Summary, error) {
 		return Summary{}, domain.ErrNotFound
 	}
 	return SummaryOf(o), nil
+}
+
+// WaitRecheck is how often a reader waiting for an order looks at it again
+// without being woken: the change may have been projected by another
+// replica, whose projector does not wake this one's readers.
+const WaitRecheck = 250 * time.Millisecond
+
+// Wait returns the order id like Handle once it is no longer pending, or
+// as it is when wait has passed or ctx ends (with ctx's error): for a
+// client that would rather hold one request than poll for the outcome.
+func (h OrderHandler) Wait(ctx context.Context, id string, wait time.Duration) (Summary, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		// Watched before reading, so that a change while it reads wakes
+		// the wait below.
+		changed, stop := h.changes.watch(id)
+		s, err := h.Handle(ctx, id)
+		left := time.Until(deadline)
+		if err != nil || s.Status != domain.Pending || left <= 0 {
+			stop()
+			return s, err
+		}
+		t := time.NewTimer(min(left, WaitRecheck))
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			stop()
+			t.Stop()
+			return s, ctx.Err()
+		}
+		stop()
+		t.Stop()
+	}
 }
 
 // CustomerOrders asks for a customer's latest orders.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/saga"
 	"github.com/trellis-go/trellis/shop/order/app"
 	"github.com/trellis-go/trellis/shop/order/domain"
@@ -127,5 +128,75 @@ func TestSagaQueries(t *testing.T) {
 	view, err = choreographed.App.Queries.Saga.Handle(ctx, order)
 	if err != nil || view.Flow != domain.FlowChoreography || view.Status != string(domain.Pending) || view.Saga != nil {
 		t.Fatalf("a choreographed order's saga: %+v, %v", view, err)
+	}
+}
+
+// A reader may wait for an order's outcome instead of polling: Wait
+// returns once the read model shows it, woken by the projector, or as the
+// order is when the wait is over.
+func TestOrderWait(t *testing.T) {
+	ctx := context.Background()
+	e := ordertest.Start(t, ordertest.Options{Config: app.Config{Flow: domain.FlowChoreography}})
+	e.RunProjector()
+	place := func(key string) string {
+		t.Helper()
+		res, err := e.App.Commands.PlaceOrder.Handle(ctx, placeOrder(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.OrderID
+	}
+
+	id := place("k-wait")
+	type answer struct {
+		s   app.Summary
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		s, err := e.App.Queries.Order.Wait(ctx, id, time.Minute)
+		got <- answer{s, err}
+	}()
+	waittest.Until(t, 10*time.Second, "the reader to wait", func() bool { return app.Waiters(e.Changes) == 1 })
+	select {
+	case a := <-got:
+		t.Fatalf("Wait returned %+v (%v) while the order was pending", a.s, a.err)
+	default:
+	}
+	if err := e.App.Commands.RejectOrder.Handle(ctx, app.RejectOrder{OrderID: id, Reason: "payment declined"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.err != nil || a.s.Status != domain.Rejected || a.s.Reason != "payment declined" {
+			t.Fatalf("Wait: %+v %v, want the rejection", a.s, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait was not woken by the rejection")
+	}
+	if n := app.Waiters(e.Changes); n != 0 {
+		t.Fatalf("%d readers still registered", n)
+	}
+
+	// An ended order answers at once; a pending one when the wait is over;
+	// an unknown one is not found; a reader that goes away stops waiting.
+	if s, err := e.App.Queries.Order.Wait(ctx, id, time.Hour); err != nil || s.Status != domain.Rejected {
+		t.Fatalf("Wait on an ended order: %+v %v", s, err)
+	}
+	pending := place("k-pending")
+	start := time.Now()
+	if s, err := e.App.Queries.Order.Wait(ctx, pending, 50*time.Millisecond); err != nil || s.Status != domain.Pending || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("Wait on a pending order: %+v %v after %s", s, err, time.Since(start))
+	}
+	if _, err := e.App.Queries.Order.Wait(ctx, "0192f3c1-no-such-order", time.Hour); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("Wait on an unknown order: %v", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := e.App.Queries.Order.Wait(cctx, pending, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait of a reader gone: %v", err)
+	}
+	if n := app.Waiters(e.Changes); n != 0 {
+		t.Fatalf("%d readers still registered", n)
 	}
 }

@@ -52,6 +52,9 @@ type Env struct {
 	Events   *eventstore.Store
 	Outbox   *outbox.Outbox
 	Sagas    *saga.Orchestrator
+	// Changes wakes the readers waiting for an order once the projector,
+	// running (RunProjector), has applied its events.
+	Changes *app.Changes
 
 	t         testing.TB
 	projector *cqrs.Projector
@@ -99,7 +102,9 @@ func Start(t testing.TB, opts Options) *Env {
 	check(err)
 
 	summaries := adapters.NewSummaries(e.ReadDB, order.Registry())
-	e.projector = cqrs.NewProjector(e.Events, e.ReadDB, summaries, cqrs.ProjectorOptions{})
+	e.Changes = app.NewChanges()
+	e.projector = cqrs.NewProjector(e.Events, e.ReadDB, summaries, cqrs.ProjectorOptions{PollInterval: 10 * time.Millisecond,
+		Applied: adapters.WakeReaders(e.Changes)})
 	check(e.projector.Setup(ctx))
 	e.Sagas, err = saga.New(e.DB, saga.Options{RecordDelay: app.SagaRecordDelay})
 	check(err)
@@ -116,6 +121,7 @@ func Start(t testing.TB, opts Options) *Env {
 		Payments:  e.Services.Payments,
 		Shipping:  e.Services.Shipping,
 		Now:       e.Clock.Now,
+		Changes:   e.Changes,
 	}
 	if opts.Config.WithDefaults().Flow == domain.FlowChoreography {
 		progress := choreography.NewProgress(e.DB)
@@ -166,6 +172,21 @@ func (e *Env) WaitSaga(id string) saga.Info {
 		e.t.Fatalf("saga %s: %v", id, err)
 	}
 	return info
+}
+
+// RunProjector runs the projector, as the service does, until the test
+// ends.
+func (e *Env) RunProjector() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = e.projector.Run(ctx)
+	}()
+	e.t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 // Project brings the read model up to date with every event recorded.

@@ -119,9 +119,22 @@ type orderBody struct {
 
 func orderOf(s app.Summary) orderBody { return orderBody(s) }
 
+// MaxWait caps the wait a client may ask for with Prefer: wait=N on
+// GET /v1/orders/{id}, well inside the server's write timeout.
+const MaxWait = 20 * time.Second
+
 func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	sum, err := s.app.Queries.Order.Handle(r.Context(), id)
+	var sum app.Summary
+	var err error
+	if wait, ok := service.PreferWait(r, MaxWait); ok {
+		// Held until the order is no longer pending, or the wait is over:
+		// the client learns the outcome without polling.
+		service.AppliedWait(w, wait)
+		sum, err = s.app.Queries.Order.Wait(r.Context(), id, wait)
+	} else {
+		sum, err = s.app.Queries.Order.Handle(r.Context(), id)
+	}
 	if errors.Is(err, domain.ErrNotFound) {
 		return problem.New(http.StatusNotFound, "no order %q", id)
 	}
