@@ -1,6 +1,8 @@
 package waittest_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -57,4 +59,27 @@ func ExampleUntil() {
 	waittest.Until(t, 10*time.Second, "the server to be ready", ready.Load)
 	fmt.Println("ready")
 	// Output: ready
+}
+
+// A test server's helper, which has no testing.T, waits for the server it
+// started to listen.
+func ExampleWait() {
+	var listening atomic.Bool
+	time.AfterFunc(5*time.Millisecond, func() { listening.Store(true) })
+
+	err := waittest.Wait(context.Background(), 10*time.Second, "the server to listen", func() error {
+		if !listening.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	fmt.Println(err)
+
+	err = waittest.Wait(context.Background(), 20*time.Millisecond, "a second server", func() error {
+		return errors.New("connection refused")
+	})
+	fmt.Println(err)
+	// Output:
+	// <nil>
+	// timed out after 20ms waiting for a second server: connection refused
 }

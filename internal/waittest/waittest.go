@@ -3,14 +3,18 @@
 // and [Until] call the condition until it holds, a millisecond apart at
 // first and up to 50 ms apart later, and fail the test once the wait's
 // limit passes, with what was awaited and, from Eventually, the
-// condition's last error.
+// condition's last error. [Wait] does the same for code that has no
+// testing.T to fail, or runs on a goroutine other than the test's: it
+// returns that error instead, and also gives up when its context ends.
 //
 // Wait on a channel, a sync.WaitGroup or a hook where the code under test
 // offers one; poll only what offers nothing to wait on.
 package waittest
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -47,26 +51,65 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() err
 			end, cut = dl.Add(-grace), true
 		}
 	}
+	err := poll(context.Background(), end, cond)
+	if err == nil {
+		return
+	}
+	limit := within.String()
+	if cut {
+		limit = time.Since(start).Round(time.Millisecond).String() + ", close to the test's -timeout,"
+	}
+	t.Fatalf("%s", timedOut(limit, what, err))
+}
+
+// Wait calls cond until it returns nil, as [Eventually] does, and returns
+// nil then. If cond still returns an error when within has passed, Wait
+// returns an error that says what was awaited and that last error; if ctx
+// ends first, one that says so, with ctx's cause and cond's last error.
+// Use it where there is no testing.T to fail: in a test server's helper,
+// a test's child process, a goroutine a test started.
+func Wait(ctx context.Context, within time.Duration, what string, cond func() error) error {
+	err := poll(ctx, time.Now().Add(within), cond)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("gave up waiting for %s: %w (last: %v)", what, context.Cause(ctx), err)
+	default:
+		return timedOut(within.String(), what, err)
+	}
+}
+
+// poll calls cond until it returns nil, end passes or ctx ends, with a
+// growing pause between calls, and returns cond's last error: nil once it
+// holds.
+func poll(ctx context.Context, end time.Time, cond func() error) error {
 	for n := 0; ; n++ {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
 		left := time.Until(end)
-		if left <= 0 {
-			limit := within.String()
-			if cut {
-				limit = time.Since(start).Round(time.Millisecond).String() + ", close to the test's -timeout,"
-			}
-			if errors.Is(err, errNotYet) {
-				t.Fatalf("timed out after %s waiting for %s", limit, what)
-			} else {
-				t.Fatalf("timed out after %s waiting for %s: %v", limit, what, err)
-			}
-			return // t is not a *testing.T whose Fatalf ends the test
+		if left <= 0 || ctx.Err() != nil {
+			return err
 		}
-		time.Sleep(min(left, backoff.Ceiling(firstPoll, maxPoll, n))) // the poll interval
+		pause := time.NewTimer(min(left, backoff.Ceiling(firstPoll, maxPoll, n))) // the poll interval
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return err
+		case <-pause.C:
+		}
 	}
+}
+
+// timedOut is the error of a wait for what that gave up after limit, with
+// cond's last error.
+func timedOut(limit, what string, err error) error {
+	if errors.Is(err, errNotYet) {
+		return fmt.Errorf("timed out after %s waiting for %s", limit, what)
+	}
+	return fmt.Errorf("timed out after %s waiting for %s: %w", limit, what, err)
 }
 
 // Until is [Eventually] for a condition that holds or does not, with

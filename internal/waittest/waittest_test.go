@@ -1,6 +1,7 @@
 package waittest_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -88,5 +89,48 @@ func TestEventuallyGivesUpBeforeTheTestDeadline(t *testing.T) {
 	}
 	if !strings.Contains(r.failure, "-timeout") || !strings.Contains(r.failure, "a miracle") {
 		t.Fatalf("failure %q does not say the test's deadline cut the wait", r.failure)
+	}
+}
+
+func TestWaitReturnsOnceTheConditionHolds(t *testing.T) {
+	calls := 0
+	err := waittest.Wait(context.Background(), 10*time.Second, "the third call", func() error {
+		if calls++; calls < 3 {
+			return errors.New("too early")
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("Wait = %v after %d calls, want nil after 3", err, calls)
+	}
+}
+
+func TestWaitReportsTheLastError(t *testing.T) {
+	calls := 0
+	err := waittest.Wait(context.Background(), 30*time.Millisecond, "a miracle", func() error {
+		calls++
+		return fmt.Errorf("call %d failed", calls)
+	})
+	if want := fmt.Sprintf("timed out after 30ms waiting for a miracle: call %d failed", calls); err == nil || err.Error() != want {
+		t.Fatalf("Wait = %v, want %q", err, want)
+	}
+}
+
+// A wait ends with its context, however long it would have waited, and
+// says so.
+func TestWaitEndsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	err := waittest.Wait(ctx, time.Hour, "a miracle", func() error {
+		if calls++; calls == 3 {
+			cancel()
+		}
+		return errors.New("no miracle")
+	})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "a miracle") || !strings.Contains(err.Error(), "no miracle") {
+		t.Fatalf("Wait = %v, want the context's end, what was awaited and the last error", err)
+	}
+	if calls != 3 {
+		t.Fatalf("%d calls, want none after the context ended", calls)
 	}
 }
