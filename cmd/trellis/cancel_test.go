@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/contract"
 	invclient "github.com/trellis-go/trellis/shop/inventory/client"
 	"github.com/trellis-go/trellis/shop/order/ports"
@@ -39,18 +40,21 @@ func placeOrder(ctx context.Context, t *testing.T, u shoptest.URLs, key, sku str
 // test after timeout.
 func waitOrder(ctx context.Context, t *testing.T, u shoptest.URLs, id string, timeout time.Duration, ok func(shoptest.Order) bool) shoptest.Order {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var o shoptest.Order
-	for {
-		_, err := shoptest.Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o)
-		if err == nil && ok(o) {
-			return o
+	waittest.Eventually(t, timeout, "order "+id+" to reach the state awaited", func() error {
+		if err := ctx.Err(); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("order %s after %s: %+v, %v", id, timeout, o, err)
+		o = shoptest.Order{}
+		if _, err := shoptest.Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o); err != nil {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		if !ok(o) {
+			return fmt.Errorf("seen %+v", o)
+		}
+		return nil
+	})
+	return o
 }
 
 func status(want string) func(shoptest.Order) bool {
@@ -67,17 +71,21 @@ func getSaga(ctx context.Context, u shoptest.URLs, id string) (ports.SagaView, e
 // waitSaga polls saga id until ok says yes, and returns it.
 func waitSaga(ctx context.Context, t *testing.T, u shoptest.URLs, id string, timeout time.Duration, ok func(ports.SagaView) bool) ports.SagaView {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		v, err := getSaga(ctx, u, id)
-		if err == nil && ok(v) {
-			return v
+	var v sagaView
+	waittest.Eventually(t, timeout, "saga "+id+" to reach the state awaited", func() error {
+		if err := ctx.Err(); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("saga %s after %s: %+v, %v", id, timeout, v, err)
+		var err error
+		if v, err = getSaga(ctx, u, id); err != nil {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		if !ok(v) {
+			return fmt.Errorf("seen %+v", v)
+		}
+		return nil
+	})
+	return v
 }
 
 // stock returns a sku's stock numbers.
@@ -135,17 +143,19 @@ func metric(ctx context.Context, base, series string) (float64, error) {
 // waitMetric polls a sample until it has the value want.
 func waitMetric(ctx context.Context, t *testing.T, base, series string, want float64, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	waittest.Eventually(t, timeout, fmt.Sprintf("%s to be %v", series, want), func() error {
+		if err := ctx.Err(); err != nil {
+			t.Fatal(err)
+		}
 		v, err := metric(ctx, base, series)
-		if err == nil && v == want {
-			return
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("%s: %v (%v), want %v after %s", series, v, err, want, timeout)
+		if v != want {
+			return fmt.Errorf("it is %v", v)
 		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 }
 
 // TestUpKillOrderDuringCancellation kills the order service (SIGKILL)
@@ -201,13 +211,12 @@ func TestUpKillOrderDuringCancellation(t *testing.T) {
 			// When payment is slow, so is reading it: the refund sent when
 			// the log moved to it is still in flight for seconds.
 			if c.refunded { // the refund went through; the restock waits on inventory
-				deadline := time.Now().Add(10 * time.Second)
-				for ps := payments(ctx, t, u, p.OrderID); len(ps) != 1 || ps[0].RefundedCents != o.TotalCents; ps = payments(ctx, t, u, p.OrderID) {
-					if time.Now().After(deadline) {
-						t.Fatalf("refund not done: %+v", ps)
+				waittest.Eventually(t, 10*time.Second, "the refund", func() error {
+					if ps := payments(ctx, t, u, p.OrderID); len(ps) != 1 || ps[0].RefundedCents != o.TotalCents {
+						return fmt.Errorf("payments %+v", ps)
 					}
-					time.Sleep(20 * time.Millisecond) // poll interval
-				}
+					return nil
+				})
 			}
 			if v, err := getSaga(ctx, u, sagaID); err != nil || v.Saga.Status.Terminal() {
 				t.Fatalf("the cancellation ended before the kill: %+v %v", v, err)
@@ -431,13 +440,12 @@ func TestUpCancelAtAnyTime(t *testing.T) {
 				defer resume()
 				p = placeOrder(ctx, t, u, "any-pending", sku, 2, "tok_ok")
 				// After the stop: the reservation is made, the charge cannot be.
-				deadline := time.Now().Add(10 * time.Second)
-				for st := stock(ctx, t, u, sku); st.Reserved != 2; st = stock(ctx, t, u, sku) {
-					if time.Now().After(deadline) {
-						t.Fatalf("stock not reserved: %+v", st)
+				waittest.Eventually(t, 10*time.Second, "the reservation", func() error {
+					if st := stock(ctx, t, u, sku); st.Reserved != 2 {
+						return fmt.Errorf("stock %+v", st)
 					}
-					time.Sleep(20 * time.Millisecond) // poll interval
-				}
+					return nil
+				})
 				if o := waitOrder(ctx, t, u, p.OrderID, time.Second, func(shoptest.Order) bool { return true }); o.Status != "pending" {
 					t.Fatalf("order %s: %s, want pending", o.OrderID, o.Status)
 				}

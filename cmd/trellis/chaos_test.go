@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/contract"
 	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/shoptest"
@@ -49,32 +50,26 @@ func (sh *runningShop) fetchProcesses(ctx context.Context) ([]process, error) {
 }
 
 // waitReady waits until the process called name is ready with another pid
-// than not (0 for any), and returns it.
+// than not (0 for any), and returns it. chaos calls it on a goroutine of
+// its own, so it returns an error rather than fail the test.
 func (sh *runningShop) waitReady(ctx context.Context, name string, not int, timeout time.Duration) (process, error) {
-	deadline := time.Now().Add(timeout)
 	var last process
-	for {
+	err := waittest.Wait(ctx, timeout, name+" to be ready (again)", func() error {
 		ps, err := sh.fetchProcesses(ctx)
 		if err != nil {
-			return process{}, err
+			return err
 		}
 		for _, p := range ps {
 			if p.Name == name {
 				last = p
 			}
 		}
-		if last.State == "ready" && last.PID != 0 && last.PID != not {
-			return last, nil
+		if last.State != "ready" || last.PID == 0 || last.PID == not {
+			return fmt.Errorf("seen %+v", last)
 		}
-		if time.Now().After(deadline) {
-			return last, fmt.Errorf("%s not ready (again) after %s: %+v", name, timeout, last)
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-time.After(20 * time.Millisecond): // poll interval
-		}
-	}
+		return nil
+	})
+	return last, err
 }
 
 // kill sends SIGKILL to the process called name once it is ready, and
@@ -347,8 +342,7 @@ func TestUpKilledConsumersEventComesBackSoon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waittest.Eventually(t, 10*time.Second, "order.placed to be delivered to inventory", func() error {
 		c, err := js.Consumer(ctx, contract.StreamOrder, inventory.ChoreographyConsumer)
 		if err != nil {
 			t.Fatal(err)
@@ -357,14 +351,11 @@ func TestUpKilledConsumersEventComesBackSoon(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.NumAckPending > 0 {
-			break
+		if info.NumAckPending == 0 {
+			return fmt.Errorf("consumer %+v", info)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("order.placed not delivered to inventory: %+v", info)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 	if err := syscall.Kill(inv.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/trellis-go/trellis/internal/pgtest"
 	"github.com/trellis-go/trellis/internal/servicetest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/order"
 	"github.com/trellis-go/trellis/store"
 )
@@ -95,26 +96,28 @@ func TestServiceReadsItsEnvironment(t *testing.T) {
 		}
 	}()
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+	defer func() {
+		if t.Failed() {
+			t.Logf("the service's output:\n%s", logs.String())
 		}
+	}()
+	waittest.Eventually(t, 30*time.Second, fmt.Sprintf("the service to answer on PORT %d", port), func() error {
 		select {
 		case err := <-waited:
 			waited <- err
-			t.Fatalf("service exited (%v):\n%s", err, logs.String())
+			t.Fatalf("service exited: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("service does not answer on PORT %d after 30s:\n%s", port, logs.String())
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(data, "catalog.db")); err != nil {
 		t.Fatalf("service did not put its database in TRELLIS_DATA_DIR: %v", err)
 	}

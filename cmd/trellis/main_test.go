@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
@@ -363,17 +364,12 @@ func TestUpRunsTheShop(t *testing.T) {
 		Status     string `json:"status"`
 	}
 	// The place-order saga reserves, charges, schedules and confirms it.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code := getJSON(t, sh.order+"/v1/orders/"+placed.OrderID, &got)
-		if code == 200 && got.Status == "confirmed" && got.TotalCents == 3*990 {
-			break
+	waittest.Eventually(t, 30*time.Second, "the order to be confirmed", func() error {
+		if code := getJSON(t, sh.order+"/v1/orders/"+placed.OrderID, &got); code != 200 || got.Status != "confirmed" || got.TotalCents != 3*990 {
+			return fmt.Errorf("get order: %d %+v", code, got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("get order: %d %+v", code, got)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 	var payments struct {
 		Items []struct {
 			AmountCents int64  `json:"amount_cents"`
@@ -456,22 +452,18 @@ func TestUpRestartsAKilledService(t *testing.T) {
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waittest.Eventually(t, 30*time.Second, "inventory to be back", func() error {
 		var now process
 		for _, p := range sh.processes(t) {
 			if p.Name == "inventory" {
 				now = p
 			}
 		}
-		if now.State == "ready" && now.PID != victim.PID && now.Restarts == 1 {
-			break
+		if now.State != "ready" || now.PID == victim.PID || now.Restarts != 1 {
+			return fmt.Errorf("seen %+v", now)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("inventory not back: %+v", now)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	var stock map[string]any
 	if code := getJSON(t, sh.inv+"/v1/stock/TEA-001", &stock); code != 200 {
 		t.Fatalf("inventory after restart: %d", code)

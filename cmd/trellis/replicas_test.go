@@ -25,6 +25,7 @@ import (
 	"github.com/trellis-go/trellis/cqrs"
 	"github.com/trellis-go/trellis/eventstore"
 	"github.com/trellis-go/trellis/internal/pgtest"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/catalog"
 	"github.com/trellis-go/trellis/shop/inventory"
 	"github.com/trellis-go/trellis/shop/notification"
@@ -337,23 +338,21 @@ func (sc *replicaScenario) scenario(ctx context.Context) error {
 	}
 	// The survivors take its sagas and the projection over before the
 	// next one is paused.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	err = waittest.Wait(ctx, 30*time.Second, "the survivors to take over from "+replicaName(sc.killed), func() error {
 		held, err := sagasHeldBy(ctx, sc.db, replicaName(sc.killed))
 		if err != nil {
 			return err
 		}
-		sc.paused, err = sc.projecting(ctx)
-		if err != nil {
+		if sc.paused, err = sc.projecting(ctx); err != nil {
 			return err
 		}
-		if len(held) == 0 && sc.paused != sc.killed {
-			break
+		if len(held) > 0 || sc.paused == sc.killed {
+			return fmt.Errorf("it still holds %d sagas and projects: %v", len(held), sc.paused == sc.killed)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("30s after %s was killed, it still holds %d sagas and projects: %v", replicaName(sc.killed), len(held), sc.paused == sc.killed)
-		}
-		time.Sleep(100 * time.Millisecond) // poll interval
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	select {
 	case <-sc.stopNow:
@@ -646,23 +645,19 @@ func compareWithRebuild(ctx context.Context, t *testing.T, orderDB, live *store.
 	}
 	// A projector that is never run reads the live checkpoint.
 	liveProjector := cqrs.NewProjector(events, live, adapters.NewSummaries(live, order.Registry()), cqrs.ProjectorOptions{})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waittest.Eventually(t, 30*time.Second, fmt.Sprintf("the live read model's checkpoint to reach the store's head %+v", head), func() error {
 		cp, err := liveProjector.Checkpoint(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cp.Compare(head) >= 0 {
-			if cp != head {
-				t.Fatalf("the live read model's checkpoint %+v is past the store's head %+v", cp, head)
-			}
-			break
+		if cp.Compare(head) < 0 {
+			return fmt.Errorf("it is at %+v", cp)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the live read model's checkpoint %+v has not reached the store's head %+v after 30s", cp, head)
+		if cp != head {
+			t.Fatalf("the live read model's checkpoint %+v is past the store's head %+v", cp, head)
 		}
-		time.Sleep(100 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 	want, got := summaryRows(ctx, t, fresh), summaryRows(ctx, t, live)
 	if len(got) != len(want) {
 		t.Errorf("the live read model has %d orders, a rebuild %d", len(got), len(want))

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
@@ -97,8 +98,8 @@ func traced(ctx context.Context, t *testing.T, method, url, trace, body string, 
 // waitLogs waits until the log of each service names trace.
 func waitLogs(t *testing.T, sh *runningShop, trace string, services ...string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// Log files offer nothing to wait on.
+	waittest.Eventually(t, 20*time.Second, "trace "+trace+" in the logs", func() error {
 		var missing []string
 		for _, s := range services {
 			b, err := os.ReadFile(filepath.Join(sh.dataDir, "logs", s+"-0.log"))
@@ -106,12 +107,9 @@ func waitLogs(t *testing.T, sh *runningShop, trace string, services ...string) {
 				missing = append(missing, s)
 			}
 		}
-		if len(missing) == 0 {
-			return
+		if len(missing) > 0 {
+			return fmt.Errorf("not in the logs of %s", strings.Join(missing, ", "))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("trace %s is not in the logs of %s", trace, strings.Join(missing, ", "))
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval: log files offer nothing to wait on
-	}
+		return nil
+	})
 }
