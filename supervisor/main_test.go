@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/supervisor"
 )
 
@@ -129,13 +130,16 @@ func runChild(args []string) int {
 		}
 	}
 	if *await != "" {
-		deadline := time.Now().Add(10 * time.Second)
-		for !hasLine(*events, *await) {
-			if time.Now().After(deadline) {
-				fmt.Fprintf(os.Stderr, "child %s: gave up waiting for %q\n", name, *await)
-				return 4
+		// Another process writes the file: nothing to wait on but it.
+		err := waittest.Wait(context.Background(), 10*time.Second, fmt.Sprintf("%q in %s", *await, *events), func() error {
+			if !hasLine(*events, *await) {
+				return errors.New("not there yet")
 			}
-			time.Sleep(5 * time.Millisecond) // polling another process's file
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "child %s: %v\n", name, err)
+			return 4
 		}
 	}
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/trellis-go/trellis/identity"
 	"github.com/trellis-go/trellis/internal/syncbuf"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/problem"
 
 	"github.com/trellis-go/trellis/service"
@@ -105,17 +106,15 @@ func (s *Server) serve() error {
 		}
 	}
 	var ln net.Listener
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ln, err = net.Listen("tcp", s.addr); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			_ = h.Close()
-			return fmt.Errorf("listen %s: %w", s.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond) // the previous host is releasing the port
+	err = waittest.Wait(context.Background(), 10*time.Second, "the previous host to release "+s.addr, func() error {
+		var err error
+		ln, err = net.Listen("tcp", s.addr)
+		return err
+	})
+	if err != nil {
+		cancel()
+		_ = h.Close()
+		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.Serve(ctx, ln) }()
@@ -134,20 +133,17 @@ func (s *Server) serve() error {
 }
 
 func (s *Server) waitReady() error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	return waittest.Wait(context.Background(), 20*time.Second, s.URL+" to be ready", func() error {
 		resp, err := http.Get(s.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after 20s (last: %v)", s.URL, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz answers %s", resp.Status)
 		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+		return nil
+	})
 }
 
 // Response is a decoded HTTP response.

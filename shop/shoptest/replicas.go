@@ -3,6 +3,7 @@ package shoptest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/contract"
 )
 
@@ -222,16 +224,14 @@ func placeOne(ctx context.Context, orders Replicas, load SpreadLoad, i int, stam
 
 // waitEnd waits until order id is no longer pending, or timeout passes.
 func waitEnd(ctx context.Context, orders Replicas, first int, id string, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	_ = waittest.Wait(ctx, timeout, "order "+id+" to end", func() error {
 		var o Order
-		_, _, err := orders.Do(ctx, first, http.MethodGet, "/v1/orders/"+id, "", nil, &o, 0)
-		if err == nil && o.Status != "pending" {
-			return
+		if _, _, err := orders.Do(ctx, first, http.MethodGet, "/v1/orders/"+id, "", nil, &o, 0); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond): // poll interval
+		if o.Status == "pending" {
+			return errors.New("pending")
 		}
-	}
+		return nil
+	})
 }

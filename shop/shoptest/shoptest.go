@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/trellis-go/trellis/identity"
+	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/contract"
 	invclient "github.com/trellis-go/trellis/shop/inventory/client"
 	notclient "github.com/trellis-go/trellis/shop/notification/client"
@@ -288,18 +290,18 @@ func repeat(ctx context.Context, do func() (int, error)) error {
 // moment later, so this waits up to a few seconds for the order to show
 // as ended.
 func rejected(ctx context.Context, u URLs, id string) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var o Order
-		_, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o)
-		if err == nil && o.Status != "pending" || time.Now().After(deadline) || ctx.Err() != nil {
-			return err == nil && o.Status == "rejected"
+	var o Order
+	err := waittest.Wait(ctx, 5*time.Second, "order "+id+" to end", func() error {
+		o = Order{}
+		if _, err := Do(ctx, http.MethodGet, u.Order+"/v1/orders/"+id, "", nil, &o); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond): // poll interval
+		if o.Status == "pending" {
+			return errors.New("pending")
 		}
-	}
+		return nil
+	})
+	return err == nil && o.Status == "rejected"
 }
 
 // Cancel asks the order service once to cancel order id. It returns the
@@ -339,9 +341,11 @@ func CancelAccepted(ctx context.Context, u URLs, id string) (CancelAnswer, error
 // cancellation always completes (invariant 6).
 func WaitEnded(ctx context.Context, t testing.TB, u URLs, placed []Placed, timeout time.Duration) map[string]Order {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	ended := map[string]Order{}
-	for {
+	waittest.Eventually(t, timeout, "every order to end", func() error {
+		if err := ctx.Err(); err != nil {
+			t.Fatal(err)
+		}
 		var pending []string
 		for _, p := range placed {
 			if _, ok := ended[p.OrderID]; ok {
@@ -355,18 +359,12 @@ func WaitEnded(ctx context.Context, t testing.TB, u URLs, placed []Placed, timeo
 			}
 			pending = append(pending, p.OrderID)
 		}
-		if len(pending) == 0 {
-			return ended
+		if len(pending) > 0 {
+			return fmt.Errorf("%d orders still not ended: %s", len(pending), strings.Join(pending[:min(len(pending), 10)], ", "))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d orders still not ended after %s: %s", len(pending), timeout, strings.Join(pending[:min(len(pending), 10)], ", "))
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-time.After(100 * time.Millisecond): // poll interval
-		}
-	}
+		return nil
+	})
+	return ended
 }
 
 // Check asserts the shop's invariants over the ended orders. initial is
@@ -376,25 +374,20 @@ func WaitEnded(ctx context.Context, t testing.TB, u URLs, placed []Placed, timeo
 // check is retried until it holds or timeout passes.
 func Check(ctx context.Context, t testing.TB, u URLs, initial map[string]int64, orders map[string]Order, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	waittest.Eventually(t, timeout, "the invariants to hold", func() error {
+		if err := ctx.Err(); err != nil {
+			t.Fatal(err)
+		}
 		problems := Violations(ctx, u, initial, orders)
 		if len(problems) == 0 {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			sort.Strings(problems)
-			if len(problems) > 20 {
-				problems = append(problems[:20], fmt.Sprintf("... and %d more", len(problems)-20))
-			}
-			t.Fatalf("invariants broken:\n  %s", strings.Join(problems, "\n  "))
+		sort.Strings(problems)
+		if len(problems) > 20 {
+			problems = append(problems[:20], fmt.Sprintf("... and %d more", len(problems)-20))
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-time.After(200 * time.Millisecond): // poll interval
-		}
-	}
+		return fmt.Errorf("broken:\n  %s", strings.Join(problems, "\n  "))
+	})
 }
 
 // Violations returns the invariants the shop's state breaks now, for the
