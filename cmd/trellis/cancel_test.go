@@ -71,7 +71,7 @@ func getSaga(ctx context.Context, u shoptest.URLs, id string) (ports.SagaView, e
 // waitSaga polls saga id until ok says yes, and returns it.
 func waitSaga(ctx context.Context, t *testing.T, u shoptest.URLs, id string, timeout time.Duration, ok func(ports.SagaView) bool) ports.SagaView {
 	t.Helper()
-	var v sagaView
+	var v ports.SagaView
 	waittest.Eventually(t, timeout, "saga "+id+" to reach the state awaited", func() error {
 		if err := ctx.Err(); err != nil {
 			t.Fatal(err)
