@@ -389,7 +389,7 @@ func (sc *replicaScenario) scenario(ctx context.Context) error {
 // projecting returns the order replica that holds the projection's lease.
 func (sc *replicaScenario) projecting(ctx context.Context) (int, error) {
 	var owner string
-	if err := sc.readDB.Reader().QueryRowContext(ctx, `SELECT owner FROM cqrs_leases WHERE name = 'order-summaries'`).Scan(&owner); err != nil {
+	if err := sc.readDB.Reader().QueryRowContext(ctx, `SELECT owner FROM cqrs_leases WHERE name = 'order-summaries-v2'`).Scan(&owner); err != nil {
 		return 0, fmt.Errorf("the projection's lease: %w", err)
 	}
 	n, err := strconv.Atoi(strings.TrimPrefix(owner, order.Name+"-"))

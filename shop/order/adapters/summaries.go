@@ -28,7 +28,11 @@ func NewSummaries(db *store.DB, registry *cqrs.Registry) *Summaries {
 }
 
 // Name is the projection's name, and its checkpoint's.
-func (s *Summaries) Name() string { return "order-summaries" }
+//
+// The name changed when times became fixed-width (read migration 0002):
+// the projection under the new name rebuilds the read model from the
+// order events.
+func (s *Summaries) Name() string { return "order-summaries-v2" }
 
 // Reset empties the read model.
 func (s *Summaries) Reset(ctx context.Context, tx *sql.Tx) error {
@@ -36,7 +40,10 @@ func (s *Summaries) Reset(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
-const timeFormat = time.RFC3339Nano
+// timeFormat writes times in UTC with nine fractional digits, so that
+// they sort as text (RFC 3339 with the fewest digits does not: .1 would
+// sort after .12).
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Apply updates the read model for one order event.
 func (s *Summaries) Apply(ctx context.Context, tx *sql.Tx, e eventstore.Event) error {

@@ -200,3 +200,35 @@ func TestOrderWait(t *testing.T) {
 		t.Fatalf("%d readers still registered", n)
 	}
 }
+
+// A customer's orders are listed newest first even when they were placed
+// within one second, whatever their times' fractional digits (.1 is
+// before .12).
+func TestCustomerOrdersWithinASecond(t *testing.T) {
+	ctx := context.Background()
+	e := ordertest.Start(t, ordertest.Options{Config: app.Config{Flow: domain.FlowChoreography}})
+	now := e.Clock.Now()
+	e.Clock.Advance(now.Truncate(time.Second).Add(time.Second).Sub(now)) // a whole second
+	var ids []string
+	for i, step := range []time.Duration{0, 100 * time.Millisecond, 20 * time.Millisecond, 80 * time.Millisecond} {
+		e.Clock.Advance(step) // placed at .0, .1, .12 and .2
+		res, err := e.App.Commands.PlaceOrder.Handle(ctx, placeOrder(fmt.Sprint("second-", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.OrderID)
+	}
+	e.Project()
+	list, err := e.App.Queries.CustomerOrders.Handle(ctx, app.CustomerOrders{CustomerID: "c-42", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range list {
+		got = append(got, s.OrderID)
+	}
+	want := []string{ids[3], ids[2], ids[1], ids[0]}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("newest first: %v, want %v", got, want)
+	}
+}
