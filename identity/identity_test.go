@@ -300,3 +300,36 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 }
+
+// The transport signs a copy: the caller's request keeps its headers, and
+// one request may be sent again (or by two transports at once).
+func TestTransportLeavesTheRequestAsItWas(t *testing.T) {
+	ring := mustRing(t, mustKey(t))
+	var auth []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = append(auth, r.Header.Get("Authorization"))
+		if r.Header.Get("X-Kept") != "yes" {
+			t.Errorf("the caller's header was lost: %v", r.Header)
+		}
+	}))
+	defer srv.Close()
+	rt := identity.Transport(nil, identity.NewSigner("order", ring, identity.SignerOptions{}), "payment")
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Kept", "yes")
+	for range 2 {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if len(req.Header) != 1 || req.Header.Get("Authorization") != "" {
+		t.Fatalf("the request given was changed: %v", req.Header)
+	}
+	if len(auth) != 2 || !strings.HasPrefix(auth[0], "Bearer ") {
+		t.Fatalf("Authorization sent: %q", auth)
+	}
+}

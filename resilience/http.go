@@ -117,7 +117,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	var sent atomic.Bool
 	resp, err := p.Execute(ctx, func(ctx context.Context) (*http.Response, error) {
-		out := req.Clone(ctx)
+		// A shallow copy: the transports below must not change the
+		// request either (RoundTripper's contract), so the attempts may
+		// share its header map and URL.
+		out := req.WithContext(ctx)
 		if getBody != nil {
 			body, err := getBody()
 			if err != nil {

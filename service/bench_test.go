@@ -117,3 +117,38 @@ func BenchmarkInternalRoute(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkServiceClient measures one call through a service client as the
+// shop's services make them (trace context, service token, the resilience
+// pipeline, a kept-alive loopback connection) to a server that answers at
+// once, so that what the client side costs shows.
+func BenchmarkServiceClient(b *testing.B) {
+	key, err := identity.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"payment_id":"p1"}`))
+	}))
+	defer srv.Close()
+	cfg := service.Defaults("order")
+	cfg.DataDir = b.TempDir()
+	cfg.ServiceKey = key.String()
+	h, err := service.New(context.Background(), cfg, service.Options{Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = h.Close() })
+	client := h.ServiceClient("payment")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/payments/p1", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
