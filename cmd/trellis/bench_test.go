@@ -220,7 +220,8 @@ func cpuTimes(b *testing.B, ps []cpuProcess) []time.Duration {
 
 // profile starts a CPU profile of every process (but the benchmark's own)
 // for TRELLIS_BENCH_PROFILE_SECONDS (default 5) when
-// TRELLIS_BENCH_PROFILE_DIR is set, written there as <run>-<process>.pprof;
+// TRELLIS_BENCH_PROFILE_DIR is set, written there as <run>-<process>.pprof
+// (and what it allocated meanwhile as <run>-<process>.allocs);
 // the function it returns waits for them. Read them with
 // `go tool pprof -top <file>`.
 func (sh *runningShop) profile(b *testing.B, run string, ps []cpuProcess) func() {
@@ -234,6 +235,17 @@ func (sh *runningShop) profile(b *testing.B, run string, ps []cpuProcess) func()
 		if p.profileURL == "" {
 			continue
 		}
+		wg.Go(func() {
+			// What the process allocated meanwhile, beside its CPU.
+			allocs := strings.TrimSuffix(p.profileURL, "profile") + "allocs?seconds=" + secs
+			if resp, err := http.Get(allocs); err == nil {
+				data, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode == http.StatusOK {
+					_ = os.WriteFile(filepath.Join(dir, run+"-"+p.name+".allocs"), data, 0o644)
+				}
+			}
+		})
 		wg.Go(func() {
 			resp, err := http.Get(p.profileURL + "?seconds=" + secs)
 			if err != nil {
