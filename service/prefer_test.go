@@ -3,6 +3,7 @@ package service_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,4 +43,28 @@ func TestPreferWait(t *testing.T) {
 	if w.Header().Get("Preference-Applied") != "wait=5" || w.Header().Get("Vary") != "Prefer" {
 		t.Errorf("headers %v", w.Header())
 	}
+}
+
+// FuzzPreferWait: whatever a client sends as Prefer, PreferWait neither
+// panics nor returns a wait outside [0, limit], and a wait it returns is
+// a whole number of seconds that the header asked for (or the limit).
+func FuzzPreferWait(f *testing.F) {
+	for _, s := range []string{"wait=5", "respond-async, wait=10", `wait="7"; a=b`, "wait=18446744073709551616",
+		"wait=-1", "WAIT = 3", "wait=1e3", "wait", "=", ",,,;;", "wait=\x00"} {
+		f.Add(s)
+	}
+	const limit = 20 * time.Second
+	f.Fuzz(func(t *testing.T, header string) {
+		r := httptest.NewRequest(http.MethodGet, "/v1/orders/o1", nil)
+		r.Header["Prefer"] = []string{header}
+		d, ok := service.PreferWait(r, limit)
+		switch {
+		case !ok && d != 0:
+			t.Fatalf("%q: no wait asked, but %v", header, d)
+		case d < 0 || d > limit || d%time.Second != 0:
+			t.Fatalf("%q: wait %v", header, d)
+		case ok && d < limit && !strings.Contains(strings.ToLower(header), "wait"):
+			t.Fatalf("%q: a wait of %v from a header that asks for none", header, d)
+		}
+	})
 }
