@@ -50,31 +50,40 @@ const (
 func record(names []string, values []string) Record {
 	var r Record
 	for i, n := range names {
-		v := values[i]
-		switch n {
-		case FieldTime:
-			if t, ok := parseTime(v); ok {
-				r.Time = t
-			} else {
-				r.Attrs = append(r.Attrs, slog.String("time_text", v))
-			}
-		case FieldLevel:
-			lv, ok := parseLevel(v)
-			r.Level = lv
-			if !ok {
-				r.Attrs = append(r.Attrs, slog.String("level_text", v))
-			}
-		case FieldMsg:
-			r.Msg = v
-		case FieldTraceID:
-			r.TraceID = v
-		case FieldSpanID:
-			r.SpanID = v
-		default:
-			r.Attrs = append(r.Attrs, slog.String(n, v))
+		if !r.set(n, values[i]) {
+			r.Attrs = append(r.Attrs, slog.String(n, values[i]))
 		}
 	}
 	return r
+}
+
+// set gives the field named name (one of the Field* names) the text v,
+// keeping a time or level that cannot be read as an attribute; it reports
+// false for a name without a meaning, which it leaves to the caller.
+func (r *Record) set(name, v string) bool {
+	switch name {
+	case FieldTime:
+		if t, ok := parseTime(v); ok {
+			r.Time = t
+		} else {
+			r.Attrs = append(r.Attrs, slog.String("time_text", v))
+		}
+	case FieldLevel:
+		lv, ok := parseLevel(v)
+		r.Level = lv
+		if !ok {
+			r.Attrs = append(r.Attrs, slog.String("level_text", v))
+		}
+	case FieldMsg:
+		r.Msg = v
+	case FieldTraceID:
+		r.TraceID = v
+	case FieldSpanID:
+		r.SpanID = v
+	default:
+		return false
+	}
+	return true
 }
 
 // parseLevel reads the level names programs use; an unknown one is INFO.
@@ -282,24 +291,11 @@ func (f jsonFormat) Parse(line string) (Record, error) {
 			r.Attrs = append(r.Attrs, slog.Any(key, v))
 			continue
 		}
-		text := fmt.Sprint(v)
-		if s, ok := v.(string); ok {
-			text = s
+		text, ok := v.(string)
+		if !ok {
+			text = fmt.Sprint(v)
 		}
-		one := record([]string{name}, []string{text})
-		switch name {
-		case FieldTime:
-			r.Time = one.Time
-		case FieldLevel:
-			r.Level = one.Level
-		case FieldMsg:
-			r.Msg = one.Msg
-		case FieldTraceID:
-			r.TraceID = one.TraceID
-		case FieldSpanID:
-			r.SpanID = one.SpanID
-		}
-		r.Attrs = append(r.Attrs, one.Attrs...)
+		r.set(name, text)
 	}
 	if _, err := dec.Token(); err != nil {
 		return Record{}, fmt.Errorf("adapter: json: %w", err)

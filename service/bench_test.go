@@ -67,14 +67,7 @@ func BenchmarkInternalRoute(b *testing.B) {
 		return err
 	}
 	host := func(b *testing.B, internal bool) *service.Host {
-		cfg := service.Defaults("payment")
-		cfg.DataDir = b.TempDir()
-		cfg.ServiceKey = key.String()
-		h, err := service.New(context.Background(), cfg, service.Options{Stdout: io.Discard})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = h.Close() })
+		h := benchHost(b, "payment", key)
 		if internal {
 			h.InternalRoute("GET /v1/payments/{id}", handler, "order")
 		} else {
@@ -131,15 +124,7 @@ func BenchmarkServiceClient(b *testing.B) {
 		_, _ = w.Write([]byte(`{"payment_id":"p1"}`))
 	}))
 	defer srv.Close()
-	cfg := service.Defaults("order")
-	cfg.DataDir = b.TempDir()
-	cfg.ServiceKey = key.String()
-	h, err := service.New(context.Background(), cfg, service.Options{Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = h.Close() })
-	client := h.ServiceClient("payment")
+	client := benchHost(b, "order", key).ServiceClient("payment")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -151,4 +136,18 @@ func BenchmarkServiceClient(b *testing.B) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
+}
+
+// benchHost starts a host named name with the deployment's key, closed when
+// the benchmark ends; its logs are discarded.
+func benchHost(b *testing.B, name string, key identity.Key) *service.Host {
+	cfg := service.Defaults(name)
+	cfg.DataDir = b.TempDir()
+	cfg.ServiceKey = key.String()
+	h, err := service.New(context.Background(), cfg, service.Options{Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = h.Close() })
+	return h
 }
