@@ -166,7 +166,8 @@ func FetchProcesses(ctx context.Context, adminURL string) ([]ProcessStatus, erro
 }
 
 // WriteTable writes ps as an aligned table with the columns NAME, REPLICA,
-// PID, STATE, RESTARTS, URL and UPTIME. Uptime is shown for running
+// PID, STATE, RESTARTS, URL and UPTIME. A sidecar is named
+// process/sidecar, below its process's replica. Uptime is shown for running
 // replicas only; missing values are shown as "-".
 func WriteTable(w io.Writer, ps []ProcessStatus) error {
 	return writeTable(w, ps, time.Now())
@@ -189,7 +190,11 @@ func writeTable(w io.Writer, ps []ProcessStatus, now time.Time) error {
 				uptime = max(now.Sub(p.StartedAt), 0).Round(time.Second).String()
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", p.Name, p.Replica, pid, p.State, p.Restarts, url, uptime)
+		name := p.Name
+		if p.Sidecar != "" {
+			name += "/" + p.Sidecar
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", name, p.Replica, pid, p.State, p.Restarts, url, uptime)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write process table: %w", err)

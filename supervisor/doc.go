@@ -35,6 +35,21 @@
 //	    restart: always          # always | on-failure | never
 //	    stop_timeout: 10s        # SIGTERM, then SIGKILL after this
 //	    start_timeout: 30s       # time to become ready before Run gives up
+//	    sidecars:                # each replica is a pod with these containers
+//	      - name: config         # name, command, env, port, health and timeouts
+//	        command: [trellis, sidecar, config, --dir, shop/config/catalog]
+//	        port: 8111
+//
+// A process with sidecars runs each replica as a pod, as Kubernetes runs
+// the containers of a Pod: the sidecars start first, in order, each once
+// the previous is ready; the process's child starts once they all are;
+// it stops first, then its sidecars in reverse order. When the child dies
+// and is restarted, its sidecars are restarted with it; a sidecar that
+// dies alone is restarted alone. The containers of a pod share a directory
+// (TRELLIS_POD_DIR, under [Options.PodDir]), find each other's ports in
+// TRELLIS_POD_<NAME>_PORT, and each running container's PID is kept in
+// $TRELLIS_POD_DIR/run/<name>.pid, so that a sidecar can signal its
+// process.
 //
 // Validation happens before anything starts and every problem is reported
 // at once, each with the file and line it comes from, because a half-started

@@ -187,11 +187,13 @@ func (h *harness) waitReady() {
 	}
 }
 
-// status returns the status of one replica.
+// status returns the status of one replica, or of a sidecar of it when
+// name is process/sidecar.
 func (h *harness) status(name string, replica int) supervisor.ProcessStatus {
 	h.t.Helper()
+	process, sidecar, _ := strings.Cut(name, "/")
 	for _, p := range h.sup.Processes() {
-		if p.Name == name && p.Replica == replica {
+		if p.Name == process && p.Sidecar == sidecar && p.Replica == replica {
 			return p
 		}
 	}

@@ -94,6 +94,9 @@ func runChild(args []string) int {
 		return 2
 	}
 	name := os.Getenv("TRELLIS_PROCESS") + " " + os.Getenv("TRELLIS_REPLICA")
+	if sc := os.Getenv("TRELLIS_SIDECAR"); sc != "" {
+		name = os.Getenv("TRELLIS_PROCESS") + "/" + sc + " " + os.Getenv("TRELLIS_REPLICA")
+	}
 	record := func(event string) {
 		if *events == "" {
 			return

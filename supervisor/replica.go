@@ -14,23 +14,34 @@ import (
 
 // replica runs one copy of a process: it starts the child, watches its
 // health, restarts it per policy and stops it on request.
+//
+// A replica of a process with sidecars is a pod: the replica's sidecars
+// are replicas too (with sidecar set), which the process's replica starts
+// before its child and stops after it, each incarnation of the pod anew.
 type replica struct {
 	sup       *Supervisor
 	proc      *process
+	spec      *ProcessSpec // the container's spec: the process's or the sidecar's
+	sidecar   string       // the sidecar's name; "" for the process's own replica
 	index     int
 	argv      []string // argv[0] already resolved
 	env       []string
 	healthURL string // "" if health checks are disabled
 	logPath   string // "" if output is passed through
+	pidFile   string // where the child's pid is kept while it runs; "" outside pods
 	tail      *tailBuffer
+	sidecars  []*replica // the pod's sidecars in start order; nil for a sidecar
 
+	// A process's replica sets these once; its pod's goroutine resets a
+	// sidecar's for each incarnation, before starting it.
 	stopOnce sync.Once
 	stop     chan struct{} // closed to ask the replica to stop
 	done     chan struct{} // closed once the replica stopped and its child was reaped
 
 	// Owned by the run goroutine.
-	startTimer <-chan time.Time // fires at the start timeout; nil once handled
-	logOffset  int64            // size of the log file before the first start
+	startTimer  <-chan time.Time // fires at the start timeout; nil once handled
+	logOffset   int64            // size of the log file before the first start
+	everStarted bool             // a sidecar: the pod started it before
 
 	// Guarded by sup.mu.
 	pid         int
@@ -39,7 +50,9 @@ type replica struct {
 	startedAt   time.Time
 	readySince  time.Time // zero unless ready during the current run
 	everReady   bool
-	lastProblem error // last health check failure or exit, for start errors
+	lastProblem error         // last health check failure or exit, for start errors
+	readyNow    chan struct{} // a sidecar: closed once ready in this incarnation
+	readyClosed bool          // readyNow is closed
 }
 
 // exitInfo describes how one run of a child ended.
@@ -64,7 +77,14 @@ func (e exitInfo) describe() string {
 	return "unknown"
 }
 
-func (r *replica) name() string { return r.proc.spec.Name }
+// name names the replica's container in logs: the process's name, or
+// process/sidecar.
+func (r *replica) name() string {
+	if r.sidecar != "" {
+		return r.proc.spec.Name + "/" + r.sidecar
+	}
+	return r.proc.spec.Name
+}
 
 func (r *replica) requestStop() { r.stopOnce.Do(func() { close(r.stop) }) }
 
@@ -87,19 +107,30 @@ func (r *replica) run(ctx context.Context) {
 	default:
 	}
 
-	ps := r.proc.spec
-	timer := time.NewTimer(ps.StartTimeout)
-	defer timer.Stop()
-	r.startTimer = timer.C
-	if r.logPath != "" {
-		if info, err := os.Stat(r.logPath); err == nil {
-			r.logOffset = info.Size()
+	ps := r.spec
+	r.noteLogOffset()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-	}
+	}()
 
 	consecutive := 0
 	for {
+		if !r.startSidecars(ctx) {
+			r.stopSidecars()
+			r.transition(StateStopped, false, "reason", "stopped while its sidecars started")
+			return
+		}
+		if timer == nil {
+			// The start timeout counts from the child's first start: each
+			// sidecar has its own before it.
+			timer = time.NewTimer(ps.StartTimeout)
+			r.startTimer = timer.C
+		}
 		exit := r.runOnce(ctx)
+		r.stopSidecars()
 		if exit.stopped {
 			return
 		}
@@ -142,6 +173,16 @@ func (r *replica) run(ctx context.Context) {
 	}
 }
 
+// noteLogOffset records the size of the log file before the first start,
+// so that a start error quotes this run's lines only.
+func (r *replica) noteLogOffset() {
+	if r.logPath != "" {
+		if info, err := os.Stat(r.logPath); err == nil {
+			r.logOffset = info.Size()
+		}
+	}
+}
+
 // sleep waits for d, handling the start timeout meanwhile. It returns false
 // if the replica was asked to stop.
 func (r *replica) sleep(d time.Duration) bool {
@@ -168,16 +209,16 @@ func (r *replica) startTimedOut() {
 	if ready {
 		return
 	}
-	cause := fmt.Errorf("not ready within %s", r.proc.spec.StartTimeout)
+	cause := fmt.Errorf("not ready within %s", r.spec.StartTimeout)
 	if problem != nil {
-		cause = fmt.Errorf("not ready within %s: %w", r.proc.spec.StartTimeout, problem)
+		cause = fmt.Errorf("not ready within %s: %w", r.spec.StartTimeout, problem)
 	}
 	r.sup.fail(r.startError(cause))
 }
 
 // startError builds the error reported when the replica fails to start.
 func (r *replica) startError(cause error) *StartError {
-	e := &StartError{Process: r.name(), Replica: r.index, Err: cause, LogFile: r.logPath}
+	e := &StartError{Process: r.proc.spec.Name, Sidecar: r.sidecar, Replica: r.index, Err: cause, LogFile: r.logPath}
 	if r.logPath == "" {
 		e.LogTail = r.tail.lines(tailLines)
 		return e
@@ -219,10 +260,12 @@ func (r *replica) runOnce(ctx context.Context) exitInfo {
 		select {
 		case err := <-exitCh:
 			stopProbe()
+			r.removePidFile()
 			return exitInfo{err: err, state: cmd.ProcessState, readyFor: r.readyFor()}
 		case <-r.stop:
 			stopProbe()
 			r.terminate(cmd, exitCh)
+			r.removePidFile()
 			return exitInfo{stopped: true}
 		case <-r.startTimer:
 			r.startTimedOut()
@@ -261,13 +304,14 @@ func (r *replica) launch() (*exec.Cmd, error) {
 	s.mu.Unlock()
 	s.log.Info("process started", "process", r.name(), "replica", r.index, "pid", cmd.Process.Pid,
 		"from", from, "to", StateStarting, "restarts", restarts, "argv", r.argv)
+	r.writePidFile(cmd.Process.Pid)
 	return cmd, nil
 }
 
 // terminate stops a running child: SIGTERM, then SIGKILL after the stop
 // timeout. It returns once the child has been reaped.
 func (r *replica) terminate(cmd *exec.Cmd, exitCh <-chan error) {
-	timeout := r.proc.spec.StopTimeout
+	timeout := r.spec.StopTimeout
 	r.transition(StateStopping, true, "timeout", timeout.String())
 	if err := terminate(cmd.Process); err != nil {
 		r.sup.log.Warn("cannot signal process", "process", r.name(), "replica", r.index, "err", err.Error())
@@ -359,7 +403,13 @@ func (r *replica) markReady() {
 	s.mu.Lock()
 	c := r.setStateLocked(StateReady, true)
 	r.readySince = s.opts.Now()
-	if !r.everReady {
+	if r.sidecar != "" {
+		r.everReady = true
+		if !r.readyClosed {
+			r.readyClosed = true
+			close(r.readyNow)
+		}
+	} else if !r.everReady {
 		r.everReady = true
 		r.proc.remaining--
 		if r.proc.remaining == 0 {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,7 +51,7 @@ const (
 	// MaxSpecValues caps the values (scalars, lists and mappings) of a spec
 	// with its aliases expanded.
 	MaxSpecValues = 100_000
-	// MaxProcesses caps the processes of a spec.
+	// MaxProcesses caps the processes of a spec, sidecars included.
 	MaxProcesses = 1000
 	// MaxSpecErrors caps the problems ParseSpec reports; one more error
 	// says that others were left out.
@@ -135,6 +137,16 @@ type ProcessSpec struct {
 	// StartTimeout is the time a replica gets to become ready for the first
 	// time before the whole system is stopped.
 	StartTimeout time.Duration
+	// Sidecars are containers of the process's pod: each replica runs its
+	// own copy of every sidecar, started (in order, each once ready) before
+	// the replica and stopped after it, all restarted together when the
+	// replica is replaced. A sidecar that exits alone is restarted alone.
+	// The containers of a pod share a directory, TRELLIS_POD_DIR, and reach
+	// each other on loopback. Of a sidecar's fields, Name, Command, Env,
+	// Port, Health, StopTimeout and StartTimeout are used; Replicas,
+	// DependsOn, Restart and Sidecars must be left zero: a sidecar runs once
+	// in each replica of its process and is always restarted.
+	Sidecars []ProcessSpec
 	// Line is the line of the process entry in the spec file, 0 if unknown.
 	Line int
 
@@ -233,6 +245,7 @@ type badKey struct {
 type parser struct {
 	file    string
 	who     string // the process being decoded, for messages
+	scope   string // prefix of the fields being decoded: "" or sidecarScope(j)
 	errs    []*SpecError
 	bad     map[badKey]bool
 	dropped bool // errors were left out past MaxSpecErrors
@@ -290,16 +303,17 @@ type rawRestart struct {
 }
 
 type rawProcess struct {
-	Name         yaml.Node `yaml:"name"`
-	Command      yaml.Node `yaml:"command"`
-	Env          yaml.Node `yaml:"env"`
-	Port         yaml.Node `yaml:"port"`
-	Replicas     yaml.Node `yaml:"replicas"`
-	Health       yaml.Node `yaml:"health"`
-	DependsOn    yaml.Node `yaml:"depends_on"`
-	Restart      yaml.Node `yaml:"restart"`
-	StopTimeout  yaml.Node `yaml:"stop_timeout"`
-	StartTimeout yaml.Node `yaml:"start_timeout"`
+	Name         yaml.Node    `yaml:"name"`
+	Command      yaml.Node    `yaml:"command"`
+	Env          yaml.Node    `yaml:"env"`
+	Port         yaml.Node    `yaml:"port"`
+	Replicas     yaml.Node    `yaml:"replicas"`
+	Health       yaml.Node    `yaml:"health"`
+	DependsOn    yaml.Node    `yaml:"depends_on"`
+	Restart      yaml.Node    `yaml:"restart"`
+	StopTimeout  yaml.Node    `yaml:"stop_timeout"`
+	StartTimeout yaml.Node    `yaml:"start_timeout"`
+	Sidecars     []rawProcess `yaml:"sidecars"`
 }
 
 // firstLine returns the smallest line of any field, which is the line of
@@ -326,7 +340,11 @@ var (
 
 // reservedEnv reports whether the supervisor sets the variable itself.
 func reservedEnv(name string) bool {
-	return name == "PORT" || name == "TRELLIS_REPLICA" || name == "TRELLIS_PROCESS" || name == "TRELLIS_INSTANCE"
+	switch name {
+	case "PORT", "TRELLIS_REPLICA", "TRELLIS_PROCESS", "TRELLIS_INSTANCE", "TRELLIS_SIDECAR", "TRELLIS_POD", "TRELLIS_POD_DIR":
+		return true
+	}
+	return strings.HasPrefix(name, "TRELLIS_POD_") && strings.HasSuffix(name, "_PORT")
 }
 
 // addYAMLError turns an error message of the yaml package into a SpecError.
@@ -420,6 +438,14 @@ func (p *parser) decode(data []byte) *Spec {
 		p.errorf(s.lines.processes, "%d processes: at most %d are allowed", len(raw.Processes), MaxProcesses)
 		return nil
 	}
+	containers := 0
+	for i := range raw.Processes {
+		containers += 1 + len(raw.Processes[i].Sidecars)
+	}
+	if containers > MaxProcesses {
+		p.errorf(s.lines.processes, "%d processes and sidecars: at most %d are allowed", containers, MaxProcesses)
+		return nil
+	}
 	if n := resolve(&raw.Version); isSet(n) {
 		s.lines.version = n.Line
 		s.Version, _ = p.intValue(n, -1, "version")
@@ -445,22 +471,46 @@ func (p *parser) decode(data []byte) *Spec {
 
 // process converts one raw process entry, applying defaults.
 func (p *parser) process(r *rawProcess, i, fallbackLine int) ProcessSpec {
-	ps := ProcessSpec{
-		Line:     r.firstLine(),
-		Replicas: 1,
-		Health:   DefaultHealth,
-		Restart:  RestartAlways,
+	ps := p.container(r, i, fallbackLine, "")
+	for j := range r.Sidecars {
+		p.scope = sidecarScope(j)
+		sc := p.container(&r.Sidecars[j], i, ps.Line, ps.Name)
+		p.scope = ""
+		// Nested sidecars are kept only to be refused by validation.
+		sc.Sidecars = make([]ProcessSpec, len(r.Sidecars[j].Sidecars))
+		ps.Sidecars = append(ps.Sidecars, sc)
+	}
+	return ps
+}
+
+// sidecarScope prefixes the fields of sidecar j in the parser's record of
+// fields that failed to decode.
+func sidecarScope(j int) string { return "sidecars[" + strconv.Itoa(j) + "]." }
+
+// container converts a raw process entry, or the entry of a sidecar of
+// the process named owner, applying the defaults. A sidecar's Replicas and
+// Restart stay zero: validation refuses them when set.
+func (p *parser) container(r *rawProcess, i, fallbackLine int, owner string) ProcessSpec {
+	ps := ProcessSpec{Line: r.firstLine(), Health: DefaultHealth}
+	if p.scope == "" {
+		ps.Replicas, ps.Restart = 1, RestartAlways
 	}
 	if ps.Line == 0 {
 		ps.Line = fallbackLine
 	}
 	l := &ps.lines
-	p.who = "unnamed process"
+	label := func(name string) string {
+		if p.scope == "" {
+			return processLabel(name)
+		}
+		return sidecarLabel(owner, name)
+	}
+	p.who = label("")
 	if n := resolve(&r.Name); isSet(n) {
 		l.name = n.Line
 		ps.Name, _ = p.stringValue(n, i, "name")
 	}
-	p.who = processLabel(ps.Name)
+	p.who = label(ps.Name)
 	defer func() { p.who = "" }()
 	if n := resolve(&r.Command); isSet(n) {
 		l.command = n.Line
@@ -502,6 +552,14 @@ func processLabel(name string) string {
 		return "unnamed process"
 	}
 	return fmt.Sprintf("process %q", name)
+}
+
+// sidecarLabel names a sidecar of the process owner in messages.
+func sidecarLabel(owner, name string) string {
+	if name == "" {
+		return processLabel(owner) + ": unnamed sidecar"
+	}
+	return fmt.Sprintf("%s: sidecar %q", processLabel(owner), name)
 }
 
 // countValues returns the number of values of the document n with its
@@ -557,7 +615,7 @@ func keyLine(m *yaml.Node, key string) int {
 // fail records a field that could not be decoded. Messages about process
 // fields start with the process being decoded (p.who).
 func (p *parser) fail(n *yaml.Node, proc int, field, format string, args ...any) {
-	p.bad[badKey{proc, field}] = true
+	p.bad[badKey{proc, p.scope + field}] = true
 	msg := field + ": " + fmt.Sprintf(format, args...)
 	if p.who != "" {
 		msg = p.who + ": " + msg
@@ -623,7 +681,7 @@ func (p *parser) duration(n *yaml.Node, proc int, field string, def time.Duratio
 
 func (p *parser) stringList(n *yaml.Node, proc int, field string) ([]string, bool) {
 	v, _ := p.stringListLines(n, proc, field)
-	return v, !p.isBad(proc, field)
+	return v, !p.isBad(proc, p.scope+field)
 }
 
 func (p *parser) stringListLines(n *yaml.Node, proc int, field string) ([]string, []int) {
@@ -678,20 +736,24 @@ func (p *parser) stringMap(n *yaml.Node, proc int, field string) (map[string]str
 // clone returns a deep copy of s.
 func (s *Spec) clone() *Spec {
 	c := *s
-	c.Processes = make([]ProcessSpec, len(s.Processes))
-	for i, p := range s.Processes {
-		p.Command = append([]string(nil), p.Command...)
-		p.DependsOn = append([]string(nil), p.DependsOn...)
-		if p.Env != nil {
-			env := make(map[string]string, len(p.Env))
-			for k, v := range p.Env {
-				env[k] = v
-			}
-			p.Env = env
-		}
-		c.Processes[i] = p
-	}
+	c.Processes = cloneProcesses(s.Processes)
 	return &c
+}
+
+// cloneProcesses returns a deep copy of ps.
+func cloneProcesses(ps []ProcessSpec) []ProcessSpec {
+	if ps == nil {
+		return nil
+	}
+	out := make([]ProcessSpec, len(ps))
+	for i, p := range ps {
+		p.Command = slices.Clone(p.Command)
+		p.DependsOn = slices.Clone(p.DependsOn)
+		p.Env = maps.Clone(p.Env)
+		p.Sidecars = cloneProcesses(p.Sidecars)
+		out[i] = p
+	}
+	return out
 }
 
 // applyDefaults replaces zero values with defaults, for specs built in Go.
@@ -723,5 +785,13 @@ func (s *Spec) applyDefaults() {
 		}
 		setDur(&p.StopTimeout, DefaultStopTimeout)
 		setDur(&p.StartTimeout, DefaultStartTimeout)
+		for j := range p.Sidecars {
+			sc := &p.Sidecars[j]
+			if sc.Health == "" {
+				sc.Health = DefaultHealth
+			}
+			setDur(&sc.StopTimeout, DefaultStopTimeout)
+			setDur(&sc.StartTimeout, DefaultStartTimeout)
+		}
 	}
 }

@@ -31,6 +31,8 @@ func FuzzParseSpec(f *testing.F) {
 		"version: 1\nprocesses:\n  - {name: a, command: [a], port: 9000, stop_timeout: 9223372036854775807ns}\n",
 		"version: 1\nprocesses:\n  - {name: a, command: [a], port: -9223372036854775808}\n",
 		"version: 1\nprocesses: &x [*x]\n",
+		"version: 1\nprocesses:\n  - {name: a, command: [a], port: 9000, replicas: 2, sidecars: [{name: s, command: [s], port: 9002}, {name: t, command: [t], health: none}]}\n",
+		"version: 1\nprocesses:\n  - {name: a, command: [a], port: 9000, sidecars: [{name: a, command: [s], port: 9000, replicas: 1, sidecars: [{}]}]}\n",
 		"version: 1\n---\nversion: 1\n",
 		"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n" +
 			"d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
@@ -125,52 +127,76 @@ func checkSpec(t *testing.T, s *supervisor.Spec) {
 		name        string
 		first, last int
 	}
-	var taken []ports
+	taken := []ports{{"admin", adminPort, adminPort}, {"nats", s.NATS.Port, s.NATS.Port}}
+	// checkContainer checks what a process and a sidecar have in common;
+	// replicas is the process's.
+	checkContainer := func(who string, p supervisor.ProcessSpec, replicas int) {
+		if len(p.Command) == 0 || p.Command[0] == "" {
+			t.Fatalf("%s: command %q accepted", who, p.Command)
+		}
+		for k := range p.Env {
+			reserved := slices.Contains([]string{"PORT", "TRELLIS_REPLICA", "TRELLIS_PROCESS", "TRELLIS_INSTANCE", "TRELLIS_SIDECAR", "TRELLIS_POD", "TRELLIS_POD_DIR"}, k) ||
+				(strings.HasPrefix(k, "TRELLIS_POD_") && strings.HasSuffix(k, "_PORT"))
+			if !fuzzEnvName.MatchString(k) || reserved {
+				t.Fatalf("%s: env %q accepted", who, k)
+			}
+		}
+		if p.Health != supervisor.HealthNone && !strings.HasPrefix(p.Health, "/") {
+			t.Fatalf("%s: health %q accepted", who, p.Health)
+		}
+		switch {
+		case p.Port == 0 && p.Health != supervisor.HealthNone:
+			t.Fatalf("%s: no port with health %q accepted", who, p.Health)
+		case p.Port != 0 && (p.Port < 1 || p.Port > 65535 || replicas > 65535 || p.Port+replicas-1 > 65535):
+			t.Fatalf("%s: ports from %d for %d replicas accepted", who, p.Port, replicas)
+		case p.Port != 0:
+			mine := ports{who, p.Port, p.Port + replicas - 1}
+			for _, o := range taken {
+				if o.first != 0 && o.first <= mine.last && mine.first <= o.last {
+					t.Fatalf("%s ports %d-%d overlap %s's %d-%d", who, mine.first, mine.last, o.name, o.first, o.last)
+				}
+			}
+			taken = append(taken, mine)
+		}
+		if p.StopTimeout <= 0 || p.StartTimeout <= 0 {
+			t.Fatalf("%s: timeouts %v and %v accepted", who, p.StopTimeout, p.StartTimeout)
+		}
+		if p.Line < 0 {
+			t.Fatalf("%s: line %d", who, p.Line)
+		}
+	}
 	index := make(map[string]int, len(s.Processes))
+	containers := 0
 	for i, p := range s.Processes {
 		if _, dup := index[p.Name]; dup || !fuzzProcessName.MatchString(p.Name) {
 			t.Fatalf("process name %q accepted (duplicate: %v)", p.Name, dup)
 		}
 		index[p.Name] = i
-		if len(p.Command) == 0 || p.Command[0] == "" {
-			t.Fatalf("process %q: command %q accepted", p.Name, p.Command)
-		}
-		for k := range p.Env {
-			if !fuzzEnvName.MatchString(k) || slices.Contains([]string{"PORT", "TRELLIS_REPLICA", "TRELLIS_PROCESS", "TRELLIS_INSTANCE"}, k) {
-				t.Fatalf("process %q: env %q accepted", p.Name, k)
-			}
-		}
 		if p.Replicas < 1 {
 			t.Fatalf("process %q: %d replicas accepted", p.Name, p.Replicas)
 		}
-		if p.Health != supervisor.HealthNone && !strings.HasPrefix(p.Health, "/") {
-			t.Fatalf("process %q: health %q accepted", p.Name, p.Health)
-		}
-		switch {
-		case p.Port == 0 && p.Health != supervisor.HealthNone:
-			t.Fatalf("process %q: no port with health %q accepted", p.Name, p.Health)
-		case p.Port != 0 && (p.Port < 1 || p.Port > 65535 || p.Replicas > 65535 || p.Port+p.Replicas-1 > 65535):
-			t.Fatalf("process %q: ports from %d for %d replicas accepted", p.Name, p.Port, p.Replicas)
-		case p.Port != 0:
-			mine := ports{p.Name, p.Port, p.Port + p.Replicas - 1}
-			for _, o := range append(taken, ports{"admin", adminPort, adminPort}, ports{"nats", s.NATS.Port, s.NATS.Port}) {
-				if o.first != 0 && o.first <= mine.last && mine.first <= o.last {
-					t.Fatalf("process %q ports %d-%d overlap %s's %d-%d", p.Name, mine.first, mine.last, o.name, o.first, o.last)
-				}
-			}
-			taken = append(taken, mine)
-		}
+		checkContainer(fmt.Sprintf("process %q", p.Name), p, p.Replicas)
 		switch p.Restart {
 		case supervisor.RestartAlways, supervisor.RestartOnFailure, supervisor.RestartNever:
 		default:
 			t.Fatalf("process %q: restart %q accepted", p.Name, p.Restart)
 		}
-		if p.StopTimeout <= 0 || p.StartTimeout <= 0 {
-			t.Fatalf("process %q: timeouts %v and %v accepted", p.Name, p.StopTimeout, p.StartTimeout)
+		names := map[string]bool{p.Name: true}
+		for _, sc := range p.Sidecars {
+			who := fmt.Sprintf("sidecar %q of process %q", sc.Name, p.Name)
+			if names[sc.Name] || !fuzzProcessName.MatchString(sc.Name) {
+				t.Fatalf("%s: name accepted", who)
+			}
+			names[sc.Name] = true
+			if sc.Replicas != 0 || sc.Restart != "" || len(sc.DependsOn) > 0 || len(sc.Sidecars) > 0 {
+				t.Fatalf("%s: %+v accepted", who, sc)
+			}
+			checkContainer(who, sc, p.Replicas)
 		}
-		if p.Line < 0 {
-			t.Fatalf("process %q: line %d", p.Name, p.Line)
-		}
+		containers += 1 + len(p.Sidecars)
+	}
+	if containers > supervisor.MaxProcesses {
+		t.Fatalf("%d processes and sidecars accepted", containers)
 	}
 	// Every dependency names another process, once, and the processes can
 	// be started in an order where each comes after its dependencies.

@@ -266,6 +266,56 @@ processes:
 			},
 		},
 		{
+			name: "sidecars",
+			spec: `version: 1
+processes:
+  - name: app
+    command: [trellis]
+    port: 8100
+    replicas: 2
+    sidecars:
+      - name: config
+        command: [trellis]
+        port: 8101
+        replicas: 2
+        restart: never
+        depends_on: [db]
+        env: {TRELLIS_POD_DIR: x, TRELLIS_POD_APP_PORT: "1"}
+      - name: config
+        command: [trellis]
+        health: none
+      - name: app
+        command: []
+        health: none
+        sidecars:
+          - name: nested
+            command: [x]
+            health: none
+      - name: Proxy
+        command: [trellis]
+        port: eighty
+      - command: [trellis]
+        health: none
+        replica: 1
+`,
+			want: []string{
+				`10: sidecar "config" of process "app" port 8101 clashes with process "app" (ports 8100-8101)`,
+				`11: process "app": sidecar "config": replicas: a sidecar runs once in each replica of its process`,
+				`12: process "app": sidecar "config": restart: a sidecar is always restarted when it exits`,
+				`13: process "app": sidecar "config": depends_on: a sidecar starts with its process, after the process's dependencies`,
+				`14: process "app": sidecar "config": env: TRELLIS_POD_APP_PORT is set by the supervisor`,
+				`14: process "app": sidecar "config": env: TRELLIS_POD_DIR is set by the supervisor`,
+				`15: process "app": sidecar "config": duplicate name (first defined at line 8)`,
+				`18: process "app": sidecar "app": a sidecar cannot have its process's name`,
+				`18: process "app": sidecar "app": sidecars: a sidecar cannot have sidecars`,
+				`19: process "app": sidecar "app": empty command`,
+				`25: process "app": sidecar "Proxy": invalid name: must match [a-z][a-z0-9-]*`,
+				`27: process "app": sidecar "Proxy": port: expected an integer, found string "eighty"`,
+				`28: process "app": unnamed sidecar: missing name`,
+				`30: unknown field "replica"`,
+			},
+		},
+		{
 			name: "bad yaml",
 			spec: "version: 1\nprocesses:\n  - name: [\n",
 			want: []string{`3: did not find expected node content`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -85,12 +86,21 @@ type Options struct {
 	// HealthInterval is the interval between health checks once a replica
 	// is ready. If zero, it is 1s.
 	HealthInterval time.Duration
+	// PodDir holds the directory of each pod, <PodDir>/<name>-<replica>,
+	// for the replicas of processes with sidecars: the containers of a pod
+	// share it as TRELLIS_POD_DIR. Its contents outlive restarts, as a
+	// Kubernetes emptyDir outlives its containers'. If empty, Run makes a
+	// temporary directory and removes it when it returns.
+	PodDir string
 }
 
 // ProcessStatus is a snapshot of one replica.
 type ProcessStatus struct {
 	// Name is the process name.
 	Name string `json:"name"`
+	// Sidecar is the sidecar's name when this is a sidecar of the replica
+	// of Name, "" for the process's own container.
+	Sidecar string `json:"sidecar,omitempty"`
 	// Replica is the replica index, from 0.
 	Replica int `json:"replica"`
 	// PID is the process ID, 0 if the replica is not running.
@@ -111,6 +121,9 @@ type ProcessStatus struct {
 type StartError struct {
 	// Process is the process name.
 	Process string
+	// Sidecar is the name of the sidecar that did not start, "" if it was
+	// the process itself.
+	Sidecar string
 	// Replica is the replica index.
 	Replica int
 	// Err says what went wrong.
@@ -125,7 +138,11 @@ type StartError struct {
 // Error describes the failure and quotes the end of the replica's output.
 func (e *StartError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "process %q replica %d did not start: %v", e.Process, e.Replica, e.Err)
+	if e.Sidecar != "" {
+		fmt.Fprintf(&b, "sidecar %q of process %q replica %d did not start: %v", e.Sidecar, e.Process, e.Replica, e.Err)
+	} else {
+		fmt.Fprintf(&b, "process %q replica %d did not start: %v", e.Process, e.Replica, e.Err)
+	}
 	if len(e.LogTail) > 0 {
 		from := "its output"
 		if e.LogFile != "" {
@@ -167,6 +184,8 @@ type Supervisor struct {
 	failOnce sync.Once
 	failed   chan struct{} // closed by fail
 	failErr  error         // set before failed is closed
+
+	tempPods bool // PodDir was made up by New: Run creates and removes it
 }
 
 // process is the runtime form of a ProcessSpec.
@@ -212,6 +231,11 @@ func New(spec *Spec, opts Options) (*Supervisor, error) {
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = defaultHealthInterval
 	}
+	tempPods := false
+	if opts.PodDir == "" {
+		opts.PodDir = filepath.Join(os.TempDir(), fmt.Sprintf("trellis-pods-%d-%08x", os.Getpid(), rand.Uint32()))
+		tempPods = true
+	}
 	s := &Supervisor{
 		spec:   sp,
 		opts:   opts,
@@ -219,6 +243,8 @@ func New(spec *Spec, opts Options) (*Supervisor, error) {
 		health: opts.HealthClient,
 		ready:  make(chan struct{}),
 		failed: make(chan struct{}),
+
+		tempPods: tempPods,
 	}
 	if s.health == nil {
 		s.transport = &http.Transport{
@@ -265,30 +291,68 @@ func envMap(env []string) map[string]string {
 	return m
 }
 
-// newReplica prepares replica i of proc, recording undefined variables in p.
+// newReplica prepares replica i of proc, and its pod's sidecars if it has
+// any, recording undefined variables in p.
 func (s *Supervisor) newReplica(proc *process, i int, base map[string]string, p *parser) *replica {
 	ps := proc.spec
+	instance := PodName(ps.Name, i)
+	var pod []string // what every container of the pod is told
+	podDir := ""
+	if len(ps.Sidecars) > 0 {
+		podDir = filepath.Join(s.opts.PodDir, instance)
+		pod = append(pod, "TRELLIS_POD="+instance, "TRELLIS_POD_DIR="+podDir)
+		for _, c := range append([]ProcessSpec{*ps}, ps.Sidecars...) {
+			if c.Port != 0 {
+				pod = append(pod, podEnvName(c.Name)+"="+strconv.Itoa(c.Port+i))
+			}
+		}
+	}
+	// TRELLIS_INSTANCE is a stable identity per replica, the same after a
+	// restart: a service resumes what its previous incarnation left in
+	// flight.
+	r := s.newContainer(proc, ps, "", i, instance, podDir, pod, base, p)
+	for j := range ps.Sidecars {
+		sc := &ps.Sidecars[j]
+		c := s.newContainer(proc, sc, sc.Name, i, instance+"-"+sc.Name, podDir, pod, base, p)
+		r.sidecars = append(r.sidecars, c)
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	return r
+}
+
+// newContainer prepares the container of replica i described by spec:
+// the process's own (sidecar "") or one of its sidecars.
+func (s *Supervisor) newContainer(proc *process, spec *ProcessSpec, sidecar string, i int, instance, podDir string, pod []string, base map[string]string, p *parser) *replica {
 	r := &replica{
-		sup:   s,
-		proc:  proc,
-		index: i,
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
-		state: StateStarting,
-		tail:  &tailBuffer{},
+		sup:     s,
+		proc:    proc,
+		spec:    spec,
+		sidecar: sidecar,
+		index:   i,
+		state:   StateStarting,
+		tail:    &tailBuffer{},
 	}
 	injected := []string{
 		"TRELLIS_REPLICA=" + strconv.Itoa(i),
-		"TRELLIS_PROCESS=" + ps.Name,
-		// A stable identity per replica, the same after a restart: a
-		// service resumes what its previous incarnation left in flight.
-		"TRELLIS_INSTANCE=" + ps.Name + "-" + strconv.Itoa(i),
+		"TRELLIS_PROCESS=" + proc.spec.Name,
+		"TRELLIS_INSTANCE=" + instance,
 	}
-	if ps.Port != 0 {
-		injected = append(injected, "PORT="+strconv.Itoa(ps.Port+i))
+	if sidecar != "" {
+		injected = append(injected, "TRELLIS_SIDECAR="+sidecar)
 	}
-	if ps.Health != HealthNone {
-		r.healthURL = ps.URL(i) + ps.Health
+	injected = append(injected, pod...)
+	if spec.Port != 0 {
+		injected = append(injected, "PORT="+strconv.Itoa(spec.Port+i))
+	}
+	if spec.Health != HealthNone {
+		r.healthURL = spec.URL(i) + spec.Health
+	}
+	if podDir != "" {
+		name := proc.spec.Name
+		if sidecar != "" {
+			name = sidecar
+		}
+		r.pidFile = filepath.Join(podDir, podRunDir, name+".pid")
 	}
 	lookup := func(name string) (string, bool) {
 		for _, kv := range injected {
@@ -301,17 +365,16 @@ func (s *Supervisor) newReplica(proc *process, i int, base map[string]string, p 
 	}
 
 	r.env = slices.Clone(s.opts.Env)
-	keys := make([]string, 0, len(ps.Env))
-	for k := range ps.Env {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		v := envRefRE.ReplaceAllStringFunc(ps.Env[k], func(ref string) string {
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		v := envRefRE.ReplaceAllStringFunc(spec.Env[k], func(ref string) string {
 			name := ref[2 : len(ref)-1]
 			val, ok := lookup(name)
 			if !ok && i == 0 {
-				p.errorf(ps.at(ps.lines.env[k]), "process %q: env %s: ${%s} is not set", ps.Name, k, name)
+				who := processLabel(proc.spec.Name)
+				if sidecar != "" {
+					who = sidecarLabel(proc.spec.Name, sidecar)
+				}
+				p.errorf(spec.at(spec.lines.env[k]), "%s: env %s: ${%s} is not set", who, k, name)
 			}
 			return val
 		})
@@ -319,12 +382,18 @@ func (s *Supervisor) newReplica(proc *process, i int, base map[string]string, p 
 	}
 	r.env = append(r.env, injected...)
 
-	r.argv = slices.Clone(ps.Command)
+	r.argv = slices.Clone(spec.Command)
 	if r.argv[0] == "trellis" && s.opts.Executable != "" {
 		r.argv[0] = s.opts.Executable
 	}
 	if s.opts.LogDir != "" {
-		r.logPath = filepath.Join(s.opts.LogDir, fmt.Sprintf("%s-%d.log", ps.Name, i))
+		file := fmt.Sprintf("%s-%d.log", proc.spec.Name, i)
+		if sidecar != "" {
+			// A dot cannot appear in a process name, so no process's log
+			// file can have this name.
+			file = fmt.Sprintf("%s-%d.%s.log", proc.spec.Name, i, sidecar)
+		}
+		r.logPath = filepath.Join(s.opts.LogDir, file)
 	}
 	return r
 }
@@ -334,22 +403,25 @@ func (s *Supervisor) newReplica(proc *process, i int, base map[string]string, p 
 func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
 
 // Processes returns the status of every replica, in start order and then by
-// replica index.
+// replica index, each replica followed by its sidecars.
 func (s *Supervisor) Processes() []ProcessStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []ProcessStatus
 	for _, p := range s.procs {
 		for _, r := range p.replicas {
-			out = append(out, ProcessStatus{
-				Name:      p.spec.Name,
-				Replica:   r.index,
-				PID:       r.pid,
-				State:     r.state,
-				Restarts:  r.restarts,
-				URL:       p.spec.URL(r.index),
-				StartedAt: r.startedAt,
-			})
+			for _, c := range append([]*replica{r}, r.sidecars...) {
+				out = append(out, ProcessStatus{
+					Name:      p.spec.Name,
+					Sidecar:   c.sidecar,
+					Replica:   c.index,
+					PID:       c.pid,
+					State:     c.state,
+					Restarts:  c.restarts,
+					URL:       c.spec.URL(c.index),
+					StartedAt: c.startedAt,
+				})
+			}
 		}
 	}
 	return out
@@ -372,6 +444,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err := os.MkdirAll(s.opts.LogDir, 0o755); err != nil {
 			return fmt.Errorf("supervisor: create log directory: %w", err)
 		}
+	}
+	if err := s.makePodDirs(); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if s.tempPods {
+		defer os.RemoveAll(s.opts.PodDir)
 	}
 	// Health checks must outlive ctx while children are being stopped.
 	base, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -89,14 +90,13 @@ func (s *Spec) validate(p *parser) {
 		index[ps.Name] = i
 	}
 
-	ranges := make([]*portRange, len(s.Processes))
+	var owners []portOwner
 	for i := range s.Processes {
-		ps := &s.Processes[i]
-		ranges[i] = ps.validate(p, i, index)
+		owners = append(owners, s.Processes[i].validate(p, i, index)...)
 	}
 
 	s.checkCycles(p, index)
-	s.checkPorts(p, ranges, adminPort, natsPort)
+	s.checkPorts(p, owners, adminPort, natsPort)
 }
 
 // addrPort returns the port of a host:port address.
@@ -112,74 +112,31 @@ func addrPort(addr string) (int, error) {
 	return n, nil
 }
 
-// validate checks one process and returns its port range, or nil if it has
-// no valid ports.
-func (ps *ProcessSpec) validate(p *parser, i int, index map[string]int) *portRange {
+// portOwner is the port range of a process or of a sidecar, for the
+// clash checks.
+type portOwner struct {
+	label string // "process \"name\"" or "sidecar \"name\" of process \"owner\""
+	line  int
+	ports portRange
+}
+
+// validate checks one process and its sidecars, and returns the port
+// ranges they own.
+func (ps *ProcessSpec) validate(p *parser, i int, index map[string]int) []portOwner {
 	l := &ps.lines
 	who := processLabel(ps.Name)
-	if !p.isBad(i, "name") {
-		switch {
-		case ps.Name == "":
-			p.errorf(ps.Line, "%s: missing name", who)
-		case !processNameRE.MatchString(ps.Name):
-			p.errorf(ps.at(l.name), "invalid process name %q: must match [a-z][a-z0-9-]*", ps.Name)
-		}
-	}
-
-	if !p.isBad(i, "command") {
-		switch {
-		case len(ps.Command) == 0 && l.command == 0:
-			p.errorf(ps.Line, "%s: missing command", who)
-		case len(ps.Command) == 0:
-			p.errorf(l.command, "%s: empty command", who)
-		case ps.Command[0] == "":
-			p.errorf(ps.at(l.command), "%s: command: empty program name", who)
-		}
-	}
-
-	envKeys := make([]string, 0, len(ps.Env))
-	for k := range ps.Env {
-		envKeys = append(envKeys, k)
-	}
-	slices.Sort(envKeys)
-	for _, k := range envKeys {
-		line := ps.at(l.env[k])
-		switch {
-		case !envNameRE.MatchString(k):
-			p.errorf(line, "%s: env: invalid variable name %q", who, k)
-		case reservedEnv(k):
-			p.errorf(line, "%s: env: %s is set by the supervisor", who, k)
-		}
-	}
-
 	replicasOK := !p.isBad(i, "replicas")
 	if replicasOK && ps.Replicas < 1 {
 		p.errorf(ps.at(l.replicas), "%s: replicas must be at least 1, got %d", who, ps.Replicas)
 		replicasOK = false
 	}
-
-	httpHealth := true
-	if !p.isBad(i, "health") {
-		switch {
-		case ps.Health == HealthNone:
-			httpHealth = false
-		case !strings.HasPrefix(ps.Health, "/"):
-			p.errorf(ps.at(l.health), "%s: health must be an HTTP path starting with / or %q, got %q", who, HealthNone, ps.Health)
-		}
+	replicas := 0
+	if replicasOK {
+		replicas = ps.Replicas
 	}
-
-	var ports *portRange
-	if !p.isBad(i, "port") && (ps.Port != 0 || httpHealth) {
-		switch {
-		case ps.Port == 0 && l.port == 0:
-			p.errorf(ps.Line, "%s: port is required when health is an HTTP path", who)
-		case ps.Port < 1 || ps.Port > 65535:
-			p.errorf(ps.at(l.port), "%s: port %d out of range 1-65535", who, ps.Port)
-		case replicasOK && ps.Replicas-1 > 65535-ps.Port: // Port+Replicas-1 could overflow
-			p.errorf(ps.at(l.port), "%s: %d replicas from port %d go past port 65535", who, ps.Replicas, ps.Port)
-		case replicasOK:
-			ports = &portRange{ps.Port, ps.Port + ps.Replicas - 1}
-		}
+	var owners []portOwner
+	if r := ps.validateContainer(p, i, "", who, replicas); r != nil {
+		owners = append(owners, portOwner{fmt.Sprintf("process %q", ps.Name), ps.at(l.port), *r})
 	}
 
 	if !p.isBad(i, "restart") {
@@ -188,12 +145,6 @@ func (ps *ProcessSpec) validate(p *parser, i int, index map[string]int) *portRan
 		default:
 			p.errorf(ps.at(l.restart), "%s: invalid restart policy %q (want always, on-failure or never)", who, string(ps.Restart))
 		}
-	}
-	if ps.StopTimeout <= 0 && !p.isBad(i, "stop_timeout") {
-		p.errorf(ps.at(l.stopTimeout), "%s: stop_timeout must be positive", who)
-	}
-	if ps.StartTimeout <= 0 && !p.isBad(i, "start_timeout") {
-		p.errorf(ps.at(l.startTimeout), "%s: start_timeout must be positive", who)
 	}
 
 	seen := make(map[string]bool, len(ps.DependsOn))
@@ -211,6 +162,118 @@ func (ps *ProcessSpec) validate(p *parser, i int, index map[string]int) *portRan
 			p.errorf(line, "%s: depends_on %q: listed twice", who, d)
 		}
 		seen[d] = true
+	}
+
+	names := make(map[string]int, len(ps.Sidecars))
+	for j := range ps.Sidecars {
+		sc := &ps.Sidecars[j]
+		scope := sidecarScope(j)
+		sw := sidecarLabel(ps.Name, sc.Name)
+		if sc.Name != "" && !p.isBad(i, scope+"name") {
+			if first, dup := names[sc.Name]; dup {
+				p.errorf(sc.at(sc.lines.name), "%s: duplicate name (first defined at line %d)", sw, ps.Sidecars[first].Line)
+			} else if sc.Name == ps.Name {
+				p.errorf(sc.at(sc.lines.name), "%s: a sidecar cannot have its process's name", sw)
+			}
+			names[sc.Name] = j
+		}
+		if r := sc.validateContainer(p, i, scope, sw, replicas); r != nil {
+			owners = append(owners, portOwner{fmt.Sprintf("sidecar %q of process %q", sc.Name, ps.Name), sc.at(sc.lines.port), *r})
+		}
+		sc.validateSidecar(p, i, scope, sw)
+	}
+	return owners
+}
+
+// validateSidecar refuses the fields that a sidecar takes from its process.
+func (sc *ProcessSpec) validateSidecar(p *parser, i int, scope, who string) {
+	l := &sc.lines
+	if sc.Replicas != 0 && !p.isBad(i, scope+"replicas") {
+		p.errorf(sc.at(l.replicas), "%s: replicas: a sidecar runs once in each replica of its process", who)
+	}
+	if sc.Restart != "" && !p.isBad(i, scope+"restart") {
+		p.errorf(sc.at(l.restart), "%s: restart: a sidecar is always restarted when it exits", who)
+	}
+	if len(sc.DependsOn) > 0 {
+		line := sc.Line
+		if len(l.dependsOn) > 0 {
+			line = l.dependsOn[0]
+		}
+		p.errorf(line, "%s: depends_on: a sidecar starts with its process, after the process's dependencies", who)
+	}
+	if len(sc.Sidecars) > 0 {
+		p.errorf(sc.Line, "%s: sidecars: a sidecar cannot have sidecars", who)
+	}
+}
+
+// validateContainer checks what processes and sidecars have in common and
+// returns the container's port range, or nil if it has no valid ports.
+// replicas is the number of replicas of the process, 0 if invalid; scope
+// prefixes the fields in the parser's record of bad fields.
+func (ps *ProcessSpec) validateContainer(p *parser, i int, scope, who string, replicas int) *portRange {
+	l := &ps.lines
+	if !p.isBad(i, scope+"name") {
+		switch {
+		case ps.Name == "":
+			p.errorf(ps.Line, "%s: missing name", who)
+		case !processNameRE.MatchString(ps.Name) && scope == "":
+			p.errorf(ps.at(l.name), "invalid process name %q: must match [a-z][a-z0-9-]*", ps.Name)
+		case !processNameRE.MatchString(ps.Name):
+			p.errorf(ps.at(l.name), "%s: invalid name: must match [a-z][a-z0-9-]*", who)
+		}
+	}
+
+	if !p.isBad(i, scope+"command") {
+		switch {
+		case len(ps.Command) == 0 && l.command == 0:
+			p.errorf(ps.Line, "%s: missing command", who)
+		case len(ps.Command) == 0:
+			p.errorf(l.command, "%s: empty command", who)
+		case ps.Command[0] == "":
+			p.errorf(ps.at(l.command), "%s: command: empty program name", who)
+		}
+	}
+
+	envKeys := slices.Sorted(maps.Keys(ps.Env))
+	for _, k := range envKeys {
+		line := ps.at(l.env[k])
+		switch {
+		case !envNameRE.MatchString(k):
+			p.errorf(line, "%s: env: invalid variable name %q", who, k)
+		case reservedEnv(k):
+			p.errorf(line, "%s: env: %s is set by the supervisor", who, k)
+		}
+	}
+
+	httpHealth := true
+	if !p.isBad(i, scope+"health") {
+		switch {
+		case ps.Health == HealthNone:
+			httpHealth = false
+		case !strings.HasPrefix(ps.Health, "/"):
+			p.errorf(ps.at(l.health), "%s: health must be an HTTP path starting with / or %q, got %q", who, HealthNone, ps.Health)
+		}
+	}
+
+	var ports *portRange
+	if !p.isBad(i, scope+"port") && (ps.Port != 0 || httpHealth) {
+		switch {
+		case ps.Port == 0 && l.port == 0:
+			p.errorf(ps.Line, "%s: port is required when health is an HTTP path", who)
+		case ps.Port < 1 || ps.Port > 65535:
+			p.errorf(ps.at(l.port), "%s: port %d out of range 1-65535", who, ps.Port)
+		case replicas > 0 && replicas-1 > 65535-ps.Port: // Port+Replicas-1 could overflow
+			p.errorf(ps.at(l.port), "%s: %d replicas from port %d go past port 65535", who, replicas, ps.Port)
+		case replicas > 0:
+			ports = &portRange{ps.Port, ps.Port + replicas - 1}
+		}
+	}
+
+	if ps.StopTimeout <= 0 && !p.isBad(i, scope+"stop_timeout") {
+		p.errorf(ps.at(l.stopTimeout), "%s: stop_timeout must be positive", who)
+	}
+	if ps.StartTimeout <= 0 && !p.isBad(i, scope+"start_timeout") {
+		p.errorf(ps.at(l.startTimeout), "%s: start_timeout must be positive", who)
 	}
 	return ports
 }
@@ -294,26 +357,22 @@ func (s *Spec) checkCycles(p *parser, index map[string]int) {
 	}
 }
 
-// checkPorts reports processes whose port ranges overlap each other, the
-// admin port or the NATS port.
-func (s *Spec) checkPorts(p *parser, ranges []*portRange, adminPort, natsPort int) {
-	for j, rj := range ranges {
-		if rj == nil {
-			continue
-		}
-		ps := &s.Processes[j]
-		line := ps.at(ps.lines.port)
-		for i, ri := range ranges[:j] {
-			if ri != nil && ri.overlaps(*rj) {
-				p.errorf(line, "process %q port %d clashes with process %q (ports %d-%d)",
-					ps.Name, max(ri.first, rj.first), s.Processes[i].Name, ri.first, ri.last)
+// checkPorts reports processes and sidecars whose port ranges overlap each
+// other, the admin port or the NATS port.
+func (s *Spec) checkPorts(p *parser, owners []portOwner, adminPort, natsPort int) {
+	for j, oj := range owners {
+		rj := oj.ports
+		for _, oi := range owners[:j] {
+			if ri := oi.ports; ri.overlaps(rj) {
+				p.errorf(oj.line, "%s port %d clashes with %s (ports %d-%d)",
+					oj.label, max(ri.first, rj.first), oi.label, ri.first, ri.last)
 			}
 		}
 		if adminPort != 0 && rj.overlaps(portRange{adminPort, adminPort}) {
-			p.errorf(line, "process %q port %d clashes with the admin address %q", ps.Name, adminPort, s.Admin)
+			p.errorf(oj.line, "%s port %d clashes with the admin address %q", oj.label, adminPort, s.Admin)
 		}
 		if natsPort != 0 && rj.overlaps(portRange{natsPort, natsPort}) {
-			p.errorf(line, "process %q port %d clashes with the NATS port %d", ps.Name, natsPort, natsPort)
+			p.errorf(oj.line, "%s port %d clashes with the NATS port %d", oj.label, natsPort, natsPort)
 		}
 	}
 }

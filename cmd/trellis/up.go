@@ -49,7 +49,9 @@ what runs where. It restarts a process that dies, with exponential backoff and
 full jitter, and on Ctrl-C stops everything in reverse order.
 
 Each process writes its JSON logs to <data-dir>/logs/<name>-<replica>.log
-(--logs stdout interleaves them on standard output instead). The admin API
+(--logs stdout interleaves them on standard output instead). A process with
+sidecars runs each replica as a pod: its sidecars start before it and stop
+after it, and share <data-dir>/pods/<name>-<replica> with it. The admin API
 answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
 		Example: "  trellis up\n  trellis up -f shop/system.yaml --data-dir /tmp/shop\n  trellis up --print-spec > system.yaml",
 		Args:    cobra.NoArgs,
@@ -167,7 +169,7 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 		}
 		env = append(env, "TRELLIS_SERVICE_KEY_FILE="+keyFile)
 	}
-	opts := supervisor.Options{Executable: exe, Env: env, Logger: log}
+	opts := supervisor.Options{Executable: exe, Env: env, Logger: log, PodDir: filepath.Join(dataDir, "pods")}
 	if o.childLogs == "file" {
 		opts.LogDir = logDir
 	}
@@ -224,16 +226,22 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 // its start timeout.
 func portsFree(spec *supervisor.Spec) error {
 	for _, p := range spec.Processes {
-		if p.Port == 0 {
-			continue
-		}
-		for r := range p.Replicas {
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port+r))
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("process %q (replica %d) needs port %d, which is in use: %w (is another 'trellis up' running?)", p.Name, r, p.Port+r, err)
+		for _, c := range append([]supervisor.ProcessSpec{p}, p.Sidecars...) {
+			if c.Port == 0 {
+				continue
 			}
-			_ = ln.Close()
+			who := fmt.Sprintf("process %q", p.Name)
+			if c.Name != p.Name {
+				who = fmt.Sprintf("sidecar %q of process %q", c.Name, p.Name)
+			}
+			for r := range p.Replicas {
+				addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port+r))
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return fmt.Errorf("%s (replica %d) needs port %d, which is in use: %w (is another 'trellis up' running?)", who, r, c.Port+r, err)
+				}
+				_ = ln.Close()
+			}
 		}
 	}
 	return nil
