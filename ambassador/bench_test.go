@@ -2,6 +2,11 @@ package ambassador_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 
 	"github.com/trellis-go/trellis/ambassador"
@@ -41,4 +46,65 @@ func BenchmarkPick(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkForward measures one GET through the ambassador over loopback
+// HTTP, against the same GET sent straight to the shard and through the
+// standard library's httputil.ReverseProxy (one upstream, no key, no
+// breaker): what the ambassador adds per request, keep-alive connections
+// on every hop, as its application uses it.
+func BenchmarkForward(b *testing.B) {
+	body := []byte(`{"sku":"TEA-001","name":"Sencha green tea","price_cents":1250}`)
+	shard := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	defer shard.Close()
+	cfg, err := ambassador.ParseConfig([]byte(fmt.Sprintf(`
+health: {path: none}
+shards:
+  - {name: a, urls: [%s]}
+  - {name: b, urls: [%s]}
+routes:
+  - {match: "GET /v1/products/{sku}", key: "path:sku"}
+`, shard.URL, shard.URL)), "bench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt, err := ambassador.NewRouter(cfg, ambassador.RouterOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	amb := httptest.NewServer(rt)
+	defer amb.Close()
+	target, _ := url.Parse(shard.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	proxy := httptest.NewServer(rp)
+	defer proxy.Close()
+
+	for _, tc := range []struct{ name, base string }{
+		{"direct", shard.URL}, {"reverseproxy", proxy.URL}, {"ambassador", amb.URL},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer client.CloseIdleConnections()
+			ks := keys(1024)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Get(tc.base + "/v1/products/" + ks[i&1023])
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("%s", resp.Status)
+				}
+				i++
+			}
+		})
+	}
 }

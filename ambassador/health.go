@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -92,6 +91,9 @@ func (rt *Router) check(ctx context.Context, t *table, b *backend) error {
 type Status struct {
 	Map    string        `json:"map"`
 	Shards []ShardStatus `json:"shards"`
+	// Unavailable lists the shards none of whose replicas is healthy with
+	// its breaker closed or half-open.
+	Unavailable []string `json:"unavailable,omitempty"`
 }
 
 // ShardStatus is the state of one shard.
@@ -114,42 +116,29 @@ func (rt *Router) Status() Status {
 	s := Status{Map: t.cfg.Map}
 	for _, sh := range t.order {
 		ss := ShardStatus{Name: sh.name}
+		up := false
 		for _, b := range sh.replicas {
 			rs := ReplicaStatus{URL: b.raw, Healthy: b.healthy.Load(), Breaker: b.breaker.State().String()}
 			if p := b.problem.Load(); p != nil {
 				rs.Problem = *p
 			}
+			up = up || (rs.Healthy && b.breaker.State() != resilience.BreakerOpen)
 			ss.Replicas = append(ss.Replicas, rs)
+		}
+		if !up {
+			s.Unavailable = append(s.Unavailable, sh.name)
 		}
 		s.Shards = append(s.Shards, ss)
 	}
 	return s
 }
 
-// Ready reports whether every shard has a replica that is healthy and
-// whose breaker is not open.
-func (rt *Router) Ready() error {
-	var down []string
-	for _, sh := range rt.table.Load().order {
-		up := false
-		for _, b := range sh.replicas {
-			up = up || (b.healthy.Load() && b.breaker.State() != resilience.BreakerOpen)
-		}
-		if !up {
-			down = append(down, sh.name)
-		}
-	}
-	if len(down) > 0 {
-		return fmt.Errorf("no healthy replica in shard %s", strings.Join(down, ", "))
-	}
-	return nil
-}
-
 // AdminHandler serves the router's own endpoints under AdminPrefix and
 // passes every other request to the router:
 //
 //	GET /.ambassador/healthz   200 while the process runs
-//	GET /.ambassador/readyz    200 once every shard has a healthy replica, else 503
+//	GET /.ambassador/readyz    200: the router serves (a shard that is down
+//	                           fails its own requests, not the ambassador)
 //	GET /.ambassador/status    the Status as JSON
 //	GET /.ambassador/metrics   the metrics of gather (nil: none)
 func (rt *Router) AdminHandler(gather prometheus.Gatherer) http.Handler {
@@ -157,11 +146,7 @@ func (rt *Router) AdminHandler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("GET "+AdminPrefix+"healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	})
-	mux.HandleFunc("GET "+AdminPrefix+"readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := rt.Ready(); err != nil {
-			problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "%v", err))
-			return
-		}
+	mux.HandleFunc("GET "+AdminPrefix+"readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	})
 	mux.HandleFunc("GET "+AdminPrefix+"status", func(w http.ResponseWriter, _ *http.Request) {

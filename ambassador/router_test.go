@@ -365,9 +365,16 @@ func TestHealthChecksPreferHealthyReplicas(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET: %s", resp.Status)
 	}
-	if resp, body := do(t, "GET", front.URL+"/.ambassador/readyz", ""); resp.StatusCode != http.StatusOK {
-		t.Errorf("readyz with one healthy replica: %s %s", resp.Status, body)
+	if st := rt.Status(); len(st.Unavailable) != 0 {
+		t.Errorf("a shard with one healthy replica is listed unavailable: %+v", st)
 	}
+	b2.srv.Close()
+	waittest.Eventually(t, 10*time.Second, "the shard to be listed unavailable", func() error {
+		if st := rt.Status(); len(st.Unavailable) != 1 || st.Unavailable[0] != "catalog-b" {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
 }
 
 // TestReloadDropsNothing swaps the shard map back and forth while

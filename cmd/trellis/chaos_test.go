@@ -60,7 +60,7 @@ func (sh *runningShop) waitReady(ctx context.Context, name string, not int, time
 			return err
 		}
 		for _, p := range ps {
-			if p.Name == name {
+			if p.is(name) {
 				last = p
 			}
 		}
@@ -214,9 +214,10 @@ func suspects(u shoptest.URLs, placed []shoptest.Placed, initial map[string]int6
 // orderIDs finds order ids (UUIDs) in a message.
 var orderIDs = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
-// chaosVictims are the shop's services, killed in this order in every
-// round.
-var chaosVictims = []string{"payment", "order", "inventory", "shipping", "catalog", "notification"}
+// chaosVictims are the shop's services, the catalog's shards and
+// ambassadors included, killed in this order in every round.
+var chaosVictims = []string{"payment", "order", "inventory", "shipping", "catalog-0", "notification", "catalog-1",
+	"order/catalog", "catalog"}
 
 // TestUpChaosKillsEveryService runs the whole shop with `trellis up`, in
 // both saga flows, and places a paced load of orders over skus with

@@ -167,12 +167,18 @@ type runningShop struct {
 	readyAfter time.Duration
 }
 
-// shopPorts are the default ports of shop/system.yaml by what listens.
+// shopPorts are the default ports of shop/system.yaml by what listens: a
+// process, or a process's sidecar as process/sidecar.
 var shopPorts = []struct {
 	name string
 	port int
 }{{"catalog", 8101}, {"inventory", 8102}, {"order", 8103}, {"payment", 8104}, {"shipping", 8105},
-	{"notification", 8106}, {"nats", 4222}, {"admin", 7070}}
+	{"notification", 8106}, {"catalog-0", 8111}, {"catalog-1", 8112}, {"inventory/catalog", 8121},
+	{"order/catalog", 8131}, {"nats", 4222}, {"admin", 7070}}
+
+// shopProcesses is the number of rows `trellis ps` shows for the shop:
+// its processes and their sidecars.
+const shopProcesses = 10
 
 // startShop runs `trellis up` on a copy of shop/system.yaml with free ports
 // and returns once every process is ready. env is added to the
@@ -271,11 +277,19 @@ func upShopOf(t testing.TB, bin string, spec []byte, urls map[string]string, env
 
 type process struct {
 	Name     string `json:"name"`
+	Sidecar  string `json:"sidecar"`
 	Replica  int    `json:"replica"`
 	PID      int    `json:"pid"`
 	State    string `json:"state"`
 	Restarts int    `json:"restarts"`
 	URL      string `json:"url"`
+}
+
+// is reports whether p is the process name, or the sidecar name when
+// name is process/sidecar.
+func (p process) is(name string) bool {
+	proc, sidecar, _ := strings.Cut(name, "/")
+	return p.Name == proc && p.Sidecar == sidecar
 }
 
 func (sh *runningShop) processes(t testing.TB) []process {
@@ -311,7 +325,7 @@ func TestUpRunsTheShop(t *testing.T) {
 	sh := startShop(t)
 
 	ps := sh.processes(t)
-	if len(ps) != 6 {
+	if len(ps) != shopProcesses {
 		t.Fatalf("processes: %+v", ps)
 	}
 	for _, p := range ps {
@@ -339,8 +353,10 @@ func TestUpRunsTheShop(t *testing.T) {
 		}
 	}
 	var ready map[string]any
-	if code := getJSON(t, sh.catalog+"/readyz", &ready); code != 200 {
-		t.Fatalf("catalog readyz %d %v", code, ready)
+	for _, shard := range []string{"catalog-0", "catalog-1"} {
+		if code := getJSON(t, sh.urls[shard]+"/readyz", &ready); code != 200 {
+			t.Fatalf("%s readyz %d %v", shard, code, ready)
+		}
 	}
 
 	// An order is placed, priced from the catalog, and readable.
@@ -445,7 +461,7 @@ func TestUpRestartsAKilledService(t *testing.T) {
 	sh := startShop(t)
 	var victim process
 	for _, p := range sh.processes(t) {
-		if p.Name == "inventory" {
+		if p.is("inventory") {
 			victim = p
 		}
 	}
@@ -455,7 +471,7 @@ func TestUpRestartsAKilledService(t *testing.T) {
 	waittest.Eventually(t, 30*time.Second, "inventory to be back", func() error {
 		var now process
 		for _, p := range sh.processes(t) {
-			if p.Name == "inventory" {
+			if p.is("inventory") {
 				now = p
 			}
 		}

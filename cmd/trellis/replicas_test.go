@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -71,12 +72,16 @@ func TestUpOrderReplicasTakeOverAndFence(t *testing.T) {
 	}
 	// Each database its own schema.
 	dbs := map[string]string{}
-	for _, name := range []string{catalog.Name, inventory.Name, inventory.EastName, inventory.WestName, payment.Name,
+	for _, name := range []string{"catalog-0", "catalog-1", inventory.Name, inventory.EastName, inventory.WestName, payment.Name,
 		shipping.Name, notification.Name, order.Name, order.ReadName} {
 		dbs[name] = pgtest.URL(t) // skips without PostgreSQL
 	}
-	env := map[string]map[string]string{}
-	for _, p := range []struct{ process, db string }{{catalog.Name, catalog.Name}, {inventory.Name, inventory.Name},
+	env := map[string]map[string]string{
+		// Each shard of the catalog its own database.
+		"catalog-0": {store.EnvVar(catalog.Name): dbs["catalog-0"]},
+		"catalog-1": {store.EnvVar(catalog.Name): dbs["catalog-1"]},
+	}
+	for _, p := range []struct{ process, db string }{{inventory.Name, inventory.Name},
 		{inventory.Name, inventory.EastName}, {inventory.Name, inventory.WestName}, {payment.Name, payment.Name},
 		{shipping.Name, shipping.Name}, {notification.Name, notification.Name}, {order.Name, order.Name}, {order.Name, order.ReadName}} {
 		if env[p.process] == nil {
@@ -505,7 +510,7 @@ func (sc *replicaScenario) replica(r int) (process, error) {
 		return process{}, err
 	}
 	for _, p := range ps {
-		if p.Name == order.Name && p.Replica == r && p.PID != 0 {
+		if p.is(order.Name) && p.Replica == r && p.PID != 0 {
 			return p, nil
 		}
 	}
@@ -704,9 +709,9 @@ FROM order_summaries`)
 // replicatedShopSpec returns shop/system.yaml with every listener on a
 // free port, env added to each process's environment, and the order
 // service run as n replicas that are never restarted (replica i listens on
-// the order port + i, so the order ports are n consecutive free ones). It
-// returns the URLs of the other listeners by name and of the order
-// replicas.
+// the order port + i, and its catalog ambassador on that sidecar's port +
+// i, so each has n consecutive free ports). It returns the URLs of the
+// other listeners by name and of the order replicas.
 func replicatedShopSpec(t *testing.T, env map[string]map[string]string, n int) (spec []byte, urls map[string]string, orderURLs []string) {
 	t.Helper()
 	data, err := os.ReadFile("../../shop/system.yaml")
@@ -717,30 +722,50 @@ func replicatedShopSpec(t *testing.T, env map[string]map[string]string, n int) (
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	ports := freePortsAround(t, len(shopPorts)-1, n)
+	replicated := map[string]bool{order.Name: true, order.Name + "/catalog": true}
+	ports := freePortsAround(t, len(shopPorts)-len(replicated), n, len(replicated))
 	moved := map[string]int{} // default "127.0.0.1:port" -> new port
 	urls = map[string]string{}
-	next := 0
+	single, run := 0, 0
 	for _, p := range shopPorts {
-		port := ports.single[next]
-		if p.name == order.Name {
-			port = ports.run
+		var port int
+		if replicated[p.name] {
+			port = ports.runs[run]
+			run++
 		} else {
-			next++
+			port = ports.single[single]
+			single++
 		}
 		moved["127.0.0.1:"+strconv.Itoa(p.port)] = port
 		urls[p.name] = "http://127.0.0.1:" + strconv.Itoa(port)
 	}
 	for i := range n {
-		orderURLs = append(orderURLs, "http://127.0.0.1:"+strconv.Itoa(ports.run+i))
+		orderURLs = append(orderURLs, "http://127.0.0.1:"+strconv.Itoa(moved["127.0.0.1:8103"]+i))
 	}
 	top := doc.Content[0]
 	setScalar(top, "admin", "127.0.0.1:"+strconv.Itoa(moved["127.0.0.1:7070"]))
 	setScalar(mapValue(t, top, "nats"), "port", strconv.Itoa(moved["127.0.0.1:4222"]))
+	// move gives a process or sidecar its new port and rewrites the
+	// addresses in its environment (an alias shares its anchor's node).
+	move := func(c *yaml.Node) {
+		port := mapValue(t, c, "port")
+		port.Value = strconv.Itoa(moved["127.0.0.1:"+port.Value])
+		if vars := mapValueOrNil(c, "env"); vars != nil {
+			for i := 1; i < len(vars.Content); i += 2 {
+				for from, to := range moved {
+					vars.Content[i].Value = strings.ReplaceAll(vars.Content[i].Value, from, "127.0.0.1:"+strconv.Itoa(to))
+				}
+			}
+		}
+	}
 	for _, proc := range mapValue(t, top, "processes").Content {
 		name := mapValue(t, proc, "name").Value
-		port := mapValue(t, proc, "port")
-		port.Value = strconv.Itoa(moved["127.0.0.1:"+port.Value])
+		move(proc)
+		if sidecars := mapValueOrNil(proc, "sidecars"); sidecars != nil {
+			for _, sc := range sidecars.Content {
+				move(sc)
+			}
+		}
 		if name == order.Name {
 			setScalar(proc, "replicas", strconv.Itoa(n))
 			setScalar(proc, "restart", "never")
@@ -753,17 +778,7 @@ func replicatedShopSpec(t *testing.T, env map[string]map[string]string, n int) (
 			vars = &yaml.Node{Kind: yaml.MappingNode}
 			proc.Content = append(proc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "env"}, vars)
 		}
-		for i := 1; i < len(vars.Content); i += 2 {
-			for from, to := range moved {
-				vars.Content[i].Value = strings.ReplaceAll(vars.Content[i].Value, from, "127.0.0.1:"+strconv.Itoa(to))
-			}
-		}
-		keys := make([]string, 0, len(env[name]))
-		for k := range env[name] {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(env[name])) {
 			setScalar(vars, k, env[name][k])
 		}
 	}
@@ -803,16 +818,16 @@ func setScalar(m *yaml.Node, key, value string) {
 	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key}, &yaml.Node{Kind: yaml.ScalarNode, Value: value})
 }
 
-// portsAround are free loopback ports: single ones, and a run of
-// consecutive ones starting at run.
+// portsAround are free loopback ports: single ones, and runs of
+// consecutive ones, each starting at one of runs.
 type portsAround struct {
 	single []int
-	run    int
+	runs   []int
 }
 
-// freePortsAround finds n single free ports and a run of k consecutive
+// freePortsAround finds n single free ports and m runs of k consecutive
 // free ports, all distinct, holding them all until every one is found.
-func freePortsAround(t *testing.T, n, k int) portsAround {
+func freePortsAround(t *testing.T, n, k, m int) portsAround {
 	t.Helper()
 	var lns []net.Listener
 	defer func() {
@@ -829,9 +844,9 @@ func freePortsAround(t *testing.T, n, k int) portsAround {
 		return ln.Addr().(*net.TCPAddr).Port, true
 	}
 	var ports portsAround
-	for try := 0; ports.run == 0; try++ {
-		if try == 50 {
-			t.Fatalf("no %d consecutive free ports", k)
+	for try := 0; len(ports.runs) < m; try++ {
+		if try == 50*m {
+			t.Fatalf("no %d runs of %d consecutive free ports", m, k)
 		}
 		first, ok := listen(0)
 		if !ok {
@@ -842,7 +857,7 @@ func freePortsAround(t *testing.T, n, k int) portsAround {
 			_, run = listen(first + i)
 		}
 		if run {
-			ports.run = first
+			ports.runs = append(ports.runs, first)
 		}
 	}
 	for range n {

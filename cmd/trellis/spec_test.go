@@ -22,7 +22,7 @@ func TestBuiltInShopSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(spec.Processes) != 6 {
+	if len(spec.Processes) != 8 {
 		t.Fatalf("built-in spec: %d processes", len(spec.Processes))
 	}
 	if _, err := loadSpec("nope.yaml"); err == nil {

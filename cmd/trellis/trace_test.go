@@ -14,13 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellis-go/trellis/ambassador"
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/shop/shoptest"
 )
 
 // One trace per order: an order placed with a traceparent shows that trace
-// id in the logs of all six services, in both flows: the order and catalog
-// serve the request; the saga's steps (orchestrated) or the reactions to
+// id in the logs of all six services, in both flows: the order and the
+// catalog's shard that owns the sku (reached through the order's
+// ambassador, which passes the traceparent on) serve the request; the saga's steps (orchestrated) or the reactions to
 // the events (choreographed) run in inventory, payment and shipping; and
 // the notification of the confirmed order comes from an event that
 // carries it. Cancelling the order with another trace carries that one to
@@ -49,7 +51,12 @@ func TestUpOneTracePerOrder(t *testing.T) {
 				t.Fatalf("place order: %d", code)
 			}
 			waitOrder(ctx, t, u, res.OrderID, 30*time.Second, status("confirmed"))
-			waitLogs(t, sh, placed, "catalog", "inventory", "order", "payment", "shipping", "notification")
+			// The catalog's shard that owns the sku serves its price.
+			shards, err := ambassador.NewRendezvous([]string{"catalog-0", "catalog-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitLogs(t, sh, placed, shards.Pick(sku), "inventory", "order", "payment", "shipping", "notification")
 
 			cancelled := newTraceID(t)
 			if code := traced(ctx, t, http.MethodPost, u.Order+"/v1/orders/"+res.OrderID+"/cancel", cancelled,

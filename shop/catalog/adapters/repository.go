@@ -34,13 +34,15 @@ func (r *Repository) Get(ctx context.Context, sku string) (domain.Product, error
 	return p, nil
 }
 
-// Search returns up to limit products whose name or description contains q.
-func (r *Repository) Search(ctx context.Context, q string, limit int) ([]domain.Product, error) {
+// Search returns up to limit products whose name or description contains q
+// and whose sku sorts after after, in sku order.
+func (r *Repository) Search(ctx context.Context, q, after string, limit int) ([]domain.Product, error) {
 	pattern := "%" + escapeLike(strings.ToLower(q)) + "%"
 	rows, err := r.db.Reader().QueryContext(ctx, `
 		SELECT sku, name, description, price_cents FROM products
-		WHERE $1 = '%%' OR lower(name) LIKE $1 ESCAPE '\' OR lower(description) LIKE $1 ESCAPE '\'
-		ORDER BY sku LIMIT $2`, pattern, limit)
+		WHERE ($1 = '%%' OR lower(name) LIKE $1 ESCAPE '\' OR lower(description) LIKE $1 ESCAPE '\')
+		  AND sku > $3
+		ORDER BY sku LIMIT $2`, pattern, limit, after)
 	if err != nil {
 		return nil, fmt.Errorf("search products: %w", err)
 	}

@@ -17,6 +17,10 @@ var ErrNotFound = errors.New("product not found")
 // ErrExists means a product with the sku exists already.
 var ErrExists = errors.New("product exists")
 
+// ErrOtherShard means the sku belongs to another shard of a sharded
+// catalog: the caller's shard map is not this catalog's.
+var ErrOtherShard = errors.New("sku belongs to another shard")
+
 // Product is an item for sale. Money is in integer cents.
 type Product struct {
 	SKU         string `json:"sku"`

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/trellis-go/trellis/problem"
 	"github.com/trellis-go/trellis/service"
@@ -67,6 +68,9 @@ func (s *HTTP) get(w http.ResponseWriter, r *http.Request) error {
 	if errors.Is(err, domain.ErrNotFound) {
 		return problem.New(http.StatusNotFound, "no product with sku %q", sku)
 	}
+	if errors.Is(err, domain.ErrOtherShard) {
+		return misdirected(err)
+	}
 	if err != nil {
 		return err
 	}
@@ -82,11 +86,20 @@ func (s *HTTP) create(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, domain.ErrExists):
 		return problem.New(http.StatusConflict, "a product with sku %q exists already", p.SKU)
+	case errors.Is(err, domain.ErrOtherShard):
+		return misdirected(err)
 	case err != nil:
 		return httpvalidation.Problem(err)
 	}
 	w.Header().Set("Location", "/v1/products/"+created.SKU)
 	return service.WriteJSON(w, http.StatusCreated, created)
+}
+
+// misdirected is the answer of a shard asked for a sku of another: 421,
+// which says the request reached a server that cannot answer it, as a
+// stale shard map in the caller's ambassador would send it.
+func misdirected(err error) error {
+	return problem.New(http.StatusMisdirectedRequest, "%s: the caller's shard map differs from the catalog's", strings.TrimSuffix(err.Error(), ": "+domain.ErrOtherShard.Error()))
 }
 
 // parseProduct reads and checks the body of POST /v1/products. Its errors
