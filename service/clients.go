@@ -90,8 +90,28 @@ func (h *Host) ServiceClientWith(name string, p ClientPolicy) (*http.Client, err
 	if h.resilienceMetrics == nil {
 		h.resilienceMetrics = prommetrics.New(h.reg)
 	}
-	m := h.resilienceMetrics
-	log := h.log.With(slog.String("client", name))
+	rt, err := ClientTransport(name, p, h.signed(pooledTransport(p.Bulkhead.MaxConcurrent), name), h.resilienceMetrics, h.log)
+	if err != nil {
+		return nil, err
+	}
+	c := &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, rt)}
+	if h.clients == nil {
+		h.clients = map[string]*http.Client{}
+	}
+	h.clients[name] = c
+	return c, nil
+}
+
+// ClientTransport returns the resilient transport of a client called name:
+// requests go through p's pipeline for their destination (each
+// scheme://host:port its own breaker and bulkhead, one retry budget for
+// all) and are sent by base. m receives the pipeline's metrics and log its
+// breakers' changes. It refuses a policy that a resilience constructor
+// refuses, with that constructor's error. ServiceClientWith builds its
+// clients with it; so does anything else that calls services with their
+// policy, such as the mesh proxy.
+func ClientTransport(name string, p ClientPolicy, base http.RoundTripper, m *prommetrics.Metrics, log *slog.Logger) (http.RoundTripper, error) {
+	log = log.With(slog.String("client", name))
 	budgetCfg := p.Budget
 	budgetCfg.OnExhausted = func() {
 		m.BudgetExhausted(name)
@@ -170,8 +190,8 @@ func (h *Host) ServiceClientWith(name string, p ClientPolicy) (*http.Client, err
 	if _, err := build(""); err != nil {
 		return nil, fmt.Errorf("service client %s: %w", name, err)
 	}
-	c := &http.Client{Transport: observe.TraceTransport(h.tp, h.prop, resilience.NewTransport(resilience.TransportConfig{
-		Base: h.signed(pooledTransport(p.Bulkhead.MaxConcurrent), name),
+	return resilience.NewTransport(resilience.TransportConfig{
+		Base: base,
 		Pipeline: func(destination string) *resilience.Pipeline[*http.Response] {
 			pl, err := build(destination)
 			if err != nil {
@@ -180,12 +200,7 @@ func (h *Host) ServiceClientWith(name string, p ClientPolicy) (*http.Client, err
 			m.BreakerCreated(name + "/" + hostOf(destination))
 			return pl
 		},
-	}))}
-	if h.clients == nil {
-		h.clients = map[string]*http.Client{}
-	}
-	h.clients[name] = c
-	return c, nil
+	}), nil
 }
 
 // pooledTransport returns a transport that keeps up to perHost idle
