@@ -9,11 +9,12 @@ import (
 	"net/url"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/trellis-go/trellis/internal/yamlconf"
 )
 
 // Defaults of a router Config.
@@ -153,7 +154,6 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 var (
-	yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 	keyRE      = regexp.MustCompile(`^(path|header|query|json):(.+)$`)
 )
@@ -165,76 +165,27 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 	if len(data) > MaxConfigSize {
 		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", MaxConfigSize)}
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, yamlError(file, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, &ConfigError{File: file, Msg: "empty config"}
-	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, yamlError(file, err)
+	root, probs := yamlconf.Decode(data, &c)
+	if probs != nil {
+		errs := make([]error, len(probs))
+		for i, p := range probs {
+			errs[i] = &ConfigError{File: file, Line: p.Line, Msg: p.Msg}
+		}
+		return nil, errors.Join(errs...)
 	}
-	lines := func(field string) []int { return itemLines(doc.Content[0], field) }
+	lines := func(field string) []int { return yamlconf.ItemLines(root, field) }
 	if err := c.check(file, lines("shards"), lines("routes")); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-// yamlError turns an error of the yaml package into ConfigErrors.
-func yamlError(file string, err error) error {
-	var msgs []string
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	} else {
-		msgs = []string{err.Error()}
-	}
-	var errs []error
-	for _, m := range msgs {
-		m = strings.TrimPrefix(m, "yaml: ")
-		line := 0
-		if g := yamlLineRE.FindStringSubmatch(m); g != nil {
-			line, _ = strconv.Atoi(g[1])
-			m = g[2]
-		}
-		errs = append(errs, &ConfigError{File: file, Line: line, Msg: m})
-	}
-	return errors.Join(errs...)
-}
-
-// itemLines returns the line of each item of the list under key in the
-// mapping m.
-func itemLines(m *yaml.Node, key string) []int {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key && m.Content[i+1].Kind == yaml.SequenceNode {
-			var out []int
-			for _, it := range m.Content[i+1].Content {
-				out = append(out, it.Line)
-			}
-			return out
-		}
-	}
-	return nil
-}
-
 // check applies the defaults and checks every field, reporting problems at
 // the lines given (one per shard and per route; missing lines are 0).
 func (c *Config) check(file string, shardLines, routeLines []int) error {
 	var errs []error
-	at := func(lines []int, i int) int {
-		if i < len(lines) {
-			return lines[i]
-		}
-		return 0
-	}
+	at := yamlconf.At
 	bad := func(line int, format string, args ...any) {
 		errs = append(errs, &ConfigError{File: file, Line: line, Msg: fmt.Sprintf(format, args...)})
 	}

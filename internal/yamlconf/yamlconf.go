@@ -1,0 +1,89 @@
+// Package yamlconf decodes a YAML (or JSON) configuration strictly and
+// says where each problem is: the one way the project's config files
+// (the ambassador's, the proxy's) are read.
+package yamlconf
+
+import (
+	"bytes"
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one problem of a document, at a line (0 if unknown).
+type Problem struct {
+	Line int
+	Msg  string
+}
+
+var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// Decode decodes data into v, refusing unknown fields, and returns the
+// document's root mapping for finding lines. A document that cannot be
+// decoded gives its problems, each with its line where yaml knows it.
+func Decode(data []byte, v any) (*yaml.Node, []Problem) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, problems(err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, []Problem{{Msg: "empty document"}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return nil, problems(err)
+	}
+	return doc.Content[0], nil
+}
+
+// problems turns an error of the yaml package into Problems.
+func problems(err error) []Problem {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	out := make([]Problem, 0, len(msgs))
+	for _, m := range msgs {
+		m = strings.TrimPrefix(m, "yaml: ")
+		line := 0
+		if g := lineRE.FindStringSubmatch(m); g != nil {
+			line, _ = strconv.Atoi(g[1])
+			m = g[2]
+		}
+		out = append(out, Problem{Line: line, Msg: m})
+	}
+	return out
+}
+
+// ItemLines returns the line of each item of the list under key in the
+// mapping m (nil if there is none).
+func ItemLines(m *yaml.Node, key string) []int {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key && m.Content[i+1].Kind == yaml.SequenceNode {
+			var out []int
+			for _, it := range m.Content[i+1].Content {
+				out = append(out, it.Line)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// At returns lines[i], or 0 past its end.
+func At(lines []int, i int) int {
+	if i < len(lines) {
+		return lines[i]
+	}
+	return 0
+}
