@@ -1,6 +1,7 @@
 // Command trellis runs the Trellis container patterns and the reference
 // shop: `trellis up` starts the whole shop on a laptop, `trellis service
-// NAME` runs one service, `trellis ps` shows what runs.
+// NAME` runs one service, `trellis ps` shows what runs, `trellis sidecar
+// config` keeps a main process's configuration in step with its source.
 package main
 
 import (
@@ -76,6 +77,6 @@ command's help); a flag given on the command line wins.`,
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return loadEnv(cmd.Flags())
 	}
-	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newAmbassadorCmd(), newEventsCmd(), newSagasCmd(), newKeygenCmd(), newVersionCmd())
+	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newAmbassadorCmd(), newSidecarCmd(), newEventsCmd(), newSagasCmd(), newKeygenCmd(), newVersionCmd())
 	return root
 }

@@ -84,12 +84,12 @@ func TestHelpExplainsEveryCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, cmd := range []string{"up", "ps", "service", "events", "version"} {
+	for _, cmd := range []string{"up", "ps", "service", "sidecar", "events", "version"} {
 		if !strings.Contains(out, "\n  "+cmd+" ") {
 			t.Errorf("--help does not list %q:\n%s", cmd, out)
 		}
 	}
-	for _, args := range [][]string{{"up", "--help"}, {"ps", "--help"}, {"service", "--help"}, {"service", "catalog", "--help"}} {
+	for _, args := range [][]string{{"up", "--help"}, {"ps", "--help"}, {"service", "--help"}, {"service", "catalog", "--help"}, {"sidecar", "config", "--help"}} {
 		out, _, code := runTrellis(t, nil, args...)
 		if code != 0 || len(out) < 200 {
 			t.Errorf("%v: exit %d, %d bytes of help", args, code, len(out))

@@ -422,7 +422,7 @@ func (s *Syncer) Status() Status {
 	return Status{
 		Source: s.src.String(), Root: s.root.Dir(), Current: s.st.current, Previous: s.st.previous, Latest: s.st.seen,
 		LastSync: s.st.lastSync, LastSuccess: s.st.lastSuccess, LastResult: s.st.lastResult, LastError: s.st.lastErr,
-		Refused: slices.Clone(s.st.refused),
+		Refused: append([]Revision{}, s.st.refused...),
 	}
 }
 
