@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // A Stage is a revision being written, in a directory of its own under
@@ -20,12 +21,13 @@ type Stage struct {
 	// kinds holds what each path written is: 'd' for a directory, else a
 	// digest kind. Parents are only ever directories the stage made, so a
 	// path never passes through a link.
-	kinds  map[string]byte
-	dirs   []string // made, to fsync on commit
-	files  int
-	bytes  int64
-	digest digest
-	done   bool
+	kinds   map[string]byte
+	dirs    []string // made, to fsync on commit
+	written []string // files, to fsync on commit
+	files   int
+	bytes   int64
+	digest  digest
+	done    bool
 }
 
 const kindDir = 'd'
@@ -43,7 +45,7 @@ func (s *Stage) Digest() Revision { return s.digest.revision() }
 
 // WriteFile writes the file name (a slash-separated path in the revision)
 // with the content of r, executable or not, making its parent directories.
-// The file is synced before WriteFile returns. It fails, wrapping
+// The file is synced when the stage is committed. It fails, wrapping
 // [ErrUnsafe], if name is not a safe path, was written already, lies
 // under a file or a link, or if the file or the stage would exceed its
 // limits.
@@ -72,9 +74,6 @@ func (s *Stage) WriteFile(name string, r io.Reader, executable bool) error {
 	if err == nil {
 		err = f.Chmod(mode) // whatever the umask: readers may be other users
 	}
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -86,6 +85,7 @@ func (s *Stage) WriteFile(name string, r io.Reader, executable bool) error {
 	}
 	s.bytes += n
 	s.digest.add(name, kind, h.Sum(nil))
+	s.written = append(s.written, name)
 	return nil
 }
 
@@ -144,15 +144,43 @@ func (s *Stage) reserve(name string) error {
 	return nil
 }
 
-// sync flushes the directories of the stage, deepest first, so that once
-// renamed the revision's every entry is on disk.
+// syncWorkers is how many fsyncs a commit runs at once: a file system
+// commits its journal for many at a time, so a tree of a thousand files
+// is synced in a fraction of the time one fsync after the other takes.
+const syncWorkers = 16
+
+// sync flushes every file and directory of the stage, so that once renamed
+// the revision's every entry is on disk.
 func (s *Stage) sync() error {
-	for i := len(s.dirs) - 1; i >= 0; i-- {
-		if err := syncDir(filepath.Join(s.dir, filepath.FromSlash(s.dirs[i]))); err != nil {
+	paths := make(chan string)
+	errs := make(chan error, syncWorkers)
+	var wg sync.WaitGroup
+	for range min(syncWorkers, len(s.written)+len(s.dirs)+1) {
+		wg.Go(func() {
+			var first error
+			for p := range paths {
+				if err := syncPath(p); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		})
+	}
+	for _, names := range [][]string{s.written, s.dirs} {
+		for _, name := range names {
+			paths <- filepath.Join(s.dir, filepath.FromSlash(name))
+		}
+	}
+	paths <- s.dir
+	close(paths)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
 			return err
 		}
 	}
-	return syncDir(s.dir)
+	return nil
 }
 
 // Discard removes the stage and what was written into it. It is safe to
@@ -169,17 +197,20 @@ func (s *Stage) Discard() error {
 }
 
 // syncDir fsyncs a directory, making its entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func syncDir(dir string) error { return syncPath(dir) }
+
+// syncPath fsyncs a file or a directory.
+func syncPath(p string) error {
+	f, err := os.Open(p)
 	if err != nil {
-		return fmt.Errorf("configsync: sync %s: %w", dir, err)
+		return fmt.Errorf("configsync: sync %s: %w", p, err)
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("configsync: sync %s: %w", dir, err)
+		return fmt.Errorf("configsync: sync %s: %w", p, err)
 	}
 	return nil
 }
