@@ -1,25 +1,20 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/trellis-go/trellis/internal/syncbuf"
 	"github.com/trellis-go/trellis/internal/waittest"
+	"github.com/trellis-go/trellis/sidecar/configsync/configsynctest"
 )
 
 func TestSidecarConfigRefusesBadInputNamingIt(t *testing.T) {
@@ -70,52 +65,6 @@ func TestSidecarConfigOnceInAPod(t *testing.T) {
 	if !strings.Contains(stdout, `"result":"published"`) {
 		t.Fatalf("no log of the sync:\n%s", stdout)
 	}
-}
-
-// bundleServer serves a tar.gz of the files f0..f<n-1> of a revision: the
-// first, the second, or the first half of the second, after which it holds
-// the answer open until the client goes away.
-type bundleServer struct {
-	*httptest.Server
-	n    int
-	mode atomic.Value // "first", "second" or "stall"
-}
-
-func startBundleServer(t *testing.T, n int) *bundleServer {
-	t.Helper()
-	s := &bundleServer{n: n}
-	s.mode.Store("first")
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mode := s.mode.Load().(string)
-		w.Header().Set("Content-Type", "application/gzip")
-		gz := gzip.NewWriter(w)
-		tw := tar.NewWriter(gz)
-		for i := range s.n {
-			if mode == "stall" && i == s.n/2 {
-				_ = tw.Flush()
-				_ = gz.Flush()
-				w.(http.Flusher).Flush()
-				<-r.Context().Done()
-				return
-			}
-			body := bundleFile(i, mode != "first")
-			_ = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
-			_, _ = tw.Write(body)
-		}
-		_ = tw.Close()
-		_ = gz.Close()
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// bundleFile is file i of the first revision, or of the second.
-func bundleFile(i int, second bool) []byte {
-	rev := 1
-	if second {
-		rev = 2
-	}
-	return fmt.Appendf(nil, "file %d of revision %d\n", i, rev)
 }
 
 // sidecar is a `trellis sidecar config` process.
@@ -182,55 +131,16 @@ func (s *sidecar) webhook(t *testing.T) {
 	}
 }
 
-// waitHalfWritten waits until a stage of root holds the first half of the
-// second revision: the sidecar is in the middle of writing it.
-func waitHalfWritten(t *testing.T, root string, n int) {
-	t.Helper()
-	waittest.Eventually(t, 20*time.Second, "half of the second revision written", func() error {
-		last := filepath.Join(root, ".revisions", ".stage-*", fmt.Sprintf("f%d", n/2-1))
-		stages, _ := filepath.Glob(last)
-		if len(stages) != 1 {
-			return fmt.Errorf("%d stages hold f%d", len(stages), n/2-1)
-		}
-		if b, _ := os.ReadFile(stages[0]); !bytes.Equal(b, bundleFile(n/2-1, true)) {
-			return fmt.Errorf("f%d holds %q", n/2-1, b)
-		}
-		return nil
-	})
-}
-
-// checkRevision checks that current in root is the whole first or second
-// revision of n files.
-func checkRevision(t *testing.T, root string, n int, second bool) {
-	t.Helper()
-	for i := range n {
-		b, err := os.ReadFile(filepath.Join(root, "current", fmt.Sprintf("f%d", i)))
-		if err != nil || !bytes.Equal(b, bundleFile(i, second)) {
-			t.Fatalf("current/f%d = %q, %v; want %q", i, b, err, bundleFile(i, second))
-		}
-	}
-}
-
-// stages returns the stages of root: revisions being written.
-func stages(t *testing.T, root string) []string {
-	t.Helper()
-	found, err := filepath.Glob(filepath.Join(root, ".revisions", ".stage-*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
-}
-
 // TestSidecarStoppedOrKilledMidSync stops the sidecar while it writes a
 // revision: with SIGTERM it abandons the sync, removes what it wrote and
 // exits 0; killed with SIGKILL it leaves a half-written stage, yet current
 // is the old revision, whole; a sidecar started again removes the stage
 // and publishes the new revision.
 func TestSidecarStoppedOrKilledMidSync(t *testing.T) {
-	const n = 20
-	srv := startBundleServer(t, n)
+	bundle := configsynctest.NewBundle(t, 20)
 	root := filepath.Join(t.TempDir(), "config")
-	args := []string{"--http", srv.URL + "/bundle", "--root", root, "--interval", "1h"}
+	args := []string{"--http", bundle.URL + "/bundle", "--root", root, "--interval", "1h"}
+	halfWritten := func() error { return bundle.HalfWritten(root) }
 
 	sc := startSidecar(t, args...)
 	waittest.Until(t, 20*time.Second, "the first revision published", func() bool {
@@ -241,43 +151,43 @@ func TestSidecarStoppedOrKilledMidSync(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	checkRevision(t, root, n, false)
+	bundle.CheckCurrent(t, root, false)
 
-	srv.mode.Store("stall")
+	bundle.Serve(configsynctest.Stall)
 	sc.webhook(t)
-	waitHalfWritten(t, root, n)
+	waittest.Eventually(t, 20*time.Second, "half of the second revision written", halfWritten)
 	if err := sc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := sc.exit(t, 20*time.Second); code != 0 {
 		t.Fatalf("after SIGTERM: exit %d", code)
 	}
-	checkRevision(t, root, n, false)
-	if left := stages(t, root); len(left) != 0 {
+	bundle.CheckCurrent(t, root, false)
+	if left := configsynctest.Stages(t, root); len(left) != 0 {
 		t.Fatalf("SIGTERM left stages behind: %v", left)
 	}
 
 	// Started again, it syncs at once: the answer stalls half-way again.
 	sc = startSidecar(t, args...)
-	waitHalfWritten(t, root, n)
+	waittest.Eventually(t, 20*time.Second, "half of the second revision written again", halfWritten)
 	if err := sc.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	sc.exit(t, 20*time.Second)
-	checkRevision(t, root, n, false)
-	if left := stages(t, root); len(left) != 1 {
+	bundle.CheckCurrent(t, root, false)
+	if left := configsynctest.Stages(t, root); len(left) != 1 {
 		t.Fatalf("%d stages after SIGKILL, want the half-written one", len(left))
 	}
 
-	srv.mode.Store("second")
+	bundle.Serve(configsynctest.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	once := exec.CommandContext(ctx, trellisBin, append([]string{"sidecar", "config", "--once"}, args...)...)
 	if out, err := once.CombinedOutput(); err != nil {
 		t.Fatalf("--once after the crash: %v\n%s", err, out)
 	}
-	checkRevision(t, root, n, true)
-	if left := stages(t, root); len(left) != 0 {
+	bundle.CheckCurrent(t, root, true)
+	if left := configsynctest.Stages(t, root); len(left) != 0 {
 		t.Fatalf("the half-written stage is still there: %v", left)
 	}
 	entries, _ := os.ReadDir(filepath.Join(root, ".revisions"))

@@ -83,27 +83,10 @@ const (
 // returns an error wrapping [ErrUnsafe] that names the path.
 func CheckPath(name string) error {
 	bad := func(why string) error { return fmt.Errorf("%w: path %q %s", ErrUnsafe, name, why) }
-	switch {
-	case name == "":
-		return bad("is empty")
-	case len(name) > maxPath:
-		return bad("is too long")
-	case strings.HasPrefix(name, "/"):
-		return bad("is absolute")
-	case strings.IndexByte(name, 0) >= 0:
-		return bad("holds a NUL byte")
+	if err := checkText(name, "is absolute", bad); err != nil {
+		return err
 	}
-	for el := range strings.SplitSeq(name, "/") {
-		switch {
-		case el == "" || el == ".":
-			return bad("is not clean")
-		case el == "..":
-			return bad("escapes the revision")
-		case len(el) > maxName:
-			return bad("has an element longer than 255 bytes")
-		}
-	}
-	return nil
+	return checkNames(name, "escapes the revision", bad)
 }
 
 // CheckLink returns nil if a symbolic link at name (a valid path) may point
@@ -119,15 +102,8 @@ func CheckLink(name, target string) error {
 	bad := func(why string) error {
 		return fmt.Errorf("%w: link %q -> %q %s", ErrUnsafe, name, target, why)
 	}
-	switch {
-	case target == "":
-		return bad("has no target")
-	case len(target) > maxPath:
-		return bad("has a target too long")
-	case strings.HasPrefix(target, "/"):
-		return bad("points to an absolute path")
-	case strings.IndexByte(target, 0) >= 0:
-		return bad("holds a NUL byte")
+	if err := checkText(target, "points to an absolute path", bad); err != nil {
+		return err
 	}
 	depth := strings.Count(name, "/") // of the directory holding the link
 	rest := target
@@ -143,12 +119,34 @@ func CheckLink(name, target string) error {
 		}
 		return nil
 	}
-	for el := range strings.SplitSeq(rest, "/") {
+	return checkNames(rest, `has ".." after a name`, bad)
+}
+
+// checkText checks what a path and a link's target have in common: not
+// empty, not too long, relative (absolute says how it is not), no NUL.
+func checkText(p, absolute string, bad func(why string) error) error {
+	switch {
+	case p == "":
+		return bad("is empty")
+	case len(p) > maxPath:
+		return bad("is too long")
+	case strings.HasPrefix(p, "/"):
+		return bad(absolute)
+	case strings.IndexByte(p, 0) >= 0:
+		return bad("holds a NUL byte")
+	}
+	return nil
+}
+
+// checkNames checks the elements of a slash path: none empty or ".", none
+// longer than Linux allows, and none ".." (dotdot says why not).
+func checkNames(p, dotdot string, bad func(why string) error) error {
+	for el := range strings.SplitSeq(p, "/") {
 		switch {
 		case el == "" || el == ".":
 			return bad("is not clean")
 		case el == "..":
-			return bad(`has ".." after a name`)
+			return bad(dotdot)
 		case len(el) > maxName:
 			return bad("has an element longer than 255 bytes")
 		}

@@ -269,16 +269,24 @@ func gitSources(t *testing.T, dir, ref, path string) map[string]*configsync.GitS
 	return sources
 }
 
+// fetchNew fetches src, which has moved on from have to want, into a new
+// root, and returns the root and its directory.
+func fetchNew(t *testing.T, src configsync.Source, have, want configsync.Revision) (*configsync.Root, string) {
+	t.Helper()
+	dir := t.TempDir()
+	r := openRoot(t, dir, configsync.Limits{})
+	if got := mustFetch(t, r, src, have, true); got != want {
+		t.Fatalf("revision %s, want the commit %s", got, want)
+	}
+	return r, dir
+}
+
 func TestGitSourceFollowsABranch(t *testing.T) {
 	repo := newGitRepo(t)
 	first := repo.commit(map[string]string{"conf/app.yaml": "v: 1\n", "README": "not published\n"})
 	for name, g := range gitSources(t, repo.dir, "main", "conf") {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			r := openRoot(t, dir, configsync.Limits{})
-			if got := mustFetch(t, r, g, "", true); got != first {
-				t.Fatalf("revision %s, want the commit %s", got, first)
-			}
+			r, dir := fetchNew(t, g, "", first)
 			if got := readCurrent(t, dir, "app.yaml"); got != "v: 1\n" {
 				t.Fatalf("current/app.yaml = %q", got)
 			}
@@ -291,11 +299,7 @@ func TestGitSourceFollowsABranch(t *testing.T) {
 	second := repo.commit(map[string]string{"conf/app.yaml": "v: 2\n", "conf/new.yaml": "n: 1\n"})
 	for name, g := range gitSources(t, repo.dir, "main", "conf") {
 		t.Run(name+" after a commit", func(t *testing.T) {
-			dir := t.TempDir()
-			r := openRoot(t, dir, configsync.Limits{})
-			if got := mustFetch(t, r, g, first, true); got != second {
-				t.Fatalf("revision %s, want %s", got, second)
-			}
+			_, dir := fetchNew(t, g, first, second)
 			if got := readCurrent(t, dir, "new.yaml"); got != "n: 1\n" {
 				t.Fatalf("current/new.yaml = %q", got)
 			}
@@ -343,11 +347,7 @@ func TestGitSourceFollowsATag(t *testing.T) {
 			repo.commit(map[string]string{"app.yaml": "v: 2-dev\n"})
 			for name, g := range gitSources(t, repo.dir, "v1", "") {
 				t.Run(name, func(t *testing.T) {
-					dir := t.TempDir()
-					r := openRoot(t, dir, configsync.Limits{})
-					if got := mustFetch(t, r, g, "", true); got != released {
-						t.Fatalf("revision %s, want the tagged commit %s", got, released)
-					}
+					r, dir := fetchNew(t, g, "", released)
 					if got := readCurrent(t, dir, "app.yaml"); got != "v: 1\n" {
 						t.Fatalf("current/app.yaml = %q", got)
 					}
@@ -359,12 +359,7 @@ func TestGitSourceFollowsATag(t *testing.T) {
 			repo.deleteTag("v1")
 			repo.tag("v1", annotated)
 			for name, g := range gitSources(t, repo.dir, "v1", "") {
-				t.Run(name+" moved", func(t *testing.T) {
-					r := openRoot(t, t.TempDir(), configsync.Limits{})
-					if got := mustFetch(t, r, g, released, true); got != moved {
-						t.Fatalf("revision %s, want %s", got, moved)
-					}
-				})
+				t.Run(name+" moved", func(t *testing.T) { fetchNew(t, g, released, moved) })
 			}
 		})
 	}

@@ -1,9 +1,6 @@
 package configsync_test
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -20,7 +17,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +25,7 @@ import (
 	"github.com/trellis-go/trellis/internal/syncbuf"
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/sidecar/configsync"
+	"github.com/trellis-go/trellis/sidecar/configsync/configsynctest"
 )
 
 // TestGitCommitReachesTheMainProcess runs a syncer on a Git repository
@@ -454,72 +451,24 @@ func TestKVChangesArriveWithoutPolling(t *testing.T) {
 	cancelAndWait(t, cancel, done)
 }
 
-// stallingTarServer serves a tar.gz of files f0..f<n-1>: whole on the
-// first request, and on the next ones only the first half, after which it
-// holds the answer open until the client goes away.
-type stallingTarServer struct {
-	*httptest.Server
-	n        int
-	requests atomic.Int64
-}
-
-func startStallingTarServer(t testing.TB, n int) *stallingTarServer {
-	t.Helper()
-	s := &stallingTarServer{n: n}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		stall := s.requests.Add(1) > 1
-		w.Header().Set("Content-Type", "application/gzip")
-		gz := gzip.NewWriter(w)
-		tw := tar.NewWriter(gz)
-		for i := range s.n {
-			if stall && i == s.n/2 {
-				_ = tw.Flush()
-				_ = gz.Flush()
-				w.(http.Flusher).Flush()
-				<-r.Context().Done()
-				return
-			}
-			body := tarFileContent(i, stall)
-			_ = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
-			_, _ = tw.Write(body)
-		}
-		_ = tw.Close()
-		_ = gz.Close()
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-// tarFileContent is the content of file i of the first revision, or of
-// the second.
-func tarFileContent(i int, second bool) []byte {
-	return fmt.Appendf(nil, "file %d of revision %v\n", i, map[bool]int{false: 1, true: 2}[second])
-}
-
 // TestStopMidFetchLeavesTheOldRevisionWhole cancels a sync while it has
 // written half of a revision: the sync fails, its stage is removed, and
 // current is the old revision, whole.
 func TestStopMidFetchLeavesTheOldRevisionWhole(t *testing.T) {
-	const n = 10
-	srv := startStallingTarServer(t, n)
+	bundle := configsynctest.NewBundle(t, 10)
 	root := t.TempDir()
-	s, _ := newSyncer(t, configsync.Options{Source: &configsync.HTTPSource{URL: srv.URL + "/bundle"}, Root: root})
+	s, _ := newSyncer(t, configsync.Options{Source: &configsync.HTTPSource{URL: bundle.URL + "/bundle"}, Root: root})
 	mustSync(t, s, configsync.Published)
 	first := currentOf(t, root)
 
+	bundle.Serve(configsynctest.Stall)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	done := make(chan configsync.Result, 1)
 	go func() {
 		res, _ := s.Sync(ctx)
 		done <- res
 	}()
-	waittest.Eventually(t, 10*time.Second, "half of the second revision written", func() error {
-		stages, _ := filepath.Glob(filepath.Join(root, configsync.RevisionsDir, ".stage-*", fmt.Sprintf("f%d", n/2-1)))
-		if len(stages) != 1 {
-			return fmt.Errorf("%d stages hold f%d", len(stages), n/2-1)
-		}
-		return nil
-	})
+	waittest.Eventually(t, 10*time.Second, "half of the second revision written", func() error { return bundle.HalfWritten(root) })
 	cancel()
 	if res := <-done; res != configsync.Failed {
 		t.Fatalf("the cancelled sync: %s", res)
@@ -527,14 +476,8 @@ func TestStopMidFetchLeavesTheOldRevisionWhole(t *testing.T) {
 	if cur := currentOf(t, root); cur != first {
 		t.Fatalf("current = %s, want %s", cur, first)
 	}
-	for i := range n {
-		b, err := os.ReadFile(filepath.Join(root, "current", fmt.Sprintf("f%d", i)))
-		if err != nil || !bytes.Equal(b, tarFileContent(i, false)) {
-			t.Fatalf("current/f%d = %q, %v", i, b, err)
-		}
-	}
-	entries, _ := os.ReadDir(filepath.Join(root, configsync.RevisionsDir))
-	if len(entries) != 1 {
-		t.Fatalf(".revisions holds %d entries, want the first revision alone", len(entries))
+	bundle.CheckCurrent(t, root, false)
+	if left := configsynctest.Stages(t, root); len(left) != 0 {
+		t.Fatalf("stages left behind: %v", left)
 	}
 }
