@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/internal/syncbuf"
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/sidecar/configsync/configsynctest"
@@ -194,4 +199,59 @@ func TestSidecarStoppedOrKilledMidSync(t *testing.T) {
 	if len(entries) != 2 {
 		t.Fatalf(".revisions holds %d entries, want both revisions", len(entries))
 	}
+}
+
+// TestSidecarConfigFollowsANATSBucket runs the sidecar on a key-value
+// bucket of a NATS server given by TRELLIS_NATS_URL, as under 'trellis
+// up': --once publishes the bucket, and a running sidecar publishes each
+// change as it is made.
+func TestSidecarConfigFollowsANATSBucket(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "catalog-config"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(ctx, "catalog.yaml", "page_size: 20\n"); err != nil {
+		t.Fatal(err)
+	}
+	pod := t.TempDir()
+	env := []string{"TRELLIS_NATS_URL=" + srv.ClientURL(), "TRELLIS_POD_DIR=" + pod}
+	if _, stderr, code := runTrellis(t, env, "sidecar", "config", "--nats-kv", "catalog-config", "--once"); code != 0 {
+		t.Fatalf("--once: exit %d: %s", code, stderr)
+	}
+	file := filepath.Join(pod, "config", "current", "catalog.yaml")
+	if b, err := os.ReadFile(file); err != nil || string(b) != "page_size: 20\n" {
+		t.Fatalf("%s = %q, %v", file, b, err)
+	}
+
+	t.Setenv("TRELLIS_NATS_URL", srv.ClientURL())
+	startSidecar(t, "--nats-kv", "catalog-config", "--root", filepath.Join(pod, "config"))
+	if _, err := kv.PutString(ctx, "catalog.yaml", "page_size: 50\n"); err != nil {
+		t.Fatal(err)
+	}
+	waittest.Eventually(t, 20*time.Second, "the new value published", func() error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		if string(b) != "page_size: 50\n" {
+			return fmt.Errorf("catalog.yaml holds %q", b)
+		}
+		return nil
+	})
 }
