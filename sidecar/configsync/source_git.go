@@ -178,16 +178,24 @@ func (g *GitSource) fetchRemote(ctx context.Context, have Revision) (*git.Reposi
 	return repo, ref.Hash(), nil
 }
 
-// pick finds Ref among the remote's refs: its name and the commit it
-// points to (an annotated tag's peeled commit).
+// pick finds Ref among the remote's refs: the name to fetch (a symbolic
+// ref's target: HEAD's branch) and the commit it points to (an annotated
+// tag's peeled commit).
 func (g *GitSource) pick(refs []*plumbing.Reference) (plumbing.ReferenceName, plumbing.Hash, bool) {
 	byName := map[plumbing.ReferenceName]plumbing.Hash{}
+	symbolic := map[plumbing.ReferenceName]plumbing.ReferenceName{}
 	for _, r := range refs {
-		if r.Type() == plumbing.HashReference {
+		switch r.Type() {
+		case plumbing.HashReference:
 			byName[r.Name()] = r.Hash()
+		case plumbing.SymbolicReference:
+			symbolic[r.Name()] = r.Target()
 		}
 	}
 	for _, name := range g.candidates() {
+		if target, ok := symbolic[name]; ok {
+			name = target
+		}
 		hash, ok := byName[name]
 		if !ok {
 			continue

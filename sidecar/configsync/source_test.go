@@ -307,6 +307,14 @@ func TestGitSourceFollowsABranch(t *testing.T) {
 	}
 }
 
+func TestGitSourceDefaultsToHEAD(t *testing.T) {
+	repo := newGitRepo(t)
+	first := repo.commit(map[string]string{"app.yaml": "v: 1\n"})
+	for name, g := range gitSources(t, repo.dir, "", "") {
+		t.Run(name, func(t *testing.T) { fetchNew(t, g, "", first) })
+	}
+}
+
 // TestGitSourceFetchesIncrementally follows a branch through one cache,
 // commit after commit.
 func TestGitSourceFetchesIncrementally(t *testing.T) {
