@@ -129,7 +129,7 @@ as an init container does.`,
 	f.DurationVar(&o.readySettle, "ready-settle", o.readySettle, "time it must then stay ready (0: no settle period)")
 	f.IntVar(&o.readyChecks, "ready-checks", o.readyChecks, "times --ready-url is asked during the settle period")
 	f.StringVar(&o.listen, "listen", "", "admin listener address (default: 127.0.0.1:$PORT, else a free port)")
-	f.StringVar(&o.webhookSecret, "webhook-secret", "", "secret a POST /webhook must prove (signature, GitLab token or bearer token)")
+	f.StringVar(&o.webhookSecret, "webhook-secret", "", "secret a POST /webhook must prove: signature, GitLab token or bearer token (prefer the variable: flags show in ps)")
 	f.BoolVar(&o.once, "once", false, "sync once and exit: 0 if a revision is current, 1 if not")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn or error")
 	for name, env := range map[string]string{

@@ -33,6 +33,7 @@ const (
 // holding the files f0..f<N-1> of a revision.
 type Bundle struct {
 	*httptest.Server
+	// N is the number of files of a revision.
 	N    int
 	mode atomic.Int32
 }
