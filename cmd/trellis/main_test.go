@@ -174,11 +174,11 @@ var shopPorts = []struct {
 	port int
 }{{"catalog", 8101}, {"inventory", 8102}, {"order", 8103}, {"payment", 8104}, {"shipping", 8105},
 	{"notification", 8106}, {"catalog-0", 8111}, {"catalog-1", 8112}, {"inventory/catalog", 8121},
-	{"order/catalog", 8131}, {"nats", 4222}, {"admin", 7070}}
+	{"order/catalog", 8131}, {"catalog-0/config", 8141}, {"catalog-1/config", 8142}, {"nats", 4222}, {"admin", 7070}}
 
 // shopProcesses is the number of rows `trellis ps` shows for the shop:
 // its processes and their sidecars.
-const shopProcesses = 10
+const shopProcesses = 12
 
 // startShop runs `trellis up` on a copy of shop/system.yaml with free ports
 // and returns once every process is ready. env is added to the
@@ -412,6 +412,58 @@ func TestUpRunsTheShop(t *testing.T) {
 	_, stderr, code = runTrellis(t, keyEnv, "sagas", "no-such-saga", "--order-url", sh.order)
 	if code != 2 || !strings.Contains(stderr, "no saga") {
 		t.Fatalf("sagas for a missing saga: %d %s", code, stderr)
+	}
+
+	// The featured products follow the NATS bucket through each shard's
+	// configuration sidecar; a bad file is rolled back, and the catalog
+	// served the good list all along.
+	natsEnv := []string{"TRELLIS_NATS_URL=" + strings.Replace(sh.urls["nats"], "http://", "nats://", 1)}
+	featuredFile := filepath.Join(t.TempDir(), "featured.json")
+	if err := os.WriteFile(featuredFile, []byte(`{"featured":[{"sku":"KET-001","headline":"Perfect water"},{"sku":"TEA-001","headline":"Spring harvest"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := runTrellis(t, natsEnv, "sidecar", "config", "put", "--nats-kv", "catalog-config", "featured.json", featuredFile); code != 0 {
+		t.Fatalf("sidecar config put: %d %s %s", code, out, stderr)
+	}
+	var featured struct {
+		Items []struct {
+			SKU  string `json:"sku"`
+			Rank int    `json:"rank"`
+		} `json:"items"`
+	}
+	goodFeatured := func() error {
+		if code := getJSON(t, sh.catalog+"/v1/featured", &featured); code != 200 || len(featured.Items) != 2 ||
+			featured.Items[0].SKU != "KET-001" || featured.Items[1].SKU != "TEA-001" {
+			return fmt.Errorf("featured: %d %+v", code, featured)
+		}
+		return nil
+	}
+	waittest.Eventually(t, 30*time.Second, "the featured products from both shards", goodFeatured)
+	if err := os.WriteFile(featuredFile, []byte(`{"featured":[{"sku":"not a sku"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := runTrellis(t, natsEnv, "sidecar", "config", "put", "--nats-kv", "catalog-config", "featured.json", featuredFile); code != 0 {
+		t.Fatalf("sidecar config put: %d %s %s", code, out, stderr)
+	}
+	for _, sidecar := range []string{"catalog-0/config", "catalog-1/config"} {
+		waittest.Eventually(t, 30*time.Second, sidecar+" to roll the bad file back", func() error {
+			var st struct {
+				Current    string `json:"current"`
+				LastResult string `json:"last_result"`
+			}
+			if code := getJSON(t, sh.urls[sidecar]+"/status", &st); code != 200 || st.LastResult != "rolled_back" || st.Current != "1" {
+				return fmt.Errorf("status: %d %+v", code, st)
+			}
+			return nil
+		})
+	}
+	if err := goodFeatured(); err != nil {
+		t.Errorf("after the rollback: %v", err)
+	}
+	for _, shard := range []string{"catalog-0", "catalog-1"} {
+		if code := getJSON(t, sh.urls[shard]+"/readyz", &ready); code != 200 {
+			t.Errorf("%s after the rollback: readyz %d %v", shard, code, ready)
+		}
 	}
 
 	// `trellis ps` shows the same processes.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -40,6 +41,7 @@ directory with it, as a container in the same pod.`,
 // sidecarConfigOptions are the settings of 'trellis sidecar config'.
 type sidecarConfigOptions struct {
 	git, ref, gitPath, dir, http, natsKV, natsURL string
+	natsKVCreate                                  bool
 
 	root          string
 	interval      time.Duration
@@ -113,6 +115,7 @@ as an init container does.`,
 	f.StringVar(&o.http, "http", "", "http:// or https:// URL of a file or a tar.gz to follow")
 	f.StringVar(&o.natsKV, "nats-kv", "", "NATS key-value bucket to follow")
 	f.StringVar(&o.natsURL, "nats-url", "", "NATS server URLs of --nats-kv, comma separated")
+	f.BoolVar(&o.natsKVCreate, "nats-kv-create", false, "create the --nats-kv bucket if it does not exist (else wait for it)")
 	f.StringVar(&o.root, "root", "", "directory to publish into (default: $"+envPodDir+"/config)")
 	f.DurationVar(&o.interval, "interval", o.interval, "time between polls of the source")
 	f.IntVar(&o.keep, "keep", o.keep, "revisions kept on disk, the current and the previous one always among them")
@@ -134,7 +137,7 @@ as an init container does.`,
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn or error")
 	for name, env := range map[string]string{
 		"git": "TRELLIS_SIDECAR_GIT", "ref": "TRELLIS_SIDECAR_REF", "git-path": "TRELLIS_SIDECAR_GIT_PATH",
-		"dir": "TRELLIS_SIDECAR_DIR", "http": "TRELLIS_SIDECAR_HTTP", "nats-kv": "TRELLIS_SIDECAR_NATS_KV",
+		"dir": "TRELLIS_SIDECAR_DIR", "http": "TRELLIS_SIDECAR_HTTP", "nats-kv": "TRELLIS_SIDECAR_NATS_KV", "nats-kv-create": "TRELLIS_SIDECAR_NATS_KV_CREATE",
 		"nats-url": broker.EnvURL, "root": "TRELLIS_SIDECAR_ROOT", "interval": "TRELLIS_SIDECAR_INTERVAL",
 		"keep": "TRELLIS_SIDECAR_KEEP", "fetch-timeout": "TRELLIS_SIDECAR_FETCH_TIMEOUT",
 		"max-files": "TRELLIS_SIDECAR_MAX_FILES", "max-file-bytes": "TRELLIS_SIDECAR_MAX_FILE_BYTES",
@@ -148,6 +151,7 @@ as an init container does.`,
 	} {
 		config.Bind(f, name, env)
 	}
+	cmd.AddCommand(newSidecarConfigPutCmd())
 	return cmd
 }
 
@@ -210,7 +214,88 @@ func sidecarSource(ctx context.Context, o sidecarConfigOptions, root string, log
 	if err != nil {
 		return nil, nil, err
 	}
+	if o.natsKVCreate {
+		if _, err := createBucket(ctx, b.JetStream(), o.natsKV); err != nil {
+			_ = b.Close()
+			return nil, nil, err
+		}
+	}
 	return &configsync.KVSource{JetStream: b.JetStream(), Bucket: o.natsKV}, func() { _ = b.Close() }, nil
+}
+
+// createBucket returns the key-value bucket, created if it does not
+// exist; an existing bucket is left as it is.
+func createBucket(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 16, Storage: jetstream.FileStorage})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	return kv, nil
+}
+
+// newSidecarConfigPutCmd is 'trellis sidecar config put': a file into the
+// NATS key-value bucket that configuration sidecars follow.
+func newSidecarConfigPutCmd() *cobra.Command {
+	var bucket, natsURL string
+	cmd := &cobra.Command{
+		Use:   "put KEY [FILE]",
+		Short: "Put a file into the NATS bucket that configuration sidecars follow",
+		Long: `Put FILE (standard input if absent or "-") into the NATS key-value bucket
+--nats-kv under KEY, creating the bucket if needed. Every 'trellis sidecar
+config --nats-kv' following the bucket publishes a new revision with the file
+at KEY in it, and rolls it back if its process does not take it.`,
+		Example: "  trellis sidecar config put --nats-kv catalog-config featured.json shop/catalog/featured.example.json",
+		Args:    cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if bucket == "" {
+				return config.Invalid(cmd.Flags(), "nats-kv", bucket, "is required: the bucket to put into")
+			}
+			if err := configsync.CheckPath(args[0]); err != nil {
+				return usageError{fmt.Errorf("key %q: %w", args[0], err)}
+			}
+			var data []byte
+			var err error
+			if len(args) == 1 || args[1] == "-" {
+				data, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<20+1))
+			} else {
+				data, err = os.ReadFile(args[1])
+			}
+			if err != nil {
+				return usageError{err}
+			}
+			if len(data) > 1<<20 {
+				return usageError{errors.New("the file is larger than 1 MiB, the most a bucket value holds here")}
+			}
+			ctx := cmd.Context()
+			b, err := broker.Open(ctx, broker.Config{URL: natsURL, Name: "trellis-sidecar-config-put"})
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			kv, err := createBucket(ctx, b.JetStream(), bucket)
+			if err != nil {
+				return err
+			}
+			rev, err := kv.Put(ctx, args[0], data)
+			if err != nil {
+				return fmt.Errorf("put %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s: revision %d, %d bytes\n", bucket, args[0], rev, len(data))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&bucket, "nats-kv", "", "NATS key-value bucket")
+	f.StringVar(&natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URLs, comma separated")
+	config.Bind(f, "nats-kv", "TRELLIS_SIDECAR_NATS_KV")
+	config.Bind(f, "nats-url", broker.EnvURL)
+	return cmd
 }
 
 // fromEnv reports whether the flag's value came from its variable.

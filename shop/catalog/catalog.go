@@ -48,6 +48,10 @@ type Config struct {
 	// Map is the kind of map, as the ambassadors' config names it:
 	// ambassador.MapRendezvous (the default) or ambassador.MapRing.
 	Map string
+	// ConfigRoot is the configuration directory a configuration sidecar
+	// publishes into (its --root), holding featured.json; empty means
+	// nothing is featured.
+	ConfigRoot string
 }
 
 // Setup declares the catalog's settings on fs and returns the function
@@ -57,6 +61,8 @@ func Setup(fs *pflag.FlagSet) func(*service.Host) error {
 	fs.StringVar(&cfg.Shard, "shard", "", "this catalog's shard name, when the catalog is split into shards by sku")
 	fs.StringSliceVar(&cfg.Shards, "shards", nil, "every shard's name, comma-separated, as the callers' ambassadors list them")
 	fs.StringVar(&cfg.Map, "shard-map", ambassador.MapRendezvous, "how skus map to shards, as the ambassadors do: rendezvous or ring")
+	fs.StringVar(&cfg.ConfigRoot, "config-root", "", "directory a configuration sidecar keeps current, holding featured.json (in a pod: $TRELLIS_POD_DIR/config)")
+	config.Bind(fs, "config-root", "CATALOG_CONFIG_ROOT")
 	config.Bind(fs, "shard", "CATALOG_SHARD")
 	config.Bind(fs, "shards", "CATALOG_SHARDS")
 	config.Bind(fs, "shard-map", "CATALOG_SHARD_MAP")
@@ -81,8 +87,16 @@ func Register(h *service.Host) error { return RegisterWith(h, Config{}) }
 // built with its migrations.
 func RegisterWith(h *service.Host, cfg Config) error {
 	repo := adapters.NewRepository(h.DB())
+	featured := func(c *app.Catalog) *app.Catalog {
+		if cfg.ConfigRoot == "" {
+			return c
+		}
+		file := adapters.NewFeaturedFile(cfg.ConfigRoot)
+		h.AddCheck("featured", file.Check)
+		return c.WithFeatured(file)
+	}
 	if cfg.Shard == "" {
-		ports.Register(h, app.New(repo))
+		ports.Register(h, featured(app.New(repo)))
 		return nil
 	}
 	var owner func(string) string
@@ -100,6 +114,6 @@ func RegisterWith(h *service.Host, cfg Config) error {
 		}
 		owner = rv.Pick
 	}
-	ports.Register(h, app.NewShard(repo, app.Shard{Name: cfg.Shard, Owner: owner}))
+	ports.Register(h, featured(app.NewShard(repo, app.Shard{Name: cfg.Shard, Owner: owner})))
 	return nil
 }

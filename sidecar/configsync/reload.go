@@ -141,7 +141,11 @@ type Readiness struct {
 }
 
 // Wait returns nil once the process is ready and stayed so, else an error
-// saying when it was not ready and what it answered.
+// saying when it was not ready and what it answered. A first ask whose
+// connection is refused means the process is not running (a pod whose
+// process starts after its sidecar, or one being restarted): Wait then
+// returns an error matching ErrNotRunning at once, since the process will
+// read the current revision when it starts and there is nothing to check.
 func (r *Readiness) Wait(ctx context.Context) error {
 	clk := clock.Or(r.Clock)
 	timeout, interval, checks := r.Timeout, r.Interval, r.Checks
@@ -155,10 +159,13 @@ func (r *Readiness) Wait(ctx context.Context) error {
 		checks = 3
 	}
 	deadline := clk.Now().Add(timeout)
-	for {
+	for first := true; ; first = false {
 		err := r.probe(ctx)
 		if err == nil {
 			break
+		}
+		if first && errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w: %w", ErrNotRunning, err)
 		}
 		if ctx.Err() != nil || !clk.Now().Before(deadline) {
 			return fmt.Errorf("configsync: not ready within %s: %w", timeout, err)

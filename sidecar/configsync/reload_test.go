@@ -142,3 +142,20 @@ func TestSignalReloaderWithoutAProcess(t *testing.T) {
 		t.Fatal("ParseSignal took KILL")
 	}
 }
+
+// A process that does not listen is not running: nothing to check, at
+// once, rather than a failure after the timeout (a pod's sidecar
+// publishes its first revision before its process starts).
+func TestReadinessOfAProcessThatIsNotRunning(t *testing.T) {
+	srv := readinessServer(t, http.StatusOK)
+	url := srv.URL + "/readyz"
+	srv.Close()
+	r := &configsync.Readiness{URL: url, Timeout: time.Hour}
+	start := time.Now()
+	if err := r.Wait(context.Background()); !errors.Is(err, configsync.ErrNotRunning) {
+		t.Fatalf("Wait = %v, want ErrNotRunning", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v: it must not wait for the timeout", d)
+	}
+}

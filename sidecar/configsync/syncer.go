@@ -337,7 +337,12 @@ func (s *Syncer) verify(ctx context.Context, rev Revision) error {
 		}
 	}
 	if s.ready != nil {
-		if err := s.ready.Wait(ctx); err != nil {
+		err := s.ready.Wait(ctx)
+		if errors.Is(err, ErrNotRunning) {
+			s.log.InfoContext(ctx, "configsync: nothing to check", "revision", string(rev), "reason", err.Error())
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 	}

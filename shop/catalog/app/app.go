@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/trellis-go/trellis/shop/catalog/domain"
@@ -47,10 +48,60 @@ func (s Shard) owns(sku string) (bool, string) {
 	return o == s.Name, o
 }
 
+// FeaturedSource gives the featured products as the configuration
+// currently says: an empty list when there is none.
+type FeaturedSource interface {
+	Featured() ([]domain.Featured, error)
+}
+
+// FeaturedProduct is a product put forward, with its headline and its
+// rank in the featured list (from 1).
+type FeaturedProduct struct {
+	domain.Product
+	Headline string `json:"headline"`
+	Rank     int    `json:"rank"`
+}
+
 // Catalog is the catalog service's application layer.
 type Catalog struct {
-	repo  Repository
-	shard Shard
+	repo     Repository
+	shard    Shard
+	featured FeaturedSource
+}
+
+// WithFeatured returns c serving the featured products of src.
+func (c *Catalog) WithFeatured(src FeaturedSource) *Catalog {
+	cp := *c
+	cp.featured = src
+	return &cp
+}
+
+// Featured returns the featured products this catalog holds, by rank: a
+// shard the ones it owns, their ranks those of the whole list. A featured
+// sku that is not in the catalog is left out.
+func (c *Catalog) Featured(ctx context.Context) ([]FeaturedProduct, error) {
+	out := []FeaturedProduct{}
+	if c.featured == nil {
+		return out, nil
+	}
+	list, err := c.featured.Featured()
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range list {
+		if ok, _ := c.shard.owns(f.SKU); !ok {
+			continue
+		}
+		p, err := c.repo.Get(ctx, f.SKU)
+		if errors.Is(err, domain.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, FeaturedProduct{Product: p, Headline: f.Headline, Rank: i + 1})
+	}
+	return out, nil
 }
 
 // New returns the catalog over repo, holding every sku.

@@ -25,6 +25,20 @@ func Register(h *service.Host, a *app.Catalog) {
 	h.Route("GET /v1/products", s.list)
 	h.Route("GET /v1/products/{sku}", s.get)
 	h.Route("POST /v1/products", s.create)
+	h.Route("GET /v1/featured", s.featured)
+}
+
+type featuredList struct {
+	Items []app.FeaturedProduct `json:"items"`
+}
+
+// featured lists the featured products, by rank.
+func (s *HTTP) featured(w http.ResponseWriter, r *http.Request) error {
+	items, err := s.app.Featured(r.Context())
+	if err != nil {
+		return err
+	}
+	return service.WriteJSON(w, http.StatusOK, featuredList{Items: items})
 }
 
 type productList struct {
