@@ -154,8 +154,8 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 var (
-	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	keyRE      = regexp.MustCompile(`^(path|header|query|json):(.+)$`)
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	keyRE  = regexp.MustCompile(`^(path|header|query|json):(.+)$`)
 )
 
 // ParseConfig decodes and checks a YAML (or JSON) config; file names it in
