@@ -80,6 +80,20 @@ func ItemLines(m *yaml.Node, key string) []int {
 	return nil
 }
 
+// Child returns the mapping under key in the mapping m, or nil: to find
+// the lines of a list nested in a section.
+func Child(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key && m.Content[i+1].Kind == yaml.MappingNode {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
 // At returns lines[i], or 0 past its end.
 func At(lines []int, i int) int {
 	if i < len(lines) {
