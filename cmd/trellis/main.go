@@ -77,6 +77,6 @@ command's help); a flag given on the command line wins.`,
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return loadEnv(cmd.Flags())
 	}
-	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newAmbassadorCmd(), newSidecarCmd(), newEventsCmd(), newSagasCmd(), newKeygenCmd(), newVersionCmd())
+	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newAmbassadorCmd(), newProxyCmd(), newSidecarCmd(), newEventsCmd(), newSagasCmd(), newKeygenCmd(), newVersionCmd())
 	return root
 }
