@@ -33,6 +33,7 @@ func TestProxyRefusesBadFlags(t *testing.T) {
 		{[]string{"proxy", "--config", filepath.Join(dir, "missing.yaml")}, "no such file"},
 		{[]string{"proxy", "--config-yaml", "service: a\ninbound: {listen: '127.0.0.1:0', app: 'http://127.0.0.1:1'}\n", "--mesh-dir", dir}, "a.pem"},
 		{[]string{"proxy", "--config-yaml", "service: a", "--log-level", "loud"}, "--log-level"},
+		{[]string{"up", "--mesh-cert-ttl", "1s", "--data-dir", dir}, "--mesh-cert-ttl"},
 	} {
 		_, stderr, code := runTrellis(t, nil, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
@@ -209,4 +210,85 @@ func TestProxyCommandProxiesOverMutualTLS(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestUpIssuesAndRenewsMeshIdentities runs `trellis up` on a spec of two
+// `trellis proxy` processes, order's and payment's, with identities that
+// live 3s: up writes the CA (its key readable by its owner only) and an
+// identity per process, renews them every second, and calls keep crossing
+// the pair, none failing, while certificates are replaced and expire.
+func TestUpIssuesAndRenewsMeshIdentities(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"peer":%q}`, r.Header.Get(proxy.PeerHeader))
+	}))
+	defer app.Close()
+	ports := freePorts(t, 5)
+	admin, natsPort, orderAdmin, paymentAdmin, outbound := ports[0], ports[1], ports[2], ports[3], ports[4]
+	inbound := freePorts(t, 1)[0]
+	spec := fmt.Sprintf(`version: 1
+admin: 127.0.0.1:%d
+nats:
+  port: %d
+processes:
+  - name: payment
+    command: [trellis, proxy]
+    env:
+      TRELLIS_PROXY_CONFIG_YAML: |
+        service: payment
+        admin: 127.0.0.1:%d
+        inbound: {listen: 127.0.0.1:%d, app: %s}
+    port: %d
+    health: /.proxy/readyz
+  - name: order
+    command: [trellis, proxy]
+    env:
+      TRELLIS_PROXY_CONFIG_YAML: |
+        service: order
+        admin: 127.0.0.1:%d
+        outbound: [{name: payment, listen: 127.0.0.1:%d, endpoints: [127.0.0.1:%d]}]
+    port: %d
+    health: /.proxy/readyz
+    depends_on: [payment]
+`, admin, natsPort, paymentAdmin, inbound, app.URL, paymentAdmin, orderAdmin, outbound, inbound, orderAdmin)
+	sh := upShop(t, []byte(spec), map[string]string{"admin": fmt.Sprintf("http://127.0.0.1:%d", admin)}, "TRELLIS_MESH_CERT_TTL=3s")
+	meshDir := filepath.Join(sh.dataDir, "mesh")
+	fi, err := os.Stat(filepath.Join(meshDir, proxy.CAKeyFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key: %v %v", fi, err)
+	}
+	id, err := proxy.LoadIdentity(filepath.Join(meshDir, "order.pem"), filepath.Join(meshDir, proxy.CACertFile))
+	if err != nil || id.Name() != "order" {
+		t.Fatalf("order's identity: %v", err)
+	}
+	first := id.NotAfter()
+	if ttl := time.Until(first); ttl > 3*time.Second {
+		t.Fatalf("identity lives %s, want at most 3s", ttl)
+	}
+	// Calls cross the pair until the first certificate has expired and
+	// more than two renewals have happened; none fails.
+	var calls int
+	for time.Now().Before(first.Add(2 * time.Second)) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/charges", outbound))
+		if err != nil {
+			t.Fatalf("call %d: %v", calls, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"order"`) {
+			t.Fatalf("call %d: %s %s", calls, resp.Status, body)
+		}
+		calls++
+	}
+	waittest.Eventually(t, 10*time.Second, "order's identity to be renewed", func() error {
+		if !id.NotAfter().After(first) {
+			return fmt.Errorf("still the first certificate")
+		}
+		return nil
+	})
+	var st proxy.Status
+	if code := getJSON(t, fmt.Sprintf("http://127.0.0.1:%d%sstatus", orderAdmin, proxy.AdminPrefix), &st); code != 200 ||
+		st.CertRenewals < 2 || !st.CertNotAfter.After(first) {
+		t.Fatalf("order proxy status after %d calls: %+v", calls, st)
+	}
+	t.Logf("%d calls, order proxy renewed its certificate %d times", calls, st.CertRenewals)
 }

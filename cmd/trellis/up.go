@@ -20,6 +20,7 @@ import (
 	"github.com/trellis-go/trellis/broker"
 	"github.com/trellis-go/trellis/config"
 	"github.com/trellis-go/trellis/observe"
+	"github.com/trellis-go/trellis/proxy"
 	"github.com/trellis-go/trellis/shop"
 	"github.com/trellis-go/trellis/supervisor"
 )
@@ -32,10 +33,11 @@ type upOptions struct {
 	natsPort  int
 	childLogs string
 	logLevel  string
+	meshTTL   time.Duration
 }
 
 func newUpCmd() *cobra.Command {
-	o := upOptions{dataDir: ".trellis", childLogs: "file", natsPort: -1, logLevel: "info"}
+	o := upOptions{dataDir: ".trellis", childLogs: "file", natsPort: -1, logLevel: "info", meshTTL: proxy.DefaultCertTTL}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the whole shop on this machine",
@@ -52,12 +54,21 @@ Each process writes its JSON logs to <data-dir>/logs/<name>-<replica>.log
 (--logs stdout interleaves them on standard output instead). A process with
 sidecars runs each replica as a pod: its sidecars start before it and stop
 after it, and share <data-dir>/pods/<name>-<replica> with it. The admin API
-answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
+answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.
+
+up is also the mesh's certificate authority: it keeps a CA in
+<data-dir>/mesh (ca.pem, and ca-key.pem readable by its owner only), issues
+every process an identity, <data-dir>/mesh/<process>.pem, valid for
+--mesh-cert-ttl, issues them all anew at a third of that, and gives every
+process TRELLIS_MESH_DIR, where 'trellis proxy' finds them.`,
 		Example: "  trellis up\n  trellis up -f shop/system.yaml --data-dir /tmp/shop\n  trellis up --print-spec > system.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.childLogs != "file" && o.childLogs != "stdout" {
 				return config.Invalid(cmd.Flags(), "logs", o.childLogs, "must be file or stdout")
+			}
+			if o.meshTTL < minMeshCertTTL {
+				return config.Invalid(cmd.Flags(), "mesh-cert-ttl", o.meshTTL.String(), "must be at least "+minMeshCertTTL.String())
 			}
 			if o.printSpec {
 				_, err := cmd.OutOrStdout().Write(shop.Spec())
@@ -74,12 +85,14 @@ answers GET /v1/processes on 127.0.0.1:7070; 'trellis ps' reads it.`,
 	f.IntVar(&o.natsPort, "nats-port", o.natsPort, "port of the embedded NATS server (default: the spec's, 0 picks a free one)")
 	f.StringVar(&o.childLogs, "logs", o.childLogs, "where processes log: file or stdout")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "log level of the supervisor: debug, info, warn or error")
+	f.DurationVar(&o.meshTTL, "mesh-cert-ttl", o.meshTTL, "lifetime of the mesh identities; each is issued anew at a third of it")
 	config.Bind(f, "file", "TRELLIS_SPEC")
 	config.Bind(f, "data-dir", "TRELLIS_DATA_DIR")
 	config.Bind(f, "admin", "TRELLIS_ADMIN_ADDR")
 	config.Bind(f, "nats-port", "TRELLIS_NATS_PORT")
 	config.Bind(f, "logs", "TRELLIS_LOGS")
 	config.Bind(f, "log-level", "TRELLIS_LOG_LEVEL")
+	config.Bind(f, "mesh-cert-ttl", "TRELLIS_MESH_CERT_TTL")
 	return cmd
 }
 
@@ -169,6 +182,19 @@ func runUp(ctx context.Context, o upOptions, stdout io.Writer) error {
 		}
 		env = append(env, "TRELLIS_SERVICE_KEY_FILE="+keyFile)
 	}
+	// The mesh: a CA for the deployment and an identity for every process,
+	// renewed while up runs.
+	meshDir := filepath.Join(dataDir, "mesh")
+	mesh, err := newMeshIdentities(meshDir, spec, o.meshTTL, log)
+	if err != nil {
+		return err
+	}
+	env = append(env, proxy.EnvMeshDir+"="+meshDir)
+	meshCtx, stopMesh := context.WithCancel(ctx)
+	renewing := make(chan struct{})
+	go func() { defer close(renewing); mesh.renew(meshCtx) }()
+	defer func() { stopMesh(); <-renewing }()
+
 	opts := supervisor.Options{Executable: exe, Env: env, Logger: log, PodDir: filepath.Join(dataDir, "pods")}
 	if o.childLogs == "file" {
 		opts.LogDir = logDir
