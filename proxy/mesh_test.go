@@ -17,12 +17,12 @@ import (
 
 // mesh is a CA in a directory, issuing identities for a test.
 type mesh struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	ca  *CA
 }
 
-func newMesh(t *testing.T) *mesh {
+func newMesh(t testing.TB) *mesh {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := LoadOrCreateCA(dir)
@@ -51,7 +51,7 @@ func (m *mesh) certFile(name string) string { return filepath.Join(m.dir, name+"
 
 // start runs a proxy of cfg (its listen addresses 127.0.0.1:0 where
 // empty) with id until the test ends.
-func startProxy(t *testing.T, cfg *Config, id *Identity) *Proxy {
+func startProxy(t testing.TB, cfg *Config, id *Identity) *Proxy {
 	t.Helper()
 	if cfg.Inbound != nil && cfg.Inbound.Listen == "" {
 		cfg.Inbound.Listen = "127.0.0.1:0"
@@ -82,7 +82,7 @@ func startProxy(t *testing.T, cfg *Config, id *Identity) *Proxy {
 }
 
 // app is a test application that answers with the caller the proxy named.
-func app(t *testing.T, h http.HandlerFunc) *httptest.Server {
+func app(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	if h == nil {
 		h = func(w http.ResponseWriter, r *http.Request) {

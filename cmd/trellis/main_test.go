@@ -28,6 +28,9 @@ import (
 var trellisBin string
 
 func TestMain(m *testing.M) {
+	if args := os.Getenv(envPlainProxy); args != "" {
+		runPlainProxy(args) // a process of BenchmarkProxyAddedLatency
+	}
 	dir, err := os.MkdirTemp("", "trellis-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
