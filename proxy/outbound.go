@@ -113,6 +113,11 @@ func (p *Proxy) newUpstream(c *UpstreamConfig) (*upstream, error) {
 	pol.Retry.Classifier = func(resp *http.Response, err error) bool {
 		return !notSent(err) && resilience.HTTPFailure(resp, err)
 	}
+	// A call the endpoint's bulkhead turned away never reached it: it says
+	// this proxy is busy, not that the endpoint is failing.
+	pol.Breaker.Classifier = func(resp *http.Response, err error) bool {
+		return !errors.Is(err, resilience.ErrBulkheadFull) && resilience.HTTPFailure(resp, err)
+	}
 	pol.Breaker.FailureRateThreshold = c.Breaker.FailureRate
 	pol.Breaker.MinimumCalls = c.Breaker.MinimumCalls
 	pol.Breaker.WindowSize = max(pol.Breaker.WindowSize, c.Breaker.MinimumCalls)
