@@ -123,21 +123,7 @@ type ScatterConfig struct {
 }
 
 // ConfigError is a problem with a config, located by file and line.
-type ConfigError struct {
-	File string
-	Line int // 0 if unknown
-	Msg  string
-}
-
-// Error formats the problem as file:line: msg.
-func (e *ConfigError) Error() string {
-	switch {
-	case e.Line > 0:
-		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
-	default:
-		return e.File + ": " + e.Msg
-	}
-}
+type ConfigError = yamlconf.Error
 
 // LoadConfig reads and checks the config file at path.
 func LoadConfig(path string) (*Config, error) {
@@ -168,11 +154,7 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 	var c Config
 	root, probs := yamlconf.Decode(data, &c)
 	if probs != nil {
-		errs := make([]error, len(probs))
-		for i, p := range probs {
-			errs[i] = &ConfigError{File: file, Line: p.Line, Msg: p.Msg}
-		}
-		return nil, errors.Join(errs...)
+		return nil, yamlconf.Errors(file, probs)
 	}
 	lines := func(field string) []int { return yamlconf.ItemLines(root, field) }
 	if err := c.check(file, lines("shards"), lines("routes")); err != nil {

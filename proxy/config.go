@@ -131,7 +131,8 @@ type UpstreamConfig struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 }
 
-// BreakerConfig configures the circuit breaker of every endpoint.
+// BreakerConfig configures the circuit breaker of every endpoint; a zero
+// field takes the value of service.DefaultClientPolicy.
 type BreakerConfig struct {
 	// FailureRate opens the breaker, in (0, 1]; default 0.5.
 	FailureRate float64 `yaml:"failure_rate"`
@@ -151,19 +152,7 @@ type EjectConfig struct {
 }
 
 // ConfigError is a problem with a config, located by file and line.
-type ConfigError struct {
-	File string
-	Line int // 0 if unknown
-	Msg  string
-}
-
-// Error formats the problem as file:line: msg.
-func (e *ConfigError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
-	}
-	return e.File + ": " + e.Msg
-}
+type ConfigError = yamlconf.Error
 
 // LoadConfig reads and checks the config file at path; getenv gives
 // TRELLIS_MESH_DIR for the identity's defaults.
@@ -191,11 +180,7 @@ func ParseConfig(data []byte, file string, getenv func(string) string) (*Config,
 	var c Config
 	root, probs := yamlconf.Decode(data, &c)
 	if probs != nil {
-		errs := make([]error, len(probs))
-		for i, p := range probs {
-			errs[i] = &ConfigError{File: file, Line: p.Line, Msg: p.Msg}
-		}
-		return nil, errors.Join(errs...)
+		return nil, yamlconf.Errors(file, probs)
 	}
 	var ruleLines []int
 	if in := yamlconf.Child(root, "inbound"); in != nil {
@@ -358,18 +343,10 @@ func (u *UpstreamConfig) check() error {
 	if *u.Retries < 0 || *u.Retries > 10 {
 		errs = append(errs, fmt.Errorf("retries: %d, want 0 to 10", *u.Retries))
 	}
-	b := &u.Breaker
-	if b.FailureRate == 0 {
-		b.FailureRate = 0.5
-	}
-	if b.MinimumCalls == 0 {
-		b.MinimumCalls = 10
-	}
-	if b.OpenFor == 0 {
-		b.OpenFor = 5 * time.Second
-	}
-	if !(b.FailureRate > 0 && b.FailureRate <= 1) || b.MinimumCalls < 1 || b.OpenFor < 0 {
-		errs = append(errs, errors.New("breaker: failure_rate must be in (0, 1], minimum_calls at least 1 and open_for positive"))
+	// Zero fields of the breaker take the values of
+	// service.DefaultClientPolicy, the services' own.
+	if b := u.Breaker; b.FailureRate < 0 || b.FailureRate > 1 || b.MinimumCalls < 0 || b.OpenFor < 0 {
+		errs = append(errs, errors.New("breaker: failure_rate must be in (0, 1], minimum_calls and open_for positive"))
 	}
 	if u.Eject.After == 0 {
 		u.Eject.After = DefaultEjectAfter

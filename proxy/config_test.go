@@ -33,7 +33,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Errorf("identity defaults: %+v", c.Identity)
 	}
 	u := c.Outbound[0]
-	if u.Timeout != DefaultOutboundTimeout || *u.Retries != 1 || u.Eject.After != DefaultEjectAfter || u.Breaker.MinimumCalls != 10 {
+	if u.Timeout != DefaultOutboundTimeout || *u.Retries != 1 || u.Eject.After != DefaultEjectAfter {
 		t.Errorf("upstream defaults: %+v", u)
 	}
 }

@@ -118,10 +118,16 @@ func (p *Proxy) newUpstream(c *UpstreamConfig) (*upstream, error) {
 	pol.Breaker.Classifier = func(resp *http.Response, err error) bool {
 		return !errors.Is(err, resilience.ErrBulkheadFull) && resilience.HTTPFailure(resp, err)
 	}
-	pol.Breaker.FailureRateThreshold = c.Breaker.FailureRate
-	pol.Breaker.MinimumCalls = c.Breaker.MinimumCalls
-	pol.Breaker.WindowSize = max(pol.Breaker.WindowSize, c.Breaker.MinimumCalls)
-	pol.Breaker.OpenDuration = c.Breaker.OpenFor
+	if b := c.Breaker; b.FailureRate > 0 {
+		pol.Breaker.FailureRateThreshold = b.FailureRate
+	}
+	if b := c.Breaker; b.MinimumCalls > 0 {
+		pol.Breaker.MinimumCalls = b.MinimumCalls
+		pol.Breaker.WindowSize = max(pol.Breaker.WindowSize, b.MinimumCalls)
+	}
+	if b := c.Breaker; b.OpenFor > 0 {
+		pol.Breaker.OpenDuration = b.OpenFor
+	}
 	pol.Breaker.OnStateChange = func(label string, _, to resilience.BreakerState) {
 		if e := u.endpoint(strings.TrimPrefix(label, c.Name+"/")); e != nil {
 			e.breakerOpen.Store(to == resilience.BreakerOpen)

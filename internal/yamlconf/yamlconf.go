@@ -19,6 +19,32 @@ type Problem struct {
 	Msg  string
 }
 
+// Error is a problem with a config, located by file and line: the
+// error type of every config this package reads.
+type Error struct {
+	File string
+	Line int // 0 if unknown
+	Msg  string
+}
+
+// Error formats the problem as file:line: msg.
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
+	}
+	return e.File + ": " + e.Msg
+}
+
+// Errors returns the problems of the document file as one error, each an
+// *Error, joined; nil if there are none.
+func Errors(file string, probs []Problem) error {
+	errs := make([]error, len(probs))
+	for i, p := range probs {
+		errs[i] = &Error{File: file, Line: p.Line, Msg: p.Msg}
+	}
+	return errors.Join(errs...)
+}
+
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // Decode decodes data into v, refusing unknown fields, and returns the
