@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -127,14 +125,9 @@ type ConfigError = yamlconf.Error
 
 // LoadConfig reads and checks the config file at path.
 func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := yamlconf.ReadFile(path, MaxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("ambassador: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("ambassador: read %s: %w", path, err)
 	}
 	return ParseConfig(data, path)
 }

@@ -3,11 +3,9 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -157,14 +155,9 @@ type ConfigError = yamlconf.Error
 // LoadConfig reads and checks the config file at path; getenv gives
 // TRELLIS_MESH_DIR for the identity's defaults.
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := yamlconf.ReadFile(path, MaxConfigSize)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("proxy: read %s: %w", path, err)
 	}
 	return ParseConfig(data, path, getenv)
 }

@@ -6,6 +6,9 @@ package yamlconf
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,6 +46,21 @@ func Errors(file string, probs []Problem) error {
 		errs[i] = &Error{File: file, Line: p.Line, Msg: p.Msg}
 	}
 	return errors.Join(errs...)
+}
+
+// ReadFile reads the config file at path, up to limit bytes and one more,
+// so that the parser can refuse a file larger than its limit.
+func ReadFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, nil
 }
 
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
