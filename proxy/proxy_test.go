@@ -327,3 +327,32 @@ func TestRotationFailsNoRequest(t *testing.T) {
 		t.Fatal("the first certificate has not expired yet")
 	}
 }
+
+// TestReloadChangesRulesAndEndpointsOnly: a reload moves an upstream to
+// another endpoint and changes the allow rules; a config that changes
+// anything else is refused and the running one kept.
+func TestReloadChangesRulesAndEndpointsOnly(t *testing.T) {
+	m := newMesh(t)
+	_, first := inbound(t, m, "payment", app(t, nil).URL)
+	_, second := inbound(t, m, "payment", app(t, nil).URL)
+	p, base := outbound(t, m.identity("order", 0), UpstreamConfig{Name: "payment", Endpoints: []string{first}})
+	cfg := p.cfg.Load().clone()
+	cfg.Outbound[0].Endpoints = []string{second}
+	if err := p.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if a := do(t, http.DefaultClient, "GET", base+"/x", ""); a.status != 200 {
+		t.Fatalf("after the reload: %d %s", a.status, a.body)
+	}
+	if st := p.Status().Outbound[0].Endpoints; len(st) != 1 || st[0].Addr != second || st[0].Attempts != 1 {
+		t.Fatalf("endpoints after the reload: %+v", st)
+	}
+	bad := cfg.clone()
+	bad.Outbound[0].Timeout = time.Minute
+	if err := p.Reload(bad); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("a changed timeout: %v", err)
+	}
+	if p.cfg.Load().Outbound[0].Timeout != DefaultOutboundTimeout {
+		t.Fatal("a refused config was applied")
+	}
+}
