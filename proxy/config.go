@@ -127,6 +127,10 @@ type UpstreamConfig struct {
 	// MaxInFlight bounds the calls in flight to each endpoint; default
 	// 256.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxQueued is how many calls beyond MaxInFlight wait for a slot
+	// (within their timeout) rather than fail at once with a 503, to
+	// absorb a burst; default 1024, -1 for none.
+	MaxQueued int `yaml:"max_queued"`
 }
 
 // BreakerConfig configures the circuit breaker of every endpoint; a zero
@@ -355,6 +359,13 @@ func (u *UpstreamConfig) check() error {
 	}
 	if u.MaxInFlight < 1 {
 		errs = append(errs, errors.New("max_in_flight: must be positive"))
+	}
+	switch {
+	case u.MaxQueued == 0:
+		u.MaxQueued = 1024
+	case u.MaxQueued == -1:
+	case u.MaxQueued < 0:
+		errs = append(errs, errors.New("max_queued: must be positive, or -1 for none"))
 	}
 	return errors.Join(errs...)
 }

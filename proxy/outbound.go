@@ -134,6 +134,7 @@ func (p *Proxy) newUpstream(c *UpstreamConfig) (*upstream, error) {
 		}
 	}
 	pol.Bulkhead.MaxConcurrent = c.MaxInFlight
+	pol.Bulkhead.MaxWaiting = max(c.MaxQueued, 0)
 	rt, err := service.ClientTransport(c.Name, pol, attemptRecorder{u}, p.res, p.log.With("upstream", c.Name))
 	if err != nil {
 		return nil, fmt.Errorf("proxy: upstream %s: %w", c.Name, err)

@@ -43,6 +43,11 @@ import (
 //     (TLS 1.3, client certificates, the peer's SPIFFE ID checked), and
 //     nothing else.
 //
+// Two more paths split the cost: trellis-inbound-only (the generator
+// calls payment's inbound proxy itself, with order's certificate: one
+// proxy process, the TLS hop) and plain-without-tls (the plain pair with
+// plain HTTP between them: two processes, no TLS).
+//
 // It reports each path's p50, p99 and p99.9 added over direct, the
 // direct ones, failed requests, and each proxy process's resident memory
 // after the run (MB-rss, the larger of the pair). Run it once:
@@ -50,7 +55,7 @@ import (
 //	go test ./cmd/trellis -run XXX -bench ProxyAddedLatency -benchtime 1x
 //
 // TRELLIS_BENCH_SECONDS sets the measured seconds per path (default 5,
-// after 1 of warm-up).
+// after 1 of warm-up), TRELLIS_BENCH_RATES the rates (default 1000,5000).
 func BenchmarkProxyAddedLatency(b *testing.B) {
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -64,24 +69,46 @@ func BenchmarkProxyAddedLatency(b *testing.B) {
 	payment := startProxyProcess(b, pp.paymentFile, pp.paymentAdmin, env...)
 	order := startProxyProcess(b, pp.orderFile, pp.orderAdmin, env...)
 	plainIn, plainOut := startPlainPair(b, pp.meshDir, app.URL)
+	// The decomposition: plain proxies without TLS, and the inbound
+	// trellis proxy alone, called with mutual TLS by the load generator.
+	ports := freePorts(b, 2)
+	startPlain(b, fmt.Sprintf("inbound-notls 127.0.0.1:%d %s %s", ports[0], app.URL, pp.meshDir))
+	notlsOut := startPlain(b, fmt.Sprintf("outbound-notls 127.0.0.1:%d http://127.0.0.1:%d %s", ports[1], ports[0], pp.meshDir))
+	orderID, err := proxy.LoadIdentity(filepath.Join(pp.meshDir, "order.pem"), filepath.Join(pp.meshDir, proxy.CACertFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mtls := orderID.ClientTLS("payment")
 
 	seconds := 5
 	if s := os.Getenv("TRELLIS_BENCH_SECONDS"); s != "" {
 		fmt.Sscan(s, &seconds)
 	}
-	for _, rate := range []int{1000, 5000} {
+	rates := []int{1000, 5000}
+	if s := os.Getenv("TRELLIS_BENCH_RATES"); s != "" {
+		rates = nil
+		for _, f := range strings.Split(s, ",") {
+			var r int
+			fmt.Sscan(f, &r)
+			rates = append(rates, r)
+		}
+	}
+	for _, rate := range rates {
 		b.Run(fmt.Sprintf("rate-%d", rate), func(b *testing.B) {
 			for b.Loop() {
-				direct := openLoop(b, app.URL+"/v1/charges", rate, time.Duration(seconds)*time.Second)
-				trellis := openLoop(b, "http://"+pp.outbound+"/v1/charges", rate, time.Duration(seconds)*time.Second)
-				plain := openLoop(b, "http://"+plainOut.addr+"/v1/charges", rate, time.Duration(seconds)*time.Second)
+				d := time.Duration(seconds) * time.Second
+				direct := openLoop(b, app.URL+"/v1/charges", nil, rate, d)
+				trellis := openLoop(b, "http://"+pp.outbound+"/v1/charges", nil, rate, d)
+				plain := openLoop(b, "http://"+plainOut.addr+"/v1/charges", nil, rate, d)
+				inboundOnly := openLoop(b, "https://"+pp.inbound+"/v1/charges", mtls, rate, d)
+				notls := openLoop(b, "http://"+notlsOut.addr+"/v1/charges", nil, rate, d)
 				b.ReportMetric(direct.p(50), "direct-p50-ms")
 				b.ReportMetric(direct.p(99), "direct-p99-ms")
 				b.ReportMetric(direct.p(99.9), "direct-p99.9-ms")
 				for _, c := range []struct {
 					name string
 					r    *loadResult
-				}{{"trellis", trellis}, {"plain", plain}} {
+				}{{"trellis", trellis}, {"plain", plain}, {"trellis-inbound-only", inboundOnly}, {"plain-without-tls", notls}} {
 					b.ReportMetric(c.r.p(50)-direct.p(50), c.name+"-p50-added-ms")
 					b.ReportMetric(c.r.p(99)-direct.p(99), c.name+"-p99-added-ms")
 					b.ReportMetric(c.r.p(99.9)-direct.p(99.9), c.name+"-p99.9-added-ms")
@@ -90,9 +117,12 @@ func BenchmarkProxyAddedLatency(b *testing.B) {
 				b.ReportMetric(float64(direct.failed), "direct-failed")
 				b.ReportMetric(float64(max(procKiB(b, order.cmd.Process.Pid, "status", "VmRSS:"), procKiB(b, payment.cmd.Process.Pid, "status", "VmRSS:")))/1024, "trellis-MB-rss")
 				b.ReportMetric(float64(max(procKiB(b, plainIn.cmd.Process.Pid, "status", "VmRSS:"), procKiB(b, plainOut.cmd.Process.Pid, "status", "VmRSS:")))/1024, "plain-MB-rss")
-				b.Logf("rate %d/s: direct p50 %.3f p99 %.3f p99.9 %.3f ms; trellis %.3f %.3f %.3f; plain %.3f %.3f %.3f; failed %d %d %d",
-					rate, direct.p(50), direct.p(99), direct.p(99.9), trellis.p(50), trellis.p(99), trellis.p(99.9),
-					plain.p(50), plain.p(99), plain.p(99.9), direct.failed, trellis.failed, plain.failed)
+				for _, c := range []struct {
+					name string
+					r    *loadResult
+				}{{"direct", direct}, {"trellis", trellis}, {"plain", plain}, {"trellis-inbound-only", inboundOnly}, {"plain-without-tls", notls}} {
+					b.Logf("rate %d/s: %-22s p50 %8.3f  p99 %8.3f  p99.9 %8.3f ms, %d failed", rate, c.name, c.r.p(50), c.r.p(99), c.r.p(99.9), c.r.failed)
+				}
 			}
 		})
 	}
@@ -115,12 +145,13 @@ func (r *loadResult) p(q float64) float64 {
 	return r.ms[min(i, len(r.ms)-1)]
 }
 
-// openLoop sends GETs to url at rate per second for d (after a second of
+// openLoop sends GETs to url (over TLS with tlsCfg if not nil) at rate per second for d (after a second of
 // warm-up that is not counted), each on its own goroutine at its scheduled
 // time, and returns every latency measured from the scheduled time.
-func openLoop(b *testing.B, url string, rate int, d time.Duration) *loadResult {
+func openLoop(b *testing.B, url string, tlsCfg *tls.Config, rate int, d time.Duration) *loadResult {
 	b.Helper()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxIdleConns: 1024, DisableCompression: true}, Timeout: 10 * time.Second}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxIdleConns: 1024, DisableCompression: true, TLSClientConfig: tlsCfg},
+		Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 	warm := rate
 	total := warm + int(d.Seconds()*float64(rate))
@@ -212,10 +243,12 @@ func startPlain(b *testing.B, args string) *plainProxy {
 // runPlainProxy serves a plain reverse proxy as args say: "inbound LISTEN
 // APP MESHDIR" (TLS 1.3 with payment's identity, a client certificate of
 // the mesh required) or "outbound LISTEN TARGET MESHDIR" (plain HTTP, to
-// TARGET over TLS as order, accepting only payment). It never returns.
+// TARGET over TLS as order, accepting only payment); with "-notls" after
+// the mode, plain HTTP on both sides. It never returns.
 func runPlainProxy(args string) {
 	f := strings.Fields(args)
 	mode, listen, target, meshDir := f[0], f[1], f[2], f[3]
+	mode, noTLS := strings.CutSuffix(mode, "-notls")
 	name := map[string]string{"inbound": "payment", "outbound": "order"}[mode]
 	id, err := proxy.LoadIdentity(filepath.Join(meshDir, name+".pem"), filepath.Join(meshDir, proxy.CACertFile))
 	if err != nil {
@@ -224,7 +257,7 @@ func runPlainProxy(args string) {
 	}
 	u, _ := url.Parse(target)
 	tr := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
-	if mode == "outbound" {
+	if mode == "outbound" && !noTLS {
 		tr.TLSClientConfig = id.ClientTLS("payment")
 	}
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }, Transport: tr}
@@ -233,7 +266,7 @@ func runPlainProxy(args string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if mode == "inbound" {
+	if mode == "inbound" && !noTLS {
 		ln = tls.NewListener(ln, id.ServerTLS())
 	}
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 5 * time.Second}
