@@ -179,25 +179,22 @@ func (p *Proxy) Reload(cfg *Config) error {
 		return errors.New("proxy: only the allow rules and the upstream endpoints change without a restart; this config changes more")
 	}
 	if c.Inbound != nil {
-		rules, err := compileRules(c.Inbound.Allow)
+		a, err := compileRules(c.Inbound.Allow)
 		if err != nil {
 			return err
 		}
-		p.authz.Store(rules)
+		p.authz.Store(a)
 	}
 	for i, u := range p.upstreams {
 		u.setEndpoints(c.Outbound[i].Endpoints)
 	}
 	p.cfg.Store(c)
-	p.log.Info("config reloaded", "rules", len(rules(c)), "upstreams", len(c.Outbound))
-	return nil
-}
-
-func rules(c *Config) []AllowRule {
-	if c.Inbound == nil {
-		return nil
+	rules := 0
+	if c.Inbound != nil {
+		rules = len(c.Inbound.Allow)
 	}
-	return c.Inbound.Allow
+	p.log.Info("config reloaded", "rules", rules, "upstreams", len(c.Outbound))
+	return nil
 }
 
 // Listen binds every listener of the config: inbound (mutual TLS),
