@@ -141,13 +141,10 @@ var (
 // errors. Unknown fields are refused. Every problem found is reported, each
 // a *ConfigError, joined.
 func ParseConfig(data []byte, file string) (*Config, error) {
-	if len(data) > MaxConfigSize {
-		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", MaxConfigSize)}
-	}
 	var c Config
-	root, probs := yamlconf.Decode(data, &c)
-	if probs != nil {
-		return nil, yamlconf.Errors(file, probs)
+	root, err := yamlconf.Parse(data, file, MaxConfigSize, &c)
+	if err != nil {
+		return nil, err
 	}
 	lines := func(field string) []int { return yamlconf.ItemLines(root, field) }
 	if err := c.check(file, lines("shards"), lines("routes")); err != nil {

@@ -171,13 +171,10 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 // defaults. Unknown fields are refused; every problem found is reported,
 // each a *ConfigError, joined.
 func ParseConfig(data []byte, file string, getenv func(string) string) (*Config, error) {
-	if len(data) > MaxConfigSize {
-		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", MaxConfigSize)}
-	}
 	var c Config
-	root, probs := yamlconf.Decode(data, &c)
-	if probs != nil {
-		return nil, yamlconf.Errors(file, probs)
+	root, err := yamlconf.Parse(data, file, MaxConfigSize, &c)
+	if err != nil {
+		return nil, err
 	}
 	var ruleLines []int
 	if in := yamlconf.Child(root, "inbound"); in != nil {

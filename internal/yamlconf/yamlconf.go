@@ -48,6 +48,20 @@ func Errors(file string, probs []Problem) error {
 	return errors.Join(errs...)
 }
 
+// Parse decodes the document file, of at most limit bytes, into v as
+// Decode does, and returns its root mapping, or its problems as one error
+// (see Errors).
+func Parse(data []byte, file string, limit int, v any) (*yaml.Node, error) {
+	if len(data) > limit {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("larger than %d bytes", limit)}
+	}
+	root, probs := Decode(data, v)
+	if probs != nil {
+		return nil, Errors(file, probs)
+	}
+	return root, nil
+}
+
 // ReadFile reads the config file at path, up to limit bytes and one more,
 // so that the parser can refuse a file larger than its limit.
 func ReadFile(path string, limit int64) ([]byte, error) {
