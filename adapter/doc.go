@@ -30,4 +30,10 @@
 // A value the statistics lack, or that is not a number, is left out and
 // counted in adapter_values_skipped_total, never given as a zero; a
 // failed fetch gives no value at all and adapter_scrape_success 0.
+//
+// # Files
+//
+// [Follow] reads a log file as tail -F does, through rotation and
+// truncation, for an adapter that runs beside a program as a sidecar and
+// shares its log directory.
 package adapter

@@ -101,9 +101,11 @@ func parseLevel(s string) (slog.Level, bool) {
 	return slog.LevelInfo, false
 }
 
-// timeLayouts are the layouts parseTime tries, besides Unix times.
+// timeLayouts are the layouts parseTime tries, besides Unix times. The
+// slashed one is what Go's standard log package writes (with LUTC, the
+// time is UTC as read).
 var timeLayouts = []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999",
-	"2006-01-02T15:04:05.999999999", "02/Jan/2006:15:04:05 -0700", time.RFC1123Z, time.RFC1123}
+	"2006-01-02T15:04:05.999999999", "2006/01/02 15:04:05.999999999", "02/Jan/2006:15:04:05 -0700", time.RFC1123Z, time.RFC1123}
 
 // parseTime reads a timestamp: one of timeLayouts (a time without a zone
 // is UTC) or Unix seconds, milliseconds or nanoseconds.
