@@ -213,8 +213,10 @@ func cut(s string) string {
 }
 
 // Regexp reads lines with a regular expression whose named groups are the
-// fields: time, level, msg, trace_id, span_id and any others. A line that
-// does not match does not parse.
+// fields: time, level, msg, trace_id, span_id and any others. A group
+// that takes no part in a line's match (in an optional part the line
+// lacks) gives no field; one that matches empty text gives an empty
+// field. A line that does not match does not parse.
 func Regexp(pattern string) (Format, error) {
 	re, err := regexp.Compile(pattern)
 	if err != nil {
@@ -235,14 +237,16 @@ func Regexp(pattern string) (Format, error) {
 type regexpFormat struct{ re *regexp.Regexp }
 
 func (f regexpFormat) Parse(line string) (Record, error) {
-	m := f.re.FindStringSubmatch(line)
+	m := f.re.FindStringSubmatchIndex(line)
 	if m == nil {
 		return Record{}, errors.New("adapter: the line does not match the expression")
 	}
 	var names, values []string
 	for i, n := range f.re.SubexpNames() {
-		if n != "" && i < len(m) {
-			names, values = append(names, canonical(n)), append(values, m[i])
+		// A group that took no part in the match (an optional field the
+		// line does not have) is no field of the record.
+		if n != "" && 2*i+1 < len(m) && m[2*i] >= 0 {
+			names, values = append(names, canonical(n)), append(values, line[m[2*i]:m[2*i+1]])
 		}
 	}
 	return record(names, values), nil

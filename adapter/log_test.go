@@ -88,6 +88,8 @@ func TestEachFormatBecomesTheSchema(t *testing.T) {
 				"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}},
 		{"go log", mustRegexp(t, `^(?P<time>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (?P<msg>.*)$`), "2026/12/07 23:59:58.25 parcel accepted",
 			map[string]any{"time": "2026-12-07T23:59:58.25Z", "level": "INFO", "msg": "parcel accepted", "service": "carrier"}},
+		{"optional groups", mustRegexp(t, `^(?P<msg>[^=]*?)(?: id=(?P<parcel>\S+))?(?: note=(?P<note>\S*))?(?: at=(?P<time>\S+))?$`), "parcel accepted note=",
+			map[string]any{"time": "2026-12-08T01:00:00Z", "level": "INFO", "msg": "parcel accepted", "service": "carrier", "note": ""}},
 		{"json", adapter.JSON(adapter.JSONFields{Time: "@timestamp", Level: "severity", Msg: "message", TraceID: "traceId"}),
 			`{"@timestamp":1765151998,"severity":"debug","message":"route planned","traceId":"abc","stops":3,"zone":{"id":"E"}}`,
 			map[string]any{"time": "2025-12-07T23:59:58Z", "level": "DEBUG", "msg": "route planned", "service": "carrier",
