@@ -1,7 +1,8 @@
 // Command trellis runs the Trellis container patterns and the reference
 // shop: `trellis up` starts the whole shop on a laptop, `trellis service
-// NAME` runs one service, `trellis ps` shows what runs, `trellis sidecar
-// config` keeps a main process's configuration in step with its source.
+// NAME` runs one service, `trellis ps` shows what runs; the container
+// patterns are commands too: `trellis ambassador`, `trellis sidecar
+// config`, `trellis adapter` and `trellis proxy`.
 package main
 
 import (
@@ -10,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -19,20 +19,25 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run executes the command line and returns the exit code: 0 on success, 2
-// for bad usage or configuration, 1 for anything else.
+// for bad usage or configuration, the program's own code when a command
+// ran one (exitCode), 1 for anything else.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
 	}
 	fmt.Fprintf(stderr, "trellis: %v\n", err)
 	var cfgErr *config.Error
@@ -47,6 +52,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
+
+// exitCode is the exit code of a program a command ran and passes on
+// (`trellis adapter logs -- COMMAND`); the program said why it failed, so
+// run prints nothing.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
@@ -77,6 +89,7 @@ command's help); a flag given on the command line wins.`,
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		return loadEnv(cmd.Flags())
 	}
-	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newAmbassadorCmd(), newProxyCmd(), newSidecarCmd(), newEventsCmd(), newSagasCmd(), newKeygenCmd(), newVersionCmd())
+	root.AddCommand(newUpCmd(), newPsCmd(), newServiceCmd(), newAmbassadorCmd(), newProxyCmd(), newSidecarCmd(),
+		newAdapterCmd(), newCarrierCmd(), newEventsCmd(), newSagasCmd(), newKeygenCmd(), newVersionCmd())
 	return root
 }

@@ -87,12 +87,14 @@ func TestHelpExplainsEveryCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, cmd := range []string{"up", "ps", "service", "sidecar", "events", "version"} {
+	for _, cmd := range []string{"up", "ps", "service", "ambassador", "proxy", "sidecar", "adapter", "carrier", "events", "version"} {
 		if !strings.Contains(out, "\n  "+cmd+" ") {
 			t.Errorf("--help does not list %q:\n%s", cmd, out)
 		}
 	}
-	for _, args := range [][]string{{"up", "--help"}, {"ps", "--help"}, {"service", "--help"}, {"service", "catalog", "--help"}, {"sidecar", "config", "--help"}} {
+	for _, args := range [][]string{{"up", "--help"}, {"ps", "--help"}, {"service", "--help"}, {"service", "catalog", "--help"},
+		{"sidecar", "config", "--help"}, {"adapter", "logs", "--help"}, {"adapter", "metrics", "--help"}, {"carrier", "--help"},
+		{"ambassador", "--help"}, {"proxy", "--help"}} {
 		out, _, code := runTrellis(t, nil, args...)
 		if code != 0 || len(out) < 200 {
 			t.Errorf("%v: exit %d, %d bytes of help", args, code, len(out))
