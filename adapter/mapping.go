@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"regexp"
@@ -418,16 +419,9 @@ func (p *mappingParser) constLabels(n *yaml.Node, field string) map[string]strin
 	labels := map[string]string{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		name, ok := p.text(k, field)
+		_, taken := labels[k.Value]
+		name, ok := p.labelName(k, field, taken)
 		if !ok {
-			continue
-		}
-		if why := checkName(name, labelNameRE); why != "" {
-			p.errorf(k.Line, field, "label %q %s", name, why)
-			continue
-		}
-		if _, dup := labels[name]; dup {
-			p.errorf(k.Line, field, "label %q given twice", name)
 			continue
 		}
 		value, ok := p.text(v, field+"."+name)
@@ -448,22 +442,29 @@ func (p *mappingParser) keyLabels(n *yaml.Node, field string) []string {
 	var names []string
 	for i, e := range n.Content {
 		e = resolve(e)
-		at := fmt.Sprintf("%s[%d]", field, i)
-		name, ok := p.text(e, at)
-		if !ok {
-			continue
+		if name, ok := p.labelName(e, fmt.Sprintf("%s[%d]", field, i), slices.Contains(names, e.Value)); ok {
+			names = append(names, name)
 		}
-		if why := checkName(name, labelNameRE); why != "" {
-			p.errorf(e.Line, at, "label %q %s", name, why)
-			continue
-		}
-		if slices.Contains(names, name) {
-			p.errorf(e.Line, at, "label %q given twice", name)
-			continue
-		}
-		names = append(names, name)
 	}
 	return names
+}
+
+// labelName reads the label name n, reporting one that is not text, not
+// a valid name, or taken already.
+func (p *mappingParser) labelName(n *yaml.Node, field string, taken bool) (string, bool) {
+	name, ok := p.text(n, field)
+	if !ok {
+		return "", false
+	}
+	if why := checkName(name, labelNameRE); why != "" {
+		p.errorf(n.Line, field, "label %q %s", name, why)
+		return "", false
+	}
+	if taken {
+		p.errorf(n.Line, field, "label %q given twice", name)
+		return "", false
+	}
+	return name, true
 }
 
 // together checks the metrics against each other: entries that share a
@@ -500,13 +501,8 @@ func (p *mappingParser) together(ms []MetricMapping) {
 
 // labelsKey is a canonical text of labels, for comparisons.
 func labelsKey(labels map[string]string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		fmt.Fprintf(&b, "%s=%q,", k, labels[k])
 	}
 	return b.String()
@@ -514,10 +510,5 @@ func labelsKey(labels map[string]string) string {
 
 // labelNames are all the label names of m, sorted.
 func labelNames(m MetricMapping) []string {
-	names := slices.Clone(m.KeyLabels)
-	for k := range m.Labels {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(m.Labels)), m.KeyLabels...)))
 }

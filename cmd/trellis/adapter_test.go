@@ -208,18 +208,20 @@ func TestAdapterLogsWrapsTheCarrier(t *testing.T) {
 // truncation.
 func TestAdapterLogsFollowsARotatedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.log")
-	appendLine := func(text string) {
+	// The program holds its log open, and opens a new one once it was
+	// rotated, as logrotate's create mode has it do.
+	logFile, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { logFile.Close() }()
+	write := func(text string) {
 		t.Helper()
-		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := f.WriteString(text); err != nil {
+		if _, err := logFile.WriteString(text); err != nil {
 			t.Fatal(err)
 		}
 	}
-	appendLine("lvl=info msg=\"before the adapter\"\n")
+	write("lvl=info msg=\"before the adapter\"\n")
 	p := startRun(t, "adapter", "logs", "--format", "logfmt", "--file", path, "--poll", "5ms")
 	waittest.Until(t, 10*time.Second, "the adapter to follow the file", func() bool {
 		return slices.Contains(messages(t, p.stdout.String(), "adapter"), "following")
@@ -233,17 +235,24 @@ func TestAdapterLogsFollowsARotatedFile(t *testing.T) {
 			return nil
 		})
 	}
-	appendLine("lvl=info msg=one\n")
+	write("lvl=info msg=one\n")
 	want("one")
 	if err := os.Rename(path, path+".1"); err != nil {
 		t.Fatal(err)
 	}
-	appendLine("lvl=warn msg=two\n")
-	want("one", "two")
-	if err := os.Truncate(path, 0); err != nil {
+	logFile.Close()
+	if logFile, err = os.Create(path); err != nil {
 		t.Fatal(err)
 	}
-	appendLine("msg=3\n")
+	write("lvl=warn msg=two\n")
+	want("one", "two")
+	if err := logFile.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := logFile.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	write("msg=3\n")
 	want("one", "two", "3")
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit %d", code)
