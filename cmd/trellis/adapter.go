@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -329,6 +330,7 @@ func exitCodeOf(ps interface {
 
 type adapterMetricsOptions struct {
 	source, format, mapping string
+	mappingYAML             string
 	host, listen            string
 	port                    int
 	timeout, cache          time.Duration
@@ -372,7 +374,8 @@ gracefully on SIGTERM or Ctrl-C.`,
 	f := cmd.Flags()
 	f.StringVar(&o.source, "source", "", "URL of the program's statistics (required)")
 	f.StringVar(&o.format, "format", o.format, "format of the statistics: json or text (key value, key=value or key:value lines)")
-	f.StringVar(&o.mapping, "mapping", "", "YAML file declaring the metrics (required)")
+	f.StringVar(&o.mapping, "mapping", "", "YAML file declaring the metrics (this or --mapping-yaml is required)")
+	f.StringVar(&o.mappingYAML, "mapping-yaml", "", "the mapping itself, instead of a file (for a mapping kept in the environment)")
 	f.StringVar(&o.listen, "listen", "", "address to serve on, host:port (default: --host and --port)")
 	f.StringVar(&o.host, "host", o.host, "interface to listen on, unless --listen (0.0.0.0 in a container)")
 	f.IntVar(&o.port, "port", o.port, "port to listen on, unless --listen")
@@ -381,6 +384,7 @@ gracefully on SIGTERM or Ctrl-C.`,
 	config.Bind(f, "source", "TRELLIS_ADAPTER_SOURCE")
 	config.Bind(f, "format", "TRELLIS_ADAPTER_STATS_FORMAT")
 	config.Bind(f, "mapping", "TRELLIS_ADAPTER_MAPPING")
+	config.Bind(f, "mapping-yaml", "TRELLIS_ADAPTER_MAPPING_YAML")
 	config.Bind(f, "listen", "TRELLIS_ADAPTER_LISTEN")
 	config.Bind(f, "host", "TRELLIS_HOST")
 	config.Bind(f, "port", "PORT")
@@ -415,10 +419,18 @@ func runAdapterMetrics(cmd *cobra.Command, o *adapterMetricsOptions) error {
 	} else if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 		return config.Invalid(fs, "listen", addr, "must be host:port, such as 0.0.0.0:9105 or :9105")
 	}
-	if o.mapping == "" {
-		return config.Invalid(fs, "mapping", "", "is required: the YAML file declaring the metrics")
+	if (o.mapping == "") == (o.mappingYAML == "") {
+		return config.Invalid(fs, "mapping", o.mapping, "give either --mapping (a file) or --mapping-yaml (the mapping itself): the metrics to declare")
 	}
-	mapping, err := adapter.LoadMapping(o.mapping)
+	var mapping *adapter.Mapping
+	if o.mappingYAML != "" {
+		mapping, err = adapter.ParseMapping([]byte(o.mappingYAML), "TRELLIS_ADAPTER_MAPPING_YAML")
+		if err != nil {
+			return usageError{err}
+		}
+	} else {
+		mapping, err = adapter.LoadMapping(o.mapping)
+	}
 	if err != nil {
 		var me *adapter.MappingError
 		if errors.As(err, &me) {
@@ -474,7 +486,7 @@ func runAdapterMetrics(cmd *cobra.Command, o *adapterMetricsOptions) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("serving", slog.String("addr", ln.Addr().String()), slog.String("source", o.source),
-		slog.String("mapping", o.mapping), slog.Int("metrics", len(mapping.Metrics)))
+		slog.String("mapping", cmp.Or(o.mapping, "TRELLIS_ADAPTER_MAPPING_YAML")), slog.Int("metrics", len(mapping.Metrics)))
 	select {
 	case err := <-errc:
 		return fmt.Errorf("adapter: serve: %w", err)

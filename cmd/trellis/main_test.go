@@ -179,11 +179,12 @@ var shopPorts = []struct {
 	port int
 }{{"catalog", 8101}, {"inventory", 8102}, {"order", 8103}, {"payment", 8104}, {"shipping", 8105},
 	{"notification", 8106}, {"catalog-0", 8111}, {"catalog-1", 8112}, {"inventory/catalog", 8121},
-	{"order/catalog", 8131}, {"catalog-0/config", 8141}, {"catalog-1/config", 8142}, {"nats", 4222}, {"admin", 7070}}
+	{"order/catalog", 8131}, {"catalog-0/config", 8141}, {"catalog-1/config", 8142}, {"carrier", 8107},
+	{"carrier/metrics", 8117}, {"nats", 4222}, {"admin", 7070}}
 
 // shopProcesses is the number of rows `trellis ps` shows for the shop:
 // its processes and their sidecars.
-const shopProcesses = 12
+const shopProcesses = 15
 
 // startShop runs `trellis up` on a copy of shop/system.yaml with free ports
 // and returns once every process is ready. env is added to the
@@ -470,6 +471,47 @@ func TestUpRunsTheShop(t *testing.T) {
 			t.Errorf("%s after the rollback: readyz %d %v", shard, code, ready)
 		}
 	}
+
+	// The carrier, a program of plain-text logs and a statistics page of
+	// its own, looks like the services through its pod's adapters: its
+	// log line, with the caller's trace id, in the project's JSON schema,
+	// and its statistics as Prometheus metrics.
+	trace := "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, _ = http.NewRequest("POST", sh.urls["carrier"]+"/parcels", strings.NewReader(`{"order_id":"o-42","address":"1 Tea Street","weight_g":900}`))
+	req.Header.Set("traceparent", "00-"+trace+"-00f067aa0ba902b7-01")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("carrier: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	waittest.Eventually(t, 20*time.Second, "the carrier's line in the schema", func() error {
+		b, err := os.ReadFile(filepath.Join(sh.dataDir, "logs", "carrier-0.logs.log"))
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "parcel accepted" {
+				if rec["service"] != "carrier" || rec["trace_id"] != trace || rec["order_id"] != "o-42" || rec["level"] != "INFO" {
+					return fmt.Errorf("line %s", line)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet in %d bytes", len(b))
+	})
+	waittest.Eventually(t, 20*time.Second, "the carrier's statistics as metrics", func() error {
+		resp, err := http.Get(sh.urls["carrier/metrics"] + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), "\ncarrier_parcels_accepted_total 1\n") {
+			return fmt.Errorf("metrics: %.300s", b)
+		}
+		return nil
+	})
 
 	// `trellis ps` shows the same processes.
 	out, stderr, code = runTrellis(t, nil, "ps", "--admin", strings.TrimPrefix(sh.admin, "http://"))

@@ -22,10 +22,35 @@ func TestBuiltInShopSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(spec.Processes) != 8 {
+	if len(spec.Processes) != 9 {
 		t.Fatalf("built-in spec: %d processes", len(spec.Processes))
 	}
 	if _, err := loadSpec("nope.yaml"); err == nil {
 		t.Fatal("a missing -f file must be an error, not the built-in spec")
 	}
+}
+
+// The carrier's metrics mapping is kept in the spec's environment, so that
+// the built-in spec needs no file; shop/carrier/metrics.yaml, the same
+// mapping for running the adapter by hand, must not drift from it.
+func TestCarrierMappingMatchesTheSpec(t *testing.T) {
+	file, err := os.ReadFile("../../shop/carrier/metrics.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := loadSpec("../../shop/system.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range spec.Processes {
+		for _, sc := range p.Sidecars {
+			if p.Name == "carrier" && sc.Name == "metrics" {
+				if got := sc.Env["TRELLIS_ADAPTER_MAPPING_YAML"]; got != string(file) {
+					t.Fatalf("the spec's mapping differs from shop/carrier/metrics.yaml:\n%s", got)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no metrics sidecar of the carrier in shop/system.yaml")
 }
