@@ -17,6 +17,9 @@ import (
 const (
 	// DefaultInboundTimeout bounds one request to the local application.
 	DefaultInboundTimeout = 30 * time.Second
+	// DefaultMaxConnections caps the connections a listener holds open at
+	// once; more wait in the kernel's backlog until one closes.
+	DefaultMaxConnections = 1024
 	// DefaultOutboundTimeout bounds one call to an upstream, retries
 	// included.
 	DefaultOutboundTimeout = 10 * time.Second
@@ -90,6 +93,10 @@ type InboundConfig struct {
 	// Allow lists who may call what. Empty, any service of the mesh may
 	// call anything; otherwise a request no rule allows is refused (403).
 	Allow []AllowRule `yaml:"allow"`
+	// MaxConnections caps the callers' connections held open at once
+	// (default DefaultMaxConnections): an overload waits in the backlog
+	// instead of growing the proxy's memory without bound.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // AllowRule lets the services From call the Routes.
@@ -234,6 +241,12 @@ func (c *Config) check(file, meshDir string, ruleLines, upLines []int) error {
 		}
 		if in.Timeout < 0 {
 			bad(0, "inbound.timeout: must be positive")
+		}
+		if in.MaxConnections == 0 {
+			in.MaxConnections = DefaultMaxConnections
+		}
+		if in.MaxConnections < 0 {
+			bad(0, "inbound.max_connections: must be positive")
 		}
 		if len(in.Allow) > MaxRules {
 			bad(0, "inbound.allow: %d rules, at most %d", len(in.Allow), MaxRules)

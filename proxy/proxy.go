@@ -226,7 +226,7 @@ func (p *Proxy) Listen() error {
 				return context.WithValue(ctx, connGenKey{}, p.id.Generation())
 			},
 		}
-		ls = append(ls, &listening{what: "inbound", ln: tls.NewListener(ln, p.id.ServerTLS()), srv: srv})
+		ls = append(ls, &listening{what: "inbound", ln: tls.NewListener(limitConns(ln, in.MaxConnections), p.id.ServerTLS()), srv: srv})
 	}
 	for _, u := range p.upstreams {
 		ln, err := net.Listen("tcp", u.cfg.Listen)
@@ -241,7 +241,7 @@ func (p *Proxy) Listen() error {
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          slogLogger(p.log),
 		}
-		ls = append(ls, &listening{what: "outbound " + u.name, ln: ln, srv: srv})
+		ls = append(ls, &listening{what: "outbound " + u.name, ln: limitConns(ln, DefaultMaxConnections), srv: srv})
 	}
 	if c.Admin != "" {
 		ln, err := net.Listen("tcp", c.Admin)
