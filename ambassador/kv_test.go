@@ -8,35 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/trellis-go/trellis/ambassador"
-	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/natstest"
 	"github.com/trellis-go/trellis/internal/waittest"
 )
 
 func TestShardMapFromNATSKV(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "catalog-shards"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv, _, _ := natstest.Bucket(t, "catalog-shards")
 
 	a, b := newShardServer(t, "catalog-a"), newShardServer(t, "catalog-b")
 	for _, s := range []*shardServer{a, b} {

@@ -122,19 +122,9 @@ func (r *replica) runSidecar(ctx context.Context) {
 			<-r.stop
 			return
 		}
-		if exit.readyFor >= r.sup.spec.Restart.ResetAfter {
-			consecutive = 0
-		}
-		delay := r.sup.backoff(consecutive)
-		consecutive++
-		r.transition(StateBackoff, false, "exit", exit.describe(), "delay", delay.String(), "attempt", consecutive)
-		if !r.sleep(delay) {
-			r.transition(StateStopped, false, "reason", "stopped during backoff")
+		if !r.backOff(exit, &consecutive) {
 			return
 		}
-		r.sup.mu.Lock()
-		r.restarts++
-		r.sup.mu.Unlock()
 	}
 }
 

@@ -157,20 +157,30 @@ func (r *replica) run(ctx context.Context) {
 			<-r.stop
 			return
 		}
-		if exit.readyFor >= r.sup.spec.Restart.ResetAfter {
-			consecutive = 0
-		}
-		delay := r.sup.backoff(consecutive)
-		consecutive++
-		r.transition(StateBackoff, false, "exit", exit.describe(), "delay", delay.String(), "attempt", consecutive)
-		if !r.sleep(delay) {
-			r.transition(StateStopped, false, "reason", "stopped during backoff")
+		if !r.backOff(exit, &consecutive) {
 			return
 		}
-		r.sup.mu.Lock()
-		r.restarts++
-		r.sup.mu.Unlock()
 	}
+}
+
+// backOff waits before the restart after exit, the consecutive-th in a
+// row (reset once the run was ready for ResetAfter), and counts the
+// restart. It returns false if the replica was asked to stop meanwhile.
+func (r *replica) backOff(exit exitInfo, consecutive *int) bool {
+	if exit.readyFor >= r.sup.spec.Restart.ResetAfter {
+		*consecutive = 0
+	}
+	delay := r.sup.backoff(*consecutive)
+	*consecutive++
+	r.transition(StateBackoff, false, "exit", exit.describe(), "delay", delay.String(), "attempt", *consecutive)
+	if !r.sleep(delay) {
+		r.transition(StateStopped, false, "reason", "stopped during backoff")
+		return false
+	}
+	r.sup.mu.Lock()
+	r.restarts++
+	r.sup.mu.Unlock()
+	return true
 }
 
 // noteLogOffset records the size of the log file before the first start,

@@ -13,10 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/natstest"
 	"github.com/trellis-go/trellis/internal/syncbuf"
 	"github.com/trellis-go/trellis/internal/waittest"
 	"github.com/trellis-go/trellis/sidecar/configsync/configsynctest"
@@ -208,29 +205,12 @@ func TestSidecarStoppedOrKilledMidSync(t *testing.T) {
 func TestSidecarConfigFollowsANATSBucket(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := broker.StartServer(ctx, broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "catalog-config"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv, _, natsURL := natstest.Bucket(t, "catalog-config")
 	if _, err := kv.PutString(ctx, "catalog.yaml", "page_size: 20\n"); err != nil {
 		t.Fatal(err)
 	}
 	pod := t.TempDir()
-	env := []string{"TRELLIS_NATS_URL=" + srv.ClientURL(), "TRELLIS_POD_DIR=" + pod}
+	env := []string{"TRELLIS_NATS_URL=" + natsURL, "TRELLIS_POD_DIR=" + pod}
 	if _, stderr, code := runTrellis(t, env, "sidecar", "config", "--nats-kv", "catalog-config", "--once"); code != 0 {
 		t.Fatalf("--once: exit %d: %s", code, stderr)
 	}
@@ -239,7 +219,7 @@ func TestSidecarConfigFollowsANATSBucket(t *testing.T) {
 		t.Fatalf("%s = %q, %v", file, b, err)
 	}
 
-	t.Setenv("TRELLIS_NATS_URL", srv.ClientURL())
+	t.Setenv("TRELLIS_NATS_URL", natsURL)
 	startSidecar(t, "--nats-kv", "catalog-config", "--root", filepath.Join(pod, "config"))
 	if _, err := kv.PutString(ctx, "catalog.yaml", "page_size: 50\n"); err != nil {
 		t.Fatal(err)

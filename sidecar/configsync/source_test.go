@@ -15,10 +15,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/trellis-go/trellis/broker"
+	"github.com/trellis-go/trellis/internal/natstest"
 	"github.com/trellis-go/trellis/sidecar/configsync"
 )
 
@@ -397,24 +396,7 @@ func TestGitSourceRefusesUnsafeTrees(t *testing.T) {
 // bucket and the JetStream context holding it.
 func startKV(t testing.TB, bucket string) (jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
-	srv, err := broker.StartServer(ctxT(t), broker.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctxT(t), jetstream.KeyValueConfig{Bucket: bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv, js, _ := natstest.Bucket(t, bucket)
 	return js, kv
 }
 
