@@ -217,7 +217,7 @@ var orderIDs = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 // chaosVictims are the shop's services, the catalog's shards and
 // ambassadors included, killed in this order in every round.
 var chaosVictims = []string{"payment", "order", "inventory", "shipping", "catalog-0", "notification", "catalog-1",
-	"order/catalog", "catalog"}
+	"order/catalog", "catalog", "carrier"}
 
 // TestUpChaosKillsEveryService runs the whole shop with `trellis up`, in
 // both saga flows, and places a paced load of orders over skus with
@@ -300,9 +300,10 @@ func TestUpChaosKillsEveryService(t *testing.T) {
 			shoptest.Repeat(ctx, t, u, list)
 			shoptest.Check(ctx, t, u, initial, ended, 30*time.Second)
 
+			// Every process was killed, or restarted with its pod's.
 			for _, p := range sh.processes(t) {
 				if p.State != "ready" || p.Restarts < rounds {
-					t.Errorf("%s: %s after %d restarts, want ready after %d", p.Name, p.State, p.Restarts, rounds)
+					t.Errorf("%s/%s: %s after %d restarts, want ready after %d", p.Name, p.Sidecar, p.State, p.Restarts, rounds)
 				}
 			}
 		})

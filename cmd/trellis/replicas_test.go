@@ -748,8 +748,9 @@ func replicatedShopSpec(t *testing.T, env map[string]map[string]string, n int) (
 	// move gives a process or sidecar its new port and rewrites the
 	// addresses in its environment (an alias shares its anchor's node).
 	move := func(c *yaml.Node) {
-		port := mapValue(t, c, "port")
-		port.Value = strconv.Itoa(moved["127.0.0.1:"+port.Value])
+		if port := mapValueOrNil(c, "port"); port != nil { // a sidecar may have none
+			port.Value = strconv.Itoa(moved["127.0.0.1:"+port.Value])
+		}
 		if vars := mapValueOrNil(c, "env"); vars != nil {
 			for i := 1; i < len(vars.Content); i += 2 {
 				for from, to := range moved {
