@@ -87,7 +87,7 @@ The ambassador's own endpoints are under /.ambassador/: healthz, readyz
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn or error")
 	config.Bind(f, "config", "TRELLIS_AMBASSADOR_CONFIG")
 	config.Bind(f, "config-yaml", "TRELLIS_AMBASSADOR_CONFIG_YAML")
-	config.Bind(f, "host", "TRELLIS_AMBASSADOR_HOST")
+	config.Bind(f, "host", "TRELLIS_HOST")
 	config.Bind(f, "port", "PORT")
 	config.Bind(f, "shards-kv", "TRELLIS_AMBASSADOR_SHARDS_KV")
 	config.Bind(f, "shards-key", "TRELLIS_AMBASSADOR_SHARDS_KEY")
