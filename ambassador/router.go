@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -239,6 +240,12 @@ func (rt *Router) backendLocked(raw string, bc BreakerConfig) (*backend, error) 
 // ServeHTTP routes the request by the current table.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.table.Load().mux.ServeHTTP(w, r)
+}
+
+// Shards returns the current map: its kind and its shards.
+func (rt *Router) Shards() (mapKind string, shards []ShardConfig) {
+	c := rt.table.Load().cfg
+	return c.Map, slices.Clone(c.Shards)
 }
 
 // Owner returns the shard that owns key under the current map.

@@ -209,16 +209,8 @@ func watchConfig(ctx context.Context, path string, rt *ambassador.Router, kvShar
 		last = stamp()
 		cfg, err := ambassador.LoadConfig(path)
 		if err == nil && kvShards {
-			cur := rt.Status()
-			cfg.Map = cur.Map
-			cfg.Shards = cfg.Shards[:0]
-			for _, s := range cur.Shards {
-				sc := ambassador.ShardConfig{Name: s.Name}
-				for _, r := range s.Replicas {
-					sc.URLs = append(sc.URLs, r.URL)
-				}
-				cfg.Shards = append(cfg.Shards, sc)
-			}
+			// The shards come from the bucket: keep the ones it gave.
+			cfg.Map, cfg.Shards = rt.Shards()
 		}
 		if err == nil {
 			err = rt.Load(cfg)
