@@ -3,6 +3,8 @@ package ambassador_test
 import (
 	"fmt"
 	"log"
+	"net/http"
+	"net/http/httptest"
 
 	"github.com/trellis-go/trellis/ambassador"
 )
@@ -56,4 +58,50 @@ func ExampleRing_PickBounded() {
 	fmt.Println(inFlight["cache-a"] <= 125, inFlight["cache-b"] <= 125, inFlight["cache-c"] <= 125)
 	// Output:
 	// true true true
+}
+
+// A router in front of two shards: each request goes to the shard that
+// owns its key, here the {sku} of the path, and every answer says which
+// shard gave it.
+func ExampleRouter() {
+	shard := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s has %s", name, r.PathValue("sku"))
+		}))
+	}
+	a, b := shard("catalog-0"), shard("catalog-1")
+	defer a.Close()
+	defer b.Close()
+	cfg, err := ambassador.ParseConfig([]byte(fmt.Sprintf(`
+health: {path: none}
+shards:
+  - {name: catalog-0, urls: [%s]}
+  - {name: catalog-1, urls: [%s]}
+routes:
+  - {match: "GET /v1/products/{sku}", key: "path:sku"}
+`, a.URL, b.URL)), "ambassador.yaml")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	rt, err := ambassador.NewRouter(cfg, ambassador.RouterOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Close()
+	front := httptest.NewServer(rt)
+	defer front.Close()
+	for _, sku := range []string{"TEA-001", "MUG-001"} {
+		resp, err := http.Get(front.URL + "/v1/products/" + sku)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		resp.Body.Close()
+		fmt.Println(sku, "->", resp.Header.Get(ambassador.ShardHeader), resp.Header.Get(ambassador.ShardHeader) == rt.Owner(sku))
+	}
+	// Output:
+	// TEA-001 -> catalog-0 true
+	// MUG-001 -> catalog-1 true
 }
